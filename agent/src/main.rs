@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("kleidia-agent: not built yet");
+    std::process::exit(2);
+}

@@ -1,0 +1,4 @@
+fn main() {
+    eprintln!("kleidia-virtual-yubikey: not built yet");
+    std::process::exit(2);
+}

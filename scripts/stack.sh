@@ -1,0 +1,190 @@
+#!/usr/bin/env bash
+# Start and stop the services Kleidia needs on one machine: PostgreSQL, an
+# OpenBao dev server on loopback, and pcscd with the vpcd reader driver.
+#
+#   scripts/stack.sh up   STATE_DIR   start what is not running, write STATE_DIR/env
+#   scripts/stack.sh down STATE_DIR   stop exactly what `up` started (by recorded PID)
+#   scripts/stack.sh status STATE_DIR
+#
+# Environment:
+#   DATABASE_URL   use this PostgreSQL instead of starting the local cluster
+#   BAO_PORT       OpenBao dev server port (default 8200)
+#   BAO_TOKEN      root token for the dev server (default: random, kept in STATE_DIR/bao-token)
+#
+# Never prompts; running `up` twice in a row is harmless.
+set -euo pipefail
+
+cmd=${1:?usage: stack.sh up|down|status STATE_DIR}
+state=${2:?usage: stack.sh up|down|status STATE_DIR}
+mkdir -p "$state"
+state=$(cd "$state" && pwd)
+chmod 700 "$state"
+
+PG_VERSION=15
+PG_CLUSTER=main
+BAO_PORT=${BAO_PORT:-8200}
+PCSC_SOCKET=/run/pcscd/pcscd.comm
+
+log() { echo "stack: $*"; }
+
+alive() { [ -f "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+
+wait_for() { # seconds, description, command...
+  local secs=$1 what=$2; shift 2
+  local i
+  for ((i = 0; i < secs * 10; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "stack: $what did not come up within ${secs}s" >&2
+  return 1
+}
+
+stop_pid() { # pidfile, name
+  local f=$1 name=$2
+  if alive "$f"; then
+    local pid
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then kill -9 "$pid" 2>/dev/null || true; fi
+    log "stopped $name (pid $pid)"
+  fi
+  rm -f "$f"
+}
+
+# ---------------------------------------------------------------- PostgreSQL
+pg_up() {
+  if [ -n "${DATABASE_URL:-}" ]; then
+    log "using DATABASE_URL from the environment"
+    echo "$DATABASE_URL" >"$state/database-url"
+    return
+  fi
+  if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2" "$4}' | grep -q "^$PG_VERSION $PG_CLUSTER online"; then
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" start
+    touch "$state/postgres.started-by-us"
+    log "started PostgreSQL $PG_VERSION/$PG_CLUSTER"
+  else
+    log "PostgreSQL $PG_VERSION/$PG_CLUSTER already running"
+  fi
+  wait_for 30 PostgreSQL su postgres -c "psql -qAtc 'select 1'"
+  local port
+  port=$(pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $3}')
+  # The role may create databases: tests make a fresh database per test.
+  su postgres -c "psql -qAt" <<'SQL' >/dev/null
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'kleidia') THEN
+    CREATE ROLE kleidia LOGIN CREATEDB PASSWORD 'kleidia';
+  END IF;
+END $$;
+SQL
+  if ! su postgres -c "psql -qAtc \"select 1 from pg_database where datname='kleidia'\"" | grep -q 1; then
+    su postgres -c "createdb -O kleidia kleidia"
+    log "created database kleidia"
+  fi
+  echo "postgres://kleidia:kleidia@127.0.0.1:${port}/kleidia" >"$state/database-url"
+}
+
+pg_down() {
+  if [ -f "$state/postgres.started-by-us" ]; then
+    pg_ctlcluster "$PG_VERSION" "$PG_CLUSTER" stop || true
+    rm -f "$state/postgres.started-by-us"
+    log "stopped PostgreSQL $PG_VERSION/$PG_CLUSTER"
+  fi
+}
+
+# ------------------------------------------------------------------- OpenBao
+bao_up() {
+  local token
+  if [ -n "${BAO_TOKEN:-}" ]; then
+    token=$BAO_TOKEN
+  elif [ -f "$state/bao-token" ]; then
+    token=$(cat "$state/bao-token")
+  else
+    token=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
+  fi
+  (umask 077 && echo "$token" >"$state/bao-token")
+  local addr="http://127.0.0.1:${BAO_PORT}"
+  if alive "$state/bao.pid"; then
+    log "OpenBao already running (pid $(cat "$state/bao.pid"))"
+  else
+    if curl -fsS "$addr/v1/sys/health" >/dev/null 2>&1; then
+      echo "stack: something else answers on $addr; set BAO_PORT" >&2
+      exit 1
+    fi
+    # Dev mode: in memory, unsealed, root token; loopback only. Never production.
+    setsid bao server -dev -dev-root-token-id="$token" \
+      -dev-listen-address="127.0.0.1:${BAO_PORT}" >"$state/bao.log" 2>&1 </dev/null &
+    echo $! >"$state/bao.pid"
+    log "started OpenBao dev server on $addr (pid $(cat "$state/bao.pid"))"
+  fi
+  wait_for 30 OpenBao curl -fsS "$addr/v1/sys/health"
+  echo "$addr" >"$state/bao-addr"
+}
+
+bao_down() { stop_pid "$state/bao.pid" OpenBao; }
+
+# --------------------------------------------------------------------- pcscd
+pcscd_running() { pgrep -x pcscd >/dev/null 2>&1; }
+
+pcscd_up() {
+  if pcscd_running; then
+    log "pcscd already running"
+    return
+  fi
+  mkdir -p "$state/reader.conf.d"
+  # One vpcd entry: readers "Virtual PCD 00 00" (TCP 35963) and "00 01" (35964).
+  # vpcd listens on all interfaces: tests and the demo only.
+  cat >"$state/reader.conf.d/vpcd" <<'EOF'
+FRIENDLYNAME "Virtual PCD"
+DEVICENAME   /dev/null:0x8C7B
+LIBPATH      /usr/lib/pcsc/drivers/serial/libifdvpcd.so
+CHANNELID    0x8C7B
+EOF
+  rm -f "$PCSC_SOCKET"
+  setsid pcscd --foreground --config "$state/reader.conf.d/vpcd" >"$state/pcscd.log" 2>&1 </dev/null &
+  echo $! >"$state/pcscd.pid"
+  wait_for 10 pcscd test -S "$PCSC_SOCKET"
+  log "started pcscd with the vpcd reader (pid $(cat "$state/pcscd.pid"))"
+}
+
+pcscd_down() {
+  if alive "$state/pcscd.pid"; then
+    stop_pid "$state/pcscd.pid" pcscd
+  fi
+  rm -f "$state/pcscd.pid"
+}
+
+write_env() {
+  {
+    echo "export DATABASE_URL='$(cat "$state/database-url")'"
+    echo "export BAO_ADDR='$(cat "$state/bao-addr")'"
+    echo "export BAO_TOKEN='$(cat "$state/bao-token")'"
+  } >"$state/env"
+  chmod 600 "$state/env"
+}
+
+case "$cmd" in
+  up)
+    pg_up
+    bao_up
+    pcscd_up
+    write_env
+    log "ready; environment in $state/env"
+    ;;
+  down)
+    pcscd_down
+    bao_down
+    pg_down
+    ;;
+  status)
+    pg_lsclusters 2>/dev/null || true
+    if alive "$state/bao.pid"; then echo "OpenBao: running (pid $(cat "$state/bao.pid"))"; else echo "OpenBao: not started here"; fi
+    if pcscd_running; then echo "pcscd: running"; else echo "pcscd: not running"; fi
+    ;;
+  *)
+    echo "usage: stack.sh up|down|status STATE_DIR" >&2
+    exit 2
+    ;;
+esac

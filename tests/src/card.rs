@@ -1,0 +1,1 @@
+//! Harness for tests that plug software YubiKeys into pcscd through vpcd.

@@ -1,0 +1,3 @@
+//! Tests that go through the real pcscd + vpcd with software YubiKeys.
+//! There is one pcscd and two virtual readers per machine, so this binary's
+//! tests run one at a time (the `card` test group in `.config/nextest.toml`).

@@ -1,0 +1,2 @@
+//! End-to-end tests against real PostgreSQL and OpenBao with the Kleidia
+//! processes started from the workspace binaries. One module per feature.
