@@ -1,0 +1,334 @@
+//! Configuration: defaults, then an optional TOML file (`--config`), then
+//! `KLEIDIA_*` environment variables (`KLEIDIA_SECTION_KEY`, e.g.
+//! `KLEIDIA_DATABASE_URL`, `KLEIDIA_OPENBAO_TOKEN_FILE`).
+//!
+//! Every section rejects unknown keys, so a typo is a startup error that names
+//! the key instead of a silently ignored setting. Secrets are `SecretString`s:
+//! their `Debug` output is redacted, so printing the config never leaks them.
+//! Each secret has a `…_file` twin that reads it from a file (Kubernetes
+//! secrets mounted as files).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use secrecy::SecretString;
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration error: {0}")]
+    Invalid(String),
+    #[error("cannot read {what} from {path}: {source}")]
+    SecretFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        // One line per error, each naming the offending key and where it came from.
+        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        ConfigError::Invalid(msgs.join("; "))
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub openbao: OpenBaoConfig,
+    pub license: LicenseConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the HTTP server listens on.
+    pub bind: SocketAddr,
+    /// The URL people and agents use to reach Kleidia (scheme, host, port).
+    /// It is the CORS origin the agent trusts and the base of CRL/issuer URLs.
+    pub public_url: url::Url,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            public_url: default_url("http://127.0.0.1:8080"),
+            shutdown_grace_secs: 20,
+            max_body_bytes: 256 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// PostgreSQL URL (may hold a password, so it is a secret).
+    pub url: SecretString,
+    /// Read the URL from this file instead (wins over `url`).
+    pub url_file: Option<PathBuf>,
+    pub max_connections: u32,
+    pub acquire_timeout_secs: u64,
+    /// How long `serve`/`migrate` keep retrying to reach PostgreSQL at start.
+    pub connect_retry_secs: u64,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretString::from("postgres://kleidia:kleidia@127.0.0.1:5432/kleidia"),
+            url_file: None,
+            max_connections: 20,
+            acquire_timeout_secs: 5,
+            connect_retry_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OpenBaoConfig {
+    pub addr: url::Url,
+    /// Token with the `kleidia-app` policy (a root token only in dev mode).
+    pub token: Option<SecretString>,
+    /// Read the token from this file instead (wins over `token`).
+    pub token_file: Option<PathBuf>,
+    /// KV v2 mount for escrowed YubiKey secrets.
+    pub kv_mount: String,
+    /// KV v2 mount for Kleidia's own secrets (under `kleidia/`).
+    pub app_mount: String,
+    /// KV v2 mount of the license service (the app cannot read it).
+    pub license_mount: String,
+    /// PKI mount of the root CA.
+    pub pki_root_mount: String,
+    /// PKI mount of the intermediate CA that signs YubiKey certificates.
+    pub pki_mount: String,
+    /// Per-request timeout towards OpenBao.
+    pub timeout_secs: u64,
+}
+
+impl Default for OpenBaoConfig {
+    fn default() -> Self {
+        Self {
+            addr: default_url("http://127.0.0.1:8200"),
+            token: None,
+            token_file: None,
+            kv_mount: "yubikeys".into(),
+            app_mount: "secret".into(),
+            license_mount: "license".into(),
+            pki_root_mount: "pki".into(),
+            pki_mount: "pki_int".into(),
+            timeout_secs: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LicenseConfig {
+    /// Base URL of the license service.
+    pub url: url::Url,
+}
+
+impl Default for LicenseConfig {
+    fn default() -> Self {
+        Self {
+            url: default_url("http://127.0.0.1:8090"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directive, e.g. `info` or `kleidia=debug,tower_http=info`.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+#[allow(clippy::expect_used)] // literal defaults; `defaults_are_valid` exercises them
+fn default_url(s: &str) -> url::Url {
+    url::Url::parse(s).expect("literal default URL is valid")
+}
+
+/// Environment variables with the `KLEIDIA_` prefix that are not configuration keys.
+const NON_CONFIG_ENV: &[&str] = &["config"];
+
+impl Config {
+    /// Load: defaults ← TOML file (if given) ← `KLEIDIA_*` environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("KLEIDIA_"))
+    }
+
+    fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
+        let mut fig = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        // KLEIDIA_DATABASE_URL → database.url: the first `_` separates the section.
+        let env = env
+            .filter(|k| !NON_CONFIG_ENV.contains(&k.as_str()))
+            .map(|k| k.as_str().replacen('_', ".", 1).into());
+        fig = fig.merge(env);
+        let mut cfg: Config = fig.extract()?;
+        cfg.resolve_secret_files()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(p) = &self.database.url_file {
+            self.database.url = read_secret_file("database.url_file", p)?;
+        }
+        if let Some(p) = &self.openbao.token_file {
+            self.openbao.token = Some(read_secret_file("openbao.token_file", p)?);
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match self.server.public_url.scheme() {
+            "http" | "https" => {}
+            s => {
+                return Err(ConfigError::Invalid(format!(
+                    "server.public_url must be http or https, not {s}"
+                )))
+            }
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "database.max_connections must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn openbao_timeout(&self) -> Duration {
+        Duration::from_secs(self.openbao.timeout_secs.max(1))
+    }
+}
+
+fn read_secret_file(what: &'static str, path: &Path) -> Result<SecretString, ConfigError> {
+    let s = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(SecretString::from(s.trim().to_string()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn env_none() -> Env {
+        Env::prefixed("KLEIDIA_TEST_NOTHING_AT_ALL_")
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let cfg = Config::load_from(None, env_none()).unwrap();
+        assert_eq!(cfg.server.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(cfg.server.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(cfg.openbao.addr.as_str(), "http://127.0.0.1:8200/");
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_file_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[server]\nbindd = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load_from(Some(&p), env_none()).unwrap_err().to_string();
+        assert!(err.contains("bindd"), "{err}");
+    }
+
+    #[test]
+    fn an_unknown_section_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[servr]\nbind = \"127.0.0.1:1\"\n").unwrap();
+        let err = Config::load_from(Some(&p), env_none()).unwrap_err().to_string();
+        assert!(err.contains("servr"), "{err}");
+    }
+
+    #[test]
+    fn file_values_override_defaults_and_secret_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("token");
+        std::fs::write(&tok, "s.very-secret\n").unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(
+            &p,
+            format!(
+                "[server]\nbind = \"0.0.0.0:9999\"\n[openbao]\ntoken_file = \"{}\"\n[log]\nformat = \"json\"\n",
+                tok.display()
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load_from(Some(&p), env_none()).unwrap();
+        assert_eq!(cfg.server.bind.port(), 9999);
+        assert_eq!(cfg.log.format, LogFormat::Json);
+        assert_eq!(
+            cfg.openbao.token.as_ref().unwrap().expose_secret(),
+            "s.very-secret"
+        );
+        // Printing the configuration never shows the secret.
+        let printed = format!("{cfg:?}");
+        assert!(!printed.contains("very-secret"), "{printed}");
+        assert!(!printed.contains("kleidia:kleidia@"), "{printed}");
+    }
+
+    #[test]
+    fn a_missing_config_file_is_an_error() {
+        let err = Config::load_from(Some(Path::new("/nonexistent/k.toml")), env_none())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not exist"), "{err}");
+    }
+
+    #[test]
+    fn a_non_http_public_url_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[server]\npublic_url = \"ftp://x\"\n").unwrap();
+        let err = Config::load_from(Some(&p), env_none()).unwrap_err().to_string();
+        assert!(err.contains("public_url"), "{err}");
+    }
+}

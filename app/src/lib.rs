@@ -1,0 +1,13 @@
+//! Kleidia server library. `main.rs` only parses arguments and calls
+//! [`cli::run`]; tests build the same [`startup::Application`] on port 0.
+
+pub mod cli;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod startup;
+pub mod state;
+pub mod telemetry;
+pub mod vault;
+pub mod web;

@@ -1,0 +1,517 @@
+//! `kleidia bootstrap`: bring an OpenBao server to the layout Kleidia needs
+//! (DESIGN §4), idempotently. Every step reads what is there first and only
+//! writes what differs, so a second run reports everything "in place".
+
+use serde_json::{json, Value};
+
+use super::{Bao, BaoError};
+use crate::config::OpenBaoConfig;
+
+/// Extended key usage OID for Microsoft smart card logon.
+pub const OID_SMARTCARD_LOGON: &str = "1.3.6.1.4.1.311.20.2.2";
+/// otherName OID for the Windows user principal name (UPN).
+pub const OID_UPN: &str = "1.3.6.1.4.1.311.20.2.3";
+
+/// Roles on the intermediate mount that sign PIV certificates. OpenBao roles
+/// carry one key family each, so EC (P-256, P-384) and RSA (2048) keys get a
+/// role each; Kleidia's own policy check picks the exact curve or size.
+pub const ROLE_PIV_EC: &str = "piv-ec";
+pub const ROLE_PIV_RSA: &str = "piv-rsa";
+
+pub const POLICY_APP: &str = "kleidia-app";
+pub const POLICY_LICENSE: &str = "kleidia-license";
+
+/// Lifetime bounds (seconds).
+const ROOT_TTL: u64 = 10 * 365 * 24 * 3600;
+const INT_TTL: u64 = 5 * 365 * 24 * 3600;
+/// Longest a PIV certificate may live; Kleidia's policy may ask for less.
+pub const PIV_MAX_TTL: u64 = 365 * 24 * 3600;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Created,
+    Updated,
+    InPlace,
+}
+
+#[derive(Debug, Default)]
+pub struct Report {
+    pub steps: Vec<(Outcome, String)>,
+}
+
+impl Report {
+    fn push(&mut self, o: Outcome, what: impl Into<String>) {
+        self.steps.push((o, what.into()));
+    }
+
+    pub fn changed(&self) -> bool {
+        self.steps.iter().any(|(o, _)| *o != Outcome::InPlace)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (o, what) in &self.steps {
+            let tag = match o {
+                Outcome::Created => "created ",
+                Outcome::Updated => "updated ",
+                Outcome::InPlace => "in place",
+            };
+            out.push_str(&format!("{tag}  {what}\n"));
+        }
+        let count = |k| self.steps.iter().filter(|(o, _)| *o == k).count();
+        if self.changed() {
+            out.push_str(&format!(
+                "bootstrap: {} created, {} updated, {} already in place\n",
+                count(Outcome::Created),
+                count(Outcome::Updated),
+                count(Outcome::InPlace)
+            ));
+        } else {
+            out.push_str("bootstrap: nothing changed, everything was already in place\n");
+        }
+        out
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BootstrapError {
+    #[error(transparent)]
+    Bao(#[from] BaoError),
+    #[error("mount {path} exists but is {found}, not {wanted}; refusing to touch it")]
+    WrongMount {
+        path: String,
+        found: String,
+        wanted: String,
+    },
+    #[error("unexpected OpenBao answer: {0}")]
+    Unexpected(String),
+}
+
+pub struct Bootstrap<'a> {
+    pub bao: &'a Bao,
+    pub mounts: &'a OpenBaoConfig,
+    /// Kleidia's public URL: base of the CRL and issuing-certificate URLs.
+    pub public_url: &'a url::Url,
+}
+
+impl Bootstrap<'_> {
+    pub async fn run(&self) -> Result<Report, BootstrapError> {
+        let mut r = Report::default();
+        let m = self.mounts;
+        for mount in [&m.kv_mount, &m.app_mount, &m.license_mount] {
+            self.ensure_mount(&mut r, mount, "kv", Some("2"), None).await?;
+        }
+        self.ensure_mount(&mut r, &m.pki_root_mount, "pki", None, Some(ROOT_TTL))
+            .await?;
+        self.ensure_mount(&mut r, &m.pki_mount, "pki", None, Some(INT_TTL))
+            .await?;
+        self.ensure_root_ca(&mut r).await?;
+        let base = self.public_url.as_str().trim_end_matches('/').to_string();
+        // The root's URLs go into the intermediate certificate, so set them first.
+        self.ensure_urls(&mut r, &m.pki_root_mount, &format!("{base}/pki/root/ca"), &format!("{base}/pki/root/crl"))
+            .await?;
+        self.ensure_intermediate_ca(&mut r).await?;
+        self.ensure_urls(&mut r, &m.pki_mount, &format!("{base}/pki/ca"), &format!("{base}/pki/crl"))
+            .await?;
+        self.ensure_config(
+            &mut r,
+            &format!("{}/config/crl", m.pki_mount),
+            "CRL settings",
+            json!({"expiry": "72h", "disable": false}),
+            &[("expiry", json!("72h")), ("disable", json!(false))],
+        )
+        .await?;
+        for (name, body) in piv_roles() {
+            self.ensure_role(&mut r, name, body).await?;
+        }
+        self.ensure_policy(&mut r, POLICY_APP, &app_policy(m)).await?;
+        self.ensure_policy(&mut r, POLICY_LICENSE, &license_policy(m)).await?;
+        Ok(r)
+    }
+
+    async fn ensure_mount(
+        &self,
+        r: &mut Report,
+        path: &str,
+        kind: &str,
+        version: Option<&str>,
+        max_ttl: Option<u64>,
+    ) -> Result<(), BootstrapError> {
+        let what = match version {
+            Some(v) => format!("{kind}-v{v} mount {path}/"),
+            None => format!("{kind} mount {path}/"),
+        };
+        let existing = self.bao.read(&format!("sys/mounts/{path}")).await;
+        let existing = match existing {
+            Ok(v) => v,
+            // Older servers answer 400 for a missing mount instead of 404.
+            Err(BaoError::Api { status: 400, .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(found) = existing else {
+            let mut body = json!({"type": kind});
+            if let Some(v) = version {
+                body["options"] = json!({"version": v});
+            }
+            if let Some(t) = max_ttl {
+                body["config"] = json!({"max_lease_ttl": format!("{t}s")});
+            }
+            self.bao.write(&format!("sys/mounts/{path}"), &body).await?;
+            r.push(Outcome::Created, what);
+            return Ok(());
+        };
+        let data = found.get("data").unwrap_or(&found);
+        let found_type = data.get("type").and_then(Value::as_str).unwrap_or("?");
+        let found_version = data
+            .pointer("/options/version")
+            .and_then(Value::as_str)
+            .unwrap_or("1");
+        if found_type != kind || version.is_some_and(|v| v != found_version) {
+            return Err(BootstrapError::WrongMount {
+                path: format!("{path}/"),
+                found: format!("{found_type} (version {found_version})"),
+                wanted: what,
+            });
+        }
+        if let Some(t) = max_ttl {
+            let current = data
+                .pointer("/config/max_lease_ttl")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            if current != t {
+                self.bao
+                    .write(
+                        &format!("sys/mounts/{path}/tune"),
+                        &json!({"max_lease_ttl": format!("{t}s")}),
+                    )
+                    .await?;
+                r.push(Outcome::Updated, format!("{what} (max lease TTL {t}s)"));
+                return Ok(());
+            }
+        }
+        r.push(Outcome::InPlace, what);
+        Ok(())
+    }
+
+    async fn has_issuer(&self, mount: &str) -> Result<bool, BootstrapError> {
+        Ok(!self.bao.list(&format!("{mount}/issuers")).await?.is_empty())
+    }
+
+    async fn ensure_root_ca(&self, r: &mut Report) -> Result<(), BootstrapError> {
+        let mount = &self.mounts.pki_root_mount;
+        let what = format!("root CA in {mount}/ (EC P-384, 10 years)");
+        if self.has_issuer(mount).await? {
+            r.push(Outcome::InPlace, what);
+            return Ok(());
+        }
+        self.bao
+            .write(
+                &format!("{mount}/root/generate/internal"),
+                &json!({
+                    "common_name": "Kleidia Root CA",
+                    "issuer_name": "kleidia-root",
+                    "key_type": "ec",
+                    "key_bits": 384,
+                    "ttl": format!("{ROOT_TTL}s"),
+                }),
+            )
+            .await?;
+        r.push(Outcome::Created, what);
+        Ok(())
+    }
+
+    async fn ensure_intermediate_ca(&self, r: &mut Report) -> Result<(), BootstrapError> {
+        let root = &self.mounts.pki_root_mount;
+        let int = &self.mounts.pki_mount;
+        let what = format!("intermediate CA in {int}/ signed by {root}/ (EC P-256, 5 years)");
+        if self.has_issuer(int).await? {
+            r.push(Outcome::InPlace, what);
+            return Ok(());
+        }
+        let csr = self
+            .bao
+            .write(
+                &format!("{int}/intermediate/generate/internal"),
+                &json!({
+                    "common_name": "Kleidia YubiKey Issuing CA",
+                    "key_type": "ec",
+                    "key_bits": 256,
+                }),
+            )
+            .await?;
+        let csr = csr
+            .pointer("/data/csr")
+            .and_then(Value::as_str)
+            .ok_or_else(|| BootstrapError::Unexpected("no CSR from intermediate/generate".into()))?;
+        let signed = self
+            .bao
+            .write(
+                &format!("{root}/root/sign-intermediate"),
+                &json!({
+                    "csr": csr,
+                    "common_name": "Kleidia YubiKey Issuing CA",
+                    "format": "pem",
+                    "ttl": format!("{INT_TTL}s"),
+                    "max_path_length": 0,
+                }),
+            )
+            .await?;
+        let cert = signed
+            .pointer("/data/certificate")
+            .and_then(Value::as_str)
+            .ok_or_else(|| BootstrapError::Unexpected("no certificate from sign-intermediate".into()))?;
+        let issuing = signed
+            .pointer("/data/issuing_ca")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        self.bao
+            .write(
+                &format!("{int}/intermediate/set-signed"),
+                &json!({"certificate": format!("{cert}\n{issuing}")}),
+            )
+            .await?;
+        r.push(Outcome::Created, what);
+        Ok(())
+    }
+
+    async fn ensure_urls(&self, r: &mut Report, mount: &str, issuing: &str, crl: &str) -> Result<(), BootstrapError> {
+        self.ensure_config(
+            r,
+            &format!("{mount}/config/urls"),
+            &format!("{mount}/ issuing and CRL URLs ({issuing}, {crl})"),
+            json!({"issuing_certificates": [issuing], "crl_distribution_points": [crl]}),
+            &[
+                ("issuing_certificates", json!([issuing])),
+                ("crl_distribution_points", json!([crl])),
+            ],
+        )
+        .await
+    }
+
+    /// Read a config endpoint, compare the listed fields, write `body` if any differ.
+    async fn ensure_config(
+        &self,
+        r: &mut Report,
+        path: &str,
+        what: &str,
+        body: Value,
+        expect: &[(&str, Value)],
+    ) -> Result<(), BootstrapError> {
+        let current = self.bao.read(path).await?;
+        let data = current.as_ref().and_then(|v| v.get("data"));
+        let same = data.is_some_and(|d| expect.iter().all(|(k, v)| same_value(d.get(*k), v)));
+        if same {
+            r.push(Outcome::InPlace, what);
+            return Ok(());
+        }
+        self.bao.write(path, &body).await?;
+        let o = if data.is_some() { Outcome::Updated } else { Outcome::Created };
+        r.push(o, what);
+        Ok(())
+    }
+
+    async fn ensure_role(&self, r: &mut Report, name: &str, body: Value) -> Result<(), BootstrapError> {
+        let int = &self.mounts.pki_mount;
+        let path = format!("{int}/roles/{name}");
+        let what = format!("PIV signing role {path}");
+        let current = self.bao.read(&path).await?;
+        let Some(current) = current else {
+            self.bao.write(&path, &body).await?;
+            r.push(Outcome::Created, what);
+            return Ok(());
+        };
+        let data = current.get("data").cloned().unwrap_or(Value::Null);
+        let same = body
+            .as_object()
+            .is_some_and(|o| o.iter().all(|(k, v)| same_value(data.get(k), v)));
+        if same {
+            r.push(Outcome::InPlace, what);
+        } else {
+            self.bao.write(&path, &body).await?;
+            r.push(Outcome::Updated, what);
+        }
+        Ok(())
+    }
+
+    async fn ensure_policy(&self, r: &mut Report, name: &str, text: &str) -> Result<(), BootstrapError> {
+        let path = format!("sys/policies/acl/{name}");
+        let what = format!("policy {name}");
+        let current = self.bao.read(&path).await?;
+        let current_text = current
+            .as_ref()
+            .and_then(|v| v.pointer("/data/policy"))
+            .and_then(Value::as_str);
+        match current_text {
+            Some(t) if t == text => r.push(Outcome::InPlace, what),
+            Some(_) => {
+                self.bao.write(&path, &json!({"policy": text})).await?;
+                r.push(Outcome::Updated, what);
+            }
+            None => {
+                self.bao.write(&path, &json!({"policy": text})).await?;
+                r.push(Outcome::Created, what);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// OpenBao returns `null` or `[]` for empty lists depending on the field.
+fn same_value(found: Option<&Value>, wanted: &Value) -> bool {
+    match (found, wanted) {
+        (None | Some(Value::Null), Value::Array(a)) => a.is_empty(),
+        (Some(Value::Array(f)), Value::Array(w)) => f == w,
+        (Some(f), w) => f == w,
+        (None, _) => false,
+    }
+}
+
+/// The PIV signing roles. Names in the certificate come from Kleidia's request
+/// (`common_name`, `alt_names`, `other_sans`), never from the CSR. In OpenBao
+/// `exclude_cn_from_sans` is a parameter of the sign request, not of the role:
+/// every sign call passes it (see [`piv_sign_request`]).
+pub fn piv_roles() -> Vec<(&'static str, Value)> {
+    let common = |key_type: &str, key_bits: u64, usage: &[&str]| {
+        json!({
+            "key_type": key_type,
+            "key_bits": key_bits,
+            "key_usage": usage,
+            "ext_key_usage": ["ClientAuth"],
+            "ext_key_usage_oids": [OID_SMARTCARD_LOGON],
+            "use_csr_common_name": false,
+            "use_csr_sans": false,
+            // Kleidia's CN is a person's name, not a hostname or address.
+            "cn_validations": ["disabled"],
+            "allow_any_name": true,
+            "allow_localhost": false,
+            "enforce_hostnames": false,
+            "allow_ip_sans": false,
+            "allowed_uri_sans": [],
+            "allowed_other_sans": [format!("{OID_UPN};UTF8:*")],
+            "allow_wildcard_certificates": false,
+            "server_flag": false,
+            "client_flag": true,
+            "code_signing_flag": false,
+            "email_protection_flag": false,
+            "basic_constraints_valid_for_non_ca": false,
+            "require_cn": true,
+            "ttl": PIV_MAX_TTL,
+            "max_ttl": PIV_MAX_TTL,
+            "no_store": false,
+            "generate_lease": false,
+        })
+    };
+    vec![
+        (ROLE_PIV_EC, common("ec", 256, &["DigitalSignature", "KeyAgreement"])),
+        (ROLE_PIV_RSA, common("rsa", 2048, &["DigitalSignature", "KeyEncipherment"])),
+    ]
+}
+
+/// The body of a `pki_int/sign/<role>` request for a PIV certificate: the CSR
+/// contributes only its public key.
+pub fn piv_sign_request(csr_pem: &str, common_name: &str, emails: &[&str], upn: Option<&str>, ttl_secs: u64) -> Value {
+    let mut body = json!({
+        "csr": csr_pem,
+        "common_name": common_name,
+        "exclude_cn_from_sans": true,
+        "format": "pem",
+        "ttl": format!("{}s", ttl_secs.min(PIV_MAX_TTL)),
+    });
+    if !emails.is_empty() {
+        body["alt_names"] = json!(emails.join(","));
+    }
+    if let Some(u) = upn {
+        body["other_sans"] = json!(format!("{OID_UPN};UTF8:{u}"));
+    }
+    body
+}
+
+/// Least privilege for the app: its own KV paths, the YubiKey escrow, signing
+/// through the PIV roles and revocation. No `sys/`, no `sign-verbatim`, no
+/// root CA, no license mount, no delete or destroy of escrowed versions.
+pub fn app_policy(m: &OpenBaoConfig) -> String {
+    let kv = &m.kv_mount;
+    let app = &m.app_mount;
+    let int = &m.pki_mount;
+    format!(
+        r#"# Managed by `kleidia bootstrap`. Kleidia server (app) policy.
+path "{kv}/data/*" {{
+  capabilities = ["create", "read", "update"]
+}}
+path "{kv}/metadata/*" {{
+  capabilities = ["read", "list"]
+}}
+path "{app}/data/kleidia/*" {{
+  capabilities = ["create", "read", "update"]
+}}
+path "{app}/metadata/kleidia/*" {{
+  capabilities = ["read", "list"]
+}}
+path "{int}/sign/{ROLE_PIV_EC}" {{
+  capabilities = ["create", "update"]
+}}
+path "{int}/sign/{ROLE_PIV_RSA}" {{
+  capabilities = ["create", "update"]
+}}
+path "{int}/revoke" {{
+  capabilities = ["create", "update"]
+}}
+path "{int}/crl/rotate" {{
+  capabilities = ["read"]
+}}
+path "{int}/cert/*" {{
+  capabilities = ["read"]
+}}
+path "{int}/roles/*" {{
+  capabilities = ["read"]
+}}
+"#
+    )
+}
+
+/// The license service: its own KV mount only.
+pub fn license_policy(m: &OpenBaoConfig) -> String {
+    let lic = &m.license_mount;
+    format!(
+        r#"# Managed by `kleidia bootstrap`. Kleidia license service policy.
+path "{lic}/data/kleidia/*" {{
+  capabilities = ["create", "read", "update"]
+}}
+path "{lic}/metadata/kleidia/*" {{
+  capabilities = ["read", "list"]
+}}
+"#
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_app_policy_grants_nothing_under_sys_sign_verbatim_or_the_license_mount() {
+        let p = app_policy(&OpenBaoConfig::default());
+        assert!(!p.contains("\"sys/"), "{p}");
+        assert!(!p.contains("sign-verbatim"), "{p}");
+        assert!(!p.contains("\"license/"), "{p}");
+        assert!(!p.contains("delete") && !p.contains("destroy") && !p.contains("sudo"));
+    }
+
+    #[test]
+    fn piv_roles_never_take_names_from_the_csr() {
+        for (_, r) in piv_roles() {
+            assert_eq!(r["use_csr_common_name"], json!(false));
+            assert_eq!(r["use_csr_sans"], json!(false));
+            assert!(r["max_ttl"].as_u64().unwrap() <= PIV_MAX_TTL);
+        }
+    }
+
+    #[test]
+    fn empty_lists_compare_equal_to_null() {
+        assert!(same_value(None, &json!([])));
+        assert!(same_value(Some(&Value::Null), &json!([])));
+        assert!(!same_value(Some(&json!(["a"])), &json!([])));
+        assert!(same_value(Some(&json!(1)), &json!(1)));
+    }
+}

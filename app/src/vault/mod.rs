@@ -1,0 +1,206 @@
+//! A small OpenBao HTTP client: exactly the calls Kleidia makes, with the
+//! token kept in a `SecretString` and OpenBao's error messages surfaced.
+
+pub mod bootstrap;
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BaoError {
+    #[error("OpenBao is unreachable at {addr}: {source}")]
+    Unreachable {
+        addr: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("OpenBao is sealed")]
+    Sealed,
+    #[error("OpenBao refused {method} {path}: permission denied")]
+    Forbidden { method: String, path: String },
+    #[error("OpenBao {method} {path} failed with {status}: {message}")]
+    Api {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+    #[error("OpenBao returned an unexpected answer for {path}: {message}")]
+    Unexpected { path: String, message: String },
+}
+
+impl BaoError {
+    /// True when the cause is OpenBao itself being down or sealed (→ 503).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, BaoError::Unreachable { .. } | BaoError::Sealed)
+            || matches!(self, BaoError::Api { status, .. } if *status == 503)
+    }
+}
+
+#[derive(Clone)]
+pub struct Bao {
+    http: reqwest::Client,
+    addr: url::Url,
+    token: Option<SecretString>,
+}
+
+impl std::fmt::Debug for Bao {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bao").field("addr", &self.addr.as_str()).finish()
+    }
+}
+
+/// Health as reported by `sys/health`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaoHealth {
+    Ready,
+    Sealed,
+    Uninitialized,
+    Standby,
+}
+
+impl Bao {
+    pub fn new(addr: url::Url, token: Option<SecretString>, timeout: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .build()?;
+        Ok(Self { http, addr, token })
+    }
+
+    pub fn addr(&self) -> &url::Url {
+        &self.addr
+    }
+
+    /// A client for the same server with another token.
+    pub fn with_token(&self, token: SecretString) -> Self {
+        Self {
+            http: self.http.clone(),
+            addr: self.addr.clone(),
+            token: Some(token),
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/v1/{}", self.addr.as_str().trim_end_matches('/'), path.trim_start_matches('/'))
+    }
+
+    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value), BaoError> {
+        let mut req = self.http.request(method.clone(), self.url(path));
+        if let Some(t) = &self.token {
+            req = req.header("X-Vault-Token", t.expose_secret());
+        }
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(|source| BaoError::Unreachable {
+            addr: self.addr.to_string(),
+            source,
+        })?;
+        let status = resp.status();
+        let text = resp.text().await.map_err(|source| BaoError::Unreachable {
+            addr: self.addr.to_string(),
+            source,
+        })?;
+        let json = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, json))
+    }
+
+    fn api_error(method: &Method, path: &str, status: StatusCode, body: &Value) -> BaoError {
+        if status == StatusCode::FORBIDDEN {
+            return BaoError::Forbidden {
+                method: method.to_string(),
+                path: path.to_string(),
+            };
+        }
+        let message = body
+            .get("errors")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+            .unwrap_or_default();
+        if status == StatusCode::SERVICE_UNAVAILABLE && message.contains("sealed") {
+            return BaoError::Sealed;
+        }
+        BaoError::Api {
+            method: method.to_string(),
+            path: path.to_string(),
+            status: status.as_u16(),
+            message,
+        }
+    }
+
+    /// GET; `Ok(None)` on 404.
+    pub async fn read(&self, path: &str) -> Result<Option<Value>, BaoError> {
+        let (status, body) = self.send(Method::GET, path, None).await?;
+        match status {
+            s if s.is_success() => Ok(Some(body)),
+            StatusCode::NOT_FOUND => Ok(None),
+            s => Err(Self::api_error(&Method::GET, path, s, &body)),
+        }
+    }
+
+    /// LIST; an empty list on 404.
+    pub async fn list(&self, path: &str) -> Result<Vec<String>, BaoError> {
+        let m = Method::from_bytes(b"LIST").map_err(|e| BaoError::Unexpected {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        let (status, body) = self.send(m.clone(), path, None).await?;
+        match status {
+            s if s.is_success() => Ok(body
+                .pointer("/data/keys")
+                .and_then(Value::as_array)
+                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .unwrap_or_default()),
+            StatusCode::NOT_FOUND => Ok(Vec::new()),
+            s => Err(Self::api_error(&m, path, s, &body)),
+        }
+    }
+
+    /// POST with a JSON body; returns the response body (`Null` for 204).
+    pub async fn write(&self, path: &str, body: &Value) -> Result<Value, BaoError> {
+        let (status, resp) = self.send(Method::POST, path, Some(body)).await?;
+        if status.is_success() {
+            Ok(resp)
+        } else {
+            Err(Self::api_error(&Method::POST, path, status, &resp))
+        }
+    }
+
+    pub async fn delete(&self, path: &str) -> Result<(), BaoError> {
+        let (status, resp) = self.send(Method::DELETE, path, None).await?;
+        if status.is_success() || status == StatusCode::NOT_FOUND {
+            Ok(())
+        } else {
+            Err(Self::api_error(&Method::DELETE, path, status, &resp))
+        }
+    }
+
+    /// `sys/health` without a token; maps OpenBao's status codes.
+    pub async fn health(&self) -> Result<BaoHealth, BaoError> {
+        let url = self.url("sys/health");
+        let resp = self.http.get(url).send().await.map_err(|source| BaoError::Unreachable {
+            addr: self.addr.to_string(),
+            source,
+        })?;
+        Ok(match resp.status().as_u16() {
+            200 => BaoHealth::Ready,
+            429 | 472 | 473 => BaoHealth::Standby,
+            501 => BaoHealth::Uninitialized,
+            503 => BaoHealth::Sealed,
+            other => {
+                return Err(BaoError::Unexpected {
+                    path: "sys/health".into(),
+                    message: format!("status {other}"),
+                })
+            }
+        })
+    }
+}
