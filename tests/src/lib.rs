@@ -6,6 +6,8 @@
 //! exports `DATABASE_URL`, `BAO_ADDR` and `BAO_TOKEN`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod app;
+pub mod bao;
 pub mod card;
 
 use std::net::TcpListener;

@@ -1,2 +1,5 @@
 //! End-to-end tests against real PostgreSQL and OpenBao with the Kleidia
 //! processes started from the workspace binaries. One module per feature.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod wiring;
