@@ -1,0 +1,14 @@
+//! A software YubiKey 5 (PIV applet and enough of the management
+//! application for `ykman info`) that plugs into pcscd through vsmartcard's
+//! vpcd reader driver. For tests and the demo only: vpcd listens on all
+//! interfaces, so anything that reaches its port can insert a card.
+
+pub mod apdu;
+pub mod attest;
+pub mod card;
+pub mod keys;
+pub mod piv;
+pub mod run;
+pub mod state;
+pub mod tlv;
+pub mod vpcd;
