@@ -1,0 +1,308 @@
+//! Configuration of `kleidia-license serve`: defaults ← optional TOML file
+//! (`--config`) ← `KLEIDIA_LICENSE_*` environment ← command-line flags.
+//!
+//! Keys are flat (`listen`, `openbao_addr`, …; env `KLEIDIA_LICENSE_LISTEN`,
+//! `KLEIDIA_LICENSE_OPENBAO_ADDR`, …). Unknown keys are an error naming the
+//! key. Secrets are `SecretString`s (redacted in `Debug`), each with a
+//! `…_file` twin that reads it from a file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration error: {0}")]
+    Invalid(String),
+    #[error("cannot read {what} from {path}: {source}")]
+    SecretFile {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
+        ConfigError::Invalid(msgs.join("; "))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: SocketAddr,
+    /// OpenBao address.
+    pub openbao_addr: String,
+    /// Token with the `kleidia-license` policy (a root token only in dev).
+    pub openbao_token: Option<SecretString>,
+    /// Read the token from this file instead (wins over `openbao_token`).
+    pub openbao_token_file: Option<PathBuf>,
+    /// KV v2 mount holding the service's data under `kleidia/`.
+    pub openbao_mount: String,
+    /// Per-request timeout towards OpenBao.
+    pub openbao_timeout_secs: u64,
+    /// A VALID license within this many days of its end is EXPIRING.
+    pub expiring_days: u32,
+    /// When set, every endpoint but `/healthz` requires
+    /// `Authorization: Bearer <api_token>` (the app's copy of the token).
+    pub api_token: Option<SecretString>,
+    /// Read the API token from this file instead (wins over `api_token`).
+    pub api_token_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+    /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace_secs: u64,
+    /// TEST ONLY: start the service's clock at this RFC 3339 time. It may
+    /// only move the clock forward (an earlier time than the system clock is
+    /// refused), so it can end a trial or license early but never extend one.
+    pub test_now: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
+            openbao_addr: "http://127.0.0.1:8200".into(),
+            openbao_token: None,
+            openbao_token_file: None,
+            openbao_mount: "license".into(),
+            openbao_timeout_secs: 5,
+            expiring_days: 30,
+            api_token: None,
+            api_token_file: None,
+            log_format: LogFormat::Text,
+            shutdown_grace_secs: 10,
+            test_now: None,
+        }
+    }
+}
+
+/// Values given on the command line; `None` leaves the lower layers alone.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct Overrides {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub openbao_addr: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// `KLEIDIA_LICENSE_*` variables that are not runtime configuration:
+/// build-time key selection (build.rs), and the app's own `license.*` keys,
+/// which share the prefix so one environment can serve both processes.
+const NON_CONFIG_ENV: &[&str] = &["pubkey", "pubkey_file", "url", "timeout_secs", "cache_secs"];
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("KLEIDIA_LICENSE_"), overrides)
+    }
+
+    fn load_from(
+        file: Option<&Path>,
+        env: Env,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let mut fig = Figment::new();
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig
+            .merge(env.filter(|k| !NON_CONFIG_ENV.contains(&k.as_str())))
+            .merge(Serialized::defaults(overrides));
+        let mut cfg: Config = fig.extract()?;
+        cfg.resolve_secret_files()?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        if let Some(p) = &self.openbao_token_file {
+            self.openbao_token = Some(read_secret_file("openbao_token_file", p)?);
+        }
+        if let Some(p) = &self.api_token_file {
+            self.api_token = Some(read_secret_file("api_token_file", p)?);
+        }
+        Ok(())
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if !(self.openbao_addr.starts_with("http://") || self.openbao_addr.starts_with("https://"))
+        {
+            return invalid(format!(
+                "openbao_addr {:?} is not an http(s) URL",
+                self.openbao_addr
+            ));
+        }
+        if self
+            .openbao_token
+            .as_ref()
+            .is_none_or(|t| t.expose_secret().trim().is_empty())
+        {
+            return invalid(
+                "openbao_token is not set (KLEIDIA_LICENSE_OPENBAO_TOKEN or KLEIDIA_LICENSE_OPENBAO_TOKEN_FILE)".into(),
+            );
+        }
+        if self.openbao_mount.is_empty() || self.openbao_mount.contains(['/', '.', ' ']) {
+            return invalid(format!(
+                "openbao_mount {:?} is not a mount name",
+                self.openbao_mount
+            ));
+        }
+        if self
+            .api_token
+            .as_ref()
+            .is_some_and(|t| t.expose_secret().trim().len() < 16)
+        {
+            return invalid("api_token must be at least 16 characters".into());
+        }
+        if self.expiring_days > 365 {
+            return invalid("expiring_days must be at most 365".into());
+        }
+        self.test_start()?;
+        Ok(())
+    }
+
+    /// The parsed `test_now`, if set.
+    pub fn test_start(&self) -> Result<Option<OffsetDateTime>, ConfigError> {
+        match &self.test_now {
+            None => Ok(None),
+            Some(s) => OffsetDateTime::parse(s, &Rfc3339)
+                .map(Some)
+                .map_err(|e| ConfigError::Invalid(format!("test_now {s:?} is not RFC 3339: {e}"))),
+        }
+    }
+}
+
+fn read_secret_file(what: &'static str, path: &Path) -> Result<SecretString, ConfigError> {
+    let s = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        what,
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(SecretString::from(s.trim().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env_none() -> Env {
+        Env::prefixed("KLEIDIA_LICENSE_TEST_NOTHING_AT_ALL_")
+    }
+
+    fn file(dir: &tempfile::TempDir, text: &str) -> PathBuf {
+        let p = dir.path().join("license.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn defaults_with_a_token_give_the_documented_listen_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(&dir, "openbao_token = \"t\"\n");
+        let c = Config::load_from(Some(&p), env_none(), &Overrides::default()).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8090");
+        assert_eq!(c.openbao_mount, "license");
+        assert_eq!(c.expiring_days, 30);
+        assert!(c.api_token.is_none());
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(
+            &dir,
+            "openbao_token = \"t\"\nlisten_addr = \"127.0.0.1:1\"\n",
+        );
+        let err = Config::load_from(Some(&p), env_none(), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listen_addr"), "{err}");
+    }
+
+    #[test]
+    fn a_missing_token_is_an_error_naming_the_variables() {
+        let err = Config::load_from(None, env_none(), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("KLEIDIA_LICENSE_OPENBAO_TOKEN"), "{err}");
+    }
+
+    #[test]
+    fn secrets_come_from_files_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("tok");
+        std::fs::write(&tok, "bao-secret-value\n").unwrap();
+        let api = dir.path().join("api");
+        std::fs::write(&api, "api-secret-value-0123456789").unwrap();
+        let p = file(
+            &dir,
+            &format!(
+                "openbao_token_file = {:?}\napi_token_file = {:?}\n",
+                tok.display().to_string(),
+                api.display().to_string()
+            ),
+        );
+        let c = Config::load_from(Some(&p), env_none(), &Overrides::default()).unwrap();
+        assert_eq!(
+            c.openbao_token.as_ref().unwrap().expose_secret(),
+            "bao-secret-value"
+        );
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("bao-secret-value"), "{shown}");
+        assert!(!shown.contains("api-secret-value"), "{shown}");
+    }
+
+    #[test]
+    fn command_line_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(
+            &dir,
+            "openbao_token = \"t\"\nlisten = \"127.0.0.1:1000\"\nlog_format = \"text\"\n",
+        );
+        let o = Overrides {
+            listen: Some("127.0.0.1:2000".into()),
+            log_format: Some(LogFormat::Json),
+            ..Default::default()
+        };
+        let c = Config::load_from(Some(&p), env_none(), &o).unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:2000");
+        assert_eq!(c.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn a_short_api_token_and_a_bad_test_clock_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(&dir, "openbao_token = \"t\"\napi_token = \"short\"\n");
+        assert!(Config::load_from(Some(&p), env_none(), &Overrides::default()).is_err());
+        let p = file(&dir, "openbao_token = \"t\"\ntest_now = \"yesterday\"\n");
+        let err = Config::load_from(Some(&p), env_none(), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("test_now"), "{err}");
+    }
+}

@@ -1,0 +1,18 @@
+//! Kleidia license service and vendor tool.
+//!
+//! - `serve`: the cluster-internal HTTP service ([`startup::Application`]);
+//! - `keygen`, `issue`, `inspect`: the vendor's commands ([`vendor`], [`keys`]);
+//! - [`client::LicenseClient`]: what the app uses to ask the service.
+
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod client;
+pub mod clock;
+pub mod config;
+pub mod document;
+pub mod keys;
+pub mod service;
+pub mod startup;
+pub mod store;
+pub mod vendor;
+pub mod web;
