@@ -107,7 +107,9 @@ bao_up() {
   (umask 077 && echo "$token" >"$state/bao-token")
   local addr="http://127.0.0.1:${BAO_PORT}"
   if alive "$state/bao.pid"; then
-    log "OpenBao already running (pid $(cat "$state/bao.pid"))"
+    # Keep the address it was started with.
+    addr=$(cat "$state/bao-addr")
+    log "OpenBao already running at $addr (pid $(cat "$state/bao.pid"))"
   else
     if curl -fsS "$addr/v1/sys/health" >/dev/null 2>&1; then
       echo "stack: something else answers on $addr; set BAO_PORT" >&2
@@ -117,10 +119,10 @@ bao_up() {
     setsid bao server -dev -dev-root-token-id="$token" \
       -dev-listen-address="127.0.0.1:${BAO_PORT}" >"$state/bao.log" 2>&1 </dev/null &
     echo $! >"$state/bao.pid"
+    echo "$addr" >"$state/bao-addr"
     log "started OpenBao dev server on $addr (pid $(cat "$state/bao.pid"))"
   fi
   wait_for 30 OpenBao curl -fsS "$addr/v1/sys/health"
-  echo "$addr" >"$state/bao-addr"
 }
 
 bao_down() { stop_pid "$state/bao.pid" OpenBao; }

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# `make test`: install what is missing, bring the stack up, build every binary,
+# run the whole workspace suite, and tear down what this run started.
+# Extra arguments go to `cargo nextest run` (e.g. a test name filter).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+STATE=${STACK_DIR:-.stack}
+# Tests use their own OpenBao port so a running `make demo` (8200) is left alone.
+export BAO_PORT=${TEST_BAO_PORT:-18200}
+
+scripts/install-deps.sh
+scripts/stack.sh up "$STATE"
+trap 'scripts/stack.sh down "$STATE"' EXIT
+# shellcheck disable=SC1091
+. "$STATE/env"
+
+# Databases left behind by an interrupted earlier run (tests create kt_<uuid>).
+psql "$DATABASE_URL" -qAt -c "select datname from pg_database where datname like 'kt\_%'" 2>/dev/null |
+  while read -r db; do psql "$DATABASE_URL" -qc "drop database if exists \"$db\" with (force)" >/dev/null 2>&1 || true; done
+
+cargo build --workspace --bins --locked
+
+# The shared OpenBao gets Kleidia's layout once; tests that need a pristine or
+# stoppable server start their own.
+KLEIDIA_OPENBAO_ADDR=$BAO_ADDR target/debug/kleidia bootstrap >/dev/null
+
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  echo "test: cargo-nextest not found; falling back to cargo test (serial)" >&2
+  cargo test --workspace --locked --no-fail-fast -- --test-threads=1 "$@"
+fi
