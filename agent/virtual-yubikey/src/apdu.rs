@@ -67,7 +67,9 @@ impl Command {
                 }
                 match rest.len() {
                     r if r == lc => Ok(mk(rest, None, true)),
-                    r if r == lc + 2 => Ok(mk(&rest[..lc], Some(ext_ne(rest[lc], rest[lc + 1])), true)),
+                    r if r == lc + 2 => {
+                        Ok(mk(&rest[..lc], Some(ext_ne(rest[lc], rest[lc + 1])), true))
+                    }
                     _ => Err(ApduError::BadLength),
                 }
             }
@@ -160,7 +162,10 @@ impl Response {
         Self { data, sw: sw::OK }
     }
     pub fn status(sw: u16) -> Self {
-        Self { data: Vec::new(), sw }
+        Self {
+            data: Vec::new(),
+            sw,
+        }
     }
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.data.len() + 2);
@@ -191,7 +196,10 @@ mod tests {
         let c = Command::parse(&[0, 0xA4, 4, 0, 2, 1, 2, 0x10]).unwrap();
         assert_eq!(c.data, vec![1, 2]);
         assert_eq!(c.le, Some(0x10));
-        assert_eq!(Command::parse(&[0, 0xA4, 4, 0, 5, 1]), Err(ApduError::BadLength));
+        assert_eq!(
+            Command::parse(&[0, 0xA4, 4, 0, 5, 1]),
+            Err(ApduError::BadLength)
+        );
     }
 
     #[test]
@@ -214,9 +222,33 @@ mod tests {
     #[test]
     fn encoding_round_trips() {
         for c in [
-            Command { cla: 0x10, ins: 0xDB, p1: 0x3F, p2: 0xFF, data: vec![1; 255], le: None, extended: false },
-            Command { cla: 0, ins: 0xCB, p1: 0x3F, p2: 0xFF, data: vec![1; 5], le: Some(256), extended: false },
-            Command { cla: 0, ins: 0xCB, p1: 0x3F, p2: 0xFF, data: vec![1; 700], le: Some(65536), extended: true },
+            Command {
+                cla: 0x10,
+                ins: 0xDB,
+                p1: 0x3F,
+                p2: 0xFF,
+                data: vec![1; 255],
+                le: None,
+                extended: false,
+            },
+            Command {
+                cla: 0,
+                ins: 0xCB,
+                p1: 0x3F,
+                p2: 0xFF,
+                data: vec![1; 5],
+                le: Some(256),
+                extended: false,
+            },
+            Command {
+                cla: 0,
+                ins: 0xCB,
+                p1: 0x3F,
+                p2: 0xFF,
+                data: vec![1; 700],
+                le: Some(65536),
+                extended: true,
+            },
         ] {
             assert_eq!(Command::parse(&c.encode()).unwrap(), c);
         }
@@ -226,6 +258,9 @@ mod tests {
     #[test]
     fn responses_end_with_the_status_word() {
         assert_eq!(Response::ok(vec![5, 4, 3]).encode(), vec![5, 4, 3, 0x90, 0]);
-        assert_eq!(Response::status(sw::verify_fail(2)).encode(), vec![0x63, 0xC2]);
+        assert_eq!(
+            Response::status(sw::verify_fail(2)).encode(),
+            vec![0x63, 0xC2]
+        );
     }
 }

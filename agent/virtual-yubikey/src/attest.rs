@@ -50,8 +50,19 @@ impl AttestationRoot {
         let name = Name::from_str(ROOT_SUBJECT)?;
         let spki = spki_of(&PrivateKey::P256(key.clone()))?;
         let exts = vec![
-            ext(OID_BASIC_CONSTRAINTS, true, &BasicConstraints { ca: true, path_len_constraint: Some(1) })?,
-            ext(OID_KEY_USAGE, true, &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign))?,
+            ext(
+                OID_BASIC_CONSTRAINTS,
+                true,
+                &BasicConstraints {
+                    ca: true,
+                    path_len_constraint: Some(1),
+                },
+            )?,
+            ext(
+                OID_KEY_USAGE,
+                true,
+                &KeyUsage(KeyUsages::KeyCertSign | KeyUsages::CRLSign),
+            )?,
         ];
         let validity = validity(now, 20)?;
         let cert_der = sign_cert(&key, name.clone(), name, validity, spki, exts, rng)?;
@@ -65,20 +76,31 @@ impl AttestationRoot {
     /// The file holds the private key and the certificate, both PEM.
     pub fn save(&self, path: &Path) -> Result<()> {
         use p256::pkcs8::EncodePrivateKey;
-        let key = self.key.to_pkcs8_der().map_err(|e| anyhow!("encode root key: {e}"))?;
-        let text = format!("{}{}", pem("PRIVATE KEY", key.as_bytes())?, self.cert_pem()?);
+        let key = self
+            .key
+            .to_pkcs8_der()
+            .map_err(|e| anyhow!("encode root key: {e}"))?;
+        let text = format!(
+            "{}{}",
+            pem("PRIVATE KEY", key.as_bytes())?,
+            self.cert_pem()?
+        );
         crate::state::write_private_file(path, text.as_bytes())
     }
 
     pub fn load(path: &Path) -> Result<Self> {
         use p256::pkcs8::DecodePrivateKey;
-        let text = std::fs::read_to_string(path).with_context(|| format!("read attestation root {}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read attestation root {}", path.display()))?;
         let mut key = None;
         let mut cert = None;
         for (label, der) in pem_blocks(&text)? {
             match label.as_str() {
                 "PRIVATE KEY" => {
-                    key = Some(p256::SecretKey::from_pkcs8_der(&der).map_err(|e| anyhow!("root key: {e}"))?)
+                    key = Some(
+                        p256::SecretKey::from_pkcs8_der(&der)
+                            .map_err(|e| anyhow!("root key: {e}"))?,
+                    )
                 }
                 "CERTIFICATE" => cert = Some(der),
                 _ => {}
@@ -86,12 +108,19 @@ impl AttestationRoot {
         }
         match (key, cert) {
             (Some(key), Some(cert_der)) => Ok(Self { key, cert_der }),
-            _ => bail!("{} must hold a PRIVATE KEY and a CERTIFICATE", path.display()),
+            _ => bail!(
+                "{} must hold a PRIVATE KEY and a CERTIFICATE",
+                path.display()
+            ),
         }
     }
 
     /// Load the root at `path`, creating it first if the file does not exist.
-    pub fn load_or_create<R: RngCore + CryptoRng>(path: &Path, now: SystemTime, rng: &mut R) -> Result<Self> {
+    pub fn load_or_create<R: RngCore + CryptoRng>(
+        path: &Path,
+        now: SystemTime,
+        rng: &mut R,
+    ) -> Result<Self> {
         if path.exists() {
             return Self::load(path);
         }
@@ -110,8 +139,19 @@ impl AttestationRoot {
         let root = Certificate::from_der(&self.cert_der)?;
         let key = PrivateKey::P256(p256::SecretKey::random(rng));
         let exts = vec![
-            ext(OID_BASIC_CONSTRAINTS, true, &BasicConstraints { ca: true, path_len_constraint: Some(0) })?,
-            ext(OID_KEY_USAGE, true, &KeyUsage(KeyUsages::KeyCertSign.into()))?,
+            ext(
+                OID_BASIC_CONSTRAINTS,
+                true,
+                &BasicConstraints {
+                    ca: true,
+                    path_len_constraint: Some(0),
+                },
+            )?,
+            ext(
+                OID_KEY_USAGE,
+                true,
+                &KeyUsage(KeyUsages::KeyCertSign.into()),
+            )?,
         ];
         let cert = sign_cert(
             &self.key,
@@ -152,7 +192,10 @@ pub fn attest<R: RngCore + CryptoRng>(
     let f = subject.firmware.bytes();
     let exts = vec![
         raw_ext(OID_FIRMWARE, &f)?,
-        raw_ext(OID_SERIAL, &der::asn1::Uint::new(&subject.serial.to_be_bytes())?.to_der()?)?,
+        raw_ext(
+            OID_SERIAL,
+            &der::asn1::Uint::new(&subject.serial.to_be_bytes())?.to_der()?,
+        )?,
         raw_ext(OID_POLICY, &[subject.pin_policy, subject.touch_policy])?,
         raw_ext(OID_FORM_FACTOR, &[FORM_FACTOR_USB_A_KEYCHAIN])?,
     ];
@@ -167,17 +210,40 @@ pub fn attest<R: RngCore + CryptoRng>(
     )
 }
 
+/// A certificate as PIV stores it in a data object: `70` certificate,
+/// `71` CertInfo (0: not compressed), `FE` error detection code.
+pub fn cert_object(cert_der: &[u8]) -> Vec<u8> {
+    let mut out = crate::tlv::encode(0x70, cert_der);
+    crate::tlv::encode_into(0x71, &[0], &mut out);
+    crate::tlv::encode_into(0xFE, &[], &mut out);
+    out
+}
+
+/// The certificate DER inside a PIV certificate object.
+pub fn cert_from_object(object: &[u8]) -> Option<Vec<u8>> {
+    let items = crate::tlv::parse_all(object).ok()?;
+    crate::tlv::find(&items, 0x70).map(<[u8]>::to_vec)
+}
+
 fn spki_of(key: &PrivateKey) -> Result<SubjectPublicKeyInfoOwned> {
     Ok(SubjectPublicKeyInfoOwned::from_der(&key.spki_der()?)?)
 }
 
 fn ext<T: Encode>(oid: ObjectIdentifier, critical: bool, value: &T) -> Result<Extension> {
-    Ok(Extension { extn_id: oid, critical, extn_value: OctetString::new(value.to_der()?)? })
+    Ok(Extension {
+        extn_id: oid,
+        critical,
+        extn_value: OctetString::new(value.to_der()?)?,
+    })
 }
 
 /// An extension whose value is raw bytes inside the OCTET STRING, as Yubico encodes them.
 fn raw_ext(oid: ObjectIdentifier, value: &[u8]) -> Result<Extension> {
-    Ok(Extension { extn_id: oid, critical: false, extn_value: OctetString::new(value)? })
+    Ok(Extension {
+        extn_id: oid,
+        critical: false,
+        extn_value: OctetString::new(value)?,
+    })
 }
 
 fn validity(now: SystemTime, years: u32) -> Result<Validity> {
@@ -202,7 +268,10 @@ fn sign_cert<R: RngCore + CryptoRng>(
     rng.fill_bytes(&mut serial);
     serial[0] &= 0x7F;
     serial[0] |= 0x01;
-    let alg = AlgorithmIdentifierOwned { oid: OID_ECDSA_SHA256, parameters: None };
+    let alg = AlgorithmIdentifierOwned {
+        oid: OID_ECDSA_SHA256,
+        parameters: None,
+    };
     let tbs = TbsCertificate {
         version: Version::V3,
         serial_number: SerialNumber::new(&serial)?,
@@ -242,7 +311,8 @@ pub fn pem_blocks(text: &str) -> Result<Vec<(String, Vec<u8>)>> {
             bail!("unterminated PEM END line")
         };
         let block_end = end_marker + 9 + line_end + 5;
-        let (label, der) = der::pem::decode_vec(after[..block_end].as_bytes()).map_err(|e| anyhow!("PEM: {e}"))?;
+        let (label, der) = der::pem::decode_vec(&after.as_bytes()[..block_end])
+            .map_err(|e| anyhow!("PEM: {e}"))?;
         out.push((label.to_string(), der));
         rest = &after[block_end..];
     }
@@ -260,12 +330,17 @@ mod tests {
         let issuer = Certificate::from_der(issuer_der).unwrap();
         assert_eq!(cert.tbs_certificate.issuer, issuer.tbs_certificate.subject);
         let pk = p256::PublicKey::from_sec1_bytes(
-            issuer.tbs_certificate.subject_public_key_info.subject_public_key.raw_bytes(),
+            issuer
+                .tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes(),
         )
         .unwrap();
         let vk = p256::ecdsa::VerifyingKey::from(pk);
         let sig = p256::ecdsa::Signature::from_der(cert.signature.raw_bytes()).unwrap();
-        vk.verify(&cert.tbs_certificate.to_der().unwrap(), &sig).unwrap();
+        vk.verify(&cert.tbs_certificate.to_der().unwrap(), &sig)
+            .unwrap();
     }
 
     #[test]
@@ -288,14 +363,34 @@ mod tests {
         verify_signed_by(&leaf, &f9_cert);
         let cert = Certificate::from_der(&leaf).unwrap();
         let exts = cert.tbs_certificate.extensions.unwrap();
-        let get = |oid| exts.iter().find(|e| e.extn_id == oid).unwrap().extn_value.as_bytes().to_vec();
+        let get = |oid| {
+            exts.iter()
+                .find(|e| e.extn_id == oid)
+                .unwrap()
+                .extn_value
+                .as_bytes()
+                .to_vec()
+        };
         assert_eq!(get(OID_FIRMWARE), vec![5, 7, 1]);
         assert_eq!(get(OID_POLICY), vec![2, 1]);
         assert_eq!(get(OID_FORM_FACTOR), vec![1]);
         let serial = der::asn1::Uint::from_der(&get(OID_SERIAL)).unwrap();
-        assert_eq!(serial.as_bytes(), &12345678u32.to_be_bytes()[..]);
-        assert_eq!(cert.tbs_certificate.subject.to_string(), "CN=YubiKey PIV Attestation 9a");
-        assert_eq!(cert.tbs_certificate.subject_public_key_info.to_der().unwrap(), key.spki_der().unwrap());
+        let n = serial
+            .as_bytes()
+            .iter()
+            .fold(0u64, |a, b| (a << 8) | u64::from(*b));
+        assert_eq!(n, 12345678);
+        assert_eq!(
+            cert.tbs_certificate.subject.to_string(),
+            "CN=YubiKey PIV Attestation 9a"
+        );
+        assert_eq!(
+            cert.tbs_certificate
+                .subject_public_key_info
+                .to_der()
+                .unwrap(),
+            key.spki_der().unwrap()
+        );
     }
 
     #[test]
@@ -306,7 +401,13 @@ mod tests {
         let again = AttestationRoot::load_or_create(&path, SystemTime::now(), &mut OsRng).unwrap();
         assert_eq!(root.cert_der, again.cert_der);
         assert_eq!(root.key.to_bytes(), again.key.to_bytes());
-        assert!(again.cert_pem().unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(again
+            .cert_pem()
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"));
+        let obj = cert_object(&root.cert_der);
+        assert_eq!(obj[0], 0x70);
+        assert_eq!(cert_from_object(&obj), Some(root.cert_der.clone()));
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

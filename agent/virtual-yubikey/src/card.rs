@@ -10,10 +10,13 @@ use crate::tlv;
 
 /// ATR of a YubiKey 5 over USB CCID ("Yubikey4" in the historical bytes).
 pub const ATR: [u8; 18] = [
-    0x3B, 0xF8, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x59, 0x75, 0x62, 0x69, 0x6B, 0x65, 0x79, 0x34, 0xD4,
+    0x3B, 0xF8, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x59, 0x75, 0x62, 0x69, 0x6B, 0x65, 0x79,
+    0x34, 0xD4,
 ];
 
-pub const AID_PIV: [u8; 11] = [0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00];
+pub const AID_PIV: [u8; 11] = [
+    0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00,
+];
 pub const AID_MANAGEMENT: [u8; 8] = [0xA0, 0x00, 0x00, 0x05, 0x27, 0x47, 0x11, 0x17];
 
 const INS_SELECT: u8 = 0xA4;
@@ -137,7 +140,11 @@ impl<R: RngCore + CryptoRng> Card<R> {
 
     /// Send at most what the host can take; keep the rest for GET RESPONSE.
     fn deliver(&mut self, cmd: &Command, mut resp: Response) -> Response {
-        let max = if cmd.extended { cmd.le.unwrap_or(65536) } else { cmd.le.unwrap_or(256) };
+        let max = if cmd.extended {
+            cmd.le.unwrap_or(65536)
+        } else {
+            cmd.le.unwrap_or(256)
+        };
         if resp.data.len() > max && resp.sw == sw::OK {
             self.pending = resp.data.split_off(max);
             resp.sw = more_sw(self.pending.len());
@@ -153,7 +160,11 @@ impl<R: RngCore + CryptoRng> Card<R> {
         let n = max.min(self.pending.len());
         let rest = self.pending.split_off(n);
         let data = std::mem::replace(&mut self.pending, rest);
-        let sw = if self.pending.is_empty() { sw::OK } else { more_sw(self.pending.len()) };
+        let sw = if self.pending.is_empty() {
+            sw::OK
+        } else {
+            more_sw(self.pending.len())
+        };
         Response { data, sw }
     }
 
@@ -163,10 +174,9 @@ impl<R: RngCore + CryptoRng> Card<R> {
         }
         let aid = &cmd.data[..];
         if aid.len() >= 5 && AID_PIV.starts_with(aid) {
-            if self.applet != Applet::Piv {
-                // Leaving another application drops PIV authentication, as on the device.
-                self.session = Session::default();
-            }
+            // SELECT drops PIN verification and management key authentication,
+            // as on the device (libykpiv re-selects to read the PIN retries).
+            self.session = Session::default();
             self.applet = Applet::Piv;
             // Application property template: PIX + version, and the short AID.
             let mut inner = tlv::encode(0x4F, &AID_PIV[5..]);
@@ -194,7 +204,11 @@ impl<R: RngCore + CryptoRng> Card<R> {
         tlv::encode_into(0x01, &CAPABILITIES, &mut body); // USB supported
         tlv::encode_into(0x02, &self.state.serial.to_be_bytes(), &mut body);
         tlv::encode_into(0x03, &CAPABILITIES, &mut body); // USB enabled
-        tlv::encode_into(0x04, &[crate::attest::FORM_FACTOR_USB_A_KEYCHAIN], &mut body);
+        tlv::encode_into(
+            0x04,
+            &[crate::attest::FORM_FACTOR_USB_A_KEYCHAIN],
+            &mut body,
+        );
         tlv::encode_into(0x05, &self.state.firmware.bytes(), &mut body);
         tlv::encode_into(0x06, &[0, 0], &mut body); // auto-eject timeout
         tlv::encode_into(0x07, &[0x0F], &mut body); // challenge-response timeout
@@ -209,5 +223,10 @@ impl<R: RngCore + CryptoRng> Card<R> {
 }
 
 fn more_sw(remaining: usize) -> u16 {
-    0x6100 | if remaining > 0xFF { 0 } else { remaining as u16 }
+    0x6100
+        | if remaining > 0xFF {
+            0
+        } else {
+            remaining as u16
+        }
 }

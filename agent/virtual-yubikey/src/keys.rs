@@ -1,8 +1,8 @@
 //! The asymmetric keys a PIV slot can hold, and the raw private-key
 //! operations the applet performs with them.
 
-use rand::{CryptoRng, RngCore};
 use p256::elliptic_curve::sec1::ToEncodedPoint;
+use rand::{CryptoRng, RngCore};
 use rsa::traits::PublicKeyParts;
 use rsa::{BigUint, RsaPrivateKey};
 use thiserror::Error;
@@ -108,26 +108,32 @@ impl PrivateKey {
         match algorithm {
             alg::P256 => Ok(Self::P256(p256::SecretKey::from_pkcs8_der(der).map_err(e)?)),
             alg::P384 => Ok(Self::P384(p384::SecretKey::from_pkcs8_der(der).map_err(e)?)),
-            a if alg::rsa_bits(a).is_some() => Ok(Self::Rsa(Box::new(RsaPrivateKey::from_pkcs8_der(der).map_err(e)?))),
+            a if alg::rsa_bits(a).is_some() => Ok(Self::Rsa(Box::new(
+                RsaPrivateKey::from_pkcs8_der(der).map_err(e)?,
+            ))),
             a => Err(KeyError::Unsupported(a)),
         }
     }
 
     /// Import from the PIV `FE` command's parameters.
     pub fn from_rsa_crt(p: &[u8], q: &[u8]) -> Result<Self, KeyError> {
-        let key = RsaPrivateKey::from_p_q(BigUint::from_bytes_be(p), BigUint::from_bytes_be(q), BigUint::from(65537u32))?;
+        let key = RsaPrivateKey::from_p_q(
+            BigUint::from_bytes_be(p),
+            BigUint::from_bytes_be(q),
+            BigUint::from(65537u32),
+        )?;
         key.validate()?;
         Ok(Self::Rsa(Box::new(key)))
     }
 
     pub fn from_ec_scalar(algorithm: u8, scalar: &[u8]) -> Result<Self, KeyError> {
         match algorithm {
-            alg::P256 if scalar.len() == 32 => {
-                Ok(Self::P256(p256::SecretKey::from_slice(scalar).map_err(|e| KeyError::Ec(e.to_string()))?))
-            }
-            alg::P384 if scalar.len() == 48 => {
-                Ok(Self::P384(p384::SecretKey::from_slice(scalar).map_err(|e| KeyError::Ec(e.to_string()))?))
-            }
+            alg::P256 if scalar.len() == 32 => Ok(Self::P256(
+                p256::SecretKey::from_slice(scalar).map_err(|e| KeyError::Ec(e.to_string()))?,
+            )),
+            alg::P384 if scalar.len() == 48 => Ok(Self::P384(
+                p384::SecretKey::from_slice(scalar).map_err(|e| KeyError::Ec(e.to_string()))?,
+            )),
             alg::P256 | alg::P384 => Err(KeyError::BadInput),
             a => Err(KeyError::Unsupported(a)),
         }
@@ -162,7 +168,11 @@ impl PrivateKey {
     /// GENERAL AUTHENTICATE with a challenge (`81`): raw RSA on a block the
     /// host already padded (signature or decryption), or ECDSA over a hash
     /// (DER signature out).
-    pub fn private_operation<R: RngCore + CryptoRng>(&self, input: &[u8], rng: &mut R) -> Result<Vec<u8>, KeyError> {
+    pub fn private_operation<R: RngCore + CryptoRng>(
+        &self,
+        input: &[u8],
+        rng: &mut R,
+    ) -> Result<Vec<u8>, KeyError> {
         use p256::ecdsa::signature::hazmat::PrehashSigner;
         match self {
             Self::Rsa(k) => {
@@ -182,14 +192,16 @@ impl PrivateKey {
             }
             Self::P256(k) => {
                 let sk = p256::ecdsa::SigningKey::from(k);
-                let sig: p256::ecdsa::Signature =
-                    sk.sign_prehash(&fit_hash(input, 32)).map_err(|e| KeyError::Ec(e.to_string()))?;
+                let sig: p256::ecdsa::Signature = sk
+                    .sign_prehash(&fit_hash(input, 32))
+                    .map_err(|e| KeyError::Ec(e.to_string()))?;
                 Ok(sig.to_der().as_bytes().to_vec())
             }
             Self::P384(k) => {
                 let sk = p384::ecdsa::SigningKey::from(k);
-                let sig: p384::ecdsa::Signature =
-                    sk.sign_prehash(&fit_hash(input, 48)).map_err(|e| KeyError::Ec(e.to_string()))?;
+                let sig: p384::ecdsa::Signature = sk
+                    .sign_prehash(&fit_hash(input, 48))
+                    .map_err(|e| KeyError::Ec(e.to_string()))?;
                 Ok(sig.to_der().as_bytes().to_vec())
             }
         }
@@ -200,12 +212,14 @@ impl PrivateKey {
     pub fn ecdh(&self, peer_point: &[u8]) -> Result<Vec<u8>, KeyError> {
         match self {
             Self::P256(k) => {
-                let peer = p256::PublicKey::from_sec1_bytes(peer_point).map_err(|_| KeyError::BadInput)?;
+                let peer =
+                    p256::PublicKey::from_sec1_bytes(peer_point).map_err(|_| KeyError::BadInput)?;
                 let shared = p256::ecdh::diffie_hellman(k.to_nonzero_scalar(), peer.as_affine());
                 Ok(shared.raw_secret_bytes().to_vec())
             }
             Self::P384(k) => {
-                let peer = p384::PublicKey::from_sec1_bytes(peer_point).map_err(|_| KeyError::BadInput)?;
+                let peer =
+                    p384::PublicKey::from_sec1_bytes(peer_point).map_err(|_| KeyError::BadInput)?;
                 let shared = p384::ecdh::diffie_hellman(k.to_nonzero_scalar(), peer.as_affine());
                 Ok(shared.raw_secret_bytes().to_vec())
             }
@@ -231,6 +245,7 @@ fn fit_hash(input: &[u8], size: usize) -> Vec<u8> {
 mod tests {
     use super::*;
     use rand::rngs::OsRng;
+    use rsa::traits::PrivateKeyParts;
 
     #[test]
     fn ec_signatures_verify_with_the_public_key() {
@@ -238,7 +253,9 @@ mod tests {
         let key = PrivateKey::generate(alg::P256, &mut OsRng).unwrap();
         let digest = [7u8; 32];
         let sig = key.private_operation(&digest, &mut OsRng).unwrap();
-        let PrivateKey::P256(sk) = &key else { unreachable!() };
+        let PrivateKey::P256(sk) = &key else {
+            unreachable!()
+        };
         let vk = p256::ecdsa::VerifyingKey::from(sk.public_key());
         let sig = p256::ecdsa::Signature::from_der(&sig).unwrap();
         vk.verify_prehash(&digest, &sig).unwrap();
@@ -248,9 +265,12 @@ mod tests {
     fn ecdh_agrees_with_the_peer() {
         let card = PrivateKey::generate(alg::P384, &mut OsRng).unwrap();
         let peer = p384::SecretKey::random(&mut OsRng);
-        let card_pub = tlv::parse(&card.public_tlv()).unwrap().0;
+        let encoded = card.public_tlv();
+        let card_pub = tlv::parse(&encoded).unwrap().0;
         assert_eq!(card_pub.tag, 0x86);
-        let ours = card.ecdh(peer.public_key().to_encoded_point(false).as_bytes()).unwrap();
+        let ours = card
+            .ecdh(peer.public_key().to_encoded_point(false).as_bytes())
+            .unwrap();
         let card_pk = p384::PublicKey::from_sec1_bytes(card_pub.value).unwrap();
         let theirs = p384::ecdh::diffie_hellman(peer.to_nonzero_scalar(), card_pk.as_affine());
         assert_eq!(ours, theirs.raw_secret_bytes().to_vec());
@@ -260,7 +280,9 @@ mod tests {
     #[test]
     fn rsa_raw_operation_inverts_the_public_operation_and_survives_pkcs8() {
         let key = PrivateKey::generate(alg::RSA1024, &mut OsRng).unwrap();
-        let PrivateKey::Rsa(k) = &key else { unreachable!() };
+        let PrivateKey::Rsa(k) = &key else {
+            unreachable!()
+        };
         let m = BigUint::from_bytes_be(&[0x42; 100]);
         let c = rsa::hazmat::rsa_encrypt(&k.to_public_key(), &m).unwrap();
         let mut block = vec![0u8; 128];
@@ -276,7 +298,9 @@ mod tests {
     #[test]
     fn imported_rsa_keys_are_rebuilt_from_their_primes() {
         let key = PrivateKey::generate(alg::RSA1024, &mut OsRng).unwrap();
-        let PrivateKey::Rsa(k) = &key else { unreachable!() };
+        let PrivateKey::Rsa(k) = &key else {
+            unreachable!()
+        };
         let p = k.primes()[0].to_bytes_be();
         let q = k.primes()[1].to_bytes_be();
         let imported = PrivateKey::from_rsa_crt(&p, &q).unwrap();

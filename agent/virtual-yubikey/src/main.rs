@@ -90,8 +90,9 @@ fn real_main() -> Result<()> {
             Ok(())
         }
         Some(Cmd::PrintAttestationRoot { attestation_root }) => {
-            let root = AttestationRoot::load(&attestation_root)
-                .context("no attestation root there yet: create it with init-attestation-root --out FILE")?;
+            let root = AttestationRoot::load(&attestation_root).context(
+                "no attestation root there yet: create it with init-attestation-root --out FILE",
+            )?;
             print!("{}", root.cert_pem()?);
             Ok(())
         }
@@ -106,7 +107,9 @@ fn real_main() -> Result<()> {
                 (None, Some(p)) => p,
                 (None, None) => VPCD_BASE_PORT,
             };
-            let attestation_root = a.attestation_root.unwrap_or_else(|| run::default_root_path(&state));
+            let attestation_root = a
+                .attestation_root
+                .unwrap_or_else(|| run::default_root_path(&state));
             run::run(Options {
                 serial: a.serial,
                 firmware: a.firmware,

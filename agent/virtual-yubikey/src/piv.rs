@@ -53,8 +53,8 @@ const MAX_OBJECT: usize = 3052;
 const OBJ_PRINTED: u32 = 0x5F_C109;
 /// Discovery object, answered from ROM.
 const DISCOVERY: [u8; 20] = [
-    0x7E, 0x12, 0x4F, 0x0B, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00, 0x5F, 0x2F, 0x02,
-    0x40, 0x00,
+    0x7E, 0x12, 0x4F, 0x0B, 0xA0, 0x00, 0x00, 0x03, 0x08, 0x00, 0x00, 0x10, 0x00, 0x01, 0x00, 0x5F,
+    0x2F, 0x02, 0x40, 0x00,
 ];
 
 /// Slots that hold user keys: 9a, 9c, 9d, 9e and the retired 82..95.
@@ -201,7 +201,11 @@ impl<R: RngCore + CryptoRng> Card<R> {
             SLOT_PUK => false,
             _ => return Response::status(sw::REF_NOT_FOUND),
         };
-        let cred = if is_pin { &mut self.state.pin } else { &mut self.state.puk };
+        let cred = if is_pin {
+            &mut self.state.pin
+        } else {
+            &mut self.state.puk
+        };
         if cred.blocked() {
             return Response::status(sw::AUTH_BLOCKED);
         }
@@ -383,14 +387,17 @@ impl<R: RngCore + CryptoRng> Card<R> {
 
     fn load_slot_key(&self, slot: u8) -> Result<(SlotKey, PrivateKey), u16> {
         let sk = self.state.slots.get(&slot).ok_or(sw::NOT_FOUND)?.clone();
-        let key = PrivateKey::from_pkcs8(sk.algorithm, &sk.pkcs8).map_err(|_| sw::NO_PRECISE_DIAGNOSIS)?;
+        let key = PrivateKey::from_pkcs8(sk.algorithm, &sk.pkcs8)
+            .map_err(|_| sw::NO_PRECISE_DIAGNOSIS)?;
         Ok((sk, key))
     }
 
     fn pin_policy_satisfied(&mut self, policy: u8) -> bool {
         match policy {
             pin_policy::NEVER => true,
-            pin_policy::ALWAYS => std::mem::take(&mut self.session.pin_fresh) && self.session.pin_verified,
+            pin_policy::ALWAYS => {
+                std::mem::take(&mut self.session.pin_fresh) && self.session.pin_verified
+            }
             _ => self.session.pin_verified,
         }
     }
@@ -504,7 +511,13 @@ impl<R: RngCore + CryptoRng> Card<R> {
         };
         self.state.slots.insert(
             cmd.p2,
-            SlotKey { algorithm, pkcs8, pin_policy: pin, touch_policy: touch, origin: ORIGIN_GENERATED },
+            SlotKey {
+                algorithm,
+                pkcs8,
+                pin_policy: pin,
+                touch_policy: touch,
+                origin: ORIGIN_GENERATED,
+            },
         );
         self.mark_dirty();
         Response::ok(tlv::encode(0x7F49, &key.public_tlv()))
@@ -546,7 +559,13 @@ impl<R: RngCore + CryptoRng> Card<R> {
         };
         self.state.slots.insert(
             cmd.p2,
-            SlotKey { algorithm: cmd.p1, pkcs8, pin_policy: pin, touch_policy: touch, origin: ORIGIN_IMPORTED },
+            SlotKey {
+                algorithm: cmd.p1,
+                pkcs8,
+                pin_policy: pin,
+                touch_policy: touch,
+                origin: ORIGIN_IMPORTED,
+            },
         );
         self.mark_dirty();
         Response::status(sw::OK)
@@ -575,7 +594,10 @@ impl<R: RngCore + CryptoRng> Card<R> {
         if t.tag != 0x5C || t.value.is_empty() || t.value.len() > 3 {
             return Err(sw::INCORRECT_DATA);
         }
-        let tag = t.value.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
+        let tag = t
+            .value
+            .iter()
+            .fold(0u32, |acc, b| (acc << 8) | u32::from(*b));
         Ok((tag, rest))
     }
 
@@ -645,7 +667,10 @@ impl<R: RngCore + CryptoRng> Card<R> {
         }
         let (Ok((_, f9)), Some(f9_cert)) = (
             self.load_slot_key(SLOT_ATTESTATION),
-            self.state.objects.get(&crate::state::OBJ_ATTESTATION_CERT).cloned(),
+            self.state
+                .objects
+                .get(&crate::state::OBJ_ATTESTATION_CERT)
+                .and_then(|o| attest::cert_from_object(o)),
         ) else {
             return Response::status(sw::REF_NOT_FOUND);
         };

@@ -30,7 +30,10 @@ pub struct Options {
 
 /// The default attestation root file: `attestation-root.pem` beside the state file.
 pub fn default_root_path(state: &Path) -> PathBuf {
-    state.parent().unwrap_or(Path::new(".")).join("attestation-root.pem")
+    state
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("attestation-root.pem")
 }
 
 /// Load the state file, or create a factory-fresh key if there is none.
@@ -45,12 +48,19 @@ pub fn load_or_create_state(opts: &Options) -> Result<CardState> {
             );
         }
         if let Some(fw) = opts.firmware.filter(|f| *f != st.firmware) {
-            bail!("{} holds a key with firmware {}, not {fw}", opts.state.display(), st.firmware);
+            bail!(
+                "{} holds a key with firmware {}, not {fw}",
+                opts.state.display(),
+                st.firmware
+            );
         }
         return Ok(st);
     }
     let (Some(serial), Some(firmware)) = (opts.serial, opts.firmware) else {
-        bail!("{} does not exist: --serial and --firmware are needed to create a new key", opts.state.display());
+        bail!(
+            "{} does not exist: --serial and --firmware are needed to create a new key",
+            opts.state.display()
+        );
     };
     let now = SystemTime::now();
     let root = AttestationRoot::load_or_create(&opts.attestation_root, now, &mut OsRng)?;
@@ -116,7 +126,9 @@ pub fn run(opts: Options) -> Result<()> {
                         control.unplugged.store(true, Ordering::SeqCst);
                         control.drop_connection();
                     }
-                    signal_hook::consts::SIGUSR2 => control.unplugged.store(false, Ordering::SeqCst),
+                    signal_hook::consts::SIGUSR2 => {
+                        control.unplugged.store(false, Ordering::SeqCst)
+                    }
                     _ => {
                         control.stop.store(true, Ordering::SeqCst);
                         control.drop_connection();
@@ -172,6 +184,11 @@ pub fn run(opts: Options) -> Result<()> {
         let _ = stream.shutdown(Shutdown::Both);
         card.power_cycle();
         match result {
+            _ if control.stop.load(Ordering::SeqCst)
+                || control.unplugged.load(Ordering::SeqCst) =>
+            {
+                log("unplugged")
+            }
             Ok(()) => log("unplugged (vpcd closed the connection)"),
             Err(e) => log(format!("unplugged ({e})")),
         }

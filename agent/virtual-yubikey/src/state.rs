@@ -79,7 +79,9 @@ impl FromStr for Firmware {
         // The personalities the emulator knows: a YubiKey 5 with PIV metadata
         // (5.3+) and AES management keys (5.4+).
         if a != 5 || b < 4 {
-            bail!("firmware {fw} is not supported: use 5.4.x (3DES factory key) or 5.7.x (AES-192)");
+            bail!(
+                "firmware {fw} is not supported: use 5.4.x (3DES factory key) or 5.7.x (AES-192)"
+            );
         }
         Ok(fw)
     }
@@ -119,7 +121,9 @@ mod hexmap {
             .collect::<BTreeMap<_, _>>()
             .serialize(s)
     }
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, Vec<u8>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u32, Vec<u8>>, D::Error> {
         let m = BTreeMap::<String, String>::deserialize(d)?;
         m.into_iter()
             .map(|(k, v)| {
@@ -230,12 +234,21 @@ pub const SLOT_ATTESTATION: u8 = 0xF9;
 
 impl CardState {
     /// A key as it leaves the factory: default PIN, PUK and management key,
-    /// no keys or objects except the attestation key and its certificate.
-    pub fn factory(serial: u32, firmware: Firmware, attestation: SlotKey, attestation_cert: Vec<u8>) -> Self {
+    /// no keys or objects except the attestation key and its certificate
+    /// (`attestation_cert` is DER; it is stored in object 5FFF01 as PIV stores certificates).
+    pub fn factory(
+        serial: u32,
+        firmware: Firmware,
+        attestation: SlotKey,
+        attestation_cert: Vec<u8>,
+    ) -> Self {
         let mut slots = BTreeMap::new();
         slots.insert(SLOT_ATTESTATION, attestation);
         let mut objects = BTreeMap::new();
-        objects.insert(OBJ_ATTESTATION_CERT, attestation_cert);
+        objects.insert(
+            OBJ_ATTESTATION_CERT,
+            crate::attest::cert_object(&attestation_cert),
+        );
         Self {
             serial,
             firmware,
@@ -276,7 +289,8 @@ impl CardState {
     }
 
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("read {}", path.display()))?;
         serde_json::from_str(&text).with_context(|| format!("parse state file {}", path.display()))
     }
 
@@ -291,7 +305,10 @@ impl CardState {
 /// Write `bytes` to `path` atomically with mode 0600.
 pub fn write_private_file(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("state");
     let tmp = dir.join(format!(".{name}.tmp{}", std::process::id()));
@@ -315,7 +332,13 @@ mod tests {
     use super::*;
 
     fn dummy_key() -> SlotKey {
-        SlotKey { algorithm: 0x11, pkcs8: vec![1, 2, 3], pin_policy: 1, touch_policy: 1, origin: 2 }
+        SlotKey {
+            algorithm: 0x11,
+            pkcs8: vec![1, 2, 3],
+            pin_policy: 1,
+            touch_policy: 1,
+            origin: 2,
+        }
     }
 
     #[test]
@@ -333,7 +356,12 @@ mod tests {
     fn state_survives_a_save_and_load() {
         let dir = std::env::temp_dir().join(format!("vyk-state-{}", std::process::id()));
         let path = dir.join("key.json");
-        let mut s = CardState::factory(12345678, "5.7.1".parse().unwrap(), dummy_key(), vec![0x30, 0]);
+        let mut s = CardState::factory(
+            12345678,
+            "5.7.1".parse().unwrap(),
+            dummy_key(),
+            vec![0x30, 0],
+        );
         s.objects.insert(0x5FC105, vec![0x70, 0x01, 0xAA]);
         s.pin.tries_left = 1;
         s.save(&path).unwrap();
@@ -346,12 +374,22 @@ mod tests {
         let mut s = CardState::factory(1, "5.4.3".parse().unwrap(), dummy_key(), vec![0x30, 0]);
         s.slots.insert(0x9A, dummy_key());
         s.objects.insert(0x5FC105, vec![1]);
-        s.pin = Credential { value: b"999999".to_vec(), max_tries: 5, tries_left: 0 };
+        s.pin = Credential {
+            value: b"999999".to_vec(),
+            max_tries: 5,
+            tries_left: 0,
+        };
         s.management_key.key = vec![9; 24];
         s.reset();
         assert!(s.pin_is_default() && s.puk_is_default() && s.mgm_is_default());
         assert_eq!(s.pin.tries_left, 3);
-        assert_eq!(s.slots.keys().copied().collect::<Vec<_>>(), vec![SLOT_ATTESTATION]);
-        assert_eq!(s.objects.keys().copied().collect::<Vec<_>>(), vec![OBJ_ATTESTATION_CERT]);
+        assert_eq!(
+            s.slots.keys().copied().collect::<Vec<_>>(),
+            vec![SLOT_ATTESTATION]
+        );
+        assert_eq!(
+            s.objects.keys().copied().collect::<Vec<_>>(),
+            vec![OBJ_ATTESTATION_CERT]
+        );
     }
 }

@@ -69,7 +69,10 @@ pub fn parse(input: &[u8]) -> Result<(Tlv<'_>, &[u8]), TlvError> {
             if rest.len() < 2 {
                 return Err(TlvError::Truncated);
             }
-            ((usize::from(rest[0]) << 8) | usize::from(rest[1]), &rest[2..])
+            (
+                (usize::from(rest[0]) << 8) | usize::from(rest[1]),
+                &rest[2..],
+            )
         }
         _ => return Err(TlvError::BadLength),
     };
@@ -138,7 +141,13 @@ mod tests {
         buf.extend(encode(0x81, &[1, 2, 3]));
         let items = parse_all(&buf).unwrap();
         assert_eq!(items.len(), 2);
-        assert_eq!(items[0], Tlv { tag: 0x80, value: &[] });
+        assert_eq!(
+            items[0],
+            Tlv {
+                tag: 0x80,
+                value: &[]
+            }
+        );
         assert_eq!(find(&items, 0x81), Some(&[1, 2, 3][..]));
         assert_eq!(find(&items, 0x82), None);
     }

@@ -27,7 +27,8 @@ pub fn read_message(r: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
 }
 
 pub fn write_message(w: &mut impl Write, msg: &[u8]) -> io::Result<()> {
-    let len = u16::try_from(msg.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 64 KiB"))?;
+    let len = u16::try_from(msg.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "message over 64 KiB"))?;
     let mut out = Vec::with_capacity(msg.len() + 2);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(msg);
