@@ -68,7 +68,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Seconds in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace_secs: u64,
-    /// TEST ONLY: start the service's clock at this RFC 3339 time. It may
+    /// TEST ONLY: start the service's clock at this time (RFC 3339 or
+    /// `@<unix seconds>`). It may
     /// only move the clock forward (an earlier time than the system clock is
     /// refused), so it can end a trial or license early but never extend one.
     pub test_now: Option<String>,
@@ -186,14 +187,25 @@ impl Config {
         Ok(())
     }
 
-    /// The parsed `test_now`, if set.
+    /// The parsed `test_now` (RFC 3339 or `@<unix seconds>`), if set.
     pub fn test_start(&self) -> Result<Option<OffsetDateTime>, ConfigError> {
-        match &self.test_now {
-            None => Ok(None),
-            Some(s) => OffsetDateTime::parse(s, &Rfc3339)
+        let Some(s) = &self.test_now else {
+            return Ok(None);
+        };
+        let bad = || {
+            ConfigError::Invalid(format!(
+                "test_now {s:?} is neither RFC 3339 nor @<unix seconds>"
+            ))
+        };
+        if let Some(secs) = s.strip_prefix('@') {
+            let n: i64 = secs.parse().map_err(|_| bad())?;
+            return OffsetDateTime::from_unix_timestamp(n)
                 .map(Some)
-                .map_err(|e| ConfigError::Invalid(format!("test_now {s:?} is not RFC 3339: {e}"))),
+                .map_err(|_| bad());
         }
+        OffsetDateTime::parse(s, &Rfc3339)
+            .map(Some)
+            .map_err(|_| bad())
     }
 }
 

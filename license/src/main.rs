@@ -47,7 +47,7 @@ enum Command {
         installation_id: String,
         #[arg(long)]
         customer: String,
-        /// Last instant of validity: YYYY-MM-DD (midnight UTC) or RFC 3339.
+        /// End of validity: YYYY-MM-DD (midnight UTC), RFC 3339, or @<unix seconds>.
         #[arg(long)]
         not_after: String,
         /// Issue time (default: now).

@@ -55,9 +55,9 @@ pub fn fmt_time(t: i64) -> String {
         .unwrap_or_else(|| t.to_string())
 }
 
-/// Days left until `end`, rounded down; 0 on the last day.
+/// Days left until `end`, counting a started day as a day; 0 once ended.
 fn days_left(now: i64, end: i64) -> i64 {
-    ((end - now).max(0)) / DAY
+    ((end - now).max(0) + DAY - 1) / DAY
 }
 
 /// Check an uploaded document against this installation at time `now`.

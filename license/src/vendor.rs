@@ -12,8 +12,16 @@ use time::{Date, OffsetDateTime};
 use crate::document::{self, DocumentError};
 use crate::service::fmt_time;
 
-/// Parse `2027-01-31` (midnight UTC at the start of that day) or RFC 3339.
+/// Parse `2027-01-31` (midnight UTC at the start of that day), RFC 3339, or
+/// `@<unix seconds>`.
 pub fn parse_time(s: &str) -> Result<OffsetDateTime> {
+    if let Some(secs) = s.strip_prefix('@') {
+        let n: i64 = secs
+            .parse()
+            .with_context(|| format!("{s:?} is not @<unix seconds>"))?;
+        return OffsetDateTime::from_unix_timestamp(n)
+            .with_context(|| format!("{s:?} is out of range"));
+    }
     if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
         return Ok(t);
     }
@@ -138,7 +146,12 @@ mod tests {
                 .unix_timestamp(),
             1_801_353_600 + 11 * 3600
         );
+        assert_eq!(
+            parse_time("@1801353600").unwrap().unix_timestamp(),
+            1_801_353_600
+        );
         assert!(parse_time("31/01/2027").is_err());
+        assert!(parse_time("@soon").is_err());
     }
 
     #[test]

@@ -139,7 +139,8 @@ pub struct LicenseStatus {
     /// Limits in force: the license's, or [`TRIAL_LIMITS`] during the trial;
     /// `None` when EXPIRED or INVALID.
     pub limits: Option<LicenseLimits>,
-    /// Whole days until the license or trial ends (0 on the last day).
+    /// Days until the license or trial ends, a started day counting as one;
+    /// 0 once it has ended.
     pub days_left: Option<i64>,
 }
 

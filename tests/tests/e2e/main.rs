@@ -2,4 +2,5 @@
 //! processes started from the workspace binaries. One module per feature.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod license;
 mod wiring;
