@@ -1,1 +1,253 @@
 //! Harness for tests that plug software YubiKeys into pcscd through vpcd.
+//!
+//! There is one pcscd per machine and vpcd gives it two readers, so at most
+//! two virtual keys exist at once and tests that use them run one at a time
+//! (the `pcsc` test group in `.config/nextest.toml`). Each key gets its own
+//! state file; the process is killed when the value is dropped.
+
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::{bin_path, ChildGuard};
+
+/// The two readers of the vpcd entry, by index (port 35963 and 35964).
+pub const READERS: [&str; 2] = ["Virtual PCD 00 00", "Virtual PCD 00 01"];
+
+/// Factory PIN, PUK and management key of every YubiKey.
+pub const DEFAULT_PIN: &[u8] = b"123456";
+pub const DEFAULT_PUK: &[u8] = b"12345678";
+pub const DEFAULT_MGM_KEY: [u8; 24] = [
+    1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8,
+];
+
+/// Whether pcscd currently sees a card in `reader`.
+pub fn card_present(reader: &str) -> Result<bool> {
+    let ctx = pcsc::Context::establish(pcsc::Scope::User).context("pcscd is not running")?;
+    let mut states = [pcsc::ReaderState::new(
+        CString::new(reader)?,
+        pcsc::State::UNAWARE,
+    )];
+    ctx.get_status_change(Duration::from_millis(0), &mut states)
+        .with_context(|| format!("status of reader {reader}"))?;
+    Ok(states[0].event_state().contains(pcsc::State::PRESENT))
+}
+
+/// Wait until the reader shows (or no longer shows) a card.
+pub fn wait_card(reader: &str, present: bool, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if card_present(reader)? == present {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "reader {reader:?} still {} after {timeout:?}",
+                if present { "empty" } else { "holds a card" }
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A software YubiKey plugged into one vpcd reader.
+pub struct VirtualYubiKey {
+    pub serial: u32,
+    pub firmware: String,
+    /// Reader index: 0 or 1.
+    pub reader: u8,
+    pub state: PathBuf,
+    pub attestation_root: PathBuf,
+    log: PathBuf,
+    proc: ChildGuard,
+}
+
+impl VirtualYubiKey {
+    /// Start a key (factory state unless `dir` already holds its state file)
+    /// and wait until pcscd shows it. `dir` also holds the attestation root
+    /// shared by every key plugged from it.
+    pub fn plug(dir: &Path, serial: u32, firmware: &str, reader: u8) -> Result<Self> {
+        let name = READERS[usize::from(reader)];
+        // A key from the previous test may still be on its way out.
+        wait_card(name, false, Duration::from_secs(10)).with_context(|| {
+            format!("{name} is occupied: is another kleidia-virtual-yubikey running?")
+        })?;
+        let state = dir.join(format!("yubikey-{serial}.json"));
+        let attestation_root = dir.join("attestation-root.pem");
+        let log = dir.join(format!("yubikey-{serial}.log"));
+        let proc = Self::spawn(serial, firmware, reader, &state, &attestation_root, &log)?;
+        let mut key = Self {
+            serial,
+            firmware: firmware.to_string(),
+            reader,
+            state,
+            attestation_root,
+            log,
+            proc,
+        };
+        key.wait_plugged()?;
+        Ok(key)
+    }
+
+    fn spawn(
+        serial: u32,
+        firmware: &str,
+        reader: u8,
+        state: &Path,
+        root: &Path,
+        log: &Path,
+    ) -> Result<ChildGuard> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(bin_path("kleidia-virtual-yubikey"))
+            .arg("--serial")
+            .arg(serial.to_string())
+            .args(["--firmware", firmware, "--reader", &reader.to_string()])
+            .arg("--state")
+            .arg(state)
+            .arg("--attestation-root")
+            .arg(root)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .context("start kleidia-virtual-yubikey")?;
+        Ok(ChildGuard::new(format!("virtual-yubikey-{serial}"), child))
+    }
+
+    fn wait_plugged(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !card_present(self.reader_name())? {
+            if let Some(child) = self.proc.child.as_mut() {
+                if let Some(status) = child.try_wait()? {
+                    bail!(
+                        "kleidia-virtual-yubikey exited with {status}:\n{}",
+                        self.log()
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the virtual key did not show up in {}:\n{}",
+                    self.reader_name(),
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    pub fn reader_name(&self) -> &'static str {
+        READERS[usize::from(self.reader)]
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
+        let pid = nix::unistd::Pid::from_raw(self.proc.pid() as i32);
+        nix::sys::signal::kill(pid, sig).context("signal the virtual key")?;
+        Ok(())
+    }
+
+    /// Pull the key out (SIGUSR1); the process keeps its state.
+    pub fn unplug(&self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGUSR1)?;
+        wait_card(self.reader_name(), false, Duration::from_secs(10))
+    }
+
+    /// Put it back in (SIGUSR2).
+    pub fn replug(&mut self) -> Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGUSR2)?;
+        self.wait_plugged()
+    }
+
+    /// SIGTERM: unplug, save and exit; the exit must be clean.
+    pub fn stop(&mut self) -> Result<()> {
+        let status = self.proc.stop();
+        if !status.is_some_and(|s| s.success()) {
+            bail!(
+                "kleidia-virtual-yubikey exited with {status:?}:\n{}",
+                self.log()
+            );
+        }
+        wait_card(self.reader_name(), false, Duration::from_secs(10))
+    }
+
+    /// Stop the process and start a new one on the same state file: what
+    /// pulling the key out and plugging it in again looks like to the host.
+    pub fn restart(&mut self) -> Result<()> {
+        self.stop()?;
+        self.proc = Self::spawn(
+            self.serial,
+            &self.firmware,
+            self.reader,
+            &self.state,
+            &self.attestation_root,
+            &self.log,
+        )?;
+        self.wait_plugged()
+    }
+
+    /// The persisted state, as JSON.
+    pub fn state_json(&self) -> Result<serde_json::Value> {
+        Ok(serde_json::from_str(&std::fs::read_to_string(
+            &self.state,
+        )?)?)
+    }
+
+    /// The test attestation root certificate (PEM), as printed by the binary.
+    pub fn attestation_root_pem(&self) -> Result<String> {
+        let out = Command::new(bin_path("kleidia-virtual-yubikey"))
+            .arg("print-attestation-root")
+            .arg("--attestation-root")
+            .arg(&self.attestation_root)
+            .output()?;
+        if !out.status.success() {
+            bail!(
+                "print-attestation-root failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// What the emulator printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+fn run_tool(program: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("run {program}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        bail!(
+            "{program} {args:?} failed ({}):\n{stdout}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(stdout)
+}
+
+/// `ykman --reader READER ARGS…`, stdout on success.
+pub fn ykman(reader: &str, args: &[&str]) -> Result<String> {
+    let mut all = vec!["--reader", reader];
+    all.extend_from_slice(args);
+    run_tool("ykman", &all)
+}
+
+/// `yubico-piv-tool -r READER ARGS…`, stdout on success.
+pub fn yubico_piv_tool(reader: &str, args: &[&str]) -> Result<String> {
+    let mut all = vec!["-r", reader];
+    all.extend_from_slice(args);
+    run_tool("yubico-piv-tool", &all)
+}

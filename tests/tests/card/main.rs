@@ -1,3 +1,6 @@
 //! Tests that go through the real pcscd + vpcd with software YubiKeys.
 //! There is one pcscd and two virtual readers per machine, so this binary's
 //! tests run one at a time (the `card` test group in `.config/nextest.toml`).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod virtual_yubikey;
