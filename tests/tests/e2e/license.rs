@@ -446,9 +446,17 @@ async fn every_refused_upload_says_why_and_leaves_the_license_and_history_unchan
         let msg = body["message"].as_str().unwrap();
         assert!(msg.contains(want_in_message), "{name}: {msg}");
     }
-    // A body far beyond the cap is cut off, not buffered.
-    let (code, body) = svc.upload(vec![b'x'; 8 * 1024 * 1024]).await;
-    assert_eq!(code, 413, "{body}");
+    // A body far beyond the cap is cut off, not buffered: the client sees
+    // either the 413 or the connection closed under its upload.
+    let r = reqwest::Client::new()
+        .post(svc.url("/license"))
+        .body(vec![b'x'; 8 * 1024 * 1024])
+        .send()
+        .await;
+    match r {
+        Ok(r) => assert_eq!(r.status(), 413),
+        Err(e) => assert!(e.is_request(), "{e}"),
+    }
 
     assert_eq!(bao.version("licenses").await, version_before);
     assert_eq!(svc.get("/license/history").await, history_before);
@@ -656,4 +664,28 @@ async fn inspect_says_whether_a_license_verifies_with_the_compiled_in_key() {
         .arg("--pubkey")
         .arg(dir.path().join("k/vendor.pub")));
     assert!(o.status.success());
+}
+
+#[tokio::test]
+async fn when_openbao_stops_status_and_upload_answer_a_clear_503_and_the_process_stays_up() {
+    let mut bao = Bao::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::spawn(&bao, &[]).await;
+    let id = svc.installation_id().await;
+    let file = issue(dir.path(), "L-down", &id, unix_now() + 100 * DAY, None);
+    bao.bao.proc.stop();
+
+    let r = reqwest::get(svc.url("/license/status")).await.unwrap();
+    assert_eq!(r.status(), 503);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "storage_unavailable", "{body}");
+    assert!(
+        !body["message"].as_str().unwrap().contains("127.0.0.1"),
+        "{body}"
+    );
+    let (code, body) = svc.upload(std::fs::read(&file).unwrap()).await;
+    assert_eq!(code, 503, "{body}");
+    let r = reqwest::get(svc.url("/healthz")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(svc.log().contains("OpenBao"), "{}", svc.log());
 }
