@@ -2,7 +2,9 @@
 //! (`agent`) and the license service (`license`). Each side serialises and
 //! deserialises exactly these structs, so the two ends cannot drift apart.
 
+pub mod agent;
 pub mod license;
+pub mod ticket;
 
 /// Default TCP port of the workstation agent (`127.0.0.1:56123`).
 pub const AGENT_DEFAULT_PORT: u16 = 56123;

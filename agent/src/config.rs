@@ -1,0 +1,222 @@
+//! Configuration: defaults, then an optional TOML file, then `KLEIDIA_AGENT_*`
+//! environment variables, then flags (clap merges the last two).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use kleidia_protocol::ticket::TicketVerifyingKey;
+use reqwest::Url;
+use serde::Deserialize;
+
+/// Kleidia workstation agent: lets the Kleidia web page drive the YubiKeys
+/// plugged into this computer. Listens on 127.0.0.1 and [::1] only.
+#[derive(Debug, Parser)]
+#[command(version)]
+pub struct Cli {
+    /// TOML config file (keys as the long flags, with `_` for `-`).
+    #[arg(long, env = "KLEIDIA_AGENT_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// URL of the Kleidia server. Its origin is the only one allowed to call the
+    /// agent; the ticket key is fetched from it unless --ticket-key is given.
+    #[arg(long, env = "KLEIDIA_AGENT_KLEIDIA_URL")]
+    pub kleidia_url: Option<String>,
+    /// TCP port on 127.0.0.1 and [::1] (0 = any free port, printed at start).
+    #[arg(long, env = "KLEIDIA_AGENT_PORT")]
+    pub port: Option<u16>,
+    /// Ticket verification key: standard base64 of the raw 32-byte Ed25519
+    /// public key (the `public_key` of GET {kleidia_url}/api/agent/ticket-key).
+    #[arg(long, env = "KLEIDIA_AGENT_TICKET_KEY")]
+    pub ticket_key: Option<String>,
+    /// Also use vsmartcard `Virtual PCD` readers (software YubiKeys; tests and demo only).
+    #[arg(long, env = "KLEIDIA_AGENT_ALLOW_VIRTUAL_READERS")]
+    pub allow_virtual_readers: Option<bool>,
+    /// Where used ticket ids are kept (default: $XDG_STATE_HOME/kleidia-agent).
+    #[arg(long, env = "KLEIDIA_AGENT_STATE_DIR", value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `kleidia_agent=debug`.
+    #[arg(long, env = "KLEIDIA_AGENT_LOG")]
+    pub log: Option<String>,
+}
+
+/// The config file. Unknown keys are an error.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub kleidia_url: Option<String>,
+    pub port: Option<u16>,
+    pub ticket_key: Option<String>,
+    pub allow_virtual_readers: Option<bool>,
+    pub state_dir: Option<PathBuf>,
+    pub log: Option<String>,
+}
+
+impl FileConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("read config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parse config file {}", path.display()))
+    }
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kleidia_url: Url,
+    /// `scheme://host[:port]` of `kleidia_url`, compared byte for byte with `Origin`.
+    pub allowed_origin: String,
+    pub port: u16,
+    pub ticket_key: Option<TicketVerifyingKey>,
+    pub allow_virtual_readers: bool,
+    pub state_dir: PathBuf,
+    pub log: String,
+}
+
+impl Config {
+    pub fn from_cli(cli: Cli) -> Result<Self> {
+        let file = match &cli.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        let kleidia_url = cli
+            .kleidia_url
+            .or(file.kleidia_url)
+            .context("the Kleidia URL is required: --kleidia-url, KLEIDIA_AGENT_KLEIDIA_URL or kleidia_url in the config file")?;
+        let state_dir = match cli.state_dir.or(file.state_dir) {
+            Some(d) => d,
+            None => default_state_dir()?,
+        };
+        Self::new(
+            &kleidia_url,
+            cli.port
+                .or(file.port)
+                .unwrap_or(kleidia_protocol::AGENT_DEFAULT_PORT),
+            cli.ticket_key.or(file.ticket_key).as_deref(),
+            cli.allow_virtual_readers
+                .or(file.allow_virtual_readers)
+                .unwrap_or(false),
+            state_dir,
+            cli.log.or(file.log).unwrap_or_else(|| "info".into()),
+        )
+    }
+
+    pub fn new(
+        kleidia_url: &str,
+        port: u16,
+        ticket_key: Option<&str>,
+        allow_virtual_readers: bool,
+        state_dir: PathBuf,
+        log: String,
+    ) -> Result<Self> {
+        let url = Url::parse(kleidia_url)
+            .with_context(|| format!("invalid Kleidia URL {kleidia_url:?}"))?;
+        match url.scheme() {
+            "https" => {}
+            // Plain HTTP would let anyone on the path swap the ticket key, or
+            // impersonate the allowed origin; only the one-machine demo uses it.
+            "http" if is_loopback_url(&url) => {}
+            "http" => bail!("the Kleidia URL must be https:// (plain http:// only for 127.0.0.1, [::1] or localhost)"),
+            other => bail!("the Kleidia URL has unsupported scheme {other}"),
+        }
+        if url.host_str().is_none() {
+            bail!("the Kleidia URL has no host");
+        }
+        let allowed_origin = url.origin().ascii_serialization();
+        let ticket_key = ticket_key
+            .map(|k| {
+                TicketVerifyingKey::from_base64(k).context(
+                    "invalid ticket key (expected base64 of a raw 32-byte Ed25519 public key)",
+                )
+            })
+            .transpose()?;
+        Ok(Self {
+            kleidia_url: url,
+            allowed_origin,
+            port,
+            ticket_key,
+            allow_virtual_readers,
+            state_dir,
+            log,
+        })
+    }
+}
+
+pub fn is_loopback_url(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn default_state_dir() -> Result<PathBuf> {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(d).join("kleidia-agent"));
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        return Ok(PathBuf::from(h).join(".local/state/kleidia-agent"));
+    }
+    bail!("no state directory: set --state-dir (or XDG_STATE_HOME / HOME)")
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cfg(url: &str) -> Result<Config> {
+        Config::new(url, 0, None, false, PathBuf::from("/tmp/x"), "info".into())
+    }
+
+    #[test]
+    fn the_allowed_origin_is_the_scheme_host_and_port_of_the_kleidia_url() {
+        assert_eq!(
+            cfg("https://kleidia.example.com/app/")
+                .unwrap()
+                .allowed_origin,
+            "https://kleidia.example.com"
+        );
+        assert_eq!(
+            cfg("https://kleidia.example.com:8443")
+                .unwrap()
+                .allowed_origin,
+            "https://kleidia.example.com:8443"
+        );
+        assert_eq!(
+            cfg("http://127.0.0.1:8080").unwrap().allowed_origin,
+            "http://127.0.0.1:8080"
+        );
+    }
+
+    #[test]
+    fn plain_http_is_refused_for_a_non_loopback_kleidia_url() {
+        assert!(cfg("http://kleidia.example.com").is_err());
+        assert!(cfg("http://localhost:8080").is_ok());
+        assert!(cfg("http://[::1]:8080").is_ok());
+        assert!(cfg("ftp://127.0.0.1").is_err());
+    }
+
+    #[test]
+    fn an_unknown_key_in_the_config_file_is_an_error() {
+        assert!(
+            toml::from_str::<FileConfig>("kleidia_url = \"https://x\"\nbind = \"0.0.0.0\"")
+                .is_err()
+        );
+        let f: FileConfig = toml::from_str("kleidia_url = \"https://x\"\nport = 1234").unwrap();
+        assert_eq!(f.port, Some(1234));
+    }
+
+    #[test]
+    fn a_malformed_ticket_key_is_refused_at_start() {
+        assert!(Config::new(
+            "https://x",
+            0,
+            Some("bm90IGEga2V5"),
+            false,
+            PathBuf::new(),
+            String::new()
+        )
+        .is_err());
+    }
+}
