@@ -191,6 +191,39 @@ fn a_blocked_pin_is_unblocked_with_the_puk() {
         line(&info, "PIN tries remaining:"),
         "PIN tries remaining: 3/3"
     );
+
+    // New retry counts (ykman asks the device, which also restores the default PIN and PUK).
+    let mgm = hex::encode(DEFAULT_MGM_KEY);
+    ykman(
+        reader,
+        &[
+            "piv",
+            "access",
+            "set-retries",
+            "5",
+            "4",
+            "-m",
+            &mgm,
+            "-P",
+            "135790",
+            "-f",
+        ],
+    )
+    .unwrap();
+    let info = ykman(reader, &["piv", "info"]).unwrap();
+    assert_eq!(
+        line(&info, "PIN tries remaining:"),
+        "PIN tries remaining: 5/5"
+    );
+    assert!(info.contains("WARNING: Using default PIN!"), "{info}");
+    let mut yk = open(12345678);
+    let puk = piv::metadata(&mut yk, SlotId::Management(ManagementSlotId::Puk)).unwrap();
+    assert_eq!(
+        puk.retries.map(|r| (r.retry_count, r.remaining_count)),
+        Some((4, 4))
+    );
+    yk.verify_pin(DEFAULT_PIN).unwrap();
+    drop(yk);
     key.stop().unwrap();
 }
 
@@ -389,7 +422,7 @@ fn pkcs1_sha256(digest: &[u8]) -> Vec<u8> {
 }
 
 #[test]
-fn generated_rsa_2048_and_p256_keys_make_signatures_that_verify() {
+fn generated_rsa_2048_and_p256_keys_sign_decrypt_and_agree_keys_as_their_public_keys_expect() {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
     use rsa::pkcs1::DecodeRsaPublicKey;
     let _l = lock();
@@ -450,6 +483,43 @@ fn generated_rsa_2048_and_p256_keys_make_signatures_that_verify() {
         piv::sign_data(&mut yk, &digest, AlgorithmId::EccP256, SlotId::Signature).is_err(),
         "PIN policy ALWAYS: a second signature needs another VERIFY"
     );
+
+    // RSA decryption: the card returns the padded block, the host unpads it.
+    let ciphertext = rsa_pub
+        .encrypt(&mut rand::rngs::OsRng, rsa::Pkcs1v15Encrypt, b"session key")
+        .unwrap();
+    let block = piv::decrypt_data(
+        &mut yk,
+        &ciphertext,
+        AlgorithmId::Rsa2048,
+        SlotId::Authentication,
+    )
+    .unwrap();
+    assert_eq!(block.len(), 256);
+    assert_eq!(&block[..2], &[0x00, 0x02]);
+    assert_eq!(&block[block.len() - 11..], b"session key");
+
+    // ECDH with the P-256 key (PIN always: verify first).
+    let peer = p256::SecretKey::random(&mut rand::rngs::OsRng);
+    let peer_point = {
+        use p256::elliptic_curve::sec1::ToEncodedPoint;
+        peer.public_key()
+            .to_encoded_point(false)
+            .as_bytes()
+            .to_vec()
+    };
+    yk.verify_pin(DEFAULT_PIN).unwrap();
+    let shared = piv::decrypt_data(
+        &mut yk,
+        &peer_point,
+        AlgorithmId::EccP256,
+        SlotId::Signature,
+    )
+    .unwrap();
+    let card_pub =
+        p256::PublicKey::from_sec1_bytes(ec_spki.subject_public_key.raw_bytes()).unwrap();
+    let expected = p256::ecdh::diffie_hellman(peer.to_nonzero_scalar(), card_pub.as_affine());
+    assert_eq!(&shared[..], &expected.raw_secret_bytes()[..]);
 
     let meta = piv::metadata(&mut yk, SlotId::Signature).unwrap();
     assert_eq!(meta.policy, Some((PinPolicy::Always, TouchPolicy::Cached)));
