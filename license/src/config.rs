@@ -105,10 +105,11 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
 }
 
-/// `KLEIDIA_LICENSE_*` variables that are not runtime configuration:
-/// build-time key selection (build.rs), and the app's own `license.*` keys,
-/// which share the prefix so one environment can serve both processes.
-const NON_CONFIG_ENV: &[&str] = &["pubkey", "pubkey_file", "url", "timeout_secs", "cache_secs"];
+/// `KLEIDIA_LICENSE_*` variables that are not configuration keys: the
+/// config file path (`--config`), build-time key selection (build.rs), and
+/// the app's `license.url` (`KLEIDIA_LICENSE_URL`), so one environment can
+/// serve both processes. `api_token` is deliberately shared with the app.
+const NON_CONFIG_ENV: &[&str] = &["config", "pubkey", "pubkey_file", "url"];
 
 impl Config {
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
@@ -131,7 +132,12 @@ impl Config {
             fig = fig.merge(Toml::file_exact(path));
         }
         fig = fig
-            .merge(env.filter(|k| !NON_CONFIG_ENV.contains(&k.as_str())))
+            // figment hands the filter the variable's own (upper) case.
+            .merge(env.filter(|k| {
+                !NON_CONFIG_ENV
+                    .iter()
+                    .any(|n| k.as_str().eq_ignore_ascii_case(n))
+            }))
             .merge(Serialized::defaults(overrides));
         let mut cfg: Config = fig.extract()?;
         cfg.resolve_secret_files()?;
@@ -287,6 +293,26 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("bao-secret-value"), "{shown}");
         assert!(!shown.contains("api-secret-value"), "{shown}");
+    }
+
+    #[test]
+    fn the_config_path_build_key_and_app_url_variables_are_not_config_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = file(&dir, "openbao_token = \"t\"\n");
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KLEIDIA_LICENSE_CONFIG", p.display().to_string());
+            jail.set_env("KLEIDIA_LICENSE_PUBKEY_FILE", "/nowhere.pub");
+            jail.set_env("KLEIDIA_LICENSE_URL", "http://127.0.0.1:8090");
+            jail.set_env("KLEIDIA_LICENSE_EXPIRING_DAYS", "7");
+            let c = Config::load(Some(&p), &Overrides::default()).unwrap();
+            assert_eq!(c.expiring_days, 7);
+            jail.set_env("KLEIDIA_LICENSE_EXPIRING_DAZE", "7");
+            let err = Config::load(Some(&p), &Overrides::default())
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("expiring_daze"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]
