@@ -296,6 +296,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
     fn the_config_path_build_key_and_app_url_variables_are_not_config_keys() {
         let dir = tempfile::tempdir().unwrap();
         let p = file(&dir, "openbao_token = \"t\"\n");

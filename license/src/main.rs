@@ -45,16 +45,19 @@ enum Command {
         /// The customer's installation id (GET /installation-id, or the license page).
         #[arg(long)]
         installation_id: String,
+        /// Customer name, shown on the license page.
         #[arg(long)]
         customer: String,
         /// End of validity: YYYY-MM-DD (midnight UTC), RFC 3339, or @<unix seconds>.
         #[arg(long)]
         not_after: String,
-        /// Issue time (default: now).
+        /// Issue time, same formats (default: now).
         #[arg(long)]
         issued: Option<String>,
+        /// Most YubiKeys that may be enrolled (at least 1).
         #[arg(long)]
         max_devices: u32,
+        /// Most user accounts (at least 1).
         #[arg(long)]
         max_users: u32,
         /// A feature flag; repeat for several.
