@@ -74,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
         .merge(api)
         .fallback(not_found)
         .with_state(state)
@@ -175,6 +176,12 @@ async fn healthz() -> Json<serde_json::Value> {
         "test_key": crate::keys::VENDOR_PUBKEY_IS_TEST,
         "vendor_key_fingerprint": crate::keys::vendor_key_fingerprint(),
     }))
+}
+
+/// Ready when OpenBao answers and the token can read the service's data.
+async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    state.store.ping().await.map_err(ApiError::Storage)?;
+    Ok(Json(serde_json::json!({ "status": "ready" })))
 }
 
 async fn not_found() -> ApiError {

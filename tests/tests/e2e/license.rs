@@ -667,13 +667,17 @@ async fn inspect_says_whether_a_license_verifies_with_the_compiled_in_key() {
 }
 
 #[tokio::test]
-async fn when_openbao_stops_status_and_upload_answer_a_clear_503_and_the_process_stays_up() {
+async fn when_openbao_stops_readyz_status_and_upload_answer_503_and_the_process_stays_up() {
     let mut bao = Bao::new().await;
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::spawn(&bao, &[]).await;
     let id = svc.installation_id().await;
     let file = issue(dir.path(), "L-down", &id, unix_now() + 100 * DAY, None);
+    let r = reqwest::get(svc.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 200);
     bao.bao.proc.stop();
+    let r = reqwest::get(svc.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), 503);
 
     let r = reqwest::get(svc.url("/license/status")).await.unwrap();
     assert_eq!(r.status(), 503);
