@@ -193,9 +193,6 @@ impl<R: RngCore + CryptoRng> Card<R> {
         if cmd.data.len() != 16 {
             return Response::status(sw::INCORRECT_DATA);
         }
-        let Some(new) = unpad(&cmd.data[8..]) else {
-            return Response::status(sw::INCORRECT_DATA);
-        };
         let is_pin = match cmd.p2 {
             SLOT_PIN => true,
             SLOT_PUK => false,
@@ -218,6 +215,16 @@ impl<R: RngCore + CryptoRng> Card<R> {
             self.mark_dirty();
             return Response::status(sw::verify_fail(left));
         }
+        // The old value is checked first (a wrong one costs a try even when
+        // the new one is malformed; `ykman piv reset` relies on that).
+        let Some(new) = unpad(&cmd.data[8..]) else {
+            return Response::status(sw::INCORRECT_DATA);
+        };
+        let cred = if is_pin {
+            &mut self.state.pin
+        } else {
+            &mut self.state.puk
+        };
         cred.value = new;
         cred.tries_left = cred.max_tries;
         self.mark_dirty();
@@ -231,9 +238,6 @@ impl<R: RngCore + CryptoRng> Card<R> {
         if cmd.data.len() != 16 {
             return Response::status(sw::INCORRECT_DATA);
         }
-        let Some(new) = unpad(&cmd.data[8..]) else {
-            return Response::status(sw::INCORRECT_DATA);
-        };
         if self.state.puk.blocked() {
             return Response::status(sw::AUTH_BLOCKED);
         }
@@ -242,6 +246,9 @@ impl<R: RngCore + CryptoRng> Card<R> {
             self.mark_dirty();
             return Response::status(sw::verify_fail(self.state.puk.tries_left));
         }
+        let Some(new) = unpad(&cmd.data[8..]) else {
+            return Response::status(sw::INCORRECT_DATA);
+        };
         self.state.puk.tries_left = self.state.puk.max_tries;
         self.state.pin.value = new;
         self.state.pin.tries_left = self.state.pin.max_tries;

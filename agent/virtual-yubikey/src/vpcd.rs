@@ -56,8 +56,13 @@ pub fn serve<R: RngCore + CryptoRng, S: Read + Write>(
     card: &mut Card<R>,
     mut after_command: impl FnMut(&mut Card<R>),
 ) -> io::Result<()> {
+    // Debugging aid: KLEIDIA_VYK_TRACE=1 logs every APDU and answer (PINs and keys included).
+    let trace = std::env::var_os("KLEIDIA_VYK_TRACE").is_some_and(|v| v == "1");
     while let Some(msg) = read_message(stream)? {
         if let Some(reply) = handle_message(card, &msg) {
+            if trace {
+                eprintln!("> {}\n< {}", hex::encode(&msg), hex::encode(&reply));
+            }
             write_message(stream, &reply)?;
         }
         after_command(card);

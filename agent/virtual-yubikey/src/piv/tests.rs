@@ -209,6 +209,15 @@ fn pin_and_puk_change_and_the_puk_unblocks_the_pin() {
         "5 digits are too short"
     );
 
+    let mut wrong_old = padded(b"000000");
+    wrong_old.extend([0xFF; 8]);
+    assert_eq!(
+        send(&mut c, 0, ins::CHANGE_REFERENCE, 0, 0x80, &wrong_old).1,
+        0x63C2,
+        "a wrong old PIN costs a try even with an empty new one (ykman piv reset)"
+    );
+    assert_eq!(verify(&mut c, b"24681357"), 0x9000);
+
     let mut puk = padded(b"12345678");
     puk.extend(padded(b"87654321"));
     assert_eq!(
