@@ -105,6 +105,17 @@ if [ -x scripts/demo-extras.sh ]; then
   . scripts/demo-extras.sh
 fi
 
+# The license service: its own process and its own OpenBao token. Its
+# KLEIDIA_LICENSE_* variables are set on that process only (the app would
+# reject them as unknown keys).
+start kleidia-license "$DEMO/logs/kleidia-license.log" env \
+  KLEIDIA_LICENSE_LISTEN="$LICENSE_ADDR" \
+  KLEIDIA_LICENSE_OPENBAO_ADDR="$BAO_ADDR" \
+  KLEIDIA_LICENSE_OPENBAO_TOKEN_FILE="$DEMO/license-token" \
+  "$BIN/kleidia-license" serve
+wait_http "http://$LICENSE_ADDR/healthz" 30 "kleidia-license"
+INSTALLATION_ID=$(curl -fsS "http://$LICENSE_ADDR/installation-id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["installation_id"])' 2>/dev/null || echo "?")
+
 start kleidia "$DEMO/logs/kleidia.log" "$BIN/kleidia" --config "$DEMO/kleidia.toml" serve
 wait_http "$APP_URL/healthz" 60 "kleidia serve"
 
@@ -117,6 +128,8 @@ EOF
 if [ -f "$DEMO/admin-password" ]; then
   echo "  Sign in as admin with the one-time password: $(cat "$DEMO/admin-password")   (also in .demo/admin-password)"
 fi
+echo "  License:              $(curl -fsS "http://$LICENSE_ADDR/license/status" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], "-", d.get("reason",""))' 2>/dev/null)"
+echo "  Installation id:      $INSTALLATION_ID   (issue a license for it: see docs/license.md)"
 echo
 echo "  Ctrl-C stops everything the demo started."
 
