@@ -24,6 +24,14 @@ pub const DEFAULT_MGM_KEY: [u8; 24] = [
     1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8, 1, 2, 3, 4, 5, 6, 7, 8,
 ];
 
+/// Serialises the tests of one process that plug virtual keys: nextest runs
+/// each test in its own process (and the `pcsc` group keeps those apart),
+/// this lock does the same under plain `cargo test`.
+pub fn lock() -> std::sync::MutexGuard<'static, ()> {
+    static CARD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CARD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Whether pcscd currently sees a card in `reader`.
 pub fn card_present(reader: &str) -> Result<bool> {
     let ctx = pcsc::Context::establish(pcsc::Scope::User).context("pcscd is not running")?;

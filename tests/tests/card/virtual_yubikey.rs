@@ -2,23 +2,13 @@
 //! `yubikey` crate over pcscd, cross-checked with `ykman` and
 //! `yubico-piv-tool`.
 
-use std::sync::Mutex;
-
 use der::{Decode, Encode};
 use kleidia_tests::card::{
-    ykman, yubico_piv_tool, VirtualYubiKey, DEFAULT_MGM_KEY, DEFAULT_PIN, DEFAULT_PUK,
+    lock, ykman, yubico_piv_tool, VirtualYubiKey, DEFAULT_MGM_KEY, DEFAULT_PIN, DEFAULT_PUK,
 };
 use sha2::{Digest, Sha256};
 use yubikey::piv::{self, AlgorithmId, ManagementSlotId, SlotId};
 use yubikey::{Error, MgmAlgorithmId, MgmKey, PinPolicy, Serial, TouchPolicy, YubiKey};
-
-/// nextest runs each test in its own process and the `pcsc` group keeps them
-/// apart; this lock does the same under plain `cargo test`.
-static CARD_LOCK: Mutex<()> = Mutex::new(());
-
-fn lock() -> std::sync::MutexGuard<'static, ()> {
-    CARD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
-}
 
 fn open(serial: u32) -> YubiKey {
     YubiKey::open_by_serial(Serial(serial)).unwrap()
