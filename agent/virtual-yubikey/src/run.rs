@@ -11,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use rand::rngs::OsRng;
+use rand::{CryptoRng, RngCore};
 
 use crate::attest::AttestationRoot;
 use crate::card::Card;
@@ -19,6 +20,7 @@ use crate::state::{CardState, Firmware, SlotKey, ORIGIN_IMPORTED};
 /// vpcd's first reader listens on 35963 (0x8C7B); the second on the next port.
 pub const VPCD_BASE_PORT: u16 = 35963;
 
+#[derive(Clone)]
 pub struct Options {
     pub serial: Option<u32>,
     pub firmware: Option<Firmware>,
@@ -77,14 +79,32 @@ pub fn load_or_create_state(opts: &Options) -> Result<CardState> {
     Ok(st)
 }
 
+/// Plug control shared with the signal thread (or a test).
 #[derive(Default)]
-struct Control {
+pub struct Control {
     unplugged: AtomicBool,
     stop: AtomicBool,
     stream: Mutex<Option<TcpStream>>,
 }
 
 impl Control {
+    /// Pull the key out: close the vpcd connection and stay out.
+    pub fn unplug(&self) {
+        self.unplugged.store(true, Ordering::SeqCst);
+        self.drop_connection();
+    }
+
+    /// Put the key back in.
+    pub fn plug(&self) {
+        self.unplugged.store(false, Ordering::SeqCst);
+    }
+
+    /// Unplug and make `serve` return.
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.drop_connection();
+    }
+
     fn drop_connection(&self) {
         if let Ok(guard) = self.stream.lock() {
             if let Some(s) = guard.as_ref() {
@@ -107,8 +127,6 @@ pub fn run(opts: Options) -> Result<()> {
         opts.state.display(),
         opts.vpcd_port
     ));
-    let mut card = Card::new(state, OsRng);
-
     let control = Arc::new(Control::default());
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGUSR1,
@@ -122,22 +140,23 @@ pub fn run(opts: Options) -> Result<()> {
         std::thread::spawn(move || {
             for sig in signals.forever() {
                 match sig {
-                    signal_hook::consts::SIGUSR1 => {
-                        control.unplugged.store(true, Ordering::SeqCst);
-                        control.drop_connection();
-                    }
-                    signal_hook::consts::SIGUSR2 => {
-                        control.unplugged.store(false, Ordering::SeqCst)
-                    }
-                    _ => {
-                        control.stop.store(true, Ordering::SeqCst);
-                        control.drop_connection();
-                    }
+                    signal_hook::consts::SIGUSR1 => control.unplug(),
+                    signal_hook::consts::SIGUSR2 => control.plug(),
+                    _ => control.stop(),
                 }
             }
         });
     }
+    serve(Card::new(state, OsRng), &opts, &control)
+}
 
+/// Connect to vpcd (retrying while it is not there), serve it, obey
+/// `control`, save the state after every change and once more at the end.
+pub fn serve<R: RngCore + CryptoRng>(
+    mut card: Card<R>,
+    opts: &Options,
+    control: &Control,
+) -> Result<()> {
     let addr = format!("{}:{}", opts.vpcd_host, opts.vpcd_port);
     let mut said_waiting = false;
     let mut save_error = None;
@@ -169,10 +188,9 @@ pub fn run(opts: Options) -> Result<()> {
         }
         log(format!("plugged into {addr}"));
         let mut stream = stream;
-        let state_path = opts.state.clone();
         let result = crate::vpcd::serve(&mut stream, &mut card, |card| {
             if card.take_dirty() {
-                if let Err(e) = card.state.save(&state_path) {
+                if let Err(e) = card.state.save(&opts.state) {
                     log(format!("saving state failed: {e:#}"));
                     save_error = Some(e);
                 }
@@ -183,19 +201,16 @@ pub fn run(opts: Options) -> Result<()> {
         }
         let _ = stream.shutdown(Shutdown::Both);
         card.power_cycle();
+        let by_us = control.stop.load(Ordering::SeqCst) || control.unplugged.load(Ordering::SeqCst);
         match result {
-            _ if control.stop.load(Ordering::SeqCst)
-                || control.unplugged.load(Ordering::SeqCst) =>
-            {
-                log("unplugged")
-            }
+            _ if by_us => log("unplugged"),
             Ok(()) => log("unplugged (vpcd closed the connection)"),
             Err(e) => log(format!("unplugged ({e})")),
         }
         if let Some(e) = save_error.take() {
             return Err(e);
         }
-        if !control.stop.load(Ordering::SeqCst) && !control.unplugged.load(Ordering::SeqCst) {
+        if !by_us {
             // vpcd went away (pcscd restarted): reconnect after a pause.
             std::thread::sleep(Duration::from_millis(250));
         }
@@ -203,4 +218,122 @@ pub fn run(opts: Options) -> Result<()> {
     card.state.save(&opts.state)?;
     log("state saved, exiting");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    use super::*;
+    use crate::vpcd::{read_message, write_message, CTRL_ATR, CTRL_ON};
+
+    fn exchange(s: &mut TcpStream, msg: &[u8]) -> Vec<u8> {
+        write_message(s, msg).unwrap();
+        read_message(s).unwrap().unwrap()
+    }
+
+    fn accept(l: &TcpListener) -> TcpStream {
+        let (s, _) = l.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    #[test]
+    fn the_card_waits_for_vpcd_unplugs_replugs_and_saves_on_stop() {
+        let dir = std::env::temp_dir().join(format!("vyk-run-{}", std::process::id()));
+        // Find a free port, then leave it closed for a while: vpcd is "not up yet".
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let opts = Options {
+            serial: Some(7654321),
+            firmware: Some("5.7.1".parse().unwrap()),
+            state: dir.join("key.json"),
+            attestation_root: dir.join("root.pem"),
+            vpcd_host: "127.0.0.1".into(),
+            vpcd_port: port,
+        };
+        let card = Card::new(load_or_create_state(&opts).unwrap(), OsRng);
+        let control = Arc::new(Control::default());
+        let worker = {
+            let control = control.clone();
+            let opts = opts.clone();
+            std::thread::spawn(move || serve(card, &opts, &control))
+        };
+        std::thread::sleep(Duration::from_millis(400));
+        let vpcd = TcpListener::bind(("127.0.0.1", port)).unwrap();
+
+        let mut s = accept(&vpcd);
+        write_message(&mut s, &[CTRL_ON]).unwrap();
+        assert_eq!(exchange(&mut s, &[CTRL_ATR]), crate::card::ATR.to_vec());
+        assert_eq!(
+            exchange(&mut s, &[0, 0xA4, 4, 0, 5, 0xA0, 0, 0, 3, 8])[..2],
+            [0x61, 0x11]
+        );
+        assert_eq!(
+            exchange(&mut s, &[0, 0xF8, 0, 0]),
+            vec![0x00, 0x74, 0xCB, 0xB1, 0x90, 0x00]
+        );
+        // A wrong PIN is a persistent change: saved at once.
+        assert_eq!(
+            exchange(
+                &mut s,
+                &[0, 0x20, 0, 0x80, 8, b'0', b'0', b'0', b'0', b'0', b'0', 0xFF, 0xFF]
+            ),
+            vec![0x63, 0xC2]
+        );
+        assert_eq!(CardState::load(&opts.state).unwrap().pin.tries_left, 2);
+
+        control.unplug();
+        let mut rest = Vec::new();
+        assert_eq!(s.read_to_end(&mut rest).unwrap(), 0, "the card hung up");
+        control.plug();
+        let mut s = accept(&vpcd);
+        assert_eq!(exchange(&mut s, &[CTRL_ATR]), crate::card::ATR.to_vec());
+        assert_eq!(
+            exchange(&mut s, &[0, 0xFD, 0, 0]),
+            vec![0x6D, 0x00],
+            "a re-plugged card starts unselected"
+        );
+        s.flush().unwrap();
+
+        control.stop();
+        worker.join().unwrap().unwrap();
+        let st = CardState::load(&opts.state).unwrap();
+        assert_eq!((st.serial, st.pin.tries_left), (7654321, 2));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn an_existing_state_file_must_match_the_serial_asked_for() {
+        let dir = std::env::temp_dir().join(format!("vyk-serial-{}", std::process::id()));
+        let mut opts = Options {
+            serial: Some(1),
+            firmware: Some("5.4.3".parse().unwrap()),
+            state: dir.join("key.json"),
+            attestation_root: dir.join("root.pem"),
+            vpcd_host: "127.0.0.1".into(),
+            vpcd_port: 1,
+        };
+        load_or_create_state(&opts).unwrap();
+        opts.serial = Some(2);
+        let err = load_or_create_state(&opts).unwrap_err().to_string();
+        assert!(err.contains("serial 1, not 2"), "{err}");
+        opts.serial = None;
+        opts.firmware = None;
+        assert_eq!(
+            load_or_create_state(&opts).unwrap().serial,
+            1,
+            "no --serial: the file decides"
+        );
+        std::fs::remove_file(&opts.state).unwrap();
+        assert!(
+            load_or_create_state(&opts).is_err(),
+            "a new key needs --serial and --firmware"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

@@ -50,7 +50,8 @@ pub fn handle_message<R: RngCore + CryptoRng>(card: &mut Card<R>, msg: &[u8]) ->
 }
 
 /// Serve one vpcd connection until it closes. `after_command` runs after
-/// every APDU (the caller saves the state when it changed).
+/// every message, before the answer goes out (the caller saves the state
+/// when it changed).
 pub fn serve<R: RngCore + CryptoRng, S: Read + Write>(
     stream: &mut S,
     card: &mut Card<R>,
@@ -59,13 +60,15 @@ pub fn serve<R: RngCore + CryptoRng, S: Read + Write>(
     // Debugging aid: KLEIDIA_VYK_TRACE=1 logs every APDU and answer (PINs and keys included).
     let trace = std::env::var_os("KLEIDIA_VYK_TRACE").is_some_and(|v| v == "1");
     while let Some(msg) = read_message(stream)? {
-        if let Some(reply) = handle_message(card, &msg) {
+        let reply = handle_message(card, &msg);
+        // Persist before answering, as a card writes its EEPROM before the status word.
+        after_command(card);
+        if let Some(reply) = reply {
             if trace {
                 eprintln!("> {}\n< {}", hex::encode(&msg), hex::encode(&reply));
             }
             write_message(stream, &reply)?;
         }
-        after_command(card);
     }
     Ok(())
 }

@@ -678,3 +678,28 @@ fn vpcd_frames_are_length_prefixed() {
     expect.extend_from_slice(&[0, 2, 0x6D, 0x00]);
     assert_eq!(d.1, expect);
 }
+
+#[test]
+fn keys_move_between_slots_and_are_deleted_on_5_7_only() {
+    let mut c = card("5.7.1");
+    assert_eq!(
+        authenticate(&mut c, mgm_alg::AES192, &DEFAULT_MGM_KEY),
+        0x9000
+    );
+    let gen = [0xAC, 0x03, 0x80, 0x01, alg::P256];
+    let (resp, _) = send(&mut c, 0, ins::GENERATE, 0, 0x9A, &gen);
+    let public = tlv::parse(&resp).unwrap().0.value.to_vec();
+    assert_eq!(send(&mut c, 0, ins::MOVE_KEY, 0x82, 0x9A, &[]).1, 0x9000);
+    assert_eq!(send(&mut c, 0, ins::GET_METADATA, 0, 0x9A, &[]).1, 0x6A88);
+    assert_eq!(meta(&metadata(&mut c, 0x82), 0x04), public);
+    assert_eq!(send(&mut c, 0, ins::MOVE_KEY, 0xFF, 0x82, &[]).1, 0x9000);
+    assert_eq!(send(&mut c, 0, ins::GET_METADATA, 0, 0x82, &[]).1, 0x6A88);
+
+    let mut old = card("5.4.3");
+    assert_eq!(
+        authenticate(&mut old, mgm_alg::TDES, &DEFAULT_MGM_KEY),
+        0x9000
+    );
+    assert_eq!(send(&mut old, 0, ins::GENERATE, 0, 0x9A, &gen).1, 0x9000);
+    assert_eq!(send(&mut old, 0, ins::MOVE_KEY, 0xFF, 0x9A, &[]).1, 0x6D00);
+}
