@@ -45,6 +45,9 @@ pub struct Config {
     pub openbao: OpenBaoConfig,
     pub license: LicenseConfig,
     pub log: LogConfig,
+    pub session: SessionConfig,
+    pub auth: AuthConfig,
+    pub throttle: ThrottleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -175,6 +178,90 @@ impl Default for LogConfig {
     }
 }
 
+/// Whether the session cookie carries `Secure` (and the `__Host-` prefix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CookieSecure {
+    /// Secure when `server.public_url` is https. Over plain http (the
+    /// one-machine demo on http://127.0.0.1:8080) a browser would drop a
+    /// Secure cookie, so it cannot be set there.
+    #[default]
+    Auto,
+    /// Always Secure: TLS is terminated in front of Kleidia even though the
+    /// public URL says http (unusual).
+    Always,
+    /// Never Secure (tests and local development only).
+    Never,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// A browser session ends after this long without a request.
+    pub idle_timeout_secs: u64,
+    /// A browser session ends this long after sign-in, used or not.
+    pub absolute_timeout_secs: u64,
+    pub cookie_secure: CookieSecure,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            idle_timeout_secs: 30 * 60,
+            absolute_timeout_secs: 12 * 3600,
+            cookie_secure: CookieSecure::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lifetime of a JWT from POST /api/auth/login (and of its session row).
+    pub jwt_ttl_secs: u64,
+    /// The `aud` claim issued and required.
+    pub jwt_audience: String,
+    /// Argon2id computations allowed at once (each takes 19 MiB and a core).
+    pub hash_concurrency: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            jwt_ttl_secs: 15 * 60,
+            jwt_audience: "kleidia-api".into(),
+            hash_concurrency: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ThrottleConfig {
+    /// Failed sign-ins for one username before it is locked for a while.
+    pub account_free_failures: u32,
+    /// Failed sign-ins from one client address before it is locked.
+    pub client_free_failures: u32,
+    /// First lock duration; it doubles with every further failure.
+    pub base_delay_secs: u64,
+    /// The lock never lasts longer than this.
+    pub max_delay_secs: u64,
+    /// Counters start again after this long without a failure.
+    pub reset_after_secs: u64,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            account_free_failures: 5,
+            client_free_failures: 20,
+            base_delay_secs: 30,
+            max_delay_secs: 15 * 60,
+            reset_after_secs: 60 * 60,
+        }
+    }
+}
+
 #[allow(clippy::expect_used)] // literal defaults; `defaults_are_valid` exercises them
 fn default_url(s: &str) -> url::Url {
     url::Url::parse(s).expect("literal default URL is valid")
@@ -202,7 +289,7 @@ impl Config {
         }
         // KLEIDIA_DATABASE_URL → database.url: the first `_` separates the section.
         let env = env
-            .filter(|k| !NON_CONFIG_ENV.contains(&k.as_str()))
+            .filter(|k| !NON_CONFIG_ENV.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)))
             .map(|k| k.as_str().replacen('_', ".", 1).into());
         fig = fig.merge(env);
         let mut cfg: Config = fig.extract()?;
@@ -235,7 +322,44 @@ impl Config {
                 "database.max_connections must be at least 1".into(),
             ));
         }
+        if self.session.idle_timeout_secs == 0 || self.session.absolute_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "session.idle_timeout_secs and session.absolute_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if self.auth.jwt_ttl_secs == 0 || self.auth.jwt_audience.is_empty() {
+            return Err(ConfigError::Invalid(
+                "auth.jwt_ttl_secs must be at least 1 and auth.jwt_audience not empty".into(),
+            ));
+        }
+        if self.auth.hash_concurrency == 0 {
+            return Err(ConfigError::Invalid("auth.hash_concurrency must be at least 1".into()));
+        }
         Ok(())
+    }
+
+    /// Whether the session cookie is `Secure` (and then `__Host-` prefixed).
+    pub fn cookie_secure(&self) -> bool {
+        match self.session.cookie_secure {
+            CookieSecure::Auto => self.server.public_url.scheme() == "https",
+            CookieSecure::Always => true,
+            CookieSecure::Never => false,
+        }
+    }
+
+    /// The session cookie's name: `__Host-` prefixed whenever it is Secure,
+    /// so a sibling subdomain can neither set nor shadow it.
+    pub fn session_cookie_name(&self) -> &'static str {
+        if self.cookie_secure() {
+            "__Host-kleidia_session"
+        } else {
+            "kleidia_session"
+        }
+    }
+
+    /// The `iss` claim of Kleidia's JWTs: the public origin.
+    pub fn jwt_issuer(&self) -> String {
+        self.server.public_url.origin().ascii_serialization()
     }
 
     pub fn openbao_timeout(&self) -> Duration {
@@ -313,6 +437,36 @@ mod tests {
         let printed = format!("{cfg:?}");
         assert!(!printed.contains("very-secret"), "{printed}");
         assert!(!printed.contains("kleidia:kleidia@"), "{printed}");
+    }
+
+    #[test]
+    fn the_session_cookie_is_secure_and_host_prefixed_exactly_when_the_public_url_is_https() {
+        let mut cfg = Config::load_from(None, env_none()).unwrap();
+        assert!(!cfg.cookie_secure());
+        assert_eq!(cfg.session_cookie_name(), "kleidia_session");
+        cfg.server.public_url = url::Url::parse("https://kleidia.example").unwrap();
+        assert!(cfg.cookie_secure());
+        assert_eq!(cfg.session_cookie_name(), "__Host-kleidia_session");
+        cfg.session.cookie_secure = CookieSecure::Never;
+        assert!(!cfg.cookie_secure());
+        assert_eq!(cfg.jwt_issuer(), "https://kleidia.example");
+    }
+
+    #[test]
+    fn session_and_throttle_keys_are_read_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(
+            &p,
+            "[session]\nidle_timeout_secs = 60\ncookie_secure = \"always\"\n[auth]\njwt_ttl_secs = 30\n[throttle]\naccount_free_failures = 2\n",
+        )
+        .unwrap();
+        let cfg = Config::load_from(Some(&p), env_none()).unwrap();
+        assert_eq!(cfg.session.idle_timeout_secs, 60);
+        assert_eq!(cfg.session.cookie_secure, CookieSecure::Always);
+        assert_eq!(cfg.auth.jwt_ttl_secs, 30);
+        assert_eq!(cfg.throttle.account_free_failures, 2);
+        assert_eq!(cfg.throttle.client_free_failures, 20);
     }
 
     #[test]

@@ -1,10 +1,25 @@
 //! The one web error type. It never shows internals to the client: the cause
 //! is logged, the client gets a stable code and a safe message.
+//!
+//! `AppError` always renders JSON and tags the response with [`ErrorInfo`];
+//! the [`negotiate`] middleware turns tagged responses to requests outside
+//! `/api` into what a browser needs:
+//! - htmx requests (`HX-Request`): 401 → `HX-Redirect: /login`; 500/503 →
+//!   the error page's card swapped into `#main`; any other 4xx → a toast
+//!   partial appended to `#toasts` (`HX-Retarget`/`HX-Reswap`; base.html's
+//!   htmx-config lets htmx swap those statuses);
+//! - plain page loads and form posts: 401 → 303 to `/login?next=…`, anything
+//!   else → the full error page with the same status.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use askama::Template;
+use axum::extract::Request;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use kleidia_protocol::ErrorBody;
+
+use crate::web::pages::Nav;
 
 use crate::vault::BaoError;
 
@@ -22,6 +37,8 @@ pub enum AppError {
     Conflict(String),
     #[error("{0}")]
     Unprocessable(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     /// A dependency (PostgreSQL, OpenBao, license service) is down.
     #[error("{0}")]
     Unavailable(String),
@@ -38,6 +55,7 @@ impl AppError {
             AppError::NotFound(_) => StatusCode::NOT_FOUND,
             AppError::Conflict(_) => StatusCode::CONFLICT,
             AppError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            AppError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             AppError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -51,6 +69,7 @@ impl AppError {
             AppError::NotFound(_) => "not_found",
             AppError::Conflict(_) => "conflict",
             AppError::Unprocessable(_) => "unprocessable",
+            AppError::TooManyRequests(_) => "too_many_requests",
             AppError::Unavailable(_) => "unavailable",
             AppError::Internal(_) => "internal",
         }
@@ -88,16 +107,155 @@ impl From<BaoError> for AppError {
     }
 }
 
+/// Attached to every error response so [`negotiate`] can re-render it.
+#[derive(Debug, Clone)]
+pub struct ErrorInfo {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = self.status();
         if let AppError::Internal(e) = &self {
             tracing::error!(error = ?e, "internal error");
         }
-        let body = ErrorBody {
-            error: self.code().into(),
+        let info = ErrorInfo {
+            status,
+            code: self.code(),
             message: self.public_message(),
         };
-        (status, Json(body)).into_response()
+        let body = ErrorBody {
+            error: info.code.into(),
+            message: info.message.clone(),
+        };
+        let mut resp = (status, Json(body)).into_response();
+        resp.extensions_mut().insert(info);
+        resp
     }
+}
+
+#[derive(Template)]
+#[template(path = "error.html")]
+pub struct ErrorPage {
+    pub me: Option<Nav>,
+    pub status: u16,
+    pub title: &'static str,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "error.html", block = "content")]
+pub struct ErrorCard {
+    pub status: u16,
+    pub title: &'static str,
+    pub message: String,
+}
+
+#[derive(Template)]
+#[template(path = "toast_partial.html")]
+pub struct Toast {
+    pub kind: &'static str,
+    pub message: String,
+}
+
+fn title_for(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        400 => "Bad request",
+        401 => "Sign in required",
+        403 => "Not allowed",
+        404 => "Not found",
+        409 => "Conflict",
+        422 => "Check your input",
+        429 => "Too many attempts",
+        503 => "Temporarily unavailable",
+        _ => "Something went wrong",
+    }
+}
+
+fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
+    match body {
+        Ok(b) => (status, Html(b)).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "rendering an error page failed");
+            (status, "error").into_response()
+        }
+    }
+}
+
+/// Middleware: re-render tagged error responses for browsers (see the module docs).
+pub async fn negotiate(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    let is_api = path == "/api" || path.starts_with("/api/");
+    let is_htmx = req.headers().contains_key("hx-request");
+    let next_url = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    let is_get = req.method() == Method::GET;
+    let resp = next.run(req).await;
+    if is_api {
+        return resp;
+    }
+    let Some(info) = resp.extensions().get::<ErrorInfo>().cloned() else {
+        return resp;
+    };
+    let status = info.status;
+    if is_htmx {
+        if status == StatusCode::UNAUTHORIZED {
+            let mut r = StatusCode::UNAUTHORIZED.into_response();
+            r.headers_mut().insert("hx-redirect", HeaderValue::from_static("/login"));
+            return r;
+        }
+        if status.is_server_error() {
+            let mut r = html(
+                status,
+                ErrorCard {
+                    status: status.as_u16(),
+                    title: title_for(status),
+                    message: info.message,
+                }
+                .render(),
+            );
+            r.headers_mut().insert("hx-retarget", HeaderValue::from_static("#main"));
+            r.headers_mut().insert("hx-reswap", HeaderValue::from_static("innerHTML"));
+            return r;
+        }
+        let mut r = html(
+            status,
+            Toast {
+                kind: "error",
+                message: info.message,
+            }
+            .render(),
+        );
+        r.headers_mut().insert("hx-retarget", HeaderValue::from_static("#toasts"));
+        r.headers_mut().insert("hx-reswap", HeaderValue::from_static("beforeend"));
+        return r;
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        let target = if is_get && next_url != "/" {
+            format!("/login?next={}", urlencode(&next_url))
+        } else {
+            "/login".to_string()
+        };
+        return Redirect::to(&target).into_response();
+    }
+    html(
+        status,
+        ErrorPage {
+            me: None,
+            status: status.as_u16(),
+            title: title_for(status),
+            message: info.message,
+        }
+        .render(),
+    )
+}
+
+/// Percent-encode for a query value.
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

@@ -1,6 +1,8 @@
 //! Kleidia server library. `main.rs` only parses arguments and calls
 //! [`cli::run`]; tests build the same [`startup::Application`] on port 0.
 
+pub mod audit;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod db;

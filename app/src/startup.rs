@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::auth::jwt::{self, JwtKeys};
+use crate::auth::password::Passwords;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::state::AppState;
@@ -32,6 +34,16 @@ impl Application {
             config.openbao_timeout(),
         )
         .context("building the OpenBao client")?;
+        let jwt_secret = load_jwt_secret(&bao, &config).await?;
+        let jwt = JwtKeys::new(
+            &jwt_secret,
+            config.jwt_issuer(),
+            config.auth.jwt_audience.clone(),
+            Duration::from_secs(config.auth.jwt_ttl_secs),
+        );
+        let passwords = Passwords::new(config.auth.hash_concurrency)
+            .await
+            .map_err(|e| anyhow::anyhow!("preparing password hashing: {e}"))?;
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -40,6 +52,8 @@ impl Application {
             db,
             bao,
             metrics: Arc::new(Metrics::new()),
+            passwords,
+            jwt: Arc::new(jwt),
         };
         Ok(Self { listener, state })
     }
@@ -70,6 +84,7 @@ impl Application {
             let _ = stopping_tx.send(());
         });
         let pool = self.state.db.clone();
+        let sweeper = tokio::spawn(sweep(self.state.clone()));
         tokio::select! {
             res = server => res.context("HTTP server failed")?,
             _ = async {
@@ -80,9 +95,47 @@ impl Application {
                 }
             } => tracing::warn!(?grace, "grace period over; closing remaining connections"),
         }
+        sweeper.abort();
         pool.close().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The JWT key from OpenBao (created on the very first start), retried for
+/// `database.connect_retry_secs` so OpenBao may start a little after the app.
+async fn load_jwt_secret(bao: &Bao, config: &Config) -> anyhow::Result<Vec<u8>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(config.database.connect_retry_secs);
+    loop {
+        match jwt::load_or_create_secret(bao, &config.openbao.app_mount).await {
+            Ok(k) => return Ok(k),
+            Err(e) if e.is_unavailable() && std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "OpenBao not ready for the JWT key yet; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!("reading the JWT signing key at {}/data/{}", config.openbao.app_mount, jwt::KEY_PATH)
+                })
+            }
+        }
+    }
+}
+
+/// Deletes expired sessions (and with them their agent keys) and stale
+/// throttling counters every minute.
+async fn sweep(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        match crate::db::sessions::delete_expired(&state.db).await {
+            Ok(n) if n > 0 => tracing::info!(sessions = n, "expired sessions removed"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "removing expired sessions failed"),
+        }
+        if let Err(e) = crate::auth::throttle::delete_stale(&state.db, &state.config.throttle).await {
+            tracing::warn!(error = %e, "removing stale sign-in counters failed");
+        }
     }
 }
 

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
+use crate::auth::jwt::JwtKeys;
+use crate::auth::password::Passwords;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::vault::Bao;
@@ -15,6 +17,10 @@ pub struct AppState {
     pub db: PgPool,
     pub bao: Bao,
     pub metrics: Arc<Metrics>,
+    /// Argon2id behind a semaphore.
+    pub passwords: Passwords,
+    /// The shared HS256 key for API tokens (from OpenBao).
+    pub jwt: Arc<JwtKeys>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {

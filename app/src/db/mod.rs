@@ -1,5 +1,8 @@
 //! PostgreSQL: pool construction with start-up retries, and migrations.
 
+pub mod sessions;
+pub mod users;
+
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 

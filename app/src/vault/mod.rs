@@ -2,6 +2,7 @@
 //! token kept in a `SecretString` and OpenBao's error messages surfaced.
 
 pub mod bootstrap;
+pub mod kv;
 
 use std::time::Duration;
 
@@ -181,6 +182,32 @@ impl Bao {
         } else {
             Err(Self::api_error(&Method::DELETE, path, status, &resp))
         }
+    }
+
+    /// GET raw bytes (CA certificates, CRLs); `Ok(None)` on 404 or an empty body.
+    pub async fn get_raw(&self, path: &str) -> Result<Option<Vec<u8>>, BaoError> {
+        let resp = self
+            .http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_err(|source| BaoError::Unreachable {
+                addr: self.addr.to_string(),
+                source,
+            })?;
+        let status = resp.status();
+        if status == StatusCode::NOT_FOUND || status == StatusCode::NO_CONTENT {
+            return Ok(None);
+        }
+        let body = resp.bytes().await.map_err(|source| BaoError::Unreachable {
+            addr: self.addr.to_string(),
+            source,
+        })?;
+        if !status.is_success() {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(Self::api_error(&Method::GET, path, status, &v));
+        }
+        Ok((!body.is_empty()).then(|| body.to_vec()))
     }
 
     /// `sys/health` without a token; maps OpenBao's status codes.

@@ -1,30 +1,163 @@
 //! Router assembly and cross-cutting middleware.
+//!
+//! Every route is declared once in a [`RouteDef`] with its [`Access`] rule;
+//! [`router`] wraps each handler in the guard that enforces the rule, and
+//! [`route_table`] lists them for the route × role test
+//! (`web::rbac_tests`), which fails for a route it has no expectation for.
+//! A feature module adds `pub fn routes() -> Vec<RouteDef>` and is listed in
+//! [`routes`].
 
 mod assets;
+pub mod audit;
+pub mod auth;
+pub mod csrf;
 mod health;
-mod pages;
+pub mod pages;
 pub mod security;
+pub mod users;
 
-use axum::routing::get;
-use axum::{middleware, Router};
+#[cfg(test)]
+mod rbac_tests;
+
+use axum::extract::{Request, State};
+use axum::handler::Handler;
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{self, MethodRouter};
+use axum::Router;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::trace::TraceLayer;
+use tower_sessions::cookie::SameSite;
+use tower_sessions::SessionManagerLayer;
 
+use crate::auth::store::PgSessionStore;
+use crate::auth::{self as authn, Access};
+use crate::db::sessions::SessionKind;
+use crate::error::{self, AppError};
 use crate::state::AppState;
+
+/// One route: method, path (axum syntax), access rule, handler.
+pub struct RouteDef {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    handler: MethodRouter<AppState>,
+}
+
+macro_rules! route_ctor {
+    ($name:ident, $method:expr, $router:path) => {
+        pub fn $name<H, T>(path: &'static str, access: Access, handler: H) -> Self
+        where
+            H: Handler<T, AppState>,
+            T: 'static,
+        {
+            Self {
+                method: $method,
+                path,
+                access,
+                handler: $router(handler),
+            }
+        }
+    };
+}
+
+impl RouteDef {
+    route_ctor!(get, Method::GET, routing::get);
+    route_ctor!(post, Method::POST, routing::post);
+    route_ctor!(put, Method::PUT, routing::put);
+    route_ctor!(patch, Method::PATCH, routing::patch);
+    route_ctor!(delete, Method::DELETE, routing::delete);
+}
+
+/// Every route of the server.
+pub fn routes() -> Vec<RouteDef> {
+    let mut v = vec![
+        RouteDef::get("/healthz", Access::Public, health::healthz),
+        RouteDef::get("/readyz", Access::Public, health::readyz),
+        RouteDef::get("/metrics", Access::Public, health::metrics),
+        RouteDef::get("/static/{file}", Access::Public, assets::serve),
+        RouteDef::get("/", Access::SignedIn, pages::index),
+    ];
+    v.extend(auth::routes());
+    v.extend(users::routes());
+    v.extend(audit::routes());
+    v
+}
+
+/// (method, path, rule) of every route, for tests and documentation.
+pub fn route_table() -> Vec<(Method, &'static str, Access)> {
+    routes()
+        .into_iter()
+        .map(|r| (r.method, r.path, r.access))
+        .collect()
+}
+
+#[derive(Clone)]
+struct Guard {
+    state: AppState,
+    access: Access,
+}
+
+/// Enforces a route's [`Access`]: 401 without a live session, 403 for a
+/// role the rule does not list. Pages of someone who must change their
+/// password lead to the password form first.
+async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    if g.access == Access::Public {
+        return next.run(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let user = match authn::resolve(&mut parts, &g.state).await {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    let role = user.as_ref().map(|u| u.role);
+    if !g.access.allows(role) {
+        return match role {
+            None => AppError::Unauthorized.into_response(),
+            Some(_) => AppError::Forbidden("your role does not allow this".into()).into_response(),
+        };
+    }
+    if let Some(u) = &user {
+        let path = parts.uri.path();
+        let exempt = path.starts_with("/api/") || path == "/account/password" || path == "/logout";
+        if u.must_change_password && u.via == SessionKind::Browser && !exempt {
+            return Redirect::to("/account/password").into_response();
+        }
+    }
+    next.run(Request::from_parts(parts, body)).await
+}
+
+pub fn session_layer(state: &AppState) -> SessionManagerLayer<PgSessionStore> {
+    // No Max-Age: the cookie lives as long as the browser session; the
+    // server enforces the idle and absolute timeouts on the row.
+    SessionManagerLayer::new(PgSessionStore::new(state.db.clone()))
+        .with_name(state.config.session_cookie_name())
+        .with_secure(state.config.cookie_secure())
+        .with_http_only(true)
+        .with_same_site(SameSite::Strict)
+        .with_path("/")
+}
 
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.server.max_body_bytes;
-    Router::new()
-        .route("/", get(pages::index))
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .route("/static/{file}", get(assets::serve))
+    let mut router = Router::new();
+    for def in routes() {
+        let g = Guard {
+            state: state.clone(),
+            access: def.access,
+        };
+        router = router.route(def.path, def.handler.route_layer(middleware::from_fn_with_state(g, guard)));
+    }
+    router
         .fallback(pages::not_found)
         .layer(middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,
         ))
+        .layer(session_layer(&state))
+        .layer(middleware::from_fn_with_state(state.config.clone(), csrf::protect))
+        .layer(middleware::from_fn(error::negotiate))
         .layer(middleware::from_fn(security::headers))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TraceLayer::new_for_http())

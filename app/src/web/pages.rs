@@ -1,10 +1,15 @@
-//! Server-rendered pages.
+//! Server-rendered pages shared by every feature: the navigation context,
+//! the dashboard and the 404 page.
 
 use askama::Template;
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use uuid::Uuid;
 
+use crate::auth::{CurrentUser, MaybeUser, Role};
 use crate::error::AppError;
+use crate::state::AppState;
 
 pub fn render<T: Template>(t: &T) -> Result<Html<String>, AppError> {
     t.render()
@@ -12,24 +17,112 @@ pub fn render<T: Template>(t: &T) -> Result<Html<String>, AppError> {
         .map_err(|e| AppError::Internal(anyhow::anyhow!("template: {e}")))
 }
 
+/// What the layout needs to know about the signed-in person.
+#[derive(Debug, Clone)]
+pub struct Nav {
+    pub user_id: Uuid,
+    pub username: String,
+    pub display_name: String,
+    pub role: Role,
+    pub role_label: &'static str,
+    pub is_admin: bool,
+    pub reads_users: bool,
+    pub reads_audit: bool,
+}
+
+impl From<&CurrentUser> for Nav {
+    fn from(u: &CurrentUser) -> Self {
+        Self {
+            user_id: u.user_id,
+            username: u.username.clone(),
+            display_name: u.display_name.clone(),
+            role: u.role,
+            role_label: u.role.label(),
+            is_admin: u.role == Role::Admin,
+            reads_users: u.role.reads_all_users(),
+            reads_audit: matches!(u.role, Role::Admin | Role::Auditor),
+        }
+    }
+}
+
+pub fn nav(u: &CurrentUser) -> Option<Nav> {
+    Some(Nav::from(u))
+}
+
+pub struct Stats {
+    pub users: i64,
+    pub audit_rows: i64,
+    pub lockouts: i64,
+    pub my_sessions: i64,
+}
+
 #[derive(Template)]
 #[template(path = "index.html")]
 pub struct IndexPage {
+    pub me: Option<Nav>,
     pub version: &'static str,
+    pub role_blurb: &'static str,
+    pub stats: Stats,
 }
 
-pub async fn index() -> Result<Html<String>, AppError> {
+fn blurb(role: Role) -> &'static str {
+    match role {
+        Role::Admin => "You administer users and settings and can operate every device.",
+        Role::Helpdesk => "You operate other people's devices; user and settings administration is for administrators.",
+        Role::Auditor => "You can read everything, including the audit log, and change nothing.",
+        Role::User => "You manage your own devices.",
+    }
+}
+
+pub async fn index(State(state): State<AppState>, me: CurrentUser) -> Result<Html<String>, AppError> {
+    let db = &state.db;
+    let count = |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(db).await };
+    let users = if me.role.reads_all_users() {
+        count("SELECT count(*) FROM users").await?
+    } else {
+        0
+    };
+    let audit_rows = if matches!(me.role, Role::Admin | Role::Auditor) {
+        sqlx::query_scalar::<_, i64>("SELECT last_id FROM audit_head WHERE singleton")
+            .fetch_optional(db)
+            .await?
+            .unwrap_or(0)
+    } else {
+        0
+    };
+    let lockouts = if me.role == Role::Admin {
+        count("SELECT count(*) FROM login_throttle WHERE locked_until > now()").await?
+    } else {
+        0
+    };
+    let my_sessions: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM user_sessions WHERE user_id = $1 AND expires_at > now() AND absolute_expires_at > now()",
+    )
+    .bind(me.user_id)
+    .fetch_one(db)
+    .await?;
     render(&IndexPage {
+        me: nav(&me),
         version: env!("CARGO_PKG_VERSION"),
+        role_blurb: blurb(me.role),
+        stats: Stats {
+            users,
+            audit_rows,
+            lockouts,
+            my_sessions,
+        },
     })
 }
 
 #[derive(Template)]
 #[template(path = "not_found.html")]
-pub struct NotFoundPage;
+pub struct NotFoundPage {
+    pub me: Option<Nav>,
+}
 
-pub async fn not_found() -> Response {
-    match render(&NotFoundPage) {
+pub async fn not_found(me: Result<MaybeUser, AppError>) -> Response {
+    let me = me.ok().and_then(|m| m.0).as_ref().map(Nav::from);
+    match render(&NotFoundPage { me }) {
         Ok(html) => (StatusCode::NOT_FOUND, html).into_response(),
         Err(e) => e.into_response(),
     }

@@ -1,0 +1,164 @@
+//! Checking a username and password, shared by the login form and
+//! `POST /api/auth/login`. The answer never tells whether the name exists:
+//! an unknown name costs the same hash, gets the same message and status,
+//! and is throttled under the name as typed.
+
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde_json::json;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::throttle::{self, Scope};
+use super::ClientMeta;
+use crate::audit::{self, AuditEvent};
+use crate::db::sessions::{self, NewSession, SessionKind};
+use crate::db::users::{self, UserRow};
+use crate::error::AppError;
+use crate::state::AppState;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("the username or password is wrong")]
+    BadCredentials,
+    #[error("too many failed sign-ins; try again later")]
+    Throttled { until: OffsetDateTime },
+    #[error(transparent)]
+    App(#[from] AppError),
+}
+
+impl From<sqlx::Error> for LoginError {
+    fn from(e: sqlx::Error) -> Self {
+        LoginError::App(e.into())
+    }
+}
+
+impl From<LoginError> for AppError {
+    fn from(e: LoginError) -> Self {
+        match e {
+            LoginError::BadCredentials => AppError::Unauthorized,
+            LoginError::Throttled { .. } => AppError::TooManyRequests(e.to_string()),
+            LoginError::App(e) => e,
+        }
+    }
+}
+
+pub struct LoggedIn {
+    pub user: UserRow,
+    pub session_id: Uuid,
+}
+
+/// The throttling key of a username as typed (bounded, lower-case).
+fn account_key(username: &str) -> String {
+    users::normalize_username(username).chars().take(64).collect()
+}
+
+/// Check the credentials and, when they are right, create a session row of
+/// `kind` (with its `login.ok` audit row, in one transaction).
+pub async fn login(
+    state: &AppState,
+    username: &str,
+    password: &SecretString,
+    kind: SessionKind,
+    meta: &ClientMeta,
+) -> Result<LoggedIn, LoginError> {
+    let name = account_key(username);
+    let client = meta.ip.clone().unwrap_or_else(|| "unknown".into());
+    let cfg = &state.config;
+
+    let locked = throttle::locked_until(&state.db, &[(Scope::Account, &name), (Scope::Client, &client)]).await?;
+    if let Some(until) = locked {
+        audit::record_alone(
+            &state.db,
+            AuditEvent::new("login.failed")
+                .actor_named(None, &name)
+                .details(json!({"reason": "throttled", "via": kind.as_str()}))
+                .from_client(meta),
+        )
+        .await?;
+        return Err(LoginError::Throttled { until });
+    }
+
+    let user = users::by_username(&state.db, &name).await?;
+    let verified = state
+        .passwords
+        .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
+        .await?;
+    let usable = matches!(&user, Some(u) if verified.ok && !u.disabled);
+    if !usable {
+        let reason = match &user {
+            None => "unknown_user",
+            Some(u) if u.disabled && verified.ok => "disabled",
+            Some(_) => "bad_password",
+        };
+        let actor = user.as_ref().map(|u| u.id);
+        let mut tx = state.db.begin().await?;
+        let acct = throttle::record_failure(&mut tx, &cfg.throttle, Scope::Account, &name).await?;
+        let cl = throttle::record_failure(&mut tx, &cfg.throttle, Scope::Client, &client).await?;
+        audit::record(
+            &mut tx,
+            AuditEvent::new("login.failed")
+                .actor_named(actor, &name)
+                .details(json!({
+                    "reason": reason,
+                    "via": kind.as_str(),
+                    "account_locked_until": acct.map(|t| t.unix_timestamp()),
+                    "client_locked_until": cl.map(|t| t.unix_timestamp()),
+                }))
+                .from_client(meta),
+        )
+        .await?;
+        tx.commit().await?;
+        return Err(LoginError::BadCredentials);
+    }
+    let Some(user) = user else {
+        return Err(LoginError::BadCredentials);
+    };
+
+    // Rehash outside the transaction: it takes a while.
+    let new_hash = if verified.needs_rehash {
+        Some(state.passwords.hash(password).await?)
+    } else {
+        None
+    };
+    let (idle, absolute) = match kind {
+        SessionKind::Browser => (
+            Duration::from_secs(cfg.session.idle_timeout_secs),
+            Duration::from_secs(cfg.session.absolute_timeout_secs),
+        ),
+        SessionKind::Api => {
+            let ttl = Duration::from_secs(cfg.auth.jwt_ttl_secs);
+            (ttl, ttl)
+        }
+    };
+    let mut tx = state.db.begin().await?;
+    if let Some(h) = &new_hash {
+        users::set_password(&mut *tx, user.id, h, user.must_change_password).await?;
+    }
+    throttle::clear(&mut tx, Scope::Account, &name).await?;
+    users::record_login(&mut *tx, user.id).await?;
+    let session_id = sessions::create(
+        &mut *tx,
+        NewSession {
+            user_id: user.id,
+            kind,
+            idle,
+            absolute,
+            ip: meta.ip.as_deref(),
+            user_agent: meta.user_agent.as_deref(),
+        },
+    )
+    .await?;
+    audit::record(
+        &mut tx,
+        AuditEvent::new("login.ok")
+            .actor_named(Some(user.id), &user.username)
+            .target("session", session_id)
+            .details(json!({"via": kind.as_str(), "rehashed": new_hash.is_some()}))
+            .from_client(meta),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(LoggedIn { user, session_id })
+}

@@ -1,0 +1,201 @@
+//! Argon2id password hashing with OWASP's parameters (19 MiB, t=2, p=1),
+//! run on the blocking pool behind a semaphore so a burst of sign-ins can
+//! neither starve the async workers nor exhaust memory.
+
+use std::sync::Arc;
+
+use argon2::password_hash::rand_core::{OsRng, RngCore};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::Semaphore;
+
+use crate::error::AppError;
+
+pub const M_COST_KIB: u32 = 19_456;
+pub const T_COST: u32 = 2;
+pub const P_COST: u32 = 1;
+
+pub const MIN_PASSWORD_CHARS: usize = 12;
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+
+fn argon2() -> Result<Argon2<'static>, AppError> {
+    let params = Params::new(M_COST_KIB, T_COST, P_COST, None)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("argon2 params: {e}")))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+/// True when `phc` was made with other parameters than today's.
+pub fn needs_rehash(phc: &str) -> bool {
+    let Ok(h) = PasswordHash::new(phc) else {
+        return true;
+    };
+    let p = |name: &str| h.params.get_decimal(name);
+    h.algorithm.as_str() != "argon2id"
+        || h.version != Some(0x13)
+        || p("m") != Some(M_COST_KIB)
+        || p("t") != Some(T_COST)
+        || p("p") != Some(P_COST)
+}
+
+pub fn hash_blocking(password: &str) -> Result<String, AppError> {
+    let salt = SaltString::generate(&mut OsRng);
+    argon2()?
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("argon2 hash: {e}")))
+}
+
+/// Constant work whatever the input: an unparsable hash still costs a hash.
+fn verify_blocking(password: &str, phc: &str, dummy: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(h) => argon2().is_ok_and(|a| a.verify_password(password.as_bytes(), &h).is_ok()),
+        Err(_) => {
+            if let Ok(h) = PasswordHash::new(dummy) {
+                let _ = argon2().map(|a| a.verify_password(password.as_bytes(), &h));
+            }
+            false
+        }
+    }
+}
+
+/// The outcome of checking a password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Verified {
+    pub ok: bool,
+    /// The stored hash uses old parameters: store a fresh one.
+    pub needs_rehash: bool,
+}
+
+#[derive(Clone)]
+pub struct Passwords {
+    permits: Arc<Semaphore>,
+    /// A hash of a random password: verified against when the username is
+    /// unknown, so an unknown name costs exactly what a known one does.
+    dummy: Arc<String>,
+}
+
+impl std::fmt::Debug for Passwords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Passwords").finish_non_exhaustive()
+    }
+}
+
+impl Passwords {
+    pub async fn new(concurrency: usize) -> Result<Self, AppError> {
+        let dummy = tokio::task::spawn_blocking(|| hash_blocking(&generate_password()))
+            .await
+            .map_err(|e| AppError::Internal(e.into()))??;
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            dummy: Arc::new(dummy),
+        })
+    }
+
+    pub async fn hash(&self, password: &SecretString) -> Result<String, AppError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?;
+        let pw = password.clone();
+        tokio::task::spawn_blocking(move || hash_blocking(pw.expose_secret()))
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?
+    }
+
+    /// Check `password` against `phc`, or against the dummy hash when there
+    /// is no account (the answer is then always "no").
+    pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> Result<Verified, AppError> {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?;
+        let pw = password.clone();
+        let known = phc.is_some();
+        let stale = phc.is_some_and(needs_rehash);
+        let phc = phc.unwrap_or(&self.dummy).to_string();
+        let dummy = self.dummy.clone();
+        let ok = tokio::task::spawn_blocking(move || verify_blocking(pw.expose_secret(), &phc, &dummy))
+            .await
+            .map_err(|e| AppError::Internal(e.into()))?;
+        let ok = ok && known;
+        Ok(Verified {
+            ok,
+            needs_rehash: ok && stale,
+        })
+    }
+}
+
+/// A new password someone else will type once: 20 characters from an
+/// alphabet without look-alikes, from the OS CSPRNG (~115 bits).
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut out = String::with_capacity(20);
+    let mut buf = [0u8; 1];
+    while out.len() < 20 {
+        OsRng.fill_bytes(&mut buf);
+        // Rejection sampling keeps the distribution uniform.
+        let v = buf[0] as usize;
+        if v < 256 - (256 % ALPHABET.len()) {
+            out.push(ALPHABET[v % ALPHABET.len()] as char);
+        }
+    }
+    out
+}
+
+/// Rules for a password a person chooses.
+pub fn check_new_password(pw: &str) -> Result<(), AppError> {
+    if pw.chars().count() < MIN_PASSWORD_CHARS {
+        return Err(AppError::Unprocessable(format!(
+            "the password must be at least {MIN_PASSWORD_CHARS} characters"
+        )));
+    }
+    if pw.len() > MAX_PASSWORD_BYTES {
+        return Err(AppError::Unprocessable("the password is too long".into()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_hash_verifies_its_password_and_nothing_else() {
+        let p = Passwords::new(2).await.unwrap();
+        let pw = SecretString::from("correct horse battery staple");
+        let h = p.hash(&pw).await.unwrap();
+        assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
+        assert_eq!(p.verify(&pw, Some(&h)).await.unwrap(), Verified { ok: true, needs_rehash: false });
+        let wrong = SecretString::from("correct horse battery stapler");
+        assert!(!p.verify(&wrong, Some(&h)).await.unwrap().ok);
+        // No account: the dummy hash is checked and the answer is no, even for
+        // the dummy's own password (which nobody knows anyway).
+        assert!(!p.verify(&pw, None).await.unwrap().ok);
+        assert!(!p.verify(&pw, Some("not a phc string")).await.unwrap().ok);
+    }
+
+    #[tokio::test]
+    async fn a_hash_with_older_parameters_verifies_and_asks_for_a_rehash() {
+        let old = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8192, 1, 1, None).unwrap());
+        let salt = SaltString::generate(&mut OsRng);
+        let h = old.hash_password(b"an old password here", &salt).unwrap().to_string();
+        let p = Passwords::new(1).await.unwrap();
+        let v = p.verify(&SecretString::from("an old password here"), Some(&h)).await.unwrap();
+        assert_eq!(v, Verified { ok: true, needs_rehash: true });
+        assert!(!needs_rehash(&hash_blocking("x").unwrap()));
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_different() {
+        let a = generate_password();
+        let b = generate_password();
+        assert_eq!(a.len(), 20);
+        assert_ne!(a, b);
+        assert!(check_new_password(&a).is_ok());
+        assert!(check_new_password("short").is_err());
+    }
+}

@@ -1,0 +1,314 @@
+//! Signing in and out: the login form, `POST /logout`, the JSON API
+//! (`/api/auth/login`, `/api/auth/logout`, `/api/auth/me`) and changing
+//! one's own password.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use time::OffsetDateTime;
+use tower_sessions::Session;
+use uuid::Uuid;
+
+use super::pages::{nav, render, Nav};
+use super::RouteDef;
+use crate::audit::{self, AuditEvent};
+use crate::auth::login::{login, LoginError};
+use crate::auth::password::check_new_password;
+use crate::auth::{Access, ClientMeta, CurrentUser, MaybeUser, SESSION_KEY};
+use crate::db::sessions::{self, SessionKind};
+use crate::db::users::{self, UserView};
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        RouteDef::get("/login", Access::Public, login_page),
+        RouteDef::post("/login", Access::Public, login_form),
+        RouteDef::post("/logout", Access::SignedIn, logout_form),
+        RouteDef::get("/account/password", Access::SignedIn, password_page),
+        RouteDef::post("/account/password", Access::SignedIn, password_form),
+        RouteDef::post("/api/auth/login", Access::Public, api_login),
+        RouteDef::post("/api/auth/logout", Access::SignedIn, api_logout),
+        RouteDef::get("/api/auth/me", Access::SignedIn, api_me),
+    ]
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    me: Option<Nav>,
+    error: Option<String>,
+    next: String,
+    username: String,
+}
+
+/// Only local paths: never an open redirect to another site.
+fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.starts_with("/login") => {
+            n.to_string()
+        }
+        _ => "/".into(),
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct NextParam {
+    next: Option<String>,
+}
+
+async fn login_page(MaybeUser(me): MaybeUser, Query(q): Query<NextParam>) -> Result<Response, AppError> {
+    if me.is_some() {
+        return Ok(Redirect::to("/").into_response());
+    }
+    Ok(render(&LoginPage {
+        me: None,
+        error: None,
+        next: safe_next(q.next.as_deref()),
+        username: String::new(),
+    })?
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    username: String,
+    password: SecretString,
+    #[serde(default)]
+    next: Option<String>,
+}
+
+async fn login_form(
+    State(state): State<AppState>,
+    session: Session,
+    meta: ClientMeta,
+    Form(f): Form<LoginForm>,
+) -> Result<Response, AppError> {
+    let next = safe_next(f.next.as_deref());
+    match login(&state, &f.username, &f.password, SessionKind::Browser, &meta).await {
+        Ok(done) => {
+            // A fresh session id at sign-in: whatever cookie the browser
+            // carried before (planted or stale) is deleted and useless now.
+            session
+                .cycle_id()
+                .await
+                .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+            session.clear().await;
+            session
+                .insert(SESSION_KEY, done.session_id)
+                .await
+                .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+            let to = if done.user.must_change_password {
+                "/account/password".to_string()
+            } else {
+                next
+            };
+            Ok(Redirect::to(&to).into_response())
+        }
+        Err(e @ (LoginError::BadCredentials | LoginError::Throttled { .. })) => {
+            let status = match e {
+                LoginError::BadCredentials => StatusCode::UNAUTHORIZED,
+                _ => StatusCode::TOO_MANY_REQUESTS,
+            };
+            let page = render(&LoginPage {
+                me: None,
+                error: Some(match e {
+                    LoginError::BadCredentials => "The username or password is wrong.".into(),
+                    _ => "Too many failed sign-ins. Wait a few minutes and try again, or ask an administrator."
+                        .into(),
+                }),
+                next,
+                username: f.username.chars().take(64).collect(),
+            })?;
+            Ok((status, page).into_response())
+        }
+        Err(LoginError::App(e)) => Err(e),
+    }
+}
+
+/// End the session this request runs on, with its audit row.
+async fn end_session(state: &AppState, me: &CurrentUser, meta: &ClientMeta) -> Result<(), AppError> {
+    let mut tx = state.db.begin().await?;
+    sessions::delete(&mut *tx, me.session_id).await?;
+    audit::record(
+        &mut tx,
+        AuditEvent::new("logout")
+            .actor(me)
+            .target("session", me.session_id)
+            .details(json!({"via": me.via.as_str()}))
+            .from_client(meta),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn logout_form(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    session: Session,
+    meta: ClientMeta,
+) -> Result<Response, AppError> {
+    end_session(&state, &me, &meta).await?;
+    session
+        .flush()
+        .await
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+    Ok(Redirect::to("/login").into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiLogin {
+    username: String,
+    password: SecretString,
+}
+
+#[derive(Serialize)]
+struct ApiToken {
+    token: String,
+    token_type: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    session_id: Uuid,
+    user: UserView,
+}
+
+async fn api_login(
+    State(state): State<AppState>,
+    meta: ClientMeta,
+    Json(body): Json<ApiLogin>,
+) -> Result<Json<ApiToken>, AppError> {
+    let done = login(&state, &body.username, &body.password, SessionKind::Api, &meta).await?;
+    let (token, expires_at) = state
+        .jwt
+        .issue(done.user.id, done.session_id, OffsetDateTime::now_utc())
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("JWT: {e}")))?;
+    Ok(Json(ApiToken {
+        token,
+        token_type: "Bearer",
+        expires_at,
+        session_id: done.session_id,
+        user: done.user.view(),
+    }))
+}
+
+async fn api_logout(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    session: Session,
+    meta: ClientMeta,
+) -> Result<StatusCode, AppError> {
+    end_session(&state, &me, &meta).await?;
+    if me.via == SessionKind::Browser {
+        session
+            .flush()
+            .await
+            .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize)]
+struct Me {
+    user: UserView,
+    session_id: Uuid,
+    via: SessionKind,
+}
+
+async fn api_me(State(state): State<AppState>, me: CurrentUser) -> Result<Json<Me>, AppError> {
+    let user = users::by_id(&state.db, me.user_id)
+        .await?
+        .ok_or(AppError::Unauthorized)?;
+    Ok(Json(Me {
+        user: user.view(),
+        session_id: me.session_id,
+        via: me.via,
+    }))
+}
+
+#[derive(Template)]
+#[template(path = "password.html")]
+struct PasswordPage {
+    me: Option<Nav>,
+    forced: bool,
+    error: Option<String>,
+}
+
+async fn password_page(me: CurrentUser) -> Result<Response, AppError> {
+    Ok(render(&PasswordPage {
+        me: nav(&me),
+        forced: me.must_change_password,
+        error: None,
+    })?
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct PasswordForm {
+    current: SecretString,
+    new: SecretString,
+    confirm: SecretString,
+}
+
+async fn password_form(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<PasswordForm>,
+) -> Result<Response, AppError> {
+    use secrecy::ExposeSecret;
+    let fail = |msg: String| -> Result<Response, AppError> {
+        Ok((
+            StatusCode::UNPROCESSABLE_ENTITY,
+            render(&PasswordPage {
+                me: nav(&me),
+                forced: me.must_change_password,
+                error: Some(msg),
+            })?,
+        )
+            .into_response())
+    };
+    let user = users::by_id(&state.db, me.user_id)
+        .await?
+        .ok_or(AppError::Unauthorized)?;
+    if !state.passwords.verify(&f.current, Some(&user.password_hash)).await?.ok {
+        return fail("The current password is wrong.".into());
+    }
+    if f.new.expose_secret() != f.confirm.expose_secret() {
+        return fail("The new password and its confirmation differ.".into());
+    }
+    if f.new.expose_secret() == f.current.expose_secret() {
+        return fail("Choose a password different from the current one.".into());
+    }
+    if let Err(e) = check_new_password(f.new.expose_secret()) {
+        return fail(e.public_message());
+    }
+    let hash = state.passwords.hash(&f.new).await?;
+    let mut tx = state.db.begin().await?;
+    users::set_password(&mut *tx, me.user_id, &hash, false).await?;
+    // Other sessions of this account end; this one goes on.
+    let ended = sqlx::query("DELETE FROM user_sessions WHERE user_id = $1 AND id <> $2")
+        .bind(me.user_id)
+        .bind(me.session_id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    audit::record(
+        &mut tx,
+        AuditEvent::new("user.password_change")
+            .actor(&me)
+            .target("user", me.user_id)
+            .details(json!({"other_sessions_ended": ended}))
+            .from_client(&meta),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Redirect::to("/").into_response())
+}
