@@ -43,6 +43,46 @@ pub enum Command {
         #[arg(long)]
         openbao_token_file: Option<PathBuf>,
     },
+    /// Manage user accounts without a browser (the first admin).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user. Give the password on standard input (`--password-stdin`)
+    /// or let Kleidia generate a one-time password (`--generate-password`),
+    /// which is then the only thing printed on standard output.
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long, default_value = "user")]
+        role: crate::auth::Role,
+        /// Defaults to the username.
+        #[arg(long)]
+        display_name: Option<String>,
+        #[arg(long)]
+        email: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long, conflicts_with = "generate_password", required_unless_present = "generate_password")]
+        password_stdin: bool,
+        /// Generate a one-time password, print it once; it must be changed at first sign-in.
+        #[arg(long)]
+        generate_password: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain; names every altered or deleted row and exits 1 if any.
+    Verify,
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -62,6 +102,24 @@ pub async fn run(cli: Cli) -> ExitCode {
             openbao_addr,
             openbao_token_file,
         } => bootstrap(config, openbao_addr, openbao_token_file).await,
+        Command::User {
+            command:
+                UserCommand::Create {
+                    username,
+                    role,
+                    display_name,
+                    email,
+                    password_stdin: _,
+                    generate_password,
+                },
+        } => user_create(config, username, role, display_name, email, generate_password).await,
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => match audit_verify(config).await {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::FAILURE,
+            Err(e) => Err(e),
+        },
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,4 +187,85 @@ async fn bootstrap(mut config: Config, addr: Option<url::Url>, token_file: Optio
     .await?;
     print!("{}", report.render());
     Ok(())
+}
+
+async fn user_create(
+    config: Config,
+    username: String,
+    role: crate::auth::Role,
+    display_name: Option<String>,
+    email: Option<String>,
+    generate: bool,
+) -> anyhow::Result<()> {
+    use crate::audit::{self, AuditEvent};
+    use crate::auth::password::{check_new_password, generate_password, hash_blocking};
+    use crate::db::users::{self, NewUser};
+
+    let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.public_message());
+    let username = users::validate_username(&username).map_err(err)?;
+    let display_name = users::validate_display_name(display_name.as_deref().unwrap_or(&username)).map_err(err)?;
+    let email = users::validate_email(email.as_deref()).map_err(err)?;
+    let password = if generate {
+        generate_password()
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        check_new_password(&pw).map_err(err)?;
+        pw
+    };
+    let hash = {
+        let pw = password.clone();
+        tokio::task::spawn_blocking(move || hash_blocking(&pw)).await?.map_err(err)?
+    };
+    let pool = db::connect(&config.database).await?;
+    db::migrate(&pool).await?;
+    let mut tx = pool.begin().await?;
+    let row = users::insert(
+        &mut *tx,
+        &NewUser {
+            username,
+            display_name,
+            email,
+            role,
+            password_hash: hash,
+            must_change_password: generate,
+        },
+    )
+    .await
+    .map_err(err)?;
+    audit::record(
+        &mut tx,
+        AuditEvent::new("user.create")
+            .actor_named(None, "cli")
+            .target("user", row.id)
+            .details(serde_json::json!({"username": row.username, "role": row.role, "via": "cli"})),
+    )
+    .await?;
+    tx.commit().await?;
+    eprintln!("created user {} ({}) with id {}", row.username, row.role, row.id);
+    if generate {
+        eprintln!("one-time password (shown once; it must be changed at the first sign-in):");
+        println!("{password}");
+    }
+    Ok(())
+}
+
+/// `Ok(true)` when the chain is intact.
+async fn audit_verify(config: Config) -> anyhow::Result<bool> {
+    let pool = db::connect(&config.database).await?;
+    let report = crate::audit::verify(&pool).await?;
+    if report.problems.is_empty() {
+        println!("audit verify: {} rows, chain intact", report.rows);
+        return Ok(true);
+    }
+    println!(
+        "audit verify: {} rows checked, {} problem(s):",
+        report.rows,
+        report.problems.len()
+    );
+    for p in &report.problems {
+        println!("  {p}");
+    }
+    Ok(false)
 }
