@@ -26,9 +26,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Create a test attestation root CA (key + certificate, PEM) at --out.
+    /// Create a test attestation root CA (key + certificate, PEM) at --out and
+    /// print its certificate. An existing root is kept (and printed) unless --force.
     InitAttestationRoot {
-        #[arg(long)]
+        #[arg(long, value_name = "FILE")]
         out: PathBuf,
         /// Replace an existing file (keys attested before will no longer verify).
         #[arg(long)]
@@ -81,11 +82,13 @@ fn real_main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Cmd::InitAttestationRoot { out, force }) => {
-            if out.exists() && !force {
-                bail!("{} exists; pass --force to replace it", out.display());
-            }
-            let root = AttestationRoot::generate(SystemTime::now(), &mut rand::rngs::OsRng)?;
-            root.save(&out)?;
+            let root = if out.exists() && !force {
+                AttestationRoot::load(&out)?
+            } else {
+                let root = AttestationRoot::generate(SystemTime::now(), &mut rand::rngs::OsRng)?;
+                root.save(&out)?;
+                root
+            };
             print!("{}", root.cert_pem()?);
             Ok(())
         }
