@@ -7,7 +7,8 @@ use rand::rngs::OsRng;
 use super::*;
 use crate::attest::AttestationRoot;
 use crate::card::{Card, AID_MANAGEMENT, AID_PIV};
-use crate::state::{CardState, DEFAULT_MGM_KEY};
+use crate::keys::alg;
+use crate::state::{mgm_alg, CardState, SlotKey, DEFAULT_MGM_KEY};
 
 fn card(firmware: &str) -> Card<OsRng> {
     let root = AttestationRoot::generate(SystemTime::now(), &mut OsRng).unwrap();
