@@ -1,1 +1,206 @@
-//! Route × role table test (filled in by the next commit).
+//! Route × role: every route the server has is listed in `EXPECTED` with
+//! the roles allowed to use it, and every (route, role) pair is requested
+//! against the real router and a real database. A route missing from the
+//! table fails `every_route_has_an_expected_rule`, so a new route cannot
+//! ship without a decision.
+//!
+//! Adding a route: declare it with `RouteDef::get/post/…(path, Access::…,
+//! handler)` in its feature module's `routes()`, then add a row here.
+//! `{id}` in a path is replaced by the caller's own user id for routes open
+//! to everybody signed in (object-level rules are tested per feature) and by
+//! another user's id otherwise; other placeholders get a harmless value.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use secrecy::SecretString;
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use tower::ServiceExt;
+use uuid::Uuid;
+
+use crate::auth::jwt::JwtKeys;
+use crate::auth::password::Passwords;
+use crate::auth::Role;
+use crate::config::Config;
+use crate::db::sessions::{self, NewSession, SessionKind};
+use crate::db::users::{self, NewUser};
+use crate::metrics::Metrics;
+use crate::state::AppState;
+use crate::vault::Bao;
+
+const PUBLIC: &str = "public";
+const ALL: &str = "admin helpdesk auditor user";
+const STAFF: &str = "admin helpdesk auditor";
+const ADMIN: &str = "admin";
+const AUDIT: &str = "admin auditor";
+
+/// (method, path, who may use it: `public` or role names).
+const EXPECTED: &[(&str, &str, &str)] = &[
+    ("GET", "/healthz", PUBLIC),
+    ("GET", "/readyz", PUBLIC),
+    ("GET", "/metrics", PUBLIC),
+    ("GET", "/static/{file}", PUBLIC),
+    ("GET", "/", ALL),
+    ("GET", "/login", PUBLIC),
+    ("POST", "/login", PUBLIC),
+    ("POST", "/logout", ALL),
+    ("GET", "/account/password", ALL),
+    ("POST", "/account/password", ALL),
+    ("POST", "/api/auth/login", PUBLIC),
+    ("POST", "/api/auth/logout", ALL),
+    ("GET", "/api/auth/me", ALL),
+    ("GET", "/users", STAFF),
+    ("GET", "/users/new", ADMIN),
+    ("POST", "/users", ADMIN),
+    ("GET", "/users/{id}", ALL),
+    ("POST", "/users/{id}", ADMIN),
+    ("POST", "/users/{id}/disable", ADMIN),
+    ("POST", "/users/{id}/enable", ADMIN),
+    ("POST", "/users/{id}/reset-password", ADMIN),
+    ("GET", "/lockouts", ADMIN),
+    ("POST", "/lockouts/clear", ADMIN),
+    ("GET", "/api/users", STAFF),
+    ("POST", "/api/users", ADMIN),
+    ("GET", "/api/users/{id}", ALL),
+    ("PATCH", "/api/users/{id}", ADMIN),
+    ("POST", "/api/users/{id}/disable", ADMIN),
+    ("POST", "/api/users/{id}/enable", ADMIN),
+    ("POST", "/api/users/{id}/reset-password", ADMIN),
+    ("GET", "/api/lockouts", ADMIN),
+    ("DELETE", "/api/lockouts/{scope}/{key}", ADMIN),
+    ("GET", "/audit", AUDIT),
+    ("GET", "/api/audit", AUDIT),
+];
+
+const JWT_SECRET: &[u8] = b"rbac-test-secret-of-32-bytes!!!!";
+
+/// An `AppState` on `db` for handler tests (OpenBao is not contacted).
+pub async fn test_state(db: PgPool) -> AppState {
+    let config = Config::default();
+    let jwt = JwtKeys::new(
+        JWT_SECRET,
+        config.jwt_issuer(),
+        config.auth.jwt_audience.clone(),
+        Duration::from_secs(600),
+    );
+    let bao = Bao::new(
+        url::Url::parse("http://127.0.0.1:9").unwrap(),
+        None,
+        Duration::from_millis(200),
+    )
+    .unwrap();
+    AppState {
+        config: Arc::new(config),
+        db,
+        bao,
+        metrics: Arc::new(Metrics::new()),
+        passwords: Passwords::new(2).await.unwrap(),
+        jwt: Arc::new(jwt),
+    }
+}
+
+pub async fn make_user(state: &AppState, name: &str, role: Role) -> Uuid {
+    let hash = state
+        .passwords
+        .hash(&SecretString::from("a password nobody types"))
+        .await
+        .unwrap();
+    users::insert(
+        &state.db,
+        &NewUser {
+            username: name.into(),
+            display_name: format!("{name} display"),
+            email: None,
+            role,
+            password_hash: hash,
+            must_change_password: false,
+        },
+    )
+    .await
+    .unwrap()
+    .id
+}
+
+/// A fresh API session for `user` and its Bearer token.
+pub async fn token_for(state: &AppState, user: Uuid) -> String {
+    let sid = sessions::create(
+        &state.db,
+        NewSession {
+            user_id: user,
+            kind: SessionKind::Api,
+            idle: Duration::from_secs(600),
+            absolute: Duration::from_secs(600),
+            ip: None,
+            user_agent: None,
+        },
+    )
+    .await
+    .unwrap();
+    state.jwt.issue(user, sid, OffsetDateTime::now_utc()).unwrap().0
+}
+
+fn allowed(who: &str, role: Option<Role>) -> bool {
+    who == PUBLIC || role.is_some_and(|r| who.split(' ').any(|w| w == r.as_str()))
+}
+
+#[test]
+fn every_route_has_an_expected_rule() {
+    let registered: BTreeSet<(String, String)> = super::route_table()
+        .into_iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    let expected: BTreeSet<(String, String)> = EXPECTED
+        .iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_string()))
+        .collect();
+    let missing: Vec<_> = registered.difference(&expected).collect();
+    assert!(missing.is_empty(), "routes without a row in rbac_tests::EXPECTED: {missing:?}");
+    let stale: Vec<_> = expected.difference(&registered).collect();
+    assert!(stale.is_empty(), "rows in EXPECTED for routes that do not exist: {stale:?}");
+}
+
+#[sqlx::test(migrator = "crate::db::MIGRATOR")]
+async fn every_route_allows_exactly_the_roles_in_the_table(db: PgPool) {
+    let state = test_state(db).await;
+    let mut callers: Vec<(Option<Role>, Option<Uuid>)> = vec![(None, None)];
+    for r in Role::ALL {
+        callers.push((Some(r), Some(make_user(&state, &format!("rbac-{}", r.as_str()), r).await)));
+    }
+    let other = make_user(&state, "rbac-other", Role::User).await;
+    let router = super::router(state.clone());
+    let mut failures = Vec::new();
+    for (method, path, who) in EXPECTED {
+        for (role, uid) in &callers {
+            let id = if *who == ALL { uid.unwrap_or(other) } else { other };
+            let uri = path
+                .replace("{id}", &id.to_string())
+                .replace("{file}", "app.css")
+                .replace("{scope}", "account")
+                .replace("{key}", "nobody");
+            let mut req = Request::builder()
+                .method(Method::from_bytes(method.as_bytes()).unwrap())
+                .uri(&uri)
+                // Keeps 401 a 401 for pages (a browser would be redirected).
+                .header("hx-request", "true");
+            if let Some(u) = uid {
+                req = req.header("authorization", format!("Bearer {}", token_for(&state, *u).await));
+            }
+            let resp = router.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let status = resp.status();
+            let denied = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
+            let want_allowed = allowed(who, *role);
+            let expected_deny = if role.is_none() { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
+            if want_allowed && denied {
+                failures.push(format!("{method} {uri} as {role:?}: {status}, expected access"));
+            } else if !want_allowed && status != expected_deny {
+                failures.push(format!("{method} {uri} as {role:?}: {status}, expected {expected_deny}"));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} wrong answers:\n{}", failures.len(), failures.join("\n"));
+}
