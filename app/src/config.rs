@@ -48,6 +48,16 @@ pub struct Config {
     pub session: SessionConfig,
     pub auth: AuthConfig,
     pub throttle: ThrottleConfig,
+    pub attestation: AttestationConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttestationConfig {
+    /// PEM bundle of trusted PIV attestation roots (and intermediates):
+    /// Yubico's in production (developers.yubico.com/PKI/), the software
+    /// YubiKey's test root in tests and the demo. Without it, no CSR is signed.
+    pub roots_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -17,7 +17,8 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::vault::Bao;
-use crate::{db, web};
+use crate::fleet::attestation::AttestationRoots;
+use crate::{db, fleet, web};
 
 pub struct Application {
     listener: TcpListener,
@@ -44,6 +45,19 @@ impl Application {
         let passwords = Passwords::new(config.auth.hash_concurrency)
             .await
             .map_err(|e| anyhow::anyhow!("preparing password hashing: {e}"))?;
+        let ticket_key = fleet::service::load_ticket_key(&bao, &config.openbao.app_mount).await?;
+        let roots = match &config.attestation.roots_file {
+            Some(p) => {
+                let pem = std::fs::read_to_string(p)
+                    .with_context(|| format!("attestation.roots_file {}", p.display()))?;
+                AttestationRoots::from_pem(&pem)
+                    .map_err(|e| anyhow::anyhow!("attestation.roots_file {}: {e}", p.display()))?
+            }
+            None => {
+                tracing::warn!("attestation.roots_file is not set: no CSR will be signed until attestation roots are configured");
+                AttestationRoots::default()
+            }
+        };
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -54,6 +68,7 @@ impl Application {
             metrics: Arc::new(Metrics::new()),
             passwords,
             jwt: Arc::new(jwt),
+            fleet: fleet::service::build_context(ticket_key, roots),
         };
         Ok(Self { listener, state })
     }

@@ -8,6 +8,7 @@ use sqlx::PgPool;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::Passwords;
 use crate::config::Config;
+use crate::fleet::service::FleetContext;
 use crate::metrics::Metrics;
 use crate::vault::Bao;
 
@@ -21,6 +22,8 @@ pub struct AppState {
     pub passwords: Passwords,
     /// The shared HS256 key for API tokens (from OpenBao).
     pub jwt: Arc<JwtKeys>,
+    /// Ticket signing key, attestation roots and the PKI document cache.
+    pub fleet: Arc<FleetContext>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {

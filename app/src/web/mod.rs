@@ -11,8 +11,11 @@ mod assets;
 pub mod audit;
 pub mod auth;
 pub mod csrf;
+pub mod devices;
+pub mod fleet_api;
 mod health;
 pub mod pages;
+pub mod pki;
 pub mod security;
 pub mod users;
 
@@ -82,6 +85,9 @@ pub fn routes() -> Vec<RouteDef> {
     v.extend(auth::routes());
     v.extend(users::routes());
     v.extend(audit::routes());
+    v.extend(fleet_api::routes());
+    v.extend(devices::routes());
+    v.extend(pki::routes());
     v
 }
 

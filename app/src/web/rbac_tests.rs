@@ -38,6 +38,8 @@ const ALL: &str = "admin helpdesk auditor user";
 const STAFF: &str = "admin helpdesk auditor";
 const ADMIN: &str = "admin";
 const AUDIT: &str = "admin auditor";
+const CHANGERS: &str = "admin helpdesk user";
+const OPERATORS: &str = "admin helpdesk";
 
 /// (method, path, who may use it: `public` or role names).
 const EXPECTED: &[(&str, &str, &str)] = &[
@@ -75,6 +77,38 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("DELETE", "/api/lockouts/{scope}/{key}", ADMIN),
     ("GET", "/audit", AUDIT),
     ("GET", "/api/audit", AUDIT),
+    // Devices, operations, certificates (object-level rules: tests/e2e/fleet.rs).
+    ("GET", "/api/devices", STAFF),
+    ("POST", "/api/devices", CHANGERS),
+    ("GET", "/api/my/devices", ALL),
+    ("GET", "/api/devices/{serial}", ALL),
+    ("POST", "/api/devices/{serial}/state", CHANGERS),
+    ("PUT", "/api/devices/{serial}/owner", OPERATORS),
+    ("POST", "/api/yubikey/{serial}/operations", CHANGERS),
+    ("GET", "/api/yubikey/{serial}/secrets", CHANGERS),
+    ("POST", "/api/yubikey/{serial}/operations/{op}/result", CHANGERS),
+    ("POST", "/api/yubikey/{serial}/sign-csr", CHANGERS),
+    ("POST", "/api/certificates/{cert}/revoke", OPERATORS),
+    ("POST", "/api/session/{session}/register-agent", ALL),
+    ("GET", "/api/agent/ticket-key", PUBLIC),
+    ("GET", "/api/settings/policy", STAFF),
+    ("PUT", "/api/settings/policy", ADMIN),
+    ("GET", "/devices", STAFF),
+    ("POST", "/devices", CHANGERS),
+    ("GET", "/my/devices", ALL),
+    ("GET", "/devices/{serial}", ALL),
+    ("POST", "/devices/{serial}/state", CHANGERS),
+    ("POST", "/devices/{serial}/owner", OPERATORS),
+    ("POST", "/certificates/{cert}/revoke", OPERATORS),
+    ("GET", "/settings", ADMIN),
+    ("POST", "/settings", ADMIN),
+    ("GET", "/pki/ca", PUBLIC),
+    ("GET", "/pki/ca.pem", PUBLIC),
+    ("GET", "/pki/ca_chain", PUBLIC),
+    ("GET", "/pki/crl", PUBLIC),
+    ("GET", "/pki/crl.pem", PUBLIC),
+    ("GET", "/pki/root/ca", PUBLIC),
+    ("GET", "/pki/root/crl", PUBLIC),
 ];
 
 const JWT_SECRET: &[u8] = b"rbac-test-secret-of-32-bytes!!!!";
@@ -101,6 +135,10 @@ pub async fn test_state(db: PgPool) -> AppState {
         metrics: Arc::new(Metrics::new()),
         passwords: Passwords::new(2).await.unwrap(),
         jwt: Arc::new(jwt),
+        fleet: crate::fleet::service::build_context(
+            kleidia_protocol::ticket::TicketSigningKey::from_bytes(&[7; 32]),
+            Default::default(),
+        ),
     }
 }
 
@@ -181,7 +219,11 @@ async fn every_route_allows_exactly_the_roles_in_the_table(db: PgPool) {
                 .replace("{id}", &id.to_string())
                 .replace("{file}", "app.css")
                 .replace("{scope}", "account")
-                .replace("{key}", "nobody");
+                .replace("{key}", "nobody")
+                .replace("{serial}", "12345678")
+                .replace("{op}", "00000000-0000-4000-8000-000000000001")
+                .replace("{cert}", "00000000-0000-4000-8000-000000000002")
+                .replace("{session}", "00000000-0000-4000-8000-000000000003");
             let mut req = Request::builder()
                 .method(Method::from_bytes(method.as_bytes()).unwrap())
                 .uri(&uri)

@@ -1,0 +1,381 @@
+//! Queries for devices, operations and certificates.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::device::{DeviceState, Serial};
+use crate::error::AppError;
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct DeviceRow {
+    pub serial: i64,
+    pub model: String,
+    pub firmware: Option<String>,
+    pub form_factor: Option<String>,
+    pub owner_id: Option<Uuid>,
+    pub owner_username: Option<String>,
+    pub owner_display_name: Option<String>,
+    pub state: String,
+    pub secrets_version: Option<i64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub enrolled_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_seen_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub updated_at: OffsetDateTime,
+}
+
+impl DeviceRow {
+    pub fn state(&self) -> DeviceState {
+        DeviceState::parse(&self.state).unwrap_or(DeviceState::Registered)
+    }
+
+    pub fn serial(&self) -> Serial {
+        Serial::from_db(self.serial)
+    }
+
+    /// Firmware 5.7 or later (AES-192 factory management key).
+    pub fn firmware_5_7_or_later(&self) -> bool {
+        let Some(fw) = &self.firmware else { return false };
+        let mut it = fw.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+        (major, minor) >= (5, 7)
+    }
+}
+
+const DEVICE_COLUMNS: &str = "d.serial, d.model, d.firmware, d.form_factor, d.owner_id, \
+     u.username AS owner_username, u.display_name AS owner_display_name, d.state, d.secrets_version, \
+     d.enrolled_at, d.last_seen_at, d.created_at, d.updated_at";
+
+pub async fn device(db: impl PgExecutor<'_>, serial: Serial) -> Result<Option<DeviceRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices d LEFT JOIN users u ON u.id = d.owner_id WHERE d.serial = $1"
+    ))
+    .bind(serial.as_i64())
+    .fetch_optional(db)
+    .await
+}
+
+/// The device row locked for the rest of the transaction.
+pub async fn device_for_update(conn: &mut PgConnection, serial: Serial) -> Result<Option<DeviceRow>, sqlx::Error> {
+    sqlx::query("SELECT 1 FROM devices WHERE serial = $1 FOR UPDATE")
+        .bind(serial.as_i64())
+        .execute(&mut *conn)
+        .await?;
+    device(&mut *conn, serial).await
+}
+
+#[derive(Debug, Default, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceFilter {
+    /// Serial prefix, owner username or display name.
+    pub q: Option<String>,
+    pub state: Option<String>,
+    pub owner: Option<String>,
+    pub firmware: Option<String>,
+    /// Keyset cursor: serials greater than this.
+    pub after: Option<i64>,
+    pub limit: Option<i64>,
+    /// Only devices whose certificates expire within this many days.
+    pub expiring_days: Option<i32>,
+    /// Only devices still on factory credentials.
+    pub factory: Option<bool>,
+}
+
+/// A page of devices ordered by serial (keyset pagination: fast at any depth).
+pub async fn search(db: &PgPool, f: &DeviceFilter, only_owner: Option<Uuid>) -> Result<Vec<DeviceRow>, AppError> {
+    let limit = f.limit.unwrap_or(50).clamp(1, 200);
+    if let Some(s) = &f.state {
+        if DeviceState::parse(s).is_none() {
+            return Err(AppError::BadRequest(format!("unknown device state {s:?}")));
+        }
+    }
+    let q = f.q.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let owner = f.owner.as_deref().map(str::trim).filter(|s| !s.is_empty());
+    let rows = sqlx::query_as::<_, DeviceRow>(&format!(
+        "SELECT {DEVICE_COLUMNS} FROM devices d LEFT JOIN users u ON u.id = d.owner_id \
+         WHERE ($1::bigint IS NULL OR d.serial > $1) \
+           AND ($2::text IS NULL OR d.state = $2) \
+           AND ($3::text IS NULL OR u.username = lower($3)) \
+           AND ($4::text IS NULL OR d.firmware = $4) \
+           AND ($5::uuid IS NULL OR d.owner_id = $5) \
+           AND ($6::text IS NULL OR d.serial::text LIKE $6 || '%' \
+                OR u.username LIKE lower($6) || '%' OR lower(u.display_name) LIKE '%' || lower($6) || '%') \
+           AND ($7::int IS NULL OR EXISTS (SELECT 1 FROM certificates c WHERE c.device_serial = d.serial \
+                AND c.status = 'issued' AND c.not_after < now() + make_interval(days => $7))) \
+           AND ($8::bool IS NULL OR (d.secrets_version IS NULL AND d.state IN ('registered', 'active')) = $8) \
+         ORDER BY d.serial LIMIT $9"
+    ))
+    .bind(f.after)
+    .bind(f.state.as_deref())
+    .bind(owner)
+    .bind(f.firmware.as_deref().filter(|s| !s.is_empty()))
+    .bind(only_owner)
+    .bind(q.map(|s| s.replace(['%', '_', '\\'], "")))
+    .bind(f.expiring_days)
+    .bind(f.factory)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    Ok(rows)
+}
+
+pub struct NewDevice<'a> {
+    pub serial: Serial,
+    pub model: &'a str,
+    pub firmware: Option<&'a str>,
+    pub form_factor: Option<&'a str>,
+    pub owner_id: Option<Uuid>,
+}
+
+pub async fn insert_device(conn: &mut PgConnection, d: &NewDevice<'_>) -> Result<(), AppError> {
+    let r = sqlx::query(
+        "INSERT INTO devices (serial, model, firmware, form_factor, owner_id) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(d.serial.as_i64())
+    .bind(d.model)
+    .bind(d.firmware)
+    .bind(d.form_factor)
+    .bind(d.owner_id)
+    .execute(&mut *conn)
+    .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("devices_pkey") => {
+            Err(AppError::Conflict(format!("device {} is already registered", d.serial)))
+        }
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => Err(AppError::Unprocessable(
+            "firmware must look like 5.7.1 and model/form factor must be short".into(),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub async fn set_state(conn: &mut PgConnection, serial: Serial, state: DeviceState) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE devices SET state = $2, updated_at = now() WHERE serial = $1")
+        .bind(serial.as_i64())
+        .bind(state.as_str())
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn set_owner(conn: &mut PgConnection, serial: Serial, owner: Option<Uuid>) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE devices SET owner_id = $2, updated_at = now() WHERE serial = $1")
+        .bind(serial.as_i64())
+        .bind(owner)
+        .execute(conn)
+        .await
+        .map(|_| ())
+}
+
+pub async fn counts_by_state(db: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+    sqlx::query_as("SELECT state, count(*) FROM devices GROUP BY state ORDER BY state")
+        .fetch_all(db)
+        .await
+}
+
+// ------------------------------------------------------------- operations
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct OperationRow {
+    pub id: Uuid,
+    pub device_serial: i64,
+    pub kind: String,
+    pub actor_id: Option<Uuid>,
+    pub actor_name: String,
+    pub session_id: Option<Uuid>,
+    pub agent_key_fingerprint: Option<String>,
+    pub state: String,
+    pub params_hash: Option<String>,
+    pub secrets_version_prev: Option<i64>,
+    pub secrets_version_new: Option<i64>,
+    pub details: Value,
+    pub error: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ticket_expires_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+pub struct NewOperation<'a> {
+    pub id: Uuid,
+    pub serial: Serial,
+    pub kind: &'a str,
+    pub actor_id: Uuid,
+    pub actor_name: &'a str,
+    pub session_id: Uuid,
+    pub agent_key_fingerprint: &'a str,
+    pub secrets_version_prev: Option<i64>,
+    pub details: Value,
+}
+
+pub async fn insert_operation(conn: &mut PgConnection, o: &NewOperation<'_>) -> Result<(), AppError> {
+    let r = sqlx::query(
+        "INSERT INTO operations (id, device_serial, kind, actor_id, actor_name, session_id, \
+             agent_key_fingerprint, secrets_version_prev, details) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+    )
+    .bind(o.id)
+    .bind(o.serial.as_i64())
+    .bind(o.kind)
+    .bind(o.actor_id)
+    .bind(o.actor_name)
+    .bind(o.session_id)
+    .bind(o.agent_key_fingerprint)
+    .bind(o.secrets_version_prev)
+    .bind(&o.details)
+    .execute(&mut *conn)
+    .await;
+    r.map(|_| ()).map_err(Into::into)
+}
+
+pub async fn operation(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM operations WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn operation_for_update(conn: &mut PgConnection, id: Uuid) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM operations WHERE id = $1 FOR UPDATE")
+        .bind(id)
+        .fetch_optional(conn)
+        .await
+}
+
+/// The unfinished secret change of a device, if any.
+pub async fn pending_secret_change(db: impl PgExecutor<'_>, serial: Serial) -> Result<Option<OperationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM operations WHERE device_serial = $1 AND state = 'pending' \
+         AND secrets_version_new IS NOT NULL",
+    )
+    .bind(serial.as_i64())
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn operations_of(db: &PgPool, serial: Serial, limit: i64) -> Result<Vec<OperationRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM operations WHERE device_serial = $1 ORDER BY created_at DESC, id LIMIT $2")
+        .bind(serial.as_i64())
+        .bind(limit)
+        .fetch_all(db)
+        .await
+}
+
+// ----------------------------------------------------------- certificates
+
+#[derive(Debug, Clone, FromRow, Serialize)]
+pub struct CertificateRow {
+    pub id: Uuid,
+    pub device_serial: i64,
+    pub slot: String,
+    pub serial_number: String,
+    pub subject: String,
+    pub key_algorithm: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_before: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub not_after: OffsetDateTime,
+    pub status: String,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revocation_reason: Option<String>,
+    pub pem: String,
+    pub operation_id: Option<Uuid>,
+    pub issued_by: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: OffsetDateTime,
+}
+
+pub async fn certificates_of(db: impl PgExecutor<'_>, serial: Serial) -> Result<Vec<CertificateRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM certificates WHERE device_serial = $1 ORDER BY created_at DESC, id")
+        .bind(serial.as_i64())
+        .fetch_all(db)
+        .await
+}
+
+pub async fn certificate(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<CertificateRow>, sqlx::Error> {
+    sqlx::query_as("SELECT * FROM certificates WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn mark_certificate_revoked(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE certificates SET status = 'revoked', revoked_at = now(), revocation_reason = $2 \
+         WHERE id = $1 AND status = 'issued'",
+    )
+    .bind(id)
+    .bind(reason)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}
+
+pub async fn expiring_certificates(db: &PgPool, days: i32) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM certificates WHERE status = 'issued' AND not_after < now() + make_interval(days => $1)",
+    )
+    .bind(days)
+    .fetch_one(db)
+    .await
+}
+
+/// `2026-11-28 13:45 UTC`, for pages.
+pub fn fmt_time(t: &OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute()
+    )
+}
+
+impl CertificateRow {
+    pub fn not_after_str(&self) -> String {
+        fmt_time(&self.not_after)
+    }
+    pub fn not_before_str(&self) -> String {
+        fmt_time(&self.not_before)
+    }
+}
+
+impl OperationRow {
+    pub fn created_str(&self) -> String {
+        fmt_time(&self.created_at)
+    }
+    pub fn error_str(&self) -> &str {
+        self.error.as_deref().unwrap_or("")
+    }
+}
+
+impl DeviceRow {
+    pub fn owner_str(&self) -> &str {
+        self.owner_display_name.as_deref().unwrap_or("—")
+    }
+    pub fn firmware_str(&self) -> &str {
+        self.firmware.as_deref().unwrap_or("?")
+    }
+    pub fn credentials_str(&self) -> &'static str {
+        if self.secrets_version.is_some() {
+            "escrowed"
+        } else {
+            "factory defaults"
+        }
+    }
+    pub fn enrolled_str(&self) -> String {
+        self.enrolled_at.as_ref().map(fmt_time).unwrap_or_else(|| "—".into())
+    }
+}

@@ -1,0 +1,128 @@
+//! The escrow: `{kv_mount}/data/{serial}/secrets` in OpenBao KV v2. Every
+//! change is a new version written with check-and-set, so two writers can
+//! never overwrite each other and no rotation replaces the only copy. The app's
+//! policy has no delete or destroy rights: old versions stay retrievable.
+
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use super::device::Serial;
+use super::secrets::DeviceSecrets;
+use crate::vault::{Bao, BaoError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EscrowError {
+    #[error(transparent)]
+    Bao(#[from] BaoError),
+    #[error("the escrow of device {0} changed concurrently; try again")]
+    Conflict(Serial),
+    #[error("escrow version {version} of device {serial} is missing or unreadable")]
+    Missing { serial: Serial, version: u64 },
+}
+
+/// One version's metadata (dates only; never values).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VersionInfo {
+    pub version: u64,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub created_at: Option<OffsetDateTime>,
+    pub destroyed: bool,
+}
+
+pub struct Escrow<'a> {
+    pub bao: &'a Bao,
+    pub mount: &'a str,
+}
+
+impl Escrow<'_> {
+    fn data_path(&self, serial: Serial) -> String {
+        format!("{}/data/{serial}/secrets", self.mount)
+    }
+
+    /// Versions, oldest first, and the latest version number (0 = none yet).
+    pub async fn versions(&self, serial: Serial) -> Result<(u64, Vec<VersionInfo>), EscrowError> {
+        let Some(meta) = self
+            .bao
+            .read(&format!("{}/metadata/{serial}/secrets", self.mount))
+            .await?
+        else {
+            return Ok((0, Vec::new()));
+        };
+        let current = meta
+            .pointer("/data/current_version")
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
+        let mut out: Vec<VersionInfo> = meta
+            .pointer("/data/versions")
+            .and_then(Value::as_object)
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(k, v)| {
+                        Some(VersionInfo {
+                            version: k.parse().ok()?,
+                            created_at: v
+                                .get("created_time")
+                                .and_then(Value::as_str)
+                                .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()),
+                            destroyed: v.get("destroyed").and_then(Value::as_bool).unwrap_or(false),
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|v| v.version);
+        Ok((current, out))
+    }
+
+    /// The values of one version.
+    pub async fn read(&self, serial: Serial, version: u64) -> Result<DeviceSecrets, EscrowError> {
+        let v = self
+            .bao
+            .read(&format!("{}?version={version}", self.data_path(serial)))
+            .await?
+            .ok_or(EscrowError::Missing { serial, version })?;
+        let data = v.pointer("/data/data").cloned().unwrap_or(Value::Null);
+        serde_json::from_value::<StoredSecrets>(data)
+            .map(|s| s.secrets)
+            .map_err(|_| EscrowError::Missing { serial, version })
+    }
+
+    /// Write `secrets` as the next version, only if the latest version is
+    /// still `expected_latest` (0 = nothing written yet). Returns the new version.
+    pub async fn write_next(
+        &self,
+        serial: Serial,
+        expected_latest: u64,
+        secrets: &DeviceSecrets,
+        operation_id: uuid::Uuid,
+    ) -> Result<u64, EscrowError> {
+        let body = json!({
+            "options": {"cas": expected_latest},
+            "data": StoredSecrets { secrets: secrets.clone(), operation_id: Some(operation_id) },
+        });
+        match self.bao.write(&self.data_path(serial), &body).await {
+            Ok(v) => v
+                .pointer("/data/version")
+                .and_then(Value::as_u64)
+                .ok_or_else(|| {
+                    EscrowError::Bao(BaoError::Unexpected {
+                        path: self.data_path(serial),
+                        message: "no version in the write response".into(),
+                    })
+                }),
+            Err(BaoError::Api { status: 400, message, .. }) if message.contains("check-and-set") => {
+                Err(EscrowError::Conflict(serial))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// What one KV version holds: the secrets and the operation that wrote them.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSecrets {
+    #[serde(flatten)]
+    secrets: DeviceSecrets,
+    #[serde(default)]
+    operation_id: Option<uuid::Uuid>,
+}

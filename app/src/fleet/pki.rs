@@ -1,0 +1,95 @@
+//! Certificates through OpenBao's PKI: sign a verified CSR with the PIV role
+//! (names from Kleidia, key from the CSR), revoke, and fetch the CA chain and
+//! CRLs that `/pki/*` serves.
+
+use serde_json::Value;
+use time::OffsetDateTime;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use super::csr::{pem_to_der, VerifiedCsr};
+use super::policy::KeyAlgorithm;
+use crate::vault::bootstrap::{piv_sign_request, ROLE_PIV_EC, ROLE_PIV_RSA};
+use crate::vault::{Bao, BaoError};
+
+/// Names that go into the certificate, all from Kleidia's user record.
+#[derive(Debug, Clone)]
+pub struct CertificateNames {
+    pub common_name: String,
+    pub email: Option<String>,
+    pub upn: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IssuedCertificate {
+    pub pem: String,
+    /// Colon-separated lowercase hex, as OpenBao writes it.
+    pub serial_number: String,
+    pub subject: String,
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PkiError {
+    #[error(transparent)]
+    Bao(#[from] BaoError),
+    #[error("OpenBao returned a certificate Kleidia cannot read: {0}")]
+    BadCertificate(String),
+}
+
+pub struct Pki<'a> {
+    pub bao: &'a Bao,
+    pub mount: &'a str,
+}
+
+impl Pki<'_> {
+    pub async fn sign(&self, csr: &VerifiedCsr, names: &CertificateNames, ttl_secs: u64) -> Result<IssuedCertificate, PkiError> {
+        let role = match csr.algorithm {
+            KeyAlgorithm::EccP256 | KeyAlgorithm::EccP384 => ROLE_PIV_EC,
+            _ => ROLE_PIV_RSA,
+        };
+        let emails: Vec<&str> = names.email.iter().map(String::as_str).collect();
+        let body = piv_sign_request(&csr.pem, &names.common_name, &emails, names.upn.as_deref(), ttl_secs);
+        let resp = self.bao.write(&format!("{}/sign/{role}", self.mount), &body).await?;
+        let pem = resp
+            .pointer("/data/certificate")
+            .and_then(Value::as_str)
+            .ok_or_else(|| PkiError::BadCertificate("no certificate in the answer".into()))?
+            .to_string();
+        let serial_number = resp
+            .pointer("/data/serial_number")
+            .and_then(Value::as_str)
+            .ok_or_else(|| PkiError::BadCertificate("no serial number in the answer".into()))?
+            .to_string();
+        let der = pem_to_der(&pem, "CERTIFICATE").ok_or_else(|| PkiError::BadCertificate("not PEM".into()))?;
+        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+        let not_before = cert.validity().not_before.to_datetime();
+        let not_after = cert.validity().not_after.to_datetime();
+        let subject = cert.subject().to_string();
+        Ok(IssuedCertificate {
+            pem: pem.trim().to_string() + "\n",
+            serial_number,
+            subject,
+            not_before,
+            not_after,
+        })
+    }
+
+    pub async fn revoke(&self, serial_number: &str) -> Result<(), PkiError> {
+        let r = self
+            .bao
+            .write(&format!("{}/revoke", self.mount), &serde_json::json!({"serial_number": serial_number}))
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            // Already revoked (or expired and tidied): the goal is reached.
+            Err(BaoError::Api { status: 400, message, .. }) if message.contains("already") || message.contains("expired") => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Raw bytes of an unauthenticated PKI endpoint (`ca`, `ca_chain`, `crl`, `ca/pem`, `crl/pem`).
+    pub async fn fetch(&self, mount: &str, what: &str) -> Result<Option<Vec<u8>>, PkiError> {
+        Ok(self.bao.get_raw(&format!("{mount}/{what}")).await?)
+    }
+}

@@ -1,0 +1,183 @@
+//! The policies every operation obeys, set by an admin on `/settings` and
+//! stored as one JSON document in the `settings` table (key `policy`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+
+pub use kleidia_protocol::agent::{KeyAlgorithm, ManagementKeyAlgorithm, PinPolicy, PivSlot, TouchPolicy};
+
+/// The wire name of a key algorithm (`ecc_p256`, …), for messages.
+pub fn algorithm_name(alg: KeyAlgorithm) -> String {
+    serde_json::to_value(alg)
+        .ok()
+        .and_then(|v| v.as_str().map(String::from))
+        .unwrap_or_default()
+}
+
+/// The slot id as the policy and the UI write it (`9a`).
+pub fn slot_name(slot: PivSlot) -> String {
+    format!("{:02x}", slot.id())
+}
+
+/// What may be generated in one PIV slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlotPolicy {
+    pub algorithms: Vec<KeyAlgorithm>,
+    pub pin_policies: Vec<PinPolicy>,
+    pub touch_policies: Vec<TouchPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Policy {
+    pub pin_min_length: usize,
+    pub pin_max_length: usize,
+    pub puk_length: usize,
+    pub management_key_algorithm: ManagementKeyAlgorithm,
+    /// Slots that may hold keys, by slot id (`9a`, `9c`, `9d`, `9e`).
+    pub slots: BTreeMap<String, SlotPolicy>,
+    /// Slots enrollment fills, in order.
+    pub enrollment_slots: Vec<String>,
+    pub certificate_lifetime_days: u32,
+    pub owners_may_unblock_pin: bool,
+    pub expiry_warning_days: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        let ec_and_rsa = || SlotPolicy {
+            algorithms: vec![KeyAlgorithm::EccP256, KeyAlgorithm::EccP384, KeyAlgorithm::Rsa2048],
+            pin_policies: vec![PinPolicy::Once, PinPolicy::Always],
+            touch_policies: vec![TouchPolicy::Never, TouchPolicy::Always, TouchPolicy::Cached],
+        };
+        let mut slots = BTreeMap::new();
+        for s in ["9a", "9c", "9d", "9e"] {
+            slots.insert(s.to_string(), ec_and_rsa());
+        }
+        if let Some(sig) = slots.get_mut("9c") {
+            sig.pin_policies = vec![PinPolicy::Always];
+        }
+        if let Some(card_auth) = slots.get_mut("9e") {
+            card_auth.pin_policies = vec![PinPolicy::Never, PinPolicy::Once, PinPolicy::Always];
+        }
+        Self {
+            pin_min_length: 6,
+            pin_max_length: 8,
+            puk_length: 8,
+            management_key_algorithm: ManagementKeyAlgorithm::Aes192,
+            slots,
+            enrollment_slots: vec!["9a".into()],
+            certificate_lifetime_days: 365,
+            owners_may_unblock_pin: false,
+            expiry_warning_days: 30,
+        }
+    }
+}
+
+pub const PIV_SLOTS: [&str; 4] = ["9a", "9c", "9d", "9e"];
+
+impl Policy {
+    /// Every rule the policy itself must satisfy; the message names the rule.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(6..=8).contains(&self.pin_min_length) || !(6..=8).contains(&self.pin_max_length) {
+            return Err("PIN length must be between 6 and 8 digits".into());
+        }
+        if self.pin_min_length > self.pin_max_length {
+            return Err("pin_min_length is larger than pin_max_length".into());
+        }
+        if self.puk_length != 8 {
+            return Err("PUK length must be 8 digits (the YubiKey maximum, for the most strength)".into());
+        }
+        if matches!(self.management_key_algorithm, ManagementKeyAlgorithm::TripleDes | ManagementKeyAlgorithm::Aes128) {
+            return Err("management_key_algorithm must be aes192 or aes256".into());
+        }
+        for (slot, sp) in &self.slots {
+            if !PIV_SLOTS.contains(&slot.as_str()) {
+                return Err(format!("unknown PIV slot {slot:?} (allowed: 9a, 9c, 9d, 9e)"));
+            }
+            if sp.algorithms.is_empty() || sp.pin_policies.is_empty() || sp.touch_policies.is_empty() {
+                return Err(format!("slot {slot} must allow at least one algorithm, PIN policy and touch policy"));
+            }
+        }
+        if self.enrollment_slots.is_empty() {
+            return Err("enrollment_slots must name at least one slot".into());
+        }
+        for s in &self.enrollment_slots {
+            if !self.slots.contains_key(s) {
+                return Err(format!("enrollment slot {s} has no slot policy"));
+            }
+        }
+        if !(1..=365).contains(&self.certificate_lifetime_days) {
+            return Err("certificate_lifetime_days must be between 1 and 365 (the PKI role's maximum)".into());
+        }
+        if !(1..=180).contains(&self.expiry_warning_days) {
+            return Err("expiry_warning_days must be between 1 and 180".into());
+        }
+        Ok(())
+    }
+
+    /// The slot's policy, or the rule it breaks.
+    pub fn slot(&self, slot: &str) -> Result<&SlotPolicy, String> {
+        self.slots
+            .get(slot)
+            .ok_or_else(|| format!("policy: slot {slot} may not hold a key"))
+    }
+
+    pub fn check_key(&self, slot: &str, alg: KeyAlgorithm, pin: PinPolicy, touch: TouchPolicy) -> Result<(), String> {
+        let sp = self.slot(slot)?;
+        if !sp.algorithms.contains(&alg) {
+            return Err(format!("policy: slot {slot} does not allow {}", algorithm_name(alg)));
+        }
+        if matches!(pin, PinPolicy::Default) || !sp.pin_policies.contains(&pin) {
+            return Err(format!("policy: slot {slot} does not allow PIN policy {pin:?}"));
+        }
+        if matches!(touch, TouchPolicy::Default) || !sp.touch_policies.contains(&touch) {
+            return Err(format!("policy: slot {slot} does not allow touch policy {touch:?}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_policy_is_valid() {
+        Policy::default().validate().unwrap();
+    }
+
+    #[test]
+    fn a_policy_outside_the_rules_names_the_rule() {
+        let mut p = Policy::default();
+        p.pin_min_length = 4;
+        assert!(p.validate().unwrap_err().contains("PIN length"));
+        let mut p = Policy::default();
+        p.management_key_algorithm = ManagementKeyAlgorithm::TripleDes;
+        assert!(p.validate().unwrap_err().contains("management_key_algorithm"));
+        let mut p = Policy::default();
+        p.certificate_lifetime_days = 5000;
+        assert!(p.validate().unwrap_err().contains("certificate_lifetime_days"));
+        let mut p = Policy::default();
+        p.enrollment_slots = vec!["82".into()];
+        assert!(p.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_fields_in_a_stored_policy_are_refused() {
+        assert!(serde_json::from_str::<Policy>(r#"{"pin_min_lenght": 6}"#).is_err());
+    }
+
+    #[test]
+    fn slot_checks_name_what_is_not_allowed() {
+        let p = Policy::default();
+        p.check_key("9a", KeyAlgorithm::EccP256, PinPolicy::Once, TouchPolicy::Never).unwrap();
+        let e = p.check_key("9c", KeyAlgorithm::EccP256, PinPolicy::Once, TouchPolicy::Never).unwrap_err();
+        assert!(e.contains("9c") && e.contains("PIN policy"), "{e}");
+        assert!(p.check_key("82", KeyAlgorithm::EccP256, PinPolicy::Once, TouchPolicy::Never).is_err());
+    }
+}

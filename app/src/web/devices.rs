@@ -1,0 +1,344 @@
+//! Device pages: the fleet list (`/devices`), one's own keys (`/my/devices`),
+//! a device's page (`/devices/{serial}`), its form actions, and `/settings`.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::Form;
+use serde::Deserialize;
+
+use super::fleet_api::{device_details, parse_serial, parse_uuid, DeviceDetails, CHANGERS};
+use super::pages::{nav, render, Nav};
+use super::RouteDef;
+use crate::auth::{Access, ClientMeta, CurrentUser, Role};
+use crate::error::AppError;
+use crate::fleet::db::{self, DeviceFilter, DeviceRow};
+use crate::fleet::device::DeviceState;
+use crate::fleet::policy::{ManagementKeyAlgorithm, Policy};
+use crate::fleet::service::{self, AssignOwner, RevokeRequest, Transition};
+use crate::fleet::settings;
+use crate::state::AppState;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        RouteDef::get("/devices", Access::STAFF, list_page),
+        RouteDef::post("/devices", CHANGERS, register_form),
+        RouteDef::get("/my/devices", Access::SignedIn, my_page),
+        RouteDef::get("/devices/{serial}", Access::SignedIn, device_page),
+        RouteDef::post("/devices/{serial}/state", CHANGERS, state_form),
+        RouteDef::post("/devices/{serial}/owner", Access::OPERATORS, owner_form),
+        RouteDef::post("/certificates/{cert}/revoke", Access::OPERATORS, revoke_form),
+        RouteDef::get("/settings", Access::ADMIN, settings_page),
+        RouteDef::post("/settings", Access::ADMIN, settings_form),
+    ]
+}
+
+fn is_htmx(h: &HeaderMap) -> bool {
+    h.contains_key("hx-request") && !h.contains_key("hx-boosted")
+}
+
+#[derive(Template)]
+#[template(path = "devices.html")]
+struct DevicesPage {
+    me: Option<Nav>,
+    title: &'static str,
+    base: &'static str,
+    f: FilterView,
+    rows: Vec<DeviceRow>,
+    next: Option<String>,
+    states: Vec<&'static str>,
+    can_register: bool,
+    can_register_for_others: bool,
+}
+
+#[derive(Template)]
+#[template(path = "devices_table_partial.html")]
+struct DevicesTable {
+    rows: Vec<DeviceRow>,
+    next: Option<String>,
+}
+
+#[derive(Default)]
+struct FilterView {
+    q: String,
+    state: String,
+    owner: String,
+    firmware: String,
+}
+
+fn next_link(base: &str, f: &DeviceFilter, rows: &[DeviceRow]) -> Option<String> {
+    let limit = f.limit.unwrap_or(50).clamp(1, 200);
+    if rows.len() as i64 != limit {
+        return None;
+    }
+    let last = rows.last()?.serial;
+    let mut q = vec![format!("after={last}")];
+    for (k, v) in [("q", &f.q), ("state", &f.state), ("owner", &f.owner), ("firmware", &f.firmware)] {
+        if let Some(v) = v.as_deref().filter(|s| !s.is_empty()) {
+            q.push(format!("{k}={}", crate::error::urlencode(v)));
+        }
+    }
+    if let Some(d) = f.expiring_days {
+        q.push(format!("expiring_days={d}"));
+    }
+    if let Some(b) = f.factory {
+        q.push(format!("factory={b}"));
+    }
+    Some(format!("{base}?{}", q.join("&")))
+}
+
+async fn list_common(
+    state: &AppState,
+    me: &CurrentUser,
+    headers: &HeaderMap,
+    f: DeviceFilter,
+    only_mine: bool,
+) -> Result<Response, AppError> {
+    let base = if only_mine { "/my/devices" } else { "/devices" };
+    let rows = db::search(&state.db, &f, only_mine.then_some(me.user_id)).await?;
+    let next = next_link(base, &f, &rows);
+    if is_htmx(headers) {
+        return Ok(render(&DevicesTable { rows, next })?.into_response());
+    }
+    Ok(render(&DevicesPage {
+        me: nav(me),
+        title: if only_mine { "My YubiKeys" } else { "Devices" },
+        base,
+        f: FilterView {
+            q: f.q.unwrap_or_default(),
+            state: f.state.unwrap_or_default(),
+            owner: f.owner.unwrap_or_default(),
+            firmware: f.firmware.unwrap_or_default(),
+        },
+        rows,
+        next,
+        states: DeviceState::ALL.iter().map(|s| s.as_str()).collect(),
+        can_register: me.role != Role::Auditor,
+        can_register_for_others: matches!(me.role, Role::Admin | Role::Helpdesk),
+    })?
+    .into_response())
+}
+
+async fn list_page(State(state): State<AppState>, me: CurrentUser, headers: HeaderMap, Query(f): Query<DeviceFilter>) -> Result<Response, AppError> {
+    list_common(&state, &me, &headers, f, false).await
+}
+
+async fn my_page(State(state): State<AppState>, me: CurrentUser, headers: HeaderMap, Query(f): Query<DeviceFilter>) -> Result<Response, AppError> {
+    list_common(&state, &me, &headers, f, true).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterForm {
+    serial: String,
+    #[serde(default)]
+    model: String,
+    #[serde(default)]
+    firmware: String,
+    /// Username of the owner (empty: the caller).
+    #[serde(default)]
+    owner: String,
+}
+
+async fn register_form(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<RegisterForm>,
+) -> Result<Response, AppError> {
+    let serial = parse_serial(&f.serial)?;
+    let owner_id = match f.owner.trim() {
+        "" => None,
+        name => Some(
+            crate::db::users::by_username(&state.db, &name.to_lowercase())
+                .await?
+                .ok_or_else(|| AppError::Unprocessable(format!("no user named {name}")))?
+                .id,
+        ),
+    };
+    let blank = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    service::register_device(
+        &state,
+        &me,
+        &meta,
+        service::RegisterDevice {
+            serial,
+            model: blank(&f.model),
+            firmware: blank(&f.firmware),
+            form_factor: None,
+            owner_id,
+        },
+    )
+    .await?;
+    Ok(Redirect::to(&format!("/devices/{serial}")).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "device.html")]
+struct DevicePage {
+    me: Option<Nav>,
+    d: DeviceDetails,
+    transitions: Vec<&'static str>,
+    is_operator: bool,
+    is_staff: bool,
+}
+
+async fn device_page(State(state): State<AppState>, me: CurrentUser, Path(serial): Path<String>) -> Result<Html<String>, AppError> {
+    let serial = parse_serial(&serial)?;
+    let d = device_details(&state, &me, serial).await?;
+    let from = d.device.state();
+    let transitions = DeviceState::ALL
+        .into_iter()
+        .filter(|to| from.can_transition(*to) && !(from == DeviceState::Registered && *to == DeviceState::Active))
+        .filter(|to| match me.role {
+            Role::Admin => true,
+            Role::Helpdesk => matches!(to, DeviceState::Suspended | DeviceState::Active | DeviceState::Lost),
+            Role::User => *to == DeviceState::Lost,
+            Role::Auditor => false,
+        })
+        .map(|s| s.as_str())
+        .collect();
+    render(&DevicePage {
+        me: nav(&me),
+        d,
+        transitions,
+        is_operator: matches!(me.role, Role::Admin | Role::Helpdesk),
+        is_staff: me.role != Role::User,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateForm {
+    state: String,
+    reason: String,
+}
+
+async fn state_form(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path(serial): Path<String>,
+    Form(f): Form<StateForm>,
+) -> Result<Response, AppError> {
+    let serial = parse_serial(&serial)?;
+    service::transition(&state, &me, &meta, serial, Transition { state: f.state, reason: f.reason }).await?;
+    Ok(Redirect::to(&format!("/devices/{serial}")).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OwnerForm {
+    /// Username; empty to unassign.
+    owner: String,
+}
+
+async fn owner_form(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path(serial): Path<String>,
+    Form(f): Form<OwnerForm>,
+) -> Result<Response, AppError> {
+    let serial = parse_serial(&serial)?;
+    let owner_id = match f.owner.trim() {
+        "" => None,
+        name => Some(
+            crate::db::users::by_username(&state.db, &name.to_lowercase())
+                .await?
+                .ok_or_else(|| AppError::Unprocessable(format!("no user named {name}")))?
+                .id,
+        ),
+    };
+    service::assign_owner(&state, &me, &meta, serial, AssignOwner { owner_id }).await?;
+    Ok(Redirect::to(&format!("/devices/{serial}")).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeForm {
+    reason: String,
+}
+
+async fn revoke_form(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path(cert): Path<String>,
+    Form(f): Form<RevokeForm>,
+) -> Result<Response, AppError> {
+    let id = parse_uuid(&cert, "certificate id")?;
+    let c = service::revoke_certificate(&state, &me, &meta, id, RevokeRequest { reason: f.reason }).await?;
+    Ok(Redirect::to(&format!("/devices/{}", c.device_serial)).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    me: Option<Nav>,
+    p: Policy,
+    policy_json: String,
+    saved: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedQuery {
+    #[serde(default)]
+    saved: Option<String>,
+}
+
+async fn settings_page(State(state): State<AppState>, me: CurrentUser, Query(q): Query<SavedQuery>) -> Result<Html<String>, AppError> {
+    let p = settings::policy(&state.db).await?;
+    let policy_json = serde_json::to_string_pretty(&p).map_err(|e| AppError::Internal(e.into()))?;
+    render(&SettingsPage {
+        me: nav(&me),
+        p,
+        policy_json,
+        saved: q.saved.is_some(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsForm {
+    pin_min_length: usize,
+    pin_max_length: usize,
+    management_key_algorithm: String,
+    certificate_lifetime_days: u32,
+    expiry_warning_days: u32,
+    #[serde(default)]
+    owners_may_unblock_pin: Option<String>,
+}
+
+async fn settings_form(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<SettingsForm>,
+) -> Result<Response, AppError> {
+    let mut p = settings::policy(&state.db).await?;
+    p.pin_min_length = f.pin_min_length;
+    p.pin_max_length = f.pin_max_length;
+    p.management_key_algorithm = match f.management_key_algorithm.as_str() {
+        "aes192" => ManagementKeyAlgorithm::Aes192,
+        "aes256" => ManagementKeyAlgorithm::Aes256,
+        other => return Err(AppError::Unprocessable(format!("management key algorithm {other:?} is not allowed"))),
+    };
+    p.certificate_lifetime_days = f.certificate_lifetime_days;
+    p.expiry_warning_days = f.expiry_warning_days;
+    p.owners_may_unblock_pin = f.owners_may_unblock_pin.is_some();
+    settings::save(&state.db, &me, &meta, p).await?;
+    Ok(Redirect::to("/settings?saved=1").into_response())
+}
+
+/// Display helpers used by the templates.
+pub fn mgmt_alg(p: &Policy) -> &'static str {
+    match p.management_key_algorithm {
+        ManagementKeyAlgorithm::Aes256 => "aes256",
+        ManagementKeyAlgorithm::Aes192 => "aes192",
+        ManagementKeyAlgorithm::Aes128 => "aes128",
+        ManagementKeyAlgorithm::TripleDes => "3des",
+    }
+}
