@@ -2,8 +2,9 @@
 //!
 //! There is one pcscd per machine and vpcd gives it two readers, so at most
 //! two virtual keys exist at once and tests that use them run one at a time
-//! (the `pcsc` test group in `.config/nextest.toml`). Each key gets its own
-//! state file; the process is killed when the value is dropped.
+//! (the `pcsc` test group in `.config/nextest.toml`; across processes, a
+//! file lock held while a key lives). Each key gets its own state file; the
+//! process is killed when the value is dropped.
 
 use std::ffi::CString;
 use std::path::{Path, PathBuf};
@@ -30,6 +31,57 @@ pub const DEFAULT_MGM_KEY: [u8; 24] = [
 pub fn lock() -> std::sync::MutexGuard<'static, ()> {
     static CARD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     CARD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The two vpcd readers belong to one test at a time across every process on
+/// the machine (several `cargo test`/nextest runs, other checkouts): a key
+/// holds an exclusive `flock` on a well-known file while it lives. Keys of one
+/// process share it; the kernel drops it when the process dies.
+struct MachineLock {
+    keys: usize,
+    _file: nix::fcntl::Flock<std::fs::File>,
+}
+
+static MACHINE_LOCK: std::sync::Mutex<Option<MachineLock>> = std::sync::Mutex::new(None);
+
+struct ReadersGuard;
+
+impl ReadersGuard {
+    fn acquire() -> Result<Self> {
+        let mut held = MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        match held.as_mut() {
+            Some(lock) => lock.keys += 1,
+            None => {
+                let path = std::env::temp_dir().join("kleidia-vpcd-readers.lock");
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .with_context(|| format!("open {}", path.display()))?;
+                let flock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+                    .map_err(|(_, e)| e)
+                    .with_context(|| format!("lock {}", path.display()))?;
+                *held = Some(MachineLock {
+                    keys: 1,
+                    _file: flock,
+                });
+            }
+        }
+        Ok(Self)
+    }
+}
+
+impl Drop for ReadersGuard {
+    fn drop(&mut self) {
+        let mut held = MACHINE_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lock) = held.as_mut() {
+            lock.keys -= 1;
+            if lock.keys == 0 {
+                *held = None;
+            }
+        }
+    }
 }
 
 /// Whether pcscd currently sees a card in `reader`.
@@ -71,6 +123,8 @@ pub struct VirtualYubiKey {
     pub attestation_root: PathBuf,
     log: PathBuf,
     proc: ChildGuard,
+    // Declared after `proc`: the process is gone before the readers are released.
+    _readers: ReadersGuard,
 }
 
 impl VirtualYubiKey {
@@ -79,6 +133,7 @@ impl VirtualYubiKey {
     /// shared by every key plugged from it.
     pub fn plug(dir: &Path, serial: u32, firmware: &str, reader: u8) -> Result<Self> {
         let name = READERS[usize::from(reader)];
+        let readers = ReadersGuard::acquire()?;
         // A key from the previous test may still be on its way out.
         wait_card(name, false, Duration::from_secs(10)).with_context(|| {
             format!("{name} is occupied: is another kleidia-virtual-yubikey running?")
@@ -95,6 +150,7 @@ impl VirtualYubiKey {
             attestation_root,
             log,
             proc,
+            _readers: readers,
         };
         key.wait_plugged()?;
         Ok(key)
