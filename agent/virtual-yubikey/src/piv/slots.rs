@@ -143,10 +143,12 @@ impl<R: RngCore + CryptoRng> Card<R> {
         let Ok(items) = tlv::parse_all(&cmd.data) else {
             return Response::status(sw::INCORRECT_DATA);
         };
-        let key = if let Some(bits) = alg::rsa_bits(cmd.p1) {
+        let key = if alg::rsa_bits(cmd.p1).is_some() {
+            // The key is rebuilt from p and q (e = 65537, as the card requires);
+            // its size must be the one the command names.
             match (tlv::find(&items, 0x01), tlv::find(&items, 0x02)) {
                 (Some(p), Some(q)) => match PrivateKey::from_rsa_crt(p, q) {
-                    Ok(k) if k.algorithm() == cmd.p1 && bits > 0 => k,
+                    Ok(k) if k.algorithm() == cmd.p1 => k,
                     _ => return Response::status(sw::INCORRECT_DATA),
                 },
                 _ => return Response::status(sw::INCORRECT_DATA),
