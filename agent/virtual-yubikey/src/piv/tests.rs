@@ -445,7 +445,7 @@ fn generated_keys_sign_with_the_pin_and_their_metadata_shows_policies() {
 }
 
 #[test]
-fn rsa_4096_is_only_offered_by_5_7() {
+fn rsa_3072_and_4096_are_only_offered_by_5_7() {
     let mut c = card("5.4.3");
     assert_eq!(
         authenticate(&mut c, mgm_alg::TDES, &DEFAULT_MGM_KEY),
@@ -453,6 +453,19 @@ fn rsa_4096_is_only_offered_by_5_7() {
     );
     let gen = [0xAC, 0x03, 0x80, 0x01, alg::RSA4096];
     assert_eq!(send(&mut c, 0, ins::GENERATE, 0, 0x9A, &gen).1, 0x6A80);
+    let mut c = card("5.7.1");
+    assert_eq!(
+        authenticate(&mut c, mgm_alg::AES192, &DEFAULT_MGM_KEY),
+        0x9000
+    );
+    let gen = [0xAC, 0x03, 0x80, 0x01, alg::RSA3072];
+    let (resp, sw) = send(&mut c, 0, ins::GENERATE, 0, 0x9A, &gen);
+    assert_eq!(sw, 0x9000);
+    let (outer, _) = tlv::parse(&resp).unwrap();
+    let items = tlv::parse_all(outer.value).unwrap();
+    assert_eq!(tlv::find(&items, 0x81).unwrap().len(), 384);
+    assert_eq!(tlv::find(&items, 0x82), Some(&[1, 0, 1][..]));
+    assert_eq!(meta(&metadata(&mut c, 0x9A), 0x01), vec![alg::RSA3072]);
 }
 
 #[test]
