@@ -128,48 +128,106 @@ fn other_err(e: yubikey::Error) -> CardError {
     map_err(e, Ctx::Other)
 }
 
-/// Every allowed YubiKey: (reader name, opened key).
-fn open_all(policy: ReaderPolicy) -> Result<Vec<(String, YubiKey)>, CardError> {
+/// Opened keys by reader name; whether a reader with a card failed with a
+/// PC/SC error; whether a reader reported no card.
+type Scan = (Vec<(String, YubiKey)>, bool, bool);
+
+/// Every allowed YubiKey: (reader name, opened key), and whether some reader
+/// holding a card could not be read just now (e.g. it was reset a moment ago
+/// by the previous session, or another process holds a transaction).
+fn open_all_once(policy: ReaderPolicy) -> Result<Scan, CardError> {
     let mut ctx = yubikey::reader::Context::open().map_err(other_err)?;
     let readers = match ctx.iter() {
         Ok(r) => r,
         Err(yubikey::Error::PcscError {
             inner: Some(pcsc::Error::NoReadersAvailable),
-        }) => return Ok(Vec::new()),
+        }) => return Ok((Vec::new(), false, false)),
         Err(e) => return Err(other_err(e)),
     };
     let mut out = Vec::new();
+    let (mut transient, mut empty) = (false, false);
     for reader in readers {
         let name = reader.name().into_owned();
         if !policy.allows(&name) {
             continue;
         }
         // Empty readers and non-PIV cards fail to open; they are simply not YubiKeys.
-        if let Ok(yk) = reader.open() {
-            out.push((name, yk));
+        match reader.open() {
+            Ok(yk) => out.push((name, yk)),
+            Err(e) => {
+                tracing::debug!(reader = %name, error = %e, "reader not opened");
+                match e {
+                    yubikey::Error::PcscError {
+                        inner: Some(pcsc::Error::NoSmartcard),
+                    } => empty = true,
+                    yubikey::Error::PcscError { .. } => transient = true,
+                    _ => {}
+                }
+            }
         }
     }
-    Ok(out)
+    Ok((out, transient, empty))
+}
+
+/// Tries after a transient PC/SC failure, and the pause before each retry.
+const OPEN_RETRIES: u32 = 8;
+const OPEN_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(150);
+
+/// Like [`open_all_once`], retrying for a moment while `done` is not yet
+/// satisfied and a reader answered with a PC/SC error. With `empty_too`, a
+/// reader reporting no card counts as such an answer too: vsmartcard's vpcd
+/// reports its card absent for a moment after a reset.
+fn open_all_until(
+    policy: ReaderPolicy,
+    empty_too: bool,
+    done: impl Fn(&[(String, YubiKey)]) -> bool,
+) -> Result<Vec<(String, YubiKey)>, CardError> {
+    let mut attempt = 0;
+    loop {
+        let (all, transient, empty) = open_all_once(policy)?;
+        let retry = transient || (empty_too && empty);
+        if done(&all) || !retry || attempt >= OPEN_RETRIES {
+            return Ok(all);
+        }
+        all.into_iter().for_each(|(_, yk)| release(yk));
+        attempt += 1;
+        std::thread::sleep(OPEN_RETRY_PAUSE);
+    }
+}
+
+/// Disconnect without resetting the card. Only for sessions in which nothing
+/// was authenticated; a session that verified a PIN or the management key is
+/// dropped instead, which resets the card so no other program inherits it.
+fn release(yk: YubiKey) {
+    let _ = yk.disconnect(pcsc::Disposition::LeaveCard);
 }
 
 /// Open the YubiKey with `serial` among the allowed readers.
 pub fn open(serial: u32, policy: ReaderPolicy) -> Result<(String, YubiKey), CardError> {
-    let all = open_all(policy)?;
+    let all = open_all_until(policy, true, |all| {
+        all.iter().any(|(_, yk)| yk.serial().0 == serial)
+    })?;
     if all.is_empty() {
         return Err(CardError::NoYubiKey);
     }
-    all.into_iter()
-        .find(|(_, yk)| yk.serial().0 == serial)
-        .ok_or(CardError::NotFound(serial))
+    let mut found = None;
+    for (reader, yk) in all {
+        if yk.serial().0 == serial && found.is_none() {
+            found = Some((reader, yk));
+        } else {
+            release(yk);
+        }
+    }
+    found.ok_or(CardError::NotFound(serial))
 }
 
 pub fn discover(policy: ReaderPolicy) -> Result<Vec<DiscoveredYubiKey>, CardError> {
-    let all = open_all(policy)?;
+    let all = open_all_until(policy, false, |_| false)?;
     let mut out = Vec::new();
     for (reader, yk) in all {
         let serial = yk.serial().0;
         let firmware = yk.version().to_string();
-        drop(yk);
+        release(yk);
         out.push(DiscoveredYubiKey {
             serial,
             firmware,
@@ -369,6 +427,7 @@ pub fn check_defaults(
     let (_, mut yk) = open(serial, policy)?;
     let supported = has_metadata(&yk);
     let c = credentials(&mut yk)?;
+    release(yk);
     Ok((supported, c.defaults))
 }
 
@@ -420,9 +479,11 @@ pub fn info(serial: u32, policy: ReaderPolicy) -> Result<PivInfo, CardError> {
             certificate,
         });
     }
+    let firmware = yk.version().to_string();
+    release(yk);
     Ok(PivInfo {
         serial,
-        firmware: yk.version().to_string(),
+        firmware,
         reader,
         pin_retries: creds.pin_retries,
         puk_retries: creds.puk_retries,
@@ -564,7 +625,9 @@ pub fn attest(serial: u32, policy: ReaderPolicy, slot: PivSlot) -> Result<Vec<St
     if has_metadata(&yk) {
         slot_public_key(&mut yk, slot)?;
     }
-    attestation_chain(&mut yk, slot_id(slot))
+    let chain = attestation_chain(&mut yk, slot_id(slot))?;
+    release(yk);
+    Ok(chain)
 }
 
 pub struct CsrRequest<'a> {
@@ -624,6 +687,10 @@ pub fn generate_csr(
     }
     let (_, mut yk) = open(serial, policy)?;
     authenticate(&mut yk, req.management_key)?;
+    // A wrong PIN must fail before the slot's current key is replaced.
+    if let Some(pin) = req.pin {
+        yk.verify_pin(pin).map_err(pin_err)?;
+    }
     let alg = match req.algorithm {
         KeyAlgorithm::Rsa2048 => AlgorithmId::Rsa2048,
         KeyAlgorithm::Rsa3072 => AlgorithmId::Rsa3072,
@@ -740,12 +807,6 @@ pub fn reset(serial: u32, policy: ReaderPolicy) -> Result<(), CardError> {
         yubikey::Error::GenericError => CardError::ResetRefused,
         e => other_err(e),
     })
-}
-
-/// PIN retries left, for tests and the page (an empty VERIFY: never counts as an attempt).
-pub fn pin_retries(serial: u32, policy: ReaderPolicy) -> Result<u8, CardError> {
-    let (_, mut yk) = open(serial, policy)?;
-    yk.get_pin_retries().map_err(pin_err)
 }
 
 #[cfg(test)]

@@ -6,9 +6,11 @@
 //! exports `DATABASE_URL`, `BAO_ADDR` and `BAO_TOKEN`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod agent;
 pub mod app;
 pub mod bao;
 pub mod card;
+pub mod client;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

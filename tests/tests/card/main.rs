@@ -3,4 +3,5 @@
 //! tests run one at a time (the `card` test group in `.config/nextest.toml`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod agent;
 mod virtual_yubikey;
