@@ -5,3 +5,6 @@
 mod license;
 mod fleet;
 mod wiring;
+mod identity;
+mod sessions;
+mod audit_log;

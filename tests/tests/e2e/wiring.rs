@@ -97,7 +97,8 @@ async fn the_first_page_renders_with_security_headers() {
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
     let body = r.text().await.unwrap();
-    assert!(body.contains("<title>Home · Kleidia</title>"), "{body}");
+    // Anonymous visitors of `/` land on the sign-in page (redirect followed).
+    assert!(body.contains("<title>Sign in · Kleidia</title>"), "{body}");
     assert!(body.contains("/static/htmx.min.js"));
     assert!(!body.contains("<script>"), "no inline script");
 
