@@ -86,13 +86,24 @@ impl AppError {
 
 impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                tracing::error!(error = %e, "database unavailable");
-                AppError::Unavailable("the database is unavailable; try again shortly".into())
-            }
-            e => AppError::Internal(e.into()),
+        if db_unavailable(&e) {
+            tracing::error!(error = %e, "database unavailable");
+            return AppError::Unavailable("the database is unavailable; nothing was changed, try again shortly".into());
         }
+        AppError::Internal(e.into())
+    }
+}
+
+/// PostgreSQL is down or refusing connections (as opposed to a bad query):
+/// connection, pool and I/O failures, and the SQLSTATE classes 08 (connection
+/// exception), 53 (insufficient resources) and 57P (shutdown, cannot connect now).
+fn db_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d
+            .code()
+            .is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")),
+        _ => false,
     }
 }
 

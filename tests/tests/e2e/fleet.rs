@@ -386,6 +386,13 @@ async fn an_attested_csr_is_signed_with_names_from_kleidia_and_a_revoked_certifi
     assert_eq!(d["certificates"][0]["slot"], "9a");
     assert_eq!(d["certificates"][0]["status"], "issued");
     assert_eq!(d["operations"][0]["state"], "succeeded");
+    // The device page shows it to the staff too.
+    let b = kleidia_tests::client::Browser::new(&f.app.base_url);
+    b.login("admin", ADMIN_PASSWORD).await;
+    let (s, _, html) = b.get_text(&format!("/devices/{serial}")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(html.contains(cert["serial_number"].as_str().unwrap()), "{html}");
+    assert!(html.contains("Carol Example"), "{html}");
     // One certificate per key generation.
     let (s, _) = carol
         .api
@@ -737,4 +744,37 @@ async fn staff_list_and_filter_the_fleet_with_keyset_pages_and_users_see_only_th
     let (s, _, html) = b.get_text("/devices?state=suspended").await;
     assert_eq!(s, StatusCode::OK);
     assert!(html.contains("/devices/1004") && !html.contains("/devices/1001\""), "{html}");
+}
+
+#[tokio::test]
+async fn postgresql_refusing_connections_gives_503_and_writes_nothing_to_the_escrow() {
+    let f = Fleet::start().await;
+    let mia = f.person("mia", "user", "Mia").await;
+    let serial = random_serial();
+    mia.register(serial).await;
+    let pool = f.db.pool().await.unwrap();
+    let mut own = pool.acquire().await.unwrap();
+    // The app's connections are cut and no new one is accepted.
+    sqlx::query(&format!("ALTER DATABASE {} CONNECTION LIMIT 0", f.db.name))
+        .execute(&mut *own)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+        .bind(&f.db.name)
+        .execute(&mut *own)
+        .await
+        .unwrap();
+    let (s, v) = mia.authorize(serial, json!({"operation": "set_pin"})).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("database"), "{v}");
+    let r = reqwest::get(f.app.url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(f.escrow_latest(serial).await, 0, "nothing may reach OpenBao");
+
+    sqlx::query(&format!("ALTER DATABASE {} CONNECTION LIMIT -1", f.db.name))
+        .execute(&mut *own)
+        .await
+        .unwrap();
+    let (s, v) = mia.authorize(serial, json!({"operation": "set_pin"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
 }
