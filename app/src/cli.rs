@@ -13,7 +13,11 @@ use crate::vault::Bao;
 use crate::{db, telemetry};
 
 #[derive(Debug, Parser)]
-#[command(name = "kleidia", version, about = "Kleidia: self-hosted YubiKey fleet management")]
+#[command(
+    name = "kleidia",
+    version,
+    about = "Kleidia: self-hosted YubiKey fleet management"
+)]
 pub struct Cli {
     /// TOML configuration file (defaults, then this file, then KLEIDIA_* variables).
     #[arg(long, global = true, env = "KLEIDIA_CONFIG")]
@@ -71,7 +75,11 @@ pub enum UserCommand {
         #[arg(long)]
         email: Option<String>,
         /// Read the password from the first line of standard input.
-        #[arg(long, conflicts_with = "generate_password", required_unless_present = "generate_password")]
+        #[arg(
+            long,
+            conflicts_with = "generate_password",
+            required_unless_present = "generate_password"
+        )]
         password_stdin: bool,
         /// Generate a one-time password, print it once; it must be changed at first sign-in.
         #[arg(long)]
@@ -112,7 +120,17 @@ pub async fn run(cli: Cli) -> ExitCode {
                     password_stdin: _,
                     generate_password,
                 },
-        } => user_create(config, username, role, display_name, email, generate_password).await,
+        } => {
+            user_create(
+                config,
+                username,
+                role,
+                display_name,
+                email,
+                generate_password,
+            )
+            .await
+        }
         Command::Audit {
             command: AuditCommand::Verify,
         } => match audit_verify(config).await {
@@ -157,7 +175,11 @@ async fn applied_count(pool: &sqlx::PgPool) -> i64 {
         .unwrap_or(0)
 }
 
-async fn bootstrap(mut config: Config, addr: Option<url::Url>, token_file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn bootstrap(
+    mut config: Config,
+    addr: Option<url::Url>,
+    token_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     if let Some(a) = addr {
         config.openbao.addr = a;
     }
@@ -174,9 +196,15 @@ async fn bootstrap(mut config: Config, addr: Option<url::Url>, token_file: Optio
         std::env::var("BAO_TOKEN").ok().map(SecretString::from)
     };
     let Some(token) = token else {
-        anyhow::bail!("no OpenBao token: set openbao.token_file, KLEIDIA_OPENBAO_TOKEN or BAO_TOKEN");
+        anyhow::bail!(
+            "no OpenBao token: set openbao.token_file, KLEIDIA_OPENBAO_TOKEN or BAO_TOKEN"
+        );
     };
-    let bao = Bao::new(config.openbao.addr.clone(), Some(token), config.openbao_timeout())?;
+    let bao = Bao::new(
+        config.openbao.addr.clone(),
+        Some(token),
+        config.openbao_timeout(),
+    )?;
     println!("bootstrap: OpenBao at {}", config.openbao.addr);
     let report = Bootstrap {
         bao: &bao,
@@ -203,7 +231,8 @@ async fn user_create(
 
     let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.public_message());
     let username = users::validate_username(&username).map_err(err)?;
-    let display_name = users::validate_display_name(display_name.as_deref().unwrap_or(&username)).map_err(err)?;
+    let display_name =
+        users::validate_display_name(display_name.as_deref().unwrap_or(&username)).map_err(err)?;
     let email = users::validate_email(email.as_deref()).map_err(err)?;
     let password = if generate {
         generate_password()
@@ -216,7 +245,9 @@ async fn user_create(
     };
     let hash = {
         let pw = password.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(&pw)).await?.map_err(err)?
+        tokio::task::spawn_blocking(move || hash_blocking(&pw))
+            .await?
+            .map_err(err)?
     };
     let pool = db::connect(&config.database).await?;
     db::migrate(&pool).await?;
@@ -243,7 +274,10 @@ async fn user_create(
     )
     .await?;
     tx.commit().await?;
-    eprintln!("created user {} ({}) with id {}", row.username, row.role, row.id);
+    eprintln!(
+        "created user {} ({}) with id {}",
+        row.username, row.role, row.id
+    );
     if generate {
         eprintln!("one-time password (shown once; it must be changed at the first sign-in):");
         println!("{password}");

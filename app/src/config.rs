@@ -49,6 +49,23 @@ pub struct Config {
     pub auth: AuthConfig,
     pub throttle: ThrottleConfig,
     pub attestation: AttestationConfig,
+    pub agent: AgentConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Where the page finds the workstation agent (the CSP allows it in
+    /// `connect-src`). Loopback only: the agent never listens elsewhere.
+    pub url: url::Url,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            url: default_url("http://127.0.0.1:56123"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -153,12 +170,27 @@ impl Default for OpenBaoConfig {
 pub struct LicenseConfig {
     /// Base URL of the license service.
     pub url: url::Url,
+    /// Bearer token the license service expects (its own `api_token`;
+    /// `KLEIDIA_LICENSE_API_TOKEN` is deliberately the same variable).
+    pub api_token: Option<SecretString>,
+    /// Read the token from this file instead (wins over `api_token`).
+    pub api_token_file: Option<PathBuf>,
+    /// How long a license status is reused before the service is asked
+    /// again (also how long the TRIAL fallback lasts once the service is
+    /// unreachable). 0 asks on every check.
+    pub cache_secs: u64,
+    /// Per-request timeout towards the license service.
+    pub timeout_secs: u64,
 }
 
 impl Default for LicenseConfig {
     fn default() -> Self {
         Self {
             url: default_url("http://127.0.0.1:8090"),
+            api_token: None,
+            api_token_file: None,
+            cache_secs: 30,
+            timeout_secs: 3,
         }
     }
 }
@@ -299,7 +331,11 @@ impl Config {
         }
         // KLEIDIA_DATABASE_URL → database.url: the first `_` separates the section.
         let env = env
-            .filter(|k| !NON_CONFIG_ENV.iter().any(|n| k.as_str().eq_ignore_ascii_case(n)))
+            .filter(|k| {
+                !NON_CONFIG_ENV
+                    .iter()
+                    .any(|n| k.as_str().eq_ignore_ascii_case(n))
+            })
             .map(|k| k.as_str().replacen('_', ".", 1).into());
         fig = fig.merge(env);
         let mut cfg: Config = fig.extract()?;
@@ -315,6 +351,9 @@ impl Config {
         if let Some(p) = &self.openbao.token_file {
             self.openbao.token = Some(read_secret_file("openbao.token_file", p)?);
         }
+        if let Some(p) = &self.license.api_token_file {
+            self.license.api_token = Some(read_secret_file("license.api_token_file", p)?);
+        }
         Ok(())
     }
 
@@ -327,6 +366,14 @@ impl Config {
                 )))
             }
         }
+        match self.agent.url.host_str() {
+            Some("127.0.0.1" | "localhost" | "[::1]") if self.agent.url.scheme() == "http" => {}
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "agent.url must be http://127.0.0.1:PORT, http://localhost:PORT or http://[::1]:PORT".into(),
+                ))
+            }
+        }
         if self.database.max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "database.max_connections must be at least 1".into(),
@@ -334,7 +381,8 @@ impl Config {
         }
         if self.session.idle_timeout_secs == 0 || self.session.absolute_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
-                "session.idle_timeout_secs and session.absolute_timeout_secs must be at least 1".into(),
+                "session.idle_timeout_secs and session.absolute_timeout_secs must be at least 1"
+                    .into(),
             ));
         }
         if self.auth.jwt_ttl_secs == 0 || self.auth.jwt_audience.is_empty() {
@@ -342,8 +390,14 @@ impl Config {
                 "auth.jwt_ttl_secs must be at least 1 and auth.jwt_audience not empty".into(),
             ));
         }
+        match self.license.url.scheme() {
+            "http" | "https" => {}
+            s => return Err(ConfigError::Invalid(format!("license.url must be http or https, not {s}"))),
+        }
         if self.auth.hash_concurrency == 0 {
-            return Err(ConfigError::Invalid("auth.hash_concurrency must be at least 1".into()));
+            return Err(ConfigError::Invalid(
+                "auth.hash_concurrency must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -374,6 +428,10 @@ impl Config {
 
     pub fn openbao_timeout(&self) -> Duration {
         Duration::from_secs(self.openbao.timeout_secs.max(1))
+    }
+
+    pub fn license_timeout(&self) -> Duration {
+        Duration::from_secs(self.license.timeout_secs.max(1))
     }
 }
 
@@ -409,7 +467,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.toml");
         std::fs::write(&p, "[server]\nbindd = \"127.0.0.1:1\"\n").unwrap();
-        let err = Config::load_from(Some(&p), env_none()).unwrap_err().to_string();
+        let err = Config::load_from(Some(&p), env_none())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bindd"), "{err}");
     }
 
@@ -418,7 +478,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.toml");
         std::fs::write(&p, "[servr]\nbind = \"127.0.0.1:1\"\n").unwrap();
-        let err = Config::load_from(Some(&p), env_none()).unwrap_err().to_string();
+        let err = Config::load_from(Some(&p), env_none())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("servr"), "{err}");
     }
 
@@ -480,6 +542,32 @@ mod tests {
     }
 
     #[test]
+    fn license_keys_come_from_the_environment_and_the_token_file_and_never_print() {
+        let dir = tempfile::tempdir().unwrap();
+        let tok = dir.path().join("license-token");
+        std::fs::write(&tok, "license-api-token-from-file\n").unwrap();
+        let p = dir.path().join("k.toml");
+        std::fs::write(&p, "[license]\nurl = \"http://127.0.0.1:9090\"\ncache_secs = 0\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KLEIDIA_LICENSE_API_TOKEN_FILE", tok.display());
+            jail.set_env("KLEIDIA_LICENSE_TIMEOUT_SECS", "7");
+            let cfg = Config::load(Some(&p)).map_err(|e| e.to_string())?;
+            assert_eq!(cfg.license.url.as_str(), "http://127.0.0.1:9090/");
+            assert_eq!(cfg.license.cache_secs, 0);
+            assert_eq!(cfg.license.timeout_secs, 7);
+            assert_eq!(
+                cfg.license.api_token.as_ref().unwrap().expose_secret(),
+                "license-api-token-from-file"
+            );
+            assert!(!format!("{cfg:?}").contains("license-api-token"));
+            Ok(())
+        });
+        let defaults = Config::load_from(None, env_none()).unwrap();
+        assert_eq!(defaults.license.cache_secs, 30);
+        assert!(defaults.license.api_token.is_none());
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error() {
         let err = Config::load_from(Some(Path::new("/nonexistent/k.toml")), env_none())
             .unwrap_err()
@@ -492,7 +580,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("k.toml");
         std::fs::write(&p, "[server]\npublic_url = \"ftp://x\"\n").unwrap();
-        let err = Config::load_from(Some(&p), env_none()).unwrap_err().to_string();
+        let err = Config::load_from(Some(&p), env_none())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("public_url"), "{err}");
     }
 }

@@ -88,7 +88,9 @@ impl From<sqlx::Error> for AppError {
     fn from(e: sqlx::Error) -> Self {
         if db_unavailable(&e) {
             tracing::error!(error = %e, "database unavailable");
-            return AppError::Unavailable("the database is unavailable; nothing was changed, try again shortly".into());
+            return AppError::Unavailable(
+                "the database is unavailable; nothing was changed, try again shortly".into(),
+            );
         }
         AppError::Internal(e.into())
     }
@@ -99,7 +101,11 @@ impl From<sqlx::Error> for AppError {
 /// exception), 53 (insufficient resources) and 57P (shutdown, cannot connect now).
 fn db_unavailable(e: &sqlx::Error) -> bool {
     match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::Io(_)
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(d) => d
             .code()
             .is_some_and(|c| c.starts_with("08") || c.starts_with("53") || c.starts_with("57P")),
@@ -111,7 +117,9 @@ impl From<BaoError> for AppError {
     fn from(e: BaoError) -> Self {
         if e.is_unavailable() {
             tracing::error!(error = %e, "OpenBao unavailable");
-            AppError::Unavailable("the secret store (OpenBao) is unavailable; nothing was changed".into())
+            AppError::Unavailable(
+                "the secret store (OpenBao) is unavailable; nothing was changed".into(),
+            )
         } else {
             AppError::Internal(e.into())
         }
@@ -217,7 +225,8 @@ pub async fn negotiate(req: Request, next: Next) -> Response {
     if is_htmx {
         if status == StatusCode::UNAUTHORIZED {
             let mut r = StatusCode::UNAUTHORIZED.into_response();
-            r.headers_mut().insert("hx-redirect", HeaderValue::from_static("/login"));
+            r.headers_mut()
+                .insert("hx-redirect", HeaderValue::from_static("/login"));
             return r;
         }
         if status.is_server_error() {
@@ -230,8 +239,10 @@ pub async fn negotiate(req: Request, next: Next) -> Response {
                 }
                 .render(),
             );
-            r.headers_mut().insert("hx-retarget", HeaderValue::from_static("#main"));
-            r.headers_mut().insert("hx-reswap", HeaderValue::from_static("innerHTML"));
+            r.headers_mut()
+                .insert("hx-retarget", HeaderValue::from_static("#main"));
+            r.headers_mut()
+                .insert("hx-reswap", HeaderValue::from_static("innerHTML"));
             return r;
         }
         let mut r = html(
@@ -242,8 +253,10 @@ pub async fn negotiate(req: Request, next: Next) -> Response {
             }
             .render(),
         );
-        r.headers_mut().insert("hx-retarget", HeaderValue::from_static("#toasts"));
-        r.headers_mut().insert("hx-reswap", HeaderValue::from_static("beforeend"));
+        r.headers_mut()
+            .insert("hx-retarget", HeaderValue::from_static("#toasts"));
+        r.headers_mut()
+            .insert("hx-reswap", HeaderValue::from_static("beforeend"));
         return r;
     }
     if status == StatusCode::UNAUTHORIZED {

@@ -21,7 +21,15 @@ pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
 /// `kleidia user create` with the password on stdin; returns stdout.
 pub fn cli_create_user(db_url: &str, username: &str, role: &str, password: &str) -> Result<String> {
     let mut child = kleidia_command()
-        .args(["user", "create", "--username", username, "--role", role, "--password-stdin"])
+        .args([
+            "user",
+            "create",
+            "--username",
+            username,
+            "--role",
+            role,
+            "--password-stdin",
+        ])
         .env("KLEIDIA_DATABASE_URL", db_url)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -34,7 +42,10 @@ pub fn cli_create_user(db_url: &str, username: &str, role: &str, password: &str)
         .write_all(format!("{password}\n").as_bytes())?;
     let out = child.wait_with_output()?;
     if !out.status.success() {
-        bail!("user create failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "user create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -80,13 +91,21 @@ impl Env {
     /// An admin API client, signed in.
     pub async fn admin_api(&self) -> Api {
         let mut a = self.api();
-        a.login("admin", ADMIN_PASSWORD).await.expect("admin API login");
+        a.login("admin", ADMIN_PASSWORD)
+            .await
+            .expect("admin API login");
         a
     }
 
     /// Create a user through the API as admin and give them `password`
     /// (the account is then ready, without a forced password change).
-    pub async fn create_user(&self, username: &str, role: &str, display_name: &str, password: &str) -> Value {
+    pub async fn create_user(
+        &self,
+        username: &str,
+        role: &str,
+        display_name: &str,
+        password: &str,
+    ) -> Value {
         let admin = self.admin_api().await;
         let (s, v) = admin
             .post_json(
@@ -102,7 +121,11 @@ impl Env {
         let r = b
             .post_form(
                 "/account/password",
-                &[("current", password), ("new", &format!("{password}-2")), ("confirm", &format!("{password}-2"))],
+                &[
+                    ("current", password),
+                    ("new", &format!("{password}-2")),
+                    ("confirm", &format!("{password}-2")),
+                ],
             )
             .await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
@@ -210,7 +233,10 @@ impl Api {
 
     pub async fn login(&mut self, username: &str, password: &str) -> Result<Value> {
         let (s, v) = self
-            .post_json("/api/auth/login", &json!({"username": username, "password": password}))
+            .post_json(
+                "/api/auth/login",
+                &json!({"username": username, "password": password}),
+            )
             .await;
         if s != StatusCode::OK {
             bail!("login {username}: {s} {v}");
@@ -232,7 +258,10 @@ impl Api {
         let resp = r.send().await.expect("request");
         let s = resp.status();
         let text = resp.text().await.unwrap_or_default();
-        (s, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            s,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (StatusCode, Value) {
@@ -255,7 +284,11 @@ impl Api {
 /// HMAC-SHA-256/512 over `data` (for forging tokens in tests).
 pub fn hmac(alg: &str, key: &[u8], data: &[u8]) -> Vec<u8> {
     fn run<D: sha2::Digest + Clone>(block: usize, key: &[u8], data: &[u8]) -> Vec<u8> {
-        let mut k = if key.len() > block { D::digest(key).to_vec() } else { key.to_vec() };
+        let mut k = if key.len() > block {
+            D::digest(key).to_vec()
+        } else {
+            key.to_vec()
+        };
         k.resize(block, 0);
         let ipad: Vec<u8> = k.iter().map(|b| b ^ 0x36).collect();
         let opad: Vec<u8> = k.iter().map(|b| b ^ 0x5c).collect();
@@ -277,7 +310,11 @@ fn b64url(data: &[u8]) -> String {
     const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let mut out = String::new();
     for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
         let n = ((b[0] as u32) << 16) | ((b[1] as u32) << 8) | b[2] as u32;
         for i in 0..=chunk.len() {
             out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);

@@ -172,11 +172,19 @@ impl ChainRow {
         let items = [
             Value::from(self.id),
             Value::from(time),
-            self.actor_id.map(|u| Value::from(u.to_string())).unwrap_or(Value::Null),
+            self.actor_id
+                .map(|u| Value::from(u.to_string()))
+                .unwrap_or(Value::Null),
             Value::from(self.actor_name.clone()),
             Value::from(self.action.clone()),
-            self.target_type.clone().map(Value::from).unwrap_or(Value::Null),
-            self.target_id.clone().map(Value::from).unwrap_or(Value::Null),
+            self.target_type
+                .clone()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
+            self.target_id
+                .clone()
+                .map(Value::from)
+                .unwrap_or(Value::Null),
             self.details.clone(),
             self.ip.clone().map(Value::from).unwrap_or(Value::Null),
         ];
@@ -292,9 +300,10 @@ pub async fn verify(db: &PgPool) -> Result<VerifyReport, sqlx::Error> {
             prev_hash = row.hash;
         }
     }
-    let head: Option<(i64, Vec<u8>)> = sqlx::query_as("SELECT last_id, last_hash FROM audit_head WHERE singleton")
-        .fetch_optional(db)
-        .await?;
+    let head: Option<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT last_id, last_hash FROM audit_head WHERE singleton")
+            .fetch_optional(db)
+            .await?;
     if let Some((last_id, last_hash)) = head {
         if last_id > prev_id {
             report.problems.push(Problem::Missing {
@@ -317,7 +326,10 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {
         let mut out = String::new();
-        canonical_json(&json!({"b": 1, "a": {"d": [1, {"z": 1, "y": "é"}], "c": null}}), &mut out);
+        canonical_json(
+            &json!({"b": 1, "a": {"d": [1, {"z": 1, "y": "é"}], "c": null}}),
+            &mut out,
+        );
         assert_eq!(out, r#"{"a":{"c":null,"d":[1,{"y":"é","z":1}]},"b":1}"#);
     }
 

@@ -49,11 +49,16 @@ fn parse_time(field: &str, s: &Option<String>) -> Result<Option<OffsetDateTime>,
         return Ok(Some(t));
     }
     let local = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]");
-    let with_secs = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+    let with_secs =
+        time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
     time::PrimitiveDateTime::parse(s, &local)
         .or_else(|_| time::PrimitiveDateTime::parse(s, &with_secs))
         .map(|t| Some(t.assume_utc()))
-        .map_err(|_| AppError::Unprocessable(format!("{field}: expected a time like 2026-11-28T13:00:00Z")))
+        .map_err(|_| {
+            AppError::Unprocessable(format!(
+                "{field}: expected a time like 2026-11-28T13:00:00Z"
+            ))
+        })
 }
 
 impl AuditParams {
@@ -121,7 +126,10 @@ fn non_empty(s: &Option<String>) -> Option<&str> {
 }
 
 /// The SQL for a page, without running it (tests EXPLAIN it).
-pub async fn build<'a>(db: &PgPool, f: &'a AuditFilter) -> Result<Option<QueryBuilder<'a, Postgres>>, sqlx::Error> {
+pub async fn build<'a>(
+    db: &PgPool,
+    f: &'a AuditFilter,
+) -> Result<Option<QueryBuilder<'a, Postgres>>, sqlx::Error> {
     let limit = f.limit.unwrap_or(DEFAULT_LIMIT).clamp(1, MAX_LIMIT);
     let lo: Option<i64> = match f.from {
         Some(from) => {
@@ -162,7 +170,10 @@ pub async fn build<'a>(db: &PgPool, f: &'a AuditFilter) -> Result<Option<QueryBu
     }
     if let Some(a) = non_empty(&f.action) {
         if let Some(prefix) = a.strip_suffix('*') {
-            let escaped = prefix.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_");
+            let escaped = prefix
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
             q.push(" AND action LIKE ").push_bind(format!("{escaped}%"));
         } else {
             q.push(" AND action = ").push_bind(a.to_string());
@@ -202,5 +213,8 @@ pub async fn page(db: &PgPool, f: &AuditFilter) -> Result<AuditPage, sqlx::Error
     } else {
         None
     };
-    Ok(AuditPage { entries, next_before })
+    Ok(AuditPage {
+        entries,
+        next_before,
+    })
 }

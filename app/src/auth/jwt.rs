@@ -81,7 +81,12 @@ impl JwtKeys {
     }
 
     /// A token for `user` on session `sid`, valid from `now` for the TTL.
-    pub fn issue(&self, user: Uuid, sid: Uuid, now: OffsetDateTime) -> Result<(String, OffsetDateTime), jsonwebtoken::errors::Error> {
+    pub fn issue(
+        &self,
+        user: Uuid,
+        sid: Uuid,
+        now: OffsetDateTime,
+    ) -> Result<(String, OffsetDateTime), jsonwebtoken::errors::Error> {
         let exp = now + self.ttl;
         let claims = Claims {
             iss: self.issuer.clone(),
@@ -135,10 +140,20 @@ mod tests {
     use super::*;
 
     fn keys() -> JwtKeys {
-        JwtKeys::new(&[7u8; 32], "http://k.example".into(), "kleidia-api".into(), Duration::from_secs(600))
+        JwtKeys::new(
+            &[7u8; 32],
+            "http://k.example".into(),
+            "kleidia-api".into(),
+            Duration::from_secs(600),
+        )
     }
 
-    fn forge(header: serde_json::Value, claims: serde_json::Value, key: &[u8], alg: Algorithm) -> String {
+    fn forge(
+        header: serde_json::Value,
+        claims: serde_json::Value,
+        key: &[u8],
+        alg: Algorithm,
+    ) -> String {
         let mut h = Header::new(alg);
         if let Some(t) = header.get("typ") {
             h.typ = t.as_str().map(String::from);
@@ -168,23 +183,41 @@ mod tests {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let ok = forge(json!({}), claims(now), &[7u8; 32], Algorithm::HS256);
         assert!(k.verify(&ok).is_ok(), "the control token must pass");
-        assert!(k.verify(&forge(json!({}), claims(now), &[7u8; 32], Algorithm::HS512)).is_err());
+        assert!(k
+            .verify(&forge(json!({}), claims(now), &[7u8; 32], Algorithm::HS512))
+            .is_err());
         let mut c = claims(now);
         c["aud"] = json!("someone-else");
-        assert!(k.verify(&forge(json!({}), c, &[7u8; 32], Algorithm::HS256)).is_err());
+        assert!(k
+            .verify(&forge(json!({}), c, &[7u8; 32], Algorithm::HS256))
+            .is_err());
         let mut c = claims(now);
         c["iss"] = json!("http://evil.example");
-        assert!(k.verify(&forge(json!({}), c, &[7u8; 32], Algorithm::HS256)).is_err());
+        assert!(k
+            .verify(&forge(json!({}), c, &[7u8; 32], Algorithm::HS256))
+            .is_err());
         let mut c = claims(now - 7200);
         c["exp"] = json!(now - 3600);
-        assert!(k.verify(&forge(json!({}), c, &[7u8; 32], Algorithm::HS256)).is_err());
+        assert!(k
+            .verify(&forge(json!({}), c, &[7u8; 32], Algorithm::HS256))
+            .is_err());
         let mut c = claims(now);
         c.as_object_mut().unwrap().remove("iat");
-        assert!(k.verify(&forge(json!({}), c, &[7u8; 32], Algorithm::HS256)).is_err());
-        assert!(k.verify(&forge(json!({}), claims(now), &[8u8; 32], Algorithm::HS256)).is_err());
+        assert!(k
+            .verify(&forge(json!({}), c, &[7u8; 32], Algorithm::HS256))
+            .is_err());
+        assert!(k
+            .verify(&forge(json!({}), claims(now), &[8u8; 32], Algorithm::HS256))
+            .is_err());
         // alg: none, unsigned.
-        let b64 = |v: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-        let none = format!("{}.{}.", b64(json!({"alg": "none", "typ": "JWT"})), b64(claims(now)));
+        let b64 = |v: serde_json::Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+        };
+        let none = format!(
+            "{}.{}.",
+            b64(json!({"alg": "none", "typ": "JWT"})),
+            b64(claims(now))
+        );
         assert!(k.verify(&none).is_err());
     }
 }

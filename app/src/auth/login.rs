@@ -51,7 +51,10 @@ pub struct LoggedIn {
 
 /// The throttling key of a username as typed (bounded, lower-case).
 fn account_key(username: &str) -> String {
-    users::normalize_username(username).chars().take(64).collect()
+    users::normalize_username(username)
+        .chars()
+        .take(64)
+        .collect()
 }
 
 /// Check the credentials and, when they are right, create a session row of
@@ -67,7 +70,11 @@ pub async fn login(
     let client = meta.ip.clone().unwrap_or_else(|| "unknown".into());
     let cfg = &state.config;
 
-    let locked = throttle::locked_until(&state.db, &[(Scope::Account, &name), (Scope::Client, &client)]).await?;
+    let locked = throttle::locked_until(
+        &state.db,
+        &[(Scope::Account, &name), (Scope::Client, &client)],
+    )
+    .await?;
     if let Some(until) = locked {
         audit::record_alone(
             &state.db,

@@ -141,7 +141,10 @@ impl CurrentUser {
 impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         resolve(parts, state).await?.ok_or(AppError::Unauthorized)
     }
 }
@@ -152,7 +155,10 @@ pub struct MaybeUser(pub Option<CurrentUser>);
 impl FromRequestParts<AppState> for MaybeUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         Ok(MaybeUser(resolve(parts, state).await?))
     }
 }
@@ -194,7 +200,14 @@ pub async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Option<Curre
     }) else {
         return Ok(None);
     };
-    sessions::touch(&state.db, &state.config.session, user.session_id, user.via, last_seen).await?;
+    sessions::touch(
+        &state.db,
+        &state.config.session,
+        user.session_id,
+        user.via,
+        last_seen,
+    )
+    .await?;
     parts.extensions.insert(user.clone());
     Ok(Some(user))
 }
@@ -237,7 +250,10 @@ mod tests {
     fn roles_round_trip_through_their_names() {
         for r in Role::ALL {
             assert_eq!(Role::parse(r.as_str()), Some(r));
-            assert_eq!(serde_json::to_value(r).ok(), Some(serde_json::json!(r.as_str())));
+            assert_eq!(
+                serde_json::to_value(r).ok(),
+                Some(serde_json::json!(r.as_str()))
+            );
         }
         assert_eq!(Role::parse("Admin"), None);
         assert_eq!(Role::parse("root"), None);

@@ -106,7 +106,11 @@ impl Passwords {
 
     /// Check `password` against `phc`, or against the dummy hash when there
     /// is no account (the answer is then always "no").
-    pub async fn verify(&self, password: &SecretString, phc: Option<&str>) -> Result<Verified, AppError> {
+    pub async fn verify(
+        &self,
+        password: &SecretString,
+        phc: Option<&str>,
+    ) -> Result<Verified, AppError> {
         let _permit = self
             .permits
             .acquire()
@@ -117,9 +121,10 @@ impl Passwords {
         let stale = phc.is_some_and(needs_rehash);
         let phc = phc.unwrap_or(&self.dummy).to_string();
         let dummy = self.dummy.clone();
-        let ok = tokio::task::spawn_blocking(move || verify_blocking(pw.expose_secret(), &phc, &dummy))
-            .await
-            .map_err(|e| AppError::Internal(e.into()))?;
+        let ok =
+            tokio::task::spawn_blocking(move || verify_blocking(pw.expose_secret(), &phc, &dummy))
+                .await
+                .map_err(|e| AppError::Internal(e.into()))?;
         let ok = ok && known;
         Ok(Verified {
             ok,
@@ -169,7 +174,13 @@ mod tests {
         let pw = SecretString::from("correct horse battery staple");
         let h = p.hash(&pw).await.unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{h}");
-        assert_eq!(p.verify(&pw, Some(&h)).await.unwrap(), Verified { ok: true, needs_rehash: false });
+        assert_eq!(
+            p.verify(&pw, Some(&h)).await.unwrap(),
+            Verified {
+                ok: true,
+                needs_rehash: false
+            }
+        );
         let wrong = SecretString::from("correct horse battery stapler");
         assert!(!p.verify(&wrong, Some(&h)).await.unwrap().ok);
         // No account: the dummy hash is checked and the answer is no, even for
@@ -180,12 +191,28 @@ mod tests {
 
     #[tokio::test]
     async fn a_hash_with_older_parameters_verifies_and_asks_for_a_rehash() {
-        let old = Argon2::new(Algorithm::Argon2id, Version::V0x13, Params::new(8192, 1, 1, None).unwrap());
+        let old = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8192, 1, 1, None).unwrap(),
+        );
         let salt = SaltString::generate(&mut OsRng);
-        let h = old.hash_password(b"an old password here", &salt).unwrap().to_string();
+        let h = old
+            .hash_password(b"an old password here", &salt)
+            .unwrap()
+            .to_string();
         let p = Passwords::new(1).await.unwrap();
-        let v = p.verify(&SecretString::from("an old password here"), Some(&h)).await.unwrap();
-        assert_eq!(v, Verified { ok: true, needs_rehash: true });
+        let v = p
+            .verify(&SecretString::from("an old password here"), Some(&h))
+            .await
+            .unwrap();
+        assert_eq!(
+            v,
+            Verified {
+                ok: true,
+                needs_rehash: true
+            }
+        );
         assert!(!needs_rehash(&hash_blocking("x").unwrap()));
     }
 

@@ -64,9 +64,15 @@ impl SessionStore for PgSessionStore {
             .await;
             match res {
                 Ok(r) if r.rows_affected() == 1 => return Ok(()),
-                Ok(_) => return Err(Error::Backend("the session row is gone or already bound".into())),
+                Ok(_) => {
+                    return Err(Error::Backend(
+                        "the session row is gone or already bound".into(),
+                    ))
+                }
                 // A 128-bit collision: draw another id.
-                Err(sqlx::Error::Database(e)) if e.constraint() == Some("user_sessions_token_hash_key") => {
+                Err(sqlx::Error::Database(e))
+                    if e.constraint() == Some("user_sessions_token_hash_key") =>
+                {
                     record.id = Id::default();
                 }
                 Err(e) => return Err(backend(e)),

@@ -46,12 +46,18 @@ pub fn lock_for(cfg: &ThrottleConfig, scope: Scope, failures: u32) -> Option<std
         return None;
     }
     let doublings = (failures - free.max(1)).min(20);
-    let secs = cfg.base_delay_secs.saturating_mul(1u64 << doublings).min(cfg.max_delay_secs);
+    let secs = cfg
+        .base_delay_secs
+        .saturating_mul(1u64 << doublings)
+        .min(cfg.max_delay_secs);
     Some(std::time::Duration::from_secs(secs.max(1)))
 }
 
 /// The latest lock among these keys that is still running.
-pub async fn locked_until(db: &PgPool, keys: &[(Scope, &str)]) -> Result<Option<OffsetDateTime>, sqlx::Error> {
+pub async fn locked_until(
+    db: &PgPool,
+    keys: &[(Scope, &str)],
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
     let mut latest: Option<OffsetDateTime> = None;
     for (scope, key) in keys {
         let until: Option<OffsetDateTime> = sqlx::query_scalar(
@@ -108,13 +114,15 @@ pub async fn record_failure(
 }
 
 pub async fn clear(conn: &mut PgConnection, scope: Scope, key: &str) -> Result<bool, sqlx::Error> {
-    Ok(sqlx::query("DELETE FROM login_throttle WHERE scope = $1 AND key = $2")
-        .bind(scope.as_str())
-        .bind(key)
-        .execute(conn)
-        .await?
-        .rows_affected()
-        > 0)
+    Ok(
+        sqlx::query("DELETE FROM login_throttle WHERE scope = $1 AND key = $2")
+            .bind(scope.as_str())
+            .bind(key)
+            .execute(conn)
+            .await?
+            .rows_affected()
+            > 0,
+    )
 }
 
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]

@@ -59,7 +59,8 @@ impl UserRow {
     }
 }
 
-const COLUMNS: &str = "id, username, display_name, email, role, password_hash, must_change_password, \
+const COLUMNS: &str =
+    "id, username, display_name, email, role, password_hash, must_change_password, \
                        disabled, created_at, updated_at, last_login_at";
 
 /// Usernames are compared lower-case; what people type is trimmed.
@@ -72,10 +73,12 @@ pub fn validate_username(s: &str) -> Result<String, AppError> {
     let u = normalize_username(s);
     let ok = !u.is_empty()
         && u.len() <= 64
-        && u.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && u
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '@' | '-'));
+        && u.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && u.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '@' | '-')
+        });
     if ok {
         Ok(u)
     } else {
@@ -101,17 +104,23 @@ pub fn validate_email(s: Option<&str>) -> Result<Option<String>, AppError> {
         Some(e) => {
             let valid = e.len() <= 254
                 && !e.chars().any(|c| c.is_whitespace() || c.is_control())
-                && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'));
+                && e.split_once('@')
+                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'));
             if valid {
                 Ok(Some(e.to_string()))
             } else {
-                Err(AppError::Unprocessable("that is not an email address".into()))
+                Err(AppError::Unprocessable(
+                    "that is not an email address".into(),
+                ))
             }
         }
     }
 }
 
-pub async fn by_username(db: impl PgExecutor<'_>, username: &str) -> Result<Option<UserRow>, sqlx::Error> {
+pub async fn by_username(
+    db: impl PgExecutor<'_>,
+    username: &str,
+) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as::<_, UserRow>(&format!("SELECT {COLUMNS} FROM users WHERE username = $1"))
         .bind(normalize_username(username))
         .fetch_optional(db)
@@ -126,11 +135,16 @@ pub async fn by_id(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>,
 }
 
 /// For updates: the row, locked until the transaction ends.
-pub async fn by_id_for_update(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<UserRow>, sqlx::Error> {
-    sqlx::query_as::<_, UserRow>(&format!("SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+pub async fn by_id_for_update(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<UserRow>, sqlx::Error> {
+    sqlx::query_as::<_, UserRow>(&format!(
+        "SELECT {COLUMNS} FROM users WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 pub struct NewUser {
@@ -183,7 +197,11 @@ pub async fn update_profile(
     Ok(())
 }
 
-pub async fn set_disabled(db: impl PgExecutor<'_>, id: Uuid, disabled: bool) -> Result<(), sqlx::Error> {
+pub async fn set_disabled(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    disabled: bool,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE users SET disabled = $2, updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(disabled)
@@ -226,11 +244,21 @@ pub const PAGE_SIZE: i64 = 50;
 
 /// A page of users ordered by username, after `after` (keyset), matching `q`
 /// in username, display name or email.
-pub async fn search(db: &PgPool, q: Option<&str>, after: Option<&str>, limit: i64) -> Result<Vec<UserRow>, sqlx::Error> {
-    let pattern = q
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| format!("%{}%", s.to_lowercase().replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")));
+pub async fn search(
+    db: &PgPool,
+    q: Option<&str>,
+    after: Option<&str>,
+    limit: i64,
+) -> Result<Vec<UserRow>, sqlx::Error> {
+    let pattern = q.map(str::trim).filter(|s| !s.is_empty()).map(|s| {
+        format!(
+            "%{}%",
+            s.to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        )
+    });
     sqlx::query_as::<_, UserRow>(&format!(
         "SELECT {COLUMNS} FROM users \
          WHERE ($1::text IS NULL OR username LIKE $1 OR lower(display_name) LIKE $1 OR lower(coalesce(email, '')) LIKE $1) \

@@ -16,21 +16,35 @@ pub async fn read(bao: &Bao, mount: &str, path: &str) -> Result<Option<Value>, B
 /// Write `data` only if the secret does not exist yet (check-and-set 0).
 /// Returns the secret as stored afterwards: ours, or the one a concurrent
 /// replica wrote first, so every replica ends up with the same value.
-pub async fn get_or_create(bao: &Bao, mount: &str, path: &str, data: Value) -> Result<Value, BaoError> {
+pub async fn get_or_create(
+    bao: &Bao,
+    mount: &str,
+    path: &str,
+    data: Value,
+) -> Result<Value, BaoError> {
     if let Some(v) = read(bao, mount, path).await? {
         return Ok(v);
     }
     let res = bao
-        .write(&format!("{mount}/data/{path}"), &json!({"options": {"cas": 0}, "data": data}))
+        .write(
+            &format!("{mount}/data/{path}"),
+            &json!({"options": {"cas": 0}, "data": data}),
+        )
         .await;
     match res {
         Ok(_) => {}
         // Someone else created it between our read and write.
-        Err(BaoError::Api { status: 400, ref message, .. }) if message.contains("check-and-set") => {}
+        Err(BaoError::Api {
+            status: 400,
+            ref message,
+            ..
+        }) if message.contains("check-and-set") => {}
         Err(e) => return Err(e),
     }
-    read(bao, mount, path).await?.ok_or_else(|| BaoError::Unexpected {
-        path: format!("{mount}/data/{path}"),
-        message: "secret missing right after it was written".into(),
-    })
+    read(bao, mount, path)
+        .await?
+        .ok_or_else(|| BaoError::Unexpected {
+            path: format!("{mount}/data/{path}"),
+            message: "secret missing right after it was written".into(),
+        })
 }

@@ -64,7 +64,10 @@ async fn audit_page(
     })
 }
 
-async fn api_audit(State(state): State<AppState>, Query(params): Query<AuditParams>) -> Result<Json<AuditPage>, AppError> {
+async fn api_audit(
+    State(state): State<AppState>,
+    Query(params): Query<AuditParams>,
+) -> Result<Json<AuditPage>, AppError> {
     let filter = params.to_filter()?;
     Ok(Json(query::page(&state.db, &filter).await?))
 }

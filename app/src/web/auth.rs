@@ -50,7 +50,12 @@ struct LoginPage {
 /// Only local paths: never an open redirect to another site.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') && !n.starts_with("/login") => {
+        Some(n)
+            if n.starts_with('/')
+                && !n.starts_with("//")
+                && !n.contains('\\')
+                && !n.starts_with("/login") =>
+        {
             n.to_string()
         }
         _ => "/".into(),
@@ -63,7 +68,10 @@ struct NextParam {
     next: Option<String>,
 }
 
-async fn login_page(MaybeUser(me): MaybeUser, Query(q): Query<NextParam>) -> Result<Response, AppError> {
+async fn login_page(
+    MaybeUser(me): MaybeUser,
+    Query(q): Query<NextParam>,
+) -> Result<Response, AppError> {
     if me.is_some() {
         return Ok(Redirect::to("/").into_response());
     }
@@ -91,7 +99,15 @@ async fn login_form(
     Form(f): Form<LoginForm>,
 ) -> Result<Response, AppError> {
     let next = safe_next(f.next.as_deref());
-    match login(&state, &f.username, &f.password, SessionKind::Browser, &meta).await {
+    match login(
+        &state,
+        &f.username,
+        &f.password,
+        SessionKind::Browser,
+        &meta,
+    )
+    .await
+    {
         Ok(done) => {
             // A fresh session id at sign-in: whatever cookie the browser
             // carried before (planted or stale) is deleted and useless now.
@@ -133,7 +149,11 @@ async fn login_form(
 }
 
 /// End the session this request runs on, with its audit row.
-async fn end_session(state: &AppState, me: &CurrentUser, meta: &ClientMeta) -> Result<(), AppError> {
+async fn end_session(
+    state: &AppState,
+    me: &CurrentUser,
+    meta: &ClientMeta,
+) -> Result<(), AppError> {
     let mut tx = state.db.begin().await?;
     sessions::delete(&mut *tx, me.session_id).await?;
     audit::record(
@@ -185,7 +205,14 @@ async fn api_login(
     meta: ClientMeta,
     Json(body): Json<ApiLogin>,
 ) -> Result<Json<ApiToken>, AppError> {
-    let done = login(&state, &body.username, &body.password, SessionKind::Api, &meta).await?;
+    let done = login(
+        &state,
+        &body.username,
+        &body.password,
+        SessionKind::Api,
+        &meta,
+    )
+    .await?;
     let (token, expires_at) = state
         .jwt
         .issue(done.user.id, done.session_id, OffsetDateTime::now_utc())
@@ -278,7 +305,12 @@ async fn password_form(
     let user = users::by_id(&state.db, me.user_id)
         .await?
         .ok_or(AppError::Unauthorized)?;
-    if !state.passwords.verify(&f.current, Some(&user.password_hash)).await?.ok {
+    if !state
+        .passwords
+        .verify(&f.current, Some(&user.password_hash))
+        .await?
+        .ok
+    {
         return fail("The current password is wrong.".into());
     }
     if f.new.expose_secret() != f.confirm.expose_secret() {

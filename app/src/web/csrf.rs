@@ -45,7 +45,11 @@ pub async fn protect(State(config): State<Arc<Config>>, req: Request, next: Next
     if let Some(site) = h.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or("");
         if site != "same-origin" && site != "none" {
-            return refuse(req.method(), req.uri().path(), &format!("Sec-Fetch-Site: {site}"));
+            return refuse(
+                req.method(),
+                req.uri().path(),
+                &format!("Sec-Fetch-Site: {site}"),
+            );
         }
     }
     if let Some(origin) = h.get(ORIGIN) {

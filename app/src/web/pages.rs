@@ -74,9 +74,13 @@ fn blurb(role: Role) -> &'static str {
     }
 }
 
-pub async fn index(State(state): State<AppState>, me: CurrentUser) -> Result<Html<String>, AppError> {
+pub async fn index(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> Result<Html<String>, AppError> {
     let db = &state.db;
-    let count = |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(db).await };
+    let count =
+        |sql: &'static str| async move { sqlx::query_scalar::<_, i64>(sql).fetch_one(db).await };
     let users = if me.role.reads_all_users() {
         count("SELECT count(*) FROM users").await?
     } else {

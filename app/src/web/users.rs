@@ -46,7 +46,11 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::post("/api/users/{id}/enable", Access::ADMIN, api_enable),
         RouteDef::post("/api/users/{id}/reset-password", Access::ADMIN, api_reset),
         RouteDef::get("/api/lockouts", Access::ADMIN, api_lockouts),
-        RouteDef::delete("/api/lockouts/{scope}/{key}", Access::ADMIN, api_clear_lockout),
+        RouteDef::delete(
+            "/api/lockouts/{scope}/{key}",
+            Access::ADMIN,
+            api_clear_lockout,
+        ),
     ]
 }
 
@@ -140,7 +144,9 @@ async fn update_user(
     input: UpdateInput,
 ) -> Result<UserRow, AppError> {
     let mut tx = state.db.begin().await?;
-    let cur = users::by_id_for_update(&mut *tx, id).await?.ok_or_else(not_found)?;
+    let cur = users::by_id_for_update(&mut *tx, id)
+        .await?
+        .ok_or_else(not_found)?;
     let display_name = match &input.display_name {
         Some(d) => users::validate_display_name(d)?,
         None => cur.display_name.clone(),
@@ -153,21 +159,33 @@ async fn update_user(
     if cur.role() == Role::Admin && role != Role::Admin && !cur.disabled {
         lock_admins(&mut tx).await?;
         if users::count_enabled_admins(&mut *tx).await? <= 1 {
-            return Err(AppError::Conflict("the last administrator cannot lose the admin role".into()));
+            return Err(AppError::Conflict(
+                "the last administrator cannot lose the admin role".into(),
+            ));
         }
     }
     users::update_profile(&mut *tx, id, &display_name, email.as_deref(), role).await?;
     let mut changes = serde_json::Map::new();
     if display_name != cur.display_name {
-        changes.insert("display_name".into(), json!({"from": cur.display_name, "to": display_name}));
+        changes.insert(
+            "display_name".into(),
+            json!({"from": cur.display_name, "to": display_name}),
+        );
     }
     if email != cur.email {
         changes.insert("email".into(), json!({"from": cur.email, "to": email}));
     }
     if role != cur.role() {
-        changes.insert("role".into(), json!({"from": cur.role, "to": role.as_str()}));
+        changes.insert(
+            "role".into(),
+            json!({"from": cur.role, "to": role.as_str()}),
+        );
     }
-    let action = if role != cur.role() { "user.role_change" } else { "user.update" };
+    let action = if role != cur.role() {
+        "user.role_change"
+    } else {
+        "user.update"
+    };
     audit::record(
         &mut tx,
         AuditEvent::new(action)
@@ -197,14 +215,20 @@ async fn set_disabled(
     disabled: bool,
 ) -> Result<UserRow, AppError> {
     let mut tx = state.db.begin().await?;
-    let cur = users::by_id_for_update(&mut *tx, id).await?.ok_or_else(not_found)?;
+    let cur = users::by_id_for_update(&mut *tx, id)
+        .await?
+        .ok_or_else(not_found)?;
     if disabled && id == me.user_id {
-        return Err(AppError::Conflict("you cannot disable your own account".into()));
+        return Err(AppError::Conflict(
+            "you cannot disable your own account".into(),
+        ));
     }
     if disabled && cur.role() == Role::Admin && !cur.disabled {
         lock_admins(&mut tx).await?;
         if users::count_enabled_admins(&mut *tx).await? <= 1 {
-            return Err(AppError::Conflict("the last administrator cannot be disabled".into()));
+            return Err(AppError::Conflict(
+                "the last administrator cannot be disabled".into(),
+            ));
         }
     }
     users::set_disabled(&mut *tx, id, disabled).await?;
@@ -216,11 +240,15 @@ async fn set_disabled(
     };
     audit::record(
         &mut tx,
-        AuditEvent::new(if disabled { "user.disable" } else { "user.enable" })
-            .actor(me)
-            .target("user", id)
-            .details(json!({"username": cur.username, "sessions_ended": ended}))
-            .from_client(meta),
+        AuditEvent::new(if disabled {
+            "user.disable"
+        } else {
+            "user.enable"
+        })
+        .actor(me)
+        .target("user", id)
+        .details(json!({"username": cur.username, "sessions_ended": ended}))
+        .from_client(meta),
     )
     .await?;
     tx.commit().await?;
@@ -228,11 +256,21 @@ async fn set_disabled(
 }
 
 /// A new one-time password; every session of the account ends.
-async fn reset_password(state: &AppState, me: &CurrentUser, meta: &ClientMeta, id: Uuid) -> Result<(UserRow, String), AppError> {
+async fn reset_password(
+    state: &AppState,
+    me: &CurrentUser,
+    meta: &ClientMeta,
+    id: Uuid,
+) -> Result<(UserRow, String), AppError> {
     let pw = generate_password();
-    let hash = state.passwords.hash(&SecretString::from(pw.clone())).await?;
+    let hash = state
+        .passwords
+        .hash(&SecretString::from(pw.clone()))
+        .await?;
     let mut tx = state.db.begin().await?;
-    let cur = users::by_id_for_update(&mut *tx, id).await?.ok_or_else(not_found)?;
+    let cur = users::by_id_for_update(&mut *tx, id)
+        .await?
+        .ok_or_else(not_found)?;
     users::set_password(&mut *tx, id, &hash, true).await?;
     let ended = sessions::delete_for_user(&mut *tx, id).await?;
     audit::record(
@@ -248,7 +286,13 @@ async fn reset_password(state: &AppState, me: &CurrentUser, meta: &ClientMeta, i
     Ok((cur, pw))
 }
 
-async fn clear_lockout(state: &AppState, me: &CurrentUser, meta: &ClientMeta, scope: &str, key: &str) -> Result<(), AppError> {
+async fn clear_lockout(
+    state: &AppState,
+    me: &CurrentUser,
+    meta: &ClientMeta,
+    scope: &str,
+    key: &str,
+) -> Result<(), AppError> {
     let scope = Scope::parse(scope).ok_or_else(|| AppError::NotFound("no such lockout".into()))?;
     let mut tx = state.db.begin().await?;
     if !throttle::clear(&mut tx, scope, key).await? {
@@ -293,8 +337,17 @@ struct UsersTable {
     next_after: Option<String>,
 }
 
-async fn list_users(state: &AppState, p: &ListParams) -> Result<(Vec<UserView>, Option<String>), AppError> {
-    let mut rows = users::search(&state.db, p.q.as_deref(), p.after.as_deref(), users::PAGE_SIZE + 1).await?;
+async fn list_users(
+    state: &AppState,
+    p: &ListParams,
+) -> Result<(Vec<UserView>, Option<String>), AppError> {
+    let mut rows = users::search(
+        &state.db,
+        p.q.as_deref(),
+        p.after.as_deref(),
+        users::PAGE_SIZE + 1,
+    )
+    .await?;
     let next = if rows.len() as i64 > users::PAGE_SIZE {
         rows.truncate(users::PAGE_SIZE as usize);
         rows.last().map(|u| u.username.clone())
@@ -526,9 +579,15 @@ struct LockoutsPage {
     lockouts: Vec<Lockout>,
 }
 
-async fn lockouts_page(State(state): State<AppState>, me: CurrentUser) -> Result<Html<String>, AppError> {
+async fn lockouts_page(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> Result<Html<String>, AppError> {
     let lockouts = throttle::list(&state.db, &state.config.throttle).await?;
-    render(&LockoutsPage { me: nav(&me), lockouts })
+    render(&LockoutsPage {
+        me: nav(&me),
+        lockouts,
+    })
 }
 
 #[derive(Deserialize)]
@@ -556,7 +615,10 @@ struct UserList {
     next_after: Option<String>,
 }
 
-async fn api_list(State(state): State<AppState>, Query(p): Query<ListParams>) -> Result<Json<UserList>, AppError> {
+async fn api_list(
+    State(state): State<AppState>,
+    Query(p): Query<ListParams>,
+) -> Result<Json<UserList>, AppError> {
     let (list, next_after) = list_users(&state, &p).await?;
     Ok(Json(UserList {
         users: list,
@@ -612,7 +674,11 @@ async fn api_create(
     ))
 }
 
-async fn api_get(State(state): State<AppState>, me: CurrentUser, Path(id): Path<String>) -> Result<Json<UserView>, AppError> {
+async fn api_get(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<UserView>, AppError> {
     let id = parse_id(&id)?;
     Ok(Json(visible_user(&state, &me, id).await?.view()))
 }
@@ -631,7 +697,9 @@ struct ApiUpdate {
 
 mod double_option {
     use serde::{Deserialize, Deserializer};
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<String>>, D::Error> {
         Ok(Some(Option::<String>::deserialize(d)?))
     }
 }
@@ -666,7 +734,9 @@ async fn api_disable(
     Path(id): Path<String>,
 ) -> Result<Json<UserView>, AppError> {
     let id = parse_id(&id)?;
-    Ok(Json(set_disabled(&state, &me, &meta, id, true).await?.view()))
+    Ok(Json(
+        set_disabled(&state, &me, &meta, id, true).await?.view(),
+    ))
 }
 
 async fn api_enable(
@@ -676,7 +746,9 @@ async fn api_enable(
     Path(id): Path<String>,
 ) -> Result<Json<UserView>, AppError> {
     let id = parse_id(&id)?;
-    Ok(Json(set_disabled(&state, &me, &meta, id, false).await?.view()))
+    Ok(Json(
+        set_disabled(&state, &me, &meta, id, false).await?.view(),
+    ))
 }
 
 #[derive(Serialize)]
@@ -700,7 +772,9 @@ async fn api_reset(
 }
 
 async fn api_lockouts(State(state): State<AppState>) -> Result<Json<Vec<Lockout>>, AppError> {
-    Ok(Json(throttle::list(&state.db, &state.config.throttle).await?))
+    Ok(Json(
+        throttle::list(&state.db, &state.config.throttle).await?,
+    ))
 }
 
 async fn api_clear_lockout(

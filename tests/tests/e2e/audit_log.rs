@@ -14,7 +14,11 @@ fn verify(db_url: &str) -> (bool, String) {
         .unwrap();
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -28,17 +32,26 @@ async fn audit_verify_names_exactly_the_altered_and_the_deleted_row() {
     }
     let (s, _) = env
         .api()
-        .post_json("/api/auth/login", &json!({"username": "admin", "password": "wrong"}))
+        .post_json(
+            "/api/auth/login",
+            &json!({"username": "admin", "password": "wrong"}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = api
-        .post_json("/api/users", &json!({"username": "bob", "display_name": "Bob", "role": "user"}))
+        .post_json(
+            "/api/users",
+            &json!({"username": "bob", "display_name": "Bob", "role": "user"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED);
     api.post_json("/api/auth/logout", &json!({})).await;
 
     let pool = env.db.pool().await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log").fetch_one(&pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert!(rows >= 7, "{rows}");
     let (ok, out) = verify(&env.db.url);
     assert!(ok, "{out}");
@@ -53,18 +66,32 @@ async fn audit_verify_names_exactly_the_altered_and_the_deleted_row() {
 
     // Someone with the owner's rights tampers anyway: alters row 3, deletes row 5.
     let mut conn = pool.acquire().await.unwrap();
-    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update").execute(&mut *conn).await.unwrap();
+    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     sqlx::query("UPDATE audit_log SET details = '{\"via\": \"nothing to see\"}' WHERE id = 3")
         .execute(&mut *conn)
         .await
         .unwrap();
-    sqlx::query("DELETE FROM audit_log WHERE id = 5").execute(&mut *conn).await.unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE id = 5")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     drop(conn);
 
     let (ok, out) = verify(&env.db.url);
     assert!(!ok, "{out}");
-    let problems: Vec<&str> = out.lines().filter(|l| l.starts_with("  ")).map(str::trim).collect();
-    assert_eq!(problems, vec!["row 3 was altered", "row 5 was deleted"], "{out}");
+    let problems: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .map(str::trim)
+        .collect();
+    assert_eq!(
+        problems,
+        vec!["row 3 was altered", "row 5 was deleted"],
+        "{out}"
+    );
 }
 
 #[tokio::test]
@@ -74,10 +101,20 @@ async fn deleting_the_newest_rows_is_noticed_through_the_chain_head() {
     api.login("admin", ADMIN_PASSWORD).await.unwrap();
     api.login("admin", ADMIN_PASSWORD).await.unwrap();
     let pool = env.db.pool().await.unwrap();
-    let last: i64 = sqlx::query_scalar("SELECT max(id) FROM audit_log").fetch_one(&pool).await.unwrap();
+    let last: i64 = sqlx::query_scalar("SELECT max(id) FROM audit_log")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     let mut conn = pool.acquire().await.unwrap();
-    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update").execute(&mut *conn).await.unwrap();
-    sqlx::query("DELETE FROM audit_log WHERE id = $1").bind(last).execute(&mut *conn).await.unwrap();
+    sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM audit_log WHERE id = $1")
+        .bind(last)
+        .execute(&mut *conn)
+        .await
+        .unwrap();
     drop(conn);
     let (ok, out) = verify(&env.db.url);
     assert!(!ok, "{out}");
@@ -93,7 +130,10 @@ async fn the_audit_api_filters_and_pages_without_gaps_or_repeats() {
     }
     for _ in 0..2 {
         env.api()
-            .post_json("/api/auth/login", &json!({"username": "admin", "password": "nope"}))
+            .post_json(
+                "/api/auth/login",
+                &json!({"username": "admin", "password": "nope"}),
+            )
             .await;
     }
     let mut seen = Vec::new();
@@ -115,12 +155,19 @@ async fn the_audit_api_filters_and_pages_without_gaps_or_repeats() {
         }
     }
     assert_eq!(seen.len(), 7, "{seen:?}");
-    assert!(seen.windows(2).all(|w| w[0] > w[1]), "newest first, no repeats: {seen:?}");
+    assert!(
+        seen.windows(2).all(|w| w[0] > w[1]),
+        "newest first, no repeats: {seen:?}"
+    );
     let (_, failed) = api.get("/api/audit?action=login.*&actor=admin").await;
     assert_eq!(failed["entries"].as_array().unwrap().len(), 9);
-    let (_, none) = api.get("/api/audit?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z").await;
+    let (_, none) = api
+        .get("/api/audit?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z")
+        .await;
     assert_eq!(none["entries"].as_array().unwrap().len(), 0);
-    let (_, today) = api.get("/api/audit?from=2000-01-01T00:00:00Z&action=login.failed").await;
+    let (_, today) = api
+        .get("/api/audit?from=2000-01-01T00:00:00Z&action=login.failed")
+        .await;
     assert_eq!(today["entries"].as_array().unwrap().len(), 2);
     let (s, _) = api.get("/api/audit?frm=x").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "unknown query keys are refused");

@@ -1,9 +1,9 @@
 //! People and access over HTTP against `kleidia serve`: sign-in, roles,
 //! user administration, JWTs, throttling, CSRF and page hardening.
 
+use kleidia_tests::bao::BaoClient;
 use kleidia_tests::client::{b64_decode, forge_jwt, Api, Browser, Env, ADMIN_PASSWORD};
 use kleidia_tests::shared_bao;
-use kleidia_tests::bao::BaoClient;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 
@@ -27,7 +27,12 @@ async fn an_admin_creates_a_helpdesk_and_a_plain_user_who_each_see_what_their_ro
         let r = admin
             .post_form(
                 "/users",
-                &[("username", name), ("display_name", &format!("{name} Example")), ("email", ""), ("role", role)],
+                &[
+                    ("username", name),
+                    ("display_name", &format!("{name} Example")),
+                    ("email", ""),
+                    ("role", role),
+                ],
             )
             .await;
         assert_eq!(r.status(), StatusCode::CREATED);
@@ -57,15 +62,27 @@ async fn an_admin_creates_a_helpdesk_and_a_plain_user_who_each_see_what_their_ro
         let r = b.login(name, pw).await;
         assert_eq!(r.headers()["location"], "/account/password", "{name}");
         let (s, h, _) = b.get_text("/").await;
-        assert_eq!((s, h["location"].to_str().unwrap()), (StatusCode::SEE_OTHER, "/account/password"));
+        assert_eq!(
+            (s, h["location"].to_str().unwrap()),
+            (StatusCode::SEE_OTHER, "/account/password")
+        );
         let new_pw = format!("{name}-chosen-password");
         let r = b
-            .post_form("/account/password", &[("current", pw), ("new", &new_pw), ("confirm", &new_pw)])
+            .post_form(
+                "/account/password",
+                &[("current", pw), ("new", &new_pw), ("confirm", &new_pw)],
+            )
             .await;
         assert_eq!(r.status(), StatusCode::SEE_OTHER);
         // The one-time password no longer signs in; the chosen one does.
-        assert_eq!(env.browser().login(name, pw).await.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(env.browser().login(name, &new_pw).await.status(), StatusCode::SEE_OTHER);
+        assert_eq!(
+            env.browser().login(name, pw).await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            env.browser().login(name, &new_pw).await.status(),
+            StatusCode::SEE_OTHER
+        );
         browsers.push((name, b));
     }
     for (path, codes) in expect {
@@ -76,22 +93,39 @@ async fn an_admin_creates_a_helpdesk_and_a_plain_user_who_each_see_what_their_ro
     }
     // Navigation by role.
     let (_, _, home) = browsers[2].1.get_text("/").await;
-    assert!(home.contains("My profile") && !home.contains("href=\"/users\"") && !home.contains("/audit"), "{home}");
+    assert!(
+        home.contains("My profile")
+            && !home.contains("href=\"/users\"")
+            && !home.contains("/audit"),
+        "{home}"
+    );
     let (_, _, home) = browsers[3].1.get_text("/").await;
-    assert!(home.contains("href=\"/audit\"") && !home.contains("/lockouts"), "{home}");
+    assert!(
+        home.contains("href=\"/audit\"") && !home.contains("/lockouts"),
+        "{home}"
+    );
 
     // The same through the API with a JWT.
     let mut user_api = env.api();
-    user_api.login("ulla", "ulla-chosen-password").await.unwrap();
+    user_api
+        .login("ulla", "ulla-chosen-password")
+        .await
+        .unwrap();
     assert_eq!(user_api.get("/api/auth/me").await.1["user"]["role"], "user");
     assert_eq!(user_api.get("/api/users").await.0, StatusCode::FORBIDDEN);
     let mut helpdesk_api = env.api();
-    helpdesk_api.login("helen", "helen-chosen-password").await.unwrap();
+    helpdesk_api
+        .login("helen", "helen-chosen-password")
+        .await
+        .unwrap();
     let (s, list) = helpdesk_api.get("/api/users?q=example").await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list["users"].as_array().unwrap().len(), 3, "{list}");
     let (s, _) = helpdesk_api
-        .post_json("/api/users", &json!({"username": "x", "display_name": "x", "role": "admin"}))
+        .post_json(
+            "/api/users",
+            &json!({"username": "x", "display_name": "x", "role": "admin"}),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "helpdesk cannot administer users");
 }
@@ -99,19 +133,29 @@ async fn an_admin_creates_a_helpdesk_and_a_plain_user_who_each_see_what_their_ro
 #[tokio::test]
 async fn a_cookie_from_before_sign_in_is_useless_after_it() {
     let env = Env::start(&[]).await.unwrap();
-    env.create_user("eve", "user", "Eve", "eve-password-123").await;
+    env.create_user("eve", "user", "Eve", "eve-password-123")
+        .await;
     // An attacker signs in and plants their session cookie in the victim's browser.
     let attacker = env.browser();
-    assert_eq!(attacker.login("eve", "eve-password-123-2").await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        attacker.login("eve", "eve-password-123-2").await.status(),
+        StatusCode::SEE_OTHER
+    );
     let planted = attacker.cookie_header().unwrap();
     let victim = env.browser();
     victim.set_cookie(&format!("{planted}; Path=/"));
     // A made-up session id is no better.
     let forged = env.browser();
     forged.set_cookie("kleidia_session=AAAAAAAAAAAAAAAAAAAAAA; Path=/");
-    assert_eq!(forged.get("/api/auth/me").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        forged.get("/api/auth/me").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 
-    assert_eq!(victim.login("admin", ADMIN_PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        victim.login("admin", ADMIN_PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
     let after = victim.cookie_header().unwrap();
     assert_ne!(after, planted, "the session id must change at sign-in");
     let (s, me) = {
@@ -124,21 +168,31 @@ async fn a_cookie_from_before_sign_in_is_useless_after_it() {
     // in particular not the admin's session.
     let replay = Browser::new(&env.app.base_url);
     replay.set_cookie(&format!("{planted}; Path=/"));
-    assert_eq!(replay.get("/api/auth/me").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        replay.get("/api/auth/me").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     let r = replay.get("/users").await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert!(r.headers()["location"].to_str().unwrap().starts_with("/login"));
+    assert!(r.headers()["location"]
+        .to_str()
+        .unwrap()
+        .starts_with("/login"));
 }
 
 #[tokio::test]
-async fn tokens_with_alg_none_another_algorithm_expired_wrong_audience_or_after_logout_are_refused() {
+async fn tokens_with_alg_none_another_algorithm_expired_wrong_audience_or_after_logout_are_refused()
+{
     let env = Env::start(&[]).await.unwrap();
     let mut api = env.api();
     let login = api.login("admin", ADMIN_PASSWORD).await.unwrap();
     assert_eq!(api.get("/api/auth/me").await.0, StatusCode::OK);
 
     let (addr, token) = shared_bao();
-    let secret = BaoClient::new(&addr, &token).get("secret/data/kleidia/jwt").await.unwrap();
+    let secret = BaoClient::new(&addr, &token)
+        .get("secret/data/kleidia/jwt")
+        .await
+        .unwrap();
     assert_eq!(secret["data"]["data"]["algorithm"], "HS256");
     let key = b64_decode(secret["data"]["data"]["key"].as_str().unwrap());
     assert_eq!(key.len(), 32);
@@ -151,12 +205,18 @@ async fn tokens_with_alg_none_another_algorithm_expired_wrong_audience_or_after_
     // The control: a token we forge correctly is accepted, so the refusals
     // below are about what we changed.
     let control = forge_jwt("HS256", &key, &good);
-    assert_eq!(Api::with_token(base, &control).get("/api/auth/me").await.0, StatusCode::OK);
+    assert_eq!(
+        Api::with_token(base, &control).get("/api/auth/me").await.0,
+        StatusCode::OK
+    );
 
     let mut cases: Vec<(&str, String)> = vec![
         ("alg none", forge_jwt("none", &key, &good)),
         ("HS512 with the right key", forge_jwt("HS512", &key, &good)),
-        ("wrong key", forge_jwt("HS256", b"another key, 32 bytes long......", &good)),
+        (
+            "wrong key",
+            forge_jwt("HS256", b"another key, 32 bytes long......", &good),
+        ),
     ];
     let mut c = good.clone();
     c["exp"] = json!(now() - 3600);
@@ -183,67 +243,113 @@ async fn tokens_with_alg_none_another_algorithm_expired_wrong_audience_or_after_
     let (s, _) = api.post_json("/api/auth/logout", &json!({})).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(api.get("/api/auth/me").await.0, StatusCode::UNAUTHORIZED);
-    assert_eq!(Api::with_token(base, &control).get("/api/auth/me").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        Api::with_token(base, &control).get("/api/auth/me").await.0,
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
 async fn disabling_an_account_ends_its_browser_sessions_and_tokens_at_once() {
     let env = Env::start(&[]).await.unwrap();
-    let user = env.create_user("dora", "user", "Dora", "dora-password-123").await;
+    let user = env
+        .create_user("dora", "user", "Dora", "dora-password-123")
+        .await;
     let id = user["id"].as_str().unwrap();
     let b = env.browser();
-    assert_eq!(b.login("dora", "dora-password-123-2").await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        b.login("dora", "dora-password-123-2").await.status(),
+        StatusCode::SEE_OTHER
+    );
     let mut api = env.api();
     api.login("dora", "dora-password-123-2").await.unwrap();
     assert_eq!(b.get("/api/auth/me").await.status(), StatusCode::OK);
 
     let admin = env.admin_api().await;
-    let (s, v) = admin.post_json(&format!("/api/users/{id}/disable"), &json!({})).await;
+    let (s, v) = admin
+        .post_json(&format!("/api/users/{id}/disable"), &json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["disabled"], true);
-    assert_eq!(b.get("/api/auth/me").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        b.get("/api/auth/me").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(api.get("/api/auth/me").await.0, StatusCode::UNAUTHORIZED);
     let pool = env.db.pool().await.unwrap();
-    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM user_sessions WHERE user_id = $1::uuid")
-        .bind(id)
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM user_sessions WHERE user_id = $1::uuid")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(left, 0);
     // A disabled account cannot sign in, with the usual answer.
-    assert_eq!(env.browser().login("dora", "dora-password-123-2").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        env.browser()
+            .login("dora", "dora-password-123-2")
+            .await
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
 
-    let (s, _) = admin.post_json(&format!("/api/users/{id}/enable"), &json!({})).await;
+    let (s, _) = admin
+        .post_json(&format!("/api/users/{id}/enable"), &json!({}))
+        .await;
     assert_eq!(s, StatusCode::OK);
-    assert_eq!(b.get("/api/auth/me").await.status(), StatusCode::UNAUTHORIZED, "old sessions stay dead");
-    assert_eq!(env.browser().login("dora", "dora-password-123-2").await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        b.get("/api/auth/me").await.status(),
+        StatusCode::UNAUTHORIZED,
+        "old sessions stay dead"
+    );
+    assert_eq!(
+        env.browser()
+            .login("dora", "dora-password-123-2")
+            .await
+            .status(),
+        StatusCode::SEE_OTHER
+    );
 
     // The last admin can neither be disabled nor demoted.
     let (_, me) = admin.get("/api/auth/me").await;
     let admin_id = me["user"]["id"].as_str().unwrap();
-    let (s, _) = admin.patch_json(&format!("/api/users/{admin_id}"), &json!({"role": "user"})).await;
+    let (s, _) = admin
+        .patch_json(&format!("/api/users/{admin_id}"), &json!({"role": "user"}))
+        .await;
     assert_eq!(s, StatusCode::CONFLICT);
 }
 
 #[tokio::test]
 async fn a_user_cannot_read_another_users_profile_by_changing_the_id() {
     let env = Env::start(&[]).await.unwrap();
-    let a = env.create_user("anna", "user", "Anna", "anna-password-123").await;
-    let z = env.create_user("zoe", "user", "Zoe Secret", "zoe-password-1234").await;
+    let a = env
+        .create_user("anna", "user", "Anna", "anna-password-123")
+        .await;
+    let z = env
+        .create_user("zoe", "user", "Zoe Secret", "zoe-password-1234")
+        .await;
     let mut api = env.api();
     api.login("anna", "anna-password-123-2").await.unwrap();
-    let (s, mine) = api.get(&format!("/api/users/{}", a["id"].as_str().unwrap())).await;
+    let (s, mine) = api
+        .get(&format!("/api/users/{}", a["id"].as_str().unwrap()))
+        .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(mine["username"], "anna");
-    let (s, other) = api.get(&format!("/api/users/{}", z["id"].as_str().unwrap())).await;
+    let (s, other) = api
+        .get(&format!("/api/users/{}", z["id"].as_str().unwrap()))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{other}");
     assert!(!other.to_string().contains("Zoe"), "{other}");
     // The same answer as for an id that does not exist.
-    let (s, _) = api.get(&format!("/api/users/{}", uuid::Uuid::new_v4())).await;
+    let (s, _) = api
+        .get(&format!("/api/users/{}", uuid::Uuid::new_v4()))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let b = env.browser();
     b.login("anna", "anna-password-123-2").await;
-    let (s, _, body) = b.get_text(&format!("/users/{}", z["id"].as_str().unwrap())).await;
+    let (s, _, body) = b
+        .get_text(&format!("/users/{}", z["id"].as_str().unwrap()))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     assert!(!body.contains("Zoe Secret"));
 }
@@ -257,7 +363,9 @@ fn escaped(body: &str) -> bool {
 async fn a_display_name_with_a_script_tag_renders_escaped_on_every_page_that_shows_it() {
     let env = Env::start(&[]).await.unwrap();
     let evil = "<script>alert(1)</script>";
-    let u = env.create_user("mallory", "auditor", evil, "mallory-password-1").await;
+    let u = env
+        .create_user("mallory", "auditor", evil, "mallory-password-1")
+        .await;
     let id = u["id"].as_str().unwrap();
     let admin = env.browser();
     admin.login("admin", ADMIN_PASSWORD).await;
@@ -276,11 +384,19 @@ async fn a_display_name_with_a_script_tag_renders_escaped_on_every_page_that_sho
     ];
     for (b, path) in pages {
         let (_, _, body) = b.get_text(&path).await;
-        assert!(!body.contains("<script>alert"), "{path} shows the raw name:\n{body}");
-        assert!(escaped(&body), "{path} does not show the escaped name:\n{body}");
+        assert!(
+            !body.contains("<script>alert"),
+            "{path} shows the raw name:\n{body}"
+        );
+        assert!(
+            escaped(&body),
+            "{path} does not show the escaped name:\n{body}"
+        );
     }
     // The reset page names the user too.
-    let r = admin.post_form(&format!("/users/{id}/reset-password"), &[]).await;
+    let r = admin
+        .post_form(&format!("/users/{id}/reset-password"), &[])
+        .await;
     let body = r.text().await.unwrap();
     assert!(!body.contains("<script>alert") && escaped(&body), "{body}");
 }
@@ -291,23 +407,36 @@ async fn a_cross_site_post_is_refused_and_a_same_origin_one_is_not() {
     let b = env.browser();
     b.login("admin", ADMIN_PASSWORD).await;
     let cookie = b.cookie_header().unwrap();
-    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
     let url = b.url("/logout");
     let attempts = [
         vec![("origin", "https://evil.example")],
         vec![("origin", "null")],
         vec![("sec-fetch-site", "cross-site")],
-        vec![("sec-fetch-site", "same-site"), ("origin", "http://sub.127.0.0.1.nip.example")],
+        vec![
+            ("sec-fetch-site", "same-site"),
+            ("origin", "http://sub.127.0.0.1.nip.example"),
+        ],
     ];
     for headers in attempts {
-        let mut r = http.post(&url).header("cookie", &cookie).form(&[("x", "1")]);
+        let mut r = http
+            .post(&url)
+            .header("cookie", &cookie)
+            .form(&[("x", "1")]);
         for (k, v) in &headers {
             r = r.header(*k, *v);
         }
         let resp = r.send().await.unwrap();
         assert_eq!(resp.status(), StatusCode::FORBIDDEN, "{headers:?}");
         // The session survived the attempt.
-        assert_eq!(b.get("/api/auth/me").await.status(), StatusCode::OK, "{headers:?}");
+        assert_eq!(
+            b.get("/api/auth/me").await.status(),
+            StatusCode::OK,
+            "{headers:?}"
+        );
     }
     // An htmx request gets the refusal as a toast.
     let resp = http
@@ -334,13 +463,18 @@ async fn a_cross_site_post_is_refused_and_a_same_origin_one_is_not() {
 
     let r = b.post_form("/logout", &[]).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(b.get("/api/auth/me").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        b.get("/api/auth/me").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
 async fn every_page_carries_the_security_headers_and_no_inline_script() {
     let env = Env::start(&[]).await.unwrap();
-    let u = env.create_user("sam", "user", "Sam", "sam-password-1234").await;
+    let u = env
+        .create_user("sam", "user", "Sam", "sam-password-1234")
+        .await;
     let anon = env.browser();
     let admin = env.browser();
     admin.login("admin", ADMIN_PASSWORD).await;
@@ -362,9 +496,18 @@ async fn every_page_carries_the_security_headers_and_no_inline_script() {
     ];
     for (b, path) in pages {
         let (s, h, body) = b.get_text(&path).await;
-        let csp = h.get("content-security-policy").map(|v| v.to_str().unwrap()).unwrap_or("");
-        assert!(csp.contains("frame-ancestors 'none'"), "{path} ({s}): {csp}");
-        assert!(!csp.contains("unsafe-inline") && csp.contains("script-src 'self'"), "{path}: {csp}");
+        let csp = h
+            .get("content-security-policy")
+            .map(|v| v.to_str().unwrap())
+            .unwrap_or("");
+        assert!(
+            csp.contains("frame-ancestors 'none'"),
+            "{path} ({s}): {csp}"
+        );
+        assert!(
+            !csp.contains("unsafe-inline") && csp.contains("script-src 'self'"),
+            "{path}: {csp}"
+        );
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
         assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
         assert!(!body.contains("<script>"), "{path} has an inline script");
@@ -384,13 +527,17 @@ async fn failed_sign_ins_lock_the_name_and_the_admin_sees_and_clears_the_lock() 
     ])
     .await
     .unwrap();
-    env.create_user("kim", "user", "Kim", "kim-password-1234").await;
+    env.create_user("kim", "user", "Kim", "kim-password-1234")
+        .await;
     let api = env.api();
     let try_login = |user: &'static str, pw: &'static str| {
         let api = &api;
         async move {
-            api.post_json("/api/auth/login", &json!({"username": user, "password": pw}))
-                .await
+            api.post_json(
+                "/api/auth/login",
+                &json!({"username": user, "password": pw}),
+            )
+            .await
         }
     };
     // A real name with a wrong password and a name that does not exist get
@@ -429,9 +576,10 @@ async fn failed_sign_ins_lock_the_name_and_the_admin_sees_and_clears_the_lock() 
     assert_eq!(s, StatusCode::NO_CONTENT);
     let ok = try_login("kim", "kim-password-1234-2").await;
     assert_eq!(ok.0, StatusCode::OK, "{:?}", ok.1);
-    let cleared: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'login.lockout_clear'")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let cleared: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'login.lockout_clear'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(cleared, 1);
 }

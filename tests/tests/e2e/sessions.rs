@@ -15,7 +15,10 @@ async fn a_session_from_one_app_process_works_on_another_and_survives_a_restart(
     let same_url = [("KLEIDIA_SERVER_PUBLIC_URL", public.as_str())];
     let second = Env::spawn_on(&env.db, &same_url).await.unwrap();
     let b = env.browser();
-    assert_eq!(b.login("admin", ADMIN_PASSWORD).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        b.login("admin", ADMIN_PASSWORD).await.status(),
+        StatusCode::SEE_OTHER
+    );
     let mut api = env.api();
     api.login("admin", ADMIN_PASSWORD).await.unwrap();
 
@@ -42,7 +45,8 @@ async fn a_session_from_one_app_process_works_on_another_and_survives_a_restart(
     let b2 = kleidia_tests::client::Browser::new(&env.app.base_url);
     b2.set_cookie(&format!("{}; Path=/", b.cookie_header().unwrap()));
     assert_eq!(b2.get("/api/auth/me").await.status(), StatusCode::OK);
-    let api2 = kleidia_tests::client::Api::with_token(&env.app.base_url, api.token.as_ref().unwrap());
+    let api2 =
+        kleidia_tests::client::Api::with_token(&env.app.base_url, api.token.as_ref().unwrap());
     assert_eq!(api2.get("/api/auth/me").await.0, StatusCode::OK);
 
     // Logging out on one process ends the session everywhere.
@@ -54,12 +58,17 @@ async fn a_session_from_one_app_process_works_on_another_and_survives_a_restart(
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(b2.get("/api/auth/me").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        b2.get("/api/auth/me").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
 }
 
 #[tokio::test]
 async fn an_idle_session_ends_on_the_server_and_an_active_one_does_not() {
-    let env = Env::start(&[("KLEIDIA_SESSION_IDLE_TIMEOUT_SECS", "4")]).await.unwrap();
+    let env = Env::start(&[("KLEIDIA_SESSION_IDLE_TIMEOUT_SECS", "4")])
+        .await
+        .unwrap();
     let idle = env.browser();
     let active = env.browser();
     idle.login("admin", ADMIN_PASSWORD).await;
@@ -68,23 +77,40 @@ async fn an_idle_session_ends_on_the_server_and_an_active_one_does_not() {
         tokio::time::sleep(Duration::from_secs(1)).await;
         assert_eq!(active.get("/api/auth/me").await.status(), StatusCode::OK);
     }
-    assert_eq!(idle.get("/api/auth/me").await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        idle.get("/api/auth/me").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     assert_eq!(active.get("/api/auth/me").await.status(), StatusCode::OK);
     // The cookie of the idle session is not Secure over http and not
     // persistent; the server alone decides.
     let r = env.browser().login("admin", ADMIN_PASSWORD).await;
     let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(set_cookie.starts_with("kleidia_session="), "{set_cookie}");
-    assert!(set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"), "{set_cookie}");
-    assert!(!set_cookie.contains("Max-Age") && !set_cookie.contains("Secure"), "{set_cookie}");
+    assert!(
+        set_cookie.contains("HttpOnly") && set_cookie.contains("SameSite=Strict"),
+        "{set_cookie}"
+    );
+    assert!(
+        !set_cookie.contains("Max-Age") && !set_cookie.contains("Secure"),
+        "{set_cookie}"
+    );
 }
 
 #[tokio::test]
 async fn over_https_the_cookie_is_secure_and_host_prefixed() {
-    let env = Env::start(&[("KLEIDIA_SESSION_COOKIE_SECURE", "always")]).await.unwrap();
+    let env = Env::start(&[("KLEIDIA_SESSION_COOKIE_SECURE", "always")])
+        .await
+        .unwrap();
     let r = env.browser().login("admin", ADMIN_PASSWORD).await;
     let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
-    assert!(set_cookie.starts_with("__Host-kleidia_session="), "{set_cookie}");
-    assert!(set_cookie.contains("Secure") && set_cookie.contains("Path=/"), "{set_cookie}");
+    assert!(
+        set_cookie.starts_with("__Host-kleidia_session="),
+        "{set_cookie}"
+    );
+    assert!(
+        set_cookie.contains("Secure") && set_cookie.contains("Path=/"),
+        "{set_cookie}"
+    );
     assert!(!set_cookie.contains("Domain="), "{set_cookie}");
 }
