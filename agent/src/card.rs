@@ -221,6 +221,27 @@ pub fn open(serial: u32, policy: ReaderPolicy) -> Result<(String, YubiKey), Card
     found.ok_or(CardError::NotFound(serial))
 }
 
+/// A failed exchange can look like a card refusal (the `yubikey` crate turns
+/// some broken exchanges into "authentication error"), so when the key is
+/// gone afterwards, say that instead of blaming the management key.
+pub fn explain_failure(serial: u32, policy: ReaderPolicy, e: CardError) -> CardError {
+    match e {
+        CardError::WrongManagementKey | CardError::Card(_) | CardError::NotSupported(_) => {
+            match open(serial, policy) {
+                Ok((_, yk)) => {
+                    release(yk);
+                    e
+                }
+                Err(CardError::NoYubiKey | CardError::NotFound(_) | CardError::Removed) => {
+                    CardError::Removed
+                }
+                Err(_) => e,
+            }
+        }
+        e => e,
+    }
+}
+
 pub fn discover(policy: ReaderPolicy) -> Result<Vec<DiscoveredYubiKey>, CardError> {
     let all = open_all_until(policy, false, |_| false)?;
     let mut out = Vec::new();

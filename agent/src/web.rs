@@ -314,15 +314,17 @@ fn done(auth: &Authorized, operation: Operation, serial: u32) -> Json<OperationD
 /// Run a card operation holding the YubiKey's busy guard until it finishes,
 /// even if the client goes away meanwhile.
 async fn run<T: Send + 'static>(
+    st: &AppState,
     auth: &mut Authorized,
     f: impl FnOnce() -> Result<T, CardError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let guard = auth.guard.take();
     let operation = auth.claims.operation;
     let serial = auth.claims.serial;
+    let policy = st.reader_policy();
     let r = blocking(move || {
         let _guard = guard;
-        f()
+        f().map_err(|e| card::explain_failure(serial, policy, e))
     })
     .await;
     if let Err(e) = &r {
@@ -345,7 +347,7 @@ async fn set_pin(
     let current = st.decrypt(&auth, &p.current_pin)?;
     let new = st.decrypt(&auth, &p.new_pin)?;
     let policy = st.reader_policy();
-    run(&mut auth, move || {
+    run(&st, &mut auth, move || {
         card::set_pin(p.serial, policy, &current, &new)
     })
     .await?;
@@ -361,7 +363,7 @@ async fn set_puk(
     let current = st.decrypt(&auth, &p.current_puk)?;
     let new = st.decrypt(&auth, &p.new_puk)?;
     let policy = st.reader_policy();
-    run(&mut auth, move || {
+    run(&st, &mut auth, move || {
         card::set_puk(p.serial, policy, &current, &new)
     })
     .await?;
@@ -377,7 +379,7 @@ async fn unblock_pin(
     let puk = st.decrypt(&auth, &p.puk)?;
     let new = st.decrypt(&auth, &p.new_pin)?;
     let policy = st.reader_policy();
-    run(&mut auth, move || {
+    run(&st, &mut auth, move || {
         card::unblock_pin(p.serial, policy, &puk, &new)
     })
     .await?;
@@ -394,7 +396,7 @@ async fn rotate_management_key(
     let new = st.decrypt(&auth, &p.new_management_key)?;
     let policy = st.reader_policy();
     let (alg, touch) = (p.algorithm, p.require_touch);
-    run(&mut auth, move || {
+    run(&st, &mut auth, move || {
         card::rotate_management_key(p.serial, policy, &current, &new, alg, touch)
     })
     .await?;
@@ -411,7 +413,7 @@ async fn generate_csr(
     let pin = p.pin.as_ref().map(|s| st.decrypt(&auth, s)).transpose()?;
     let policy = st.reader_policy();
     let (serial, slot, algorithm) = (p.serial, p.slot, p.algorithm);
-    let r = run(&mut auth, move || {
+    let r = run(&st, &mut auth, move || {
         card::generate_csr(
             p.serial,
             policy,
@@ -448,7 +450,7 @@ async fn import_certificate(
     let mgm = st.decrypt(&auth, &p.management_key)?;
     let policy = st.reader_policy();
     let serial = p.serial;
-    run(&mut auth, move || {
+    run(&st, &mut auth, move || {
         card::import_certificate(p.serial, policy, p.slot, &p.certificate_pem, &mgm)
     })
     .await?;
@@ -462,7 +464,10 @@ async fn attest(
     let p = req.params;
     let mut auth = st.authorize(&req.ticket, &p).await?;
     let policy = st.reader_policy();
-    let chain = run(&mut auth, move || card::attest(p.serial, policy, p.slot)).await?;
+    let chain = run(&st, &mut auth, move || {
+        card::attest(p.serial, policy, p.slot)
+    })
+    .await?;
     Ok(Json(Attestation {
         serial: p.serial,
         slot: p.slot,
@@ -478,6 +483,6 @@ async fn reset(
     let p = req.params;
     let mut auth = st.authorize(&req.ticket, &p).await?;
     let policy = st.reader_policy();
-    run(&mut auth, move || card::reset(p.serial, policy)).await?;
+    run(&st, &mut auth, move || card::reset(p.serial, policy)).await?;
     Ok(done(&auth, Operation::Reset, p.serial))
 }

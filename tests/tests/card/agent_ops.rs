@@ -613,3 +613,25 @@ async fn firmware_without_aes_defaults_is_driven_with_its_3des_management_key() 
     let r: GeneratedCsr = ok_json(env.agent.run("/piv/generate-csr", &p).await.unwrap()).await;
     assert!(r.csr_pem.contains("BEGIN CERTIFICATE REQUEST"));
 }
+
+#[tokio::test]
+async fn a_yubikey_pulled_out_during_an_operation_is_reported_as_removed() {
+    let _l = lock().await;
+    let env = Env::new(31000014).await;
+    let slow = env.agent.signed(&csr_params(
+        &env,
+        PivSlot::Authentication,
+        KeyAlgorithm::Rsa4096,
+    ));
+    let (r, ()) = tokio::join!(env.agent.post("/piv/generate-csr", &slow), async {
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+        env.key.unplug().unwrap();
+    });
+    let (status, body) = super::error_of(r.unwrap()).await;
+    assert_eq!(
+        (status, body.error.as_str()),
+        (409, codes::YUBIKEY_REMOVED),
+        "{}",
+        body.message
+    );
+}
