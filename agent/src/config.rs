@@ -150,14 +150,32 @@ pub fn is_loopback_url(url: &Url) -> bool {
     }
 }
 
+/// `$XDG_STATE_HOME/kleidia-agent` or `~/.local/state/kleidia-agent` on
+/// Linux and other Unix; `~/Library/Application Support/kleidia-agent` on
+/// macOS; `%LOCALAPPDATA%\Kleidia\agent` on Windows.
 fn default_state_dir() -> Result<PathBuf> {
-    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(d).join("kleidia-agent"));
+    let var = |name: &str| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if cfg!(windows) {
+        if let Some(d) = var("LOCALAPPDATA") {
+            return Ok(d.join("Kleidia").join("agent"));
+        }
+    } else if cfg!(target_os = "macos") {
+        if let Some(h) = var("HOME") {
+            return Ok(h.join("Library/Application Support/kleidia-agent"));
+        }
+    } else {
+        if let Some(d) = var("XDG_STATE_HOME") {
+            return Ok(d.join("kleidia-agent"));
+        }
+        if let Some(h) = var("HOME") {
+            return Ok(h.join(".local/state/kleidia-agent"));
+        }
     }
-    if let Some(h) = std::env::var_os("HOME").filter(|d| !d.is_empty()) {
-        return Ok(PathBuf::from(h).join(".local/state/kleidia-agent"));
-    }
-    bail!("no state directory: set --state-dir (or XDG_STATE_HOME / HOME)")
+    bail!("no default state directory here: pass --state-dir")
 }
 
 #[cfg(test)]
