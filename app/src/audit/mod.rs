@@ -322,6 +322,7 @@ pub async fn verify(db: &PgPool) -> Result<VerifyReport, sqlx::Error> {
 mod tests {
     use super::*;
     use serde_json::json;
+    use sqlx::PgPool;
 
     #[test]
     fn canonical_json_sorts_keys_at_every_depth() {
@@ -366,5 +367,83 @@ mod tests {
             assert_ne!(r.compute_hash(), h, "{}", r.canonical());
         }
         assert_eq!(row.compute_hash(), h);
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn concurrent_writers_extend_one_chain_without_forks_or_gaps(db: PgPool) {
+        let mut tasks = Vec::new();
+        for i in 0..24 {
+            let db = db.clone();
+            tasks.push(tokio::spawn(async move {
+                record_alone(
+                    &db,
+                    AuditEvent::new("test.concurrent").details(json!({"n": i})),
+                )
+                .await
+                .unwrap()
+            }));
+        }
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
+        ids.sort();
+        assert_eq!(ids, (1..=24).collect::<Vec<i64>>());
+        let report = verify(&db).await.unwrap();
+        assert_eq!(report.rows, 24);
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn an_event_in_a_rolled_back_transaction_leaves_no_trace(db: PgPool) {
+        record_alone(&db, AuditEvent::new("test.kept"))
+            .await
+            .unwrap();
+        let mut tx = db.begin().await.unwrap();
+        record(&mut tx, AuditEvent::new("test.rolled_back"))
+            .await
+            .unwrap();
+        tx.rollback().await.unwrap();
+        let id = record_alone(&db, AuditEvent::new("test.after"))
+            .await
+            .unwrap();
+        assert_eq!(id, 2, "the rolled-back event's id is reused: no gap");
+        let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        assert_eq!(actions, vec!["test.kept", "test.after"]);
+        assert!(verify(&db).await.unwrap().problems.is_empty());
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn a_row_rewritten_with_a_recomputed_hash_is_still_found(db: PgPool) {
+        for i in 0..4 {
+            record_alone(&db, AuditEvent::new("test.row").details(json!({"n": i})))
+                .await
+                .unwrap();
+        }
+        // Rewrite row 2 and recompute its own hash: the next row's link breaks.
+        let mut row: ChainRow = sqlx::query_as(
+            "SELECT id, created_at, actor_id, actor_name, action, target_type, target_id, details, ip, \
+                    prev_hash, hash FROM audit_log WHERE id = 2",
+        )
+        .fetch_one(&db)
+        .await
+        .unwrap();
+        row.actor_name = "someone else".into();
+        let h = row.compute_hash();
+        sqlx::query("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update")
+            .execute(&db)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE audit_log SET actor_name = $1, hash = $2 WHERE id = 2")
+            .bind(&row.actor_name)
+            .bind(&h)
+            .execute(&db)
+            .await
+            .unwrap();
+        let report = verify(&db).await.unwrap();
+        assert_eq!(report.problems, vec![Problem::Altered { id: 2 }]);
     }
 }
