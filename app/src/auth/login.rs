@@ -169,3 +169,117 @@ pub async fn login(
     tx.commit().await?;
     Ok(LoggedIn { user, session_id })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use argon2::password_hash::rand_core::OsRng;
+    use argon2::password_hash::{PasswordHasher, SaltString};
+    use argon2::{Algorithm, Argon2, Params, Version};
+    use sqlx::PgPool;
+
+    use super::*;
+    use crate::auth::Role;
+    use crate::db::users::NewUser;
+    use crate::web::rbac_tests::{make_user, test_state};
+
+    fn meta(ip: &str) -> ClientMeta {
+        ClientMeta {
+            ip: Some(ip.into()),
+            user_agent: None,
+        }
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn a_sign_in_with_a_hash_made_with_older_parameters_stores_a_fresh_one(db: PgPool) {
+        let state = test_state(db).await;
+        let old = Argon2::new(
+            Algorithm::Argon2id,
+            Version::V0x13,
+            Params::new(8192, 1, 1, None).unwrap(),
+        )
+        .hash_password(b"olga's long password", &SaltString::generate(&mut OsRng))
+        .unwrap()
+        .to_string();
+        let user = users::insert(
+            &state.db,
+            &NewUser {
+                username: "olga".into(),
+                display_name: "Olga".into(),
+                email: None,
+                role: Role::User,
+                password_hash: old.clone(),
+                must_change_password: false,
+            },
+        )
+        .await
+        .unwrap();
+        let pw = SecretString::from("olga's long password");
+        login(
+            &state,
+            "Olga ",
+            &pw,
+            SessionKind::Browser,
+            &meta("10.0.0.1"),
+        )
+        .await
+        .unwrap();
+        let stored = users::by_id(&state.db, user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash;
+        assert_ne!(stored, old);
+        assert!(
+            stored.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{stored}"
+        );
+        // And the new hash still takes the same password.
+        login(&state, "olga", &pw, SessionKind::Api, &meta("10.0.0.1"))
+            .await
+            .unwrap();
+        let rehashed: Vec<bool> = sqlx::query_scalar(
+            "SELECT (details->>'rehashed')::boolean FROM audit_log WHERE action = 'login.ok' ORDER BY id",
+        )
+        .fetch_all(&state.db)
+        .await
+        .unwrap();
+        assert_eq!(rehashed, vec![true, false]);
+    }
+
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn one_client_guessing_many_names_is_locked_out_even_for_a_valid_account(db: PgPool) {
+        let mut state = test_state(db).await;
+        let mut cfg = (*state.config).clone();
+        cfg.throttle.client_free_failures = 3;
+        cfg.throttle.account_free_failures = 100;
+        state.config = Arc::new(cfg);
+        make_user(&state, "vera", Role::User).await;
+        let wrong = SecretString::from("wrong");
+        for name in ["a", "b", "c"] {
+            let e = login(&state, name, &wrong, SessionKind::Api, &meta("192.0.2.7"))
+                .await
+                .err()
+                .unwrap();
+            assert!(matches!(e, LoginError::BadCredentials), "{e}");
+        }
+        let right = SecretString::from("a password nobody types");
+        let e = login(&state, "vera", &right, SessionKind::Api, &meta("192.0.2.7"))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, LoginError::Throttled { .. }), "{e}");
+        // Another address is not affected, and a success does not reset the
+        // locked address.
+        login(&state, "vera", &right, SessionKind::Api, &meta("192.0.2.8"))
+            .await
+            .unwrap();
+        let e = login(&state, "vera", &right, SessionKind::Api, &meta("192.0.2.7"))
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, LoginError::Throttled { .. }), "{e}");
+    }
+}

@@ -20,7 +20,7 @@ pub mod security;
 pub mod users;
 
 #[cfg(test)]
-mod rbac_tests;
+pub(crate) mod rbac_tests;
 
 use axum::extract::{Request, State};
 use axum::handler::Handler;
