@@ -486,3 +486,55 @@ async fn reset(
     run(&st, &mut auth, move || card::reset(p.serial, policy)).await?;
     Ok(done(&auth, Operation::Reset, p.serial))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn headers(name: header::HeaderName, value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(name, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    #[test]
+    fn only_loopback_hosts_with_the_agents_own_port_pass() {
+        for ok in [
+            "127.0.0.1:56123",
+            "localhost:56123",
+            "LOCALHOST:56123",
+            "[::1]:56123",
+        ] {
+            assert!(host_allowed(&headers(header::HOST, ok), 56123), "{ok}");
+        }
+        for bad in [
+            "evil.example:56123",
+            "127.0.0.1",
+            "127.0.0.1:56124",
+            "localhost.evil:56123",
+            "[::1]",
+        ] {
+            assert!(!host_allowed(&headers(header::HOST, bad), 56123), "{bad}");
+        }
+        assert!(!host_allowed(&HeaderMap::new(), 56123));
+    }
+
+    #[test]
+    fn only_application_json_counts_as_json() {
+        assert!(is_json(&headers(header::CONTENT_TYPE, "application/json")));
+        assert!(is_json(&headers(
+            header::CONTENT_TYPE,
+            "application/json; charset=utf-8"
+        )));
+        for bad in [
+            "text/plain",
+            "application/jsonp",
+            "application/x-www-form-urlencoded",
+            "multipart/form-data",
+        ] {
+            assert!(!is_json(&headers(header::CONTENT_TYPE, bad)), "{bad}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
+}

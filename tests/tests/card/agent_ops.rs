@@ -85,6 +85,7 @@ async fn discover_lists_the_virtual_yubikey_only_when_virtual_readers_are_allowe
         (k.serial, k.firmware.as_str(), k.reader.as_str()),
         (31000001, "5.7.1", "Virtual PCD 00 00")
     );
+    assert_eq!(k.form_factor.as_deref(), Some("usb_a_keychain"));
 
     let strict = kleidia_tests::agent::TestAgent::spawn_with(kleidia_tests::agent::AgentOptions {
         allow_virtual_readers: false,
@@ -296,6 +297,12 @@ async fn rotate_management_key_installs_the_new_key_and_a_wrong_key_is_reported(
         codes::WRONG_MANAGEMENT_KEY,
     )
     .await;
+    let log = env.agent.log_text();
+    assert!(log.contains("rotate_management_key"), "{log}");
+    assert!(
+        !log.contains(new_hex) && !log.contains(&default_mgm_hex()),
+        "{log}"
+    );
 }
 
 #[tokio::test]
@@ -634,4 +641,87 @@ async fn a_yubikey_pulled_out_during_an_operation_is_reported_as_removed() {
         "{}",
         body.message
     );
+}
+
+#[tokio::test]
+async fn the_agent_takes_its_settings_from_a_config_file_and_the_environment() {
+    let _l = lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = kleidia_tests::card::VirtualYubiKey::plug(dir.path(), 31000015, "5.7.1", 0).unwrap();
+    let vk = kleidia_protocol::ticket::TicketSigningKey::from_bytes(&[5; 32]).verifying_key();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "kleidia_url = \"https://kleidia.example.org\"\nticket_key = \"{}\"\nallow_virtual_readers = true\nstate_dir = \"{}\"\n",
+            vk.to_base64(),
+            dir.path().join("state").display()
+        ),
+    )
+    .unwrap();
+    let port = kleidia_tests::free_port();
+    let child = std::process::Command::new(kleidia_tests::bin_path("kleidia-agent"))
+        .arg("--config")
+        .arg(&config)
+        .env("KLEIDIA_AGENT_PORT", port.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let _agent = kleidia_tests::ChildGuard::new("kleidia-agent", child);
+    let origin = "https://kleidia.example.org";
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/system/info");
+    let up = kleidia_tests::wait_until(std::time::Duration::from_secs(30), || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            http.get(url)
+                .header("origin", origin)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
+    })
+    .await;
+    assert!(
+        up,
+        "the agent did not come up on the port from KLEIDIA_AGENT_PORT"
+    );
+    let info: SystemInfo = ok_json(
+        http.get(&url)
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(info.kleidia_url, "https://kleidia.example.org/");
+    assert!(info.ticket_key_loaded && info.allow_virtual_readers);
+    assert!(dir.path().join("state/used-tickets.json").exists());
+    let d: Discover = ok_json(
+        http.get(format!("http://127.0.0.1:{port}/discover"))
+            .header("origin", origin)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let serials: Vec<u32> = d.yubikeys.iter().map(|k| k.serial).collect();
+    assert_eq!(serials, vec![key.serial]);
+
+    // An unknown key in the file stops the agent with a clear message.
+    std::fs::write(
+        &config,
+        "kleidia_url = \"https://kleidia.example.org\"\nbind = \"0.0.0.0\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(kleidia_tests::bin_path("kleidia-agent"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown field"), "{err}");
 }
