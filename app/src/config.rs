@@ -89,6 +89,12 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Largest request body accepted, in bytes.
     pub max_body_bytes: usize,
+    /// Behind a load balancer, the header carrying the client's address
+    /// (`x-forwarded-for`: its last entry, the one the balancer added; or
+    /// e.g. `x-real-ip`). Unset: the TCP peer address. Only set it when every
+    /// request comes through that proxy, or clients can pick their address
+    /// (and dodge the per-client sign-in throttle).
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -98,6 +104,7 @@ impl Default for ServerConfig {
             public_url: default_url("http://127.0.0.1:8080"),
             shutdown_grace_secs: 20,
             max_body_bytes: 256 * 1024,
+            client_ip_header: None,
         }
     }
 }
@@ -392,7 +399,11 @@ impl Config {
         }
         match self.license.url.scheme() {
             "http" | "https" => {}
-            s => return Err(ConfigError::Invalid(format!("license.url must be http or https, not {s}"))),
+            s => {
+                return Err(ConfigError::Invalid(format!(
+                    "license.url must be http or https, not {s}"
+                )))
+            }
         }
         if self.auth.hash_concurrency == 0 {
             return Err(ConfigError::Invalid(
@@ -547,7 +558,11 @@ mod tests {
         let tok = dir.path().join("license-token");
         std::fs::write(&tok, "license-api-token-from-file\n").unwrap();
         let p = dir.path().join("k.toml");
-        std::fs::write(&p, "[license]\nurl = \"http://127.0.0.1:9090\"\ncache_secs = 0\n").unwrap();
+        std::fs::write(
+            &p,
+            "[license]\nurl = \"http://127.0.0.1:9090\"\ncache_secs = 0\n",
+        )
+        .unwrap();
         figment::Jail::expect_with(|jail| {
             jail.set_env("KLEIDIA_LICENSE_API_TOKEN_FILE", tok.display());
             jail.set_env("KLEIDIA_LICENSE_TIMEOUT_SECS", "7");

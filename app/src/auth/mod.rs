@@ -220,11 +220,22 @@ pub struct ClientMeta {
 }
 
 impl ClientMeta {
-    pub fn from_parts(parts: &Parts) -> Self {
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+    /// The peer address, or the configured proxy header's (see
+    /// `server.client_ip_header`), and the user agent.
+    pub fn from_parts(parts: &Parts, client_ip_header: Option<&str>) -> Self {
+        let from_header = client_ip_header.and_then(|name| {
+            let v = parts.headers.get(name)?.to_str().ok()?;
+            let last = v.rsplit(',').next()?.trim();
+            last.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| ip.to_string())
+        });
+        let ip = from_header.or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_string())
+        });
         let user_agent = parts
             .headers
             .get(USER_AGENT)
@@ -234,11 +245,17 @@ impl ClientMeta {
     }
 }
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
+impl FromRequestParts<AppState> for ClientMeta {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientMeta::from_parts(parts))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientMeta::from_parts(
+            parts,
+            state.config.server.client_ip_header.as_deref(),
+        ))
     }
 }
 
@@ -257,6 +274,27 @@ mod tests {
         }
         assert_eq!(Role::parse("Admin"), None);
         assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn the_client_address_comes_from_the_configured_header_only() {
+        let req = axum::http::Request::builder()
+            .header("x-forwarded-for", "203.0.113.9, 198.51.100.4")
+            .header("user-agent", "curl/8")
+            .body(())
+            .unwrap_or_default();
+        let (mut parts, _) = req.into_parts();
+        parts
+            .extensions
+            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 4444))));
+        let peer = ClientMeta::from_parts(&parts, None);
+        assert_eq!(peer.ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(peer.user_agent.as_deref(), Some("curl/8"));
+        // The balancer appends the address it saw: the last entry counts.
+        let proxied = ClientMeta::from_parts(&parts, Some("x-forwarded-for"));
+        assert_eq!(proxied.ip.as_deref(), Some("198.51.100.4"));
+        let missing = ClientMeta::from_parts(&parts, Some("x-real-ip"));
+        assert_eq!(missing.ip.as_deref(), Some("10.0.0.1"));
     }
 
     #[test]
