@@ -28,6 +28,10 @@ pub struct Cli {
     /// public key (the `public_key` of GET {kleidia_url}/api/agent/ticket-key).
     #[arg(long, env = "KLEIDIA_AGENT_TICKET_KEY")]
     pub ticket_key: Option<String>,
+    /// Extra CA certificate(s), PEM, trusted for the HTTPS Kleidia URL (an
+    /// internal CA); the public web PKI roots are trusted as well.
+    #[arg(long, env = "KLEIDIA_AGENT_KLEIDIA_CA_FILE", value_name = "FILE")]
+    pub kleidia_ca_file: Option<PathBuf>,
     /// Also use vsmartcard `Virtual PCD` readers (software YubiKeys; tests and demo only).
     #[arg(long, env = "KLEIDIA_AGENT_ALLOW_VIRTUAL_READERS")]
     pub allow_virtual_readers: Option<bool>,
@@ -44,6 +48,7 @@ pub struct Cli {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     pub kleidia_url: Option<String>,
+    pub kleidia_ca_file: Option<PathBuf>,
     pub port: Option<u16>,
     pub ticket_key: Option<String>,
     pub allow_virtual_readers: Option<bool>,
@@ -67,6 +72,8 @@ pub struct Config {
     pub allowed_origin: String,
     pub port: u16,
     pub ticket_key: Option<TicketVerifyingKey>,
+    /// PEM of extra CA certificates for fetching the ticket key over HTTPS.
+    pub kleidia_ca_pem: Option<Vec<u8>>,
     pub allow_virtual_readers: bool,
     pub state_dir: PathBuf,
     pub log: String,
@@ -86,7 +93,8 @@ impl Config {
             Some(d) => d,
             None => default_state_dir()?,
         };
-        Self::new(
+        let ca_file = cli.kleidia_ca_file.or(file.kleidia_ca_file);
+        let mut config = Self::new(
             &kleidia_url,
             cli.port
                 .or(file.port)
@@ -97,7 +105,19 @@ impl Config {
                 .unwrap_or(false),
             state_dir,
             cli.log.or(file.log).unwrap_or_else(|| "info".into()),
-        )
+        )?;
+        if let Some(path) = ca_file {
+            let pem = std::fs::read(&path)
+                .with_context(|| format!("read the Kleidia CA file {}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .ok()
+                .unwrap_or_default();
+            if certs.is_empty() {
+                bail!("{} holds no PEM certificate", path.display());
+            }
+            config.kleidia_ca_pem = Some(pem);
+        }
+        Ok(config)
     }
 
     pub fn new(
@@ -134,6 +154,7 @@ impl Config {
             allowed_origin,
             port,
             ticket_key,
+            kleidia_ca_pem: None,
             allow_virtual_readers,
             state_dir,
             log,
@@ -223,6 +244,25 @@ mod tests {
         );
         let f: FileConfig = toml::from_str("kleidia_url = \"https://x\"\nport = 1234").unwrap();
         assert_eq!(f.port, Some(1234));
+    }
+
+    #[test]
+    fn a_ca_file_without_a_pem_certificate_is_refused_at_start() {
+        let f = std::env::temp_dir().join(format!("kleidia-agent-ca-{}.pem", std::process::id()));
+        std::fs::write(&f, "not a certificate").unwrap();
+        let cli = Cli::try_parse_from([
+            "kleidia-agent",
+            "--kleidia-url",
+            "https://kleidia.example.com",
+            "--state-dir",
+            "/tmp/kleidia-agent-test",
+            "--kleidia-ca-file",
+            f.to_str().unwrap(),
+        ])
+        .unwrap();
+        let e = Config::from_cli(cli).unwrap_err();
+        assert!(format!("{e:#}").contains("no PEM certificate"), "{e:#}");
+        std::fs::remove_file(&f).unwrap();
     }
 
     #[test]

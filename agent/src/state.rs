@@ -115,11 +115,15 @@ impl AppState {
             Some(k) => OnceCell::new_with(Some(k)),
             None => OnceCell::new(),
         };
-        let http = reqwest::Client::builder()
+        let mut http = reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .context("build HTTP client")?;
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = &config.kleidia_ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem).context("Kleidia CA file")? {
+                http = http.add_root_certificate(cert);
+            }
+        }
+        let http = http.build().context("build HTTP client")?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
