@@ -583,3 +583,122 @@ async fn failed_sign_ins_lock_the_name_and_the_admin_sees_and_clears_the_lock() 
             .unwrap();
     assert_eq!(cleared, 1);
 }
+
+#[tokio::test]
+async fn htmx_requests_get_a_login_redirect_for_401_and_a_toast_for_other_refusals() {
+    let env = Env::start(&[]).await.unwrap();
+    let anon = env.browser();
+    let r = anon
+        .http
+        .get(anon.url("/users"))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(r.headers()["hx-redirect"], "/login");
+    // Without htmx the browser is sent to the sign-in page, keeping where it was going.
+    let r = anon.get("/users?q=x").await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/login?next=%2Fusers%3Fq%3Dx");
+    // …and comes back there after signing in, never to another site.
+    let b = env.browser();
+    let r = b
+        .post_form(
+            "/login",
+            &[
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+                ("next", "/users?q=x"),
+            ],
+        )
+        .await;
+    assert_eq!(r.headers()["location"], "/users?q=x");
+    let r = env
+        .browser()
+        .post_form(
+            "/login",
+            &[
+                ("username", "admin"),
+                ("password", ADMIN_PASSWORD),
+                ("next", "//evil.example/"),
+            ],
+        )
+        .await;
+    assert_eq!(r.headers()["location"], "/");
+
+    env.create_user("tim", "user", "Tim", "tim-password-1234")
+        .await;
+    let tim = env.browser();
+    tim.login("tim", "tim-password-1234-2").await;
+    let r = tim
+        .http
+        .get(tim.url("/audit"))
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(r.headers()["hx-retarget"], "#toasts");
+    assert_eq!(r.headers()["hx-reswap"], "beforeend");
+    let body = r.text().await.unwrap();
+    assert!(body.starts_with("<div class=\"toast error\""), "{body}");
+    // A 409 from a form becomes a toast too: an admin cannot disable themselves.
+    let admin = env.browser();
+    admin.login("admin", ADMIN_PASSWORD).await;
+    let (_, me) = {
+        let r = admin.get("/api/auth/me").await;
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    let r = admin
+        .http
+        .post(admin.url(&format!(
+            "/users/{}/disable",
+            me["user"]["id"].as_str().unwrap()
+        )))
+        .header("origin", &admin.base)
+        .header("hx-request", "true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("cannot disable your own account"));
+}
+
+#[tokio::test]
+async fn the_user_list_pages_by_username_without_gaps() {
+    let env = Env::start(&[]).await.unwrap();
+    let admin = env.admin_api().await;
+    for i in 0..55 {
+        let (s, v) = admin
+            .post_json(
+                "/api/users",
+                &json!({"username": format!("p{i:02}"), "display_name": format!("Person {i}"), "role": "user"}),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        assert_eq!(v["one_time_password"].as_str().unwrap().len(), 20);
+    }
+    let (_, first) = admin.get("/api/users").await;
+    let names = |v: &Value| -> Vec<String> {
+        v["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["username"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut all = names(&first);
+    assert_eq!(all.len(), 50);
+    let after = first["next_after"].as_str().unwrap();
+    let (_, second) = admin.get(&format!("/api/users?after={after}")).await;
+    all.extend(names(&second));
+    assert!(second["next_after"].is_null());
+    let mut expected: Vec<String> = (0..55).map(|i| format!("p{i:02}")).collect();
+    expected.insert(0, "admin".into());
+    assert_eq!(all, expected);
+}
