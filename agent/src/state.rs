@@ -71,6 +71,8 @@ pub struct Inner {
     ticket_key: OnceCell<TicketVerifyingKey>,
     replay: ReplayStore,
     busy: Mutex<HashSet<u32>>,
+    /// Held for every PC/SC session (see `web::blocking`).
+    pub card_lock: Arc<tokio::sync::Mutex<()>>,
     http: reqwest::Client,
 }
 
@@ -134,6 +136,7 @@ impl AppState {
                 ticket_key,
                 replay,
                 busy: Mutex::new(HashSet::new()),
+                card_lock: Arc::new(tokio::sync::Mutex::new(())),
                 http,
             }),
         })

@@ -104,7 +104,12 @@ async fn guard(State(st): State<AppState>, req: Request, next: Next) -> Response
             .get(header::ACCESS_CONTROL_REQUEST_METHOD)
             .is_some_and(|m| m == "GET" || m == "POST");
         if !method_ok {
-            return origin_refused();
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                codes::METHOD_NOT_ALLOWED,
+                "only GET and POST are allowed",
+            )
+            .into_response();
         }
         let mut resp = StatusCode::NO_CONTENT.into_response();
         let h = resp.headers_mut();
@@ -205,13 +210,22 @@ impl<S: Send + Sync> FromRequestParts<S> for SerialArg {
     }
 }
 
+/// Run PC/SC work off the async threads, one card session at a time: opening
+/// a key SELECTs the PIV application on every allowed card, which would
+/// reset the PIN and management key state of an operation running on
+/// another key. (Same-key concurrency is refused earlier with 409.)
 async fn blocking<T: Send + 'static>(
+    st: &AppState,
     f: impl FnOnce() -> Result<T, CardError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal("YubiKey task failed", e))?
-        .map_err(ApiError::from)
+    let card = st.card_lock.clone().lock_owned().await;
+    tokio::task::spawn_blocking(move || {
+        let _card = card;
+        f()
+    })
+    .await
+    .map_err(|e| ApiError::internal("YubiKey task failed", e))?
+    .map_err(ApiError::from)
 }
 
 fn version() -> String {
@@ -264,7 +278,7 @@ async fn system_info(State(st): State<AppState>) -> Json<SystemInfo> {
 
 async fn discover(State(st): State<AppState>) -> Result<Json<Discover>, ApiError> {
     let policy = st.reader_policy();
-    let yubikeys = blocking(move || card::discover(policy)).await?;
+    let yubikeys = blocking(&st, move || card::discover(policy)).await?;
     Ok(Json(Discover { yubikeys }))
 }
 
@@ -275,7 +289,7 @@ async fn piv_info(
     let guard = st.claim(serial)?;
     let policy = st.reader_policy();
     Ok(Json(
-        blocking(move || {
+        blocking(&st, move || {
             let _guard = guard;
             card::info(serial, policy)
         })
@@ -289,7 +303,7 @@ async fn check_defaults(
 ) -> Result<Json<CheckDefaults>, ApiError> {
     let guard = st.claim(serial)?;
     let policy = st.reader_policy();
-    let (metadata_supported, defaults) = blocking(move || {
+    let (metadata_supported, defaults) = blocking(&st, move || {
         let _guard = guard;
         card::check_defaults(serial, policy)
     })
@@ -322,7 +336,7 @@ async fn run<T: Send + 'static>(
     let operation = auth.claims.operation;
     let serial = auth.claims.serial;
     let policy = st.reader_policy();
-    let r = blocking(move || {
+    let r = blocking(st, move || {
         let _guard = guard;
         f().map_err(|e| card::explain_failure(serial, policy, e))
     })

@@ -725,3 +725,32 @@ async fn the_agent_takes_its_settings_from_a_config_file_and_the_environment() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown field"), "{err}");
 }
+
+#[tokio::test]
+async fn discover_and_info_during_an_operation_on_another_key_all_succeed() {
+    let _l = lock().await;
+    let env = Env::new(31000016).await;
+    let other =
+        kleidia_tests::card::VirtualYubiKey::plug(env.dir.path(), 31000017, "5.7.1", 1).unwrap();
+    let slow = env.agent.signed(&csr_params(
+        &env,
+        PivSlot::Authentication,
+        KeyAlgorithm::Rsa4096,
+    ));
+    let (r, (d, info)) = tokio::join!(env.agent.post("/piv/generate-csr", &slow), async {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let d = env.agent.get("/discover").await.unwrap();
+        let info = env
+            .agent
+            .get(&format!("/piv/info?serial={}", other.serial))
+            .await
+            .unwrap();
+        (d, info)
+    });
+    let csr: GeneratedCsr = ok_json(r.unwrap()).await;
+    assert_eq!(csr.attestation_chain_pem.len(), 2);
+    let d: Discover = ok_json(d).await;
+    assert_eq!(d.yubikeys.len(), 2, "{d:?}");
+    let info: PivInfo = ok_json(info).await;
+    assert_eq!(info.serial, 31000017);
+}
