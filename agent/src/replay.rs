@@ -20,9 +20,12 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use kleidia_protocol::ticket::TICKET_CLOCK_SKEW_SECS;
-
 const FILE_NAME: &str = "used-tickets.json";
+
+/// How long an id is kept after its ticket expired. Far longer than needed
+/// while the clock runs forward; it also covers the workstation clock being
+/// set back by up to an hour (which would make an expired ticket look valid).
+const RETENTION_AFTER_EXPIRY_SECS: i64 = 3600;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +59,7 @@ impl ReplayStore {
             Ok(bytes) => serde_json::from_slice::<UsedFile>(&bytes)
                 .with_context(|| {
                     format!(
-                        "{} is corrupt; it only holds ids of tickets that expire within two minutes, so it is safe to delete after that",
+                        "{} is corrupt; it only holds ids of recently used tickets, so deleting it is safe once the agent has been stopped for two minutes",
                         path.display()
                     )
                 })?
@@ -118,7 +121,7 @@ impl ReplayStore {
 }
 
 fn prune(used: &mut HashMap<Uuid, i64>, now: i64) {
-    used.retain(|_, exp| *exp + TICKET_CLOCK_SKEW_SECS >= now);
+    used.retain(|_, exp| *exp + RETENTION_AFTER_EXPIRY_SECS >= now);
 }
 
 #[cfg(test)]
@@ -140,8 +143,10 @@ mod tests {
         }
         let s = ReplayStore::open(&dir, 1_050).unwrap();
         assert!(s.is_used(&id));
-        // Long after expiry the id is forgotten (the ticket is refused as expired anyway).
-        let s = ReplayStore::open(&dir, 2_000).unwrap();
+        // An hour after expiry the id is forgotten (the ticket is refused as expired anyway).
+        let s = ReplayStore::open(&dir, 1_100 + 3_599).unwrap();
+        assert!(s.is_used(&id));
+        let s = ReplayStore::open(&dir, 1_100 + 3_601).unwrap();
         assert!(!s.is_used(&id));
         std::fs::remove_dir_all(&dir).unwrap();
     }
