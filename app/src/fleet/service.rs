@@ -327,7 +327,10 @@ fn authorize_kind(u: &CurrentUser, d: &DeviceRow, op: Operation, policy: &Policy
     let state = d.state();
     match op {
         Operation::Reset => {
-            if u.role != Role::Admin {
+            // An owner may roll back their own unfinished enrollment; wiping
+            // anything else is for admins.
+            let rollback = owner && state == DeviceState::Registered;
+            if u.role != Role::Admin && !rollback {
                 return Err(AppError::Forbidden("only an admin may wipe a YubiKey".into()));
             }
             if state == DeviceState::Retired {
@@ -854,18 +857,26 @@ pub async fn report(state: &AppState, u: &CurrentUser, meta: &ClientMeta, serial
             device_change = json!({"state": "active"});
         }
         if op.kind == Operation::Reset.as_str() {
-            // Factory state again: back in the pool, no owner, no escrowed version.
+            // Factory state again. A wiped enrolled key goes back to the pool
+            // without an owner; a rolled-back enrollment stays registered to
+            // its owner, ready to start over.
+            let rolled_back = locked.state() == DeviceState::Registered;
             sqlx::query(
-                "UPDATE devices SET state = 'returned', owner_id = NULL, secrets_version = NULL, \
+                "UPDATE devices SET state = CASE WHEN $2 THEN 'registered' ELSE 'returned' END, \
+                 owner_id = CASE WHEN $2 THEN owner_id END, secrets_version = NULL, \
                  enrolled_at = NULL, updated_at = now() WHERE serial = $1",
             )
             .bind(serial.as_i64())
+            .bind(rolled_back)
             .execute(&mut *tx)
             .await?;
             for id in &revoked {
                 db::mark_certificate_revoked(&mut tx, *id, "device wiped").await?;
             }
-            device_change = json!({"state": "returned", "certificates_revoked": revoked.len()});
+            device_change = json!({
+                "state": if rolled_back { "registered" } else { "returned" },
+                "certificates_revoked": revoked.len(),
+            });
         }
     }
     audit::record(

@@ -18,6 +18,11 @@ const ASSETS: &[Asset] = &[
         body: include_bytes!("../../../static/htmx.min.js"),
     },
     Asset {
+        name: "agent.js",
+        mime: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../../static/agent.js"),
+    },
+    Asset {
         name: "app.css",
         mime: "text/css; charset=utf-8",
         body: include_bytes!("../../../static/app.css"),

@@ -29,6 +29,8 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::post("/devices/{serial}/state", CHANGERS, state_form),
         RouteDef::post("/devices/{serial}/owner", Access::OPERATORS, owner_form),
         RouteDef::post("/certificates/{cert}/revoke", Access::OPERATORS, revoke_form),
+        RouteDef::get("/enroll", CHANGERS, enroll_page),
+        RouteDef::get("/agent", Access::SignedIn, agent_page),
         RouteDef::get("/settings", Access::ADMIN, settings_page),
         RouteDef::post("/settings", Access::ADMIN, settings_form),
     ]
@@ -182,6 +184,12 @@ struct DevicePage {
     transitions: Vec<&'static str>,
     is_operator: bool,
     is_staff: bool,
+    is_admin: bool,
+    /// The caller may run operations on this key through their agent.
+    can_operate: bool,
+    may_unblock: bool,
+    is_owner: bool,
+    pending: Option<String>,
 }
 
 async fn device_page(State(state): State<AppState>, me: CurrentUser, Path(serial): Path<String>) -> Result<Html<String>, AppError> {
@@ -199,12 +207,25 @@ async fn device_page(State(state): State<AppState>, me: CurrentUser, Path(serial
         })
         .map(|s| s.as_str())
         .collect();
+    let policy = settings::policy(&state.db).await?;
+    let is_operator = matches!(me.role, Role::Admin | Role::Helpdesk);
+    let owner = d.device.owner_id == Some(me.user_id);
+    let pending = d
+        .operations
+        .iter()
+        .find(|o| o.state == "pending" && o.secrets_version_new.is_some())
+        .map(|o| o.kind.clone());
     render(&DevicePage {
         me: nav(&me),
-        d,
         transitions,
-        is_operator: matches!(me.role, Role::Admin | Role::Helpdesk),
+        is_operator,
         is_staff: me.role != Role::User,
+        is_admin: me.role == Role::Admin,
+        can_operate: (is_operator || owner) && d.device.state().is_usable(),
+        may_unblock: d.device.state().is_usable() && (is_operator || owner && policy.owners_may_unblock_pin),
+        is_owner: owner,
+        pending,
+        d,
     })
 }
 
@@ -271,6 +292,55 @@ async fn revoke_form(
     let id = parse_uuid(&cert, "certificate id")?;
     let c = service::revoke_certificate(&state, &me, &meta, id, RevokeRequest { reason: f.reason }).await?;
     Ok(Redirect::to(&format!("/devices/{}", c.device_serial)).into_response())
+}
+
+#[derive(Template)]
+#[template(path = "enroll.html")]
+struct EnrollPage {
+    me: Option<Nav>,
+    pin_min: usize,
+    pin_max: usize,
+    serial: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollQuery {
+    #[serde(default)]
+    serial: Option<String>,
+}
+
+/// The enrollment wizard: everything happens in the browser between the
+/// server's API and the local agent (`static/agent.js`).
+async fn enroll_page(State(state): State<AppState>, me: CurrentUser, Query(q): Query<EnrollQuery>) -> Result<Html<String>, AppError> {
+    let p = settings::policy(&state.db).await?;
+    let serial = match q.serial.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => parse_serial(s)?.to_string(),
+        None => String::new(),
+    };
+    render(&EnrollPage {
+        me: nav(&me),
+        pin_min: p.pin_min_length,
+        pin_max: p.pin_max_length,
+        serial,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "agent.html")]
+struct AgentPage {
+    me: Option<Nav>,
+    public_url: String,
+    agent_port: u16,
+}
+
+/// How to install and start the workstation agent for this server.
+async fn agent_page(State(state): State<AppState>, me: CurrentUser) -> Result<Html<String>, AppError> {
+    render(&AgentPage {
+        me: nav(&me),
+        public_url: state.config.server.public_url.origin().ascii_serialization(),
+        agent_port: state.config.agent.url.port_or_known_default().unwrap_or(56123),
+    })
 }
 
 #[derive(Template)]

@@ -39,6 +39,8 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::post("/api/certificates/{cert}/revoke", Access::OPERATORS, revoke),
         RouteDef::post("/api/session/{session}/register-agent", Access::SignedIn, register_agent),
         RouteDef::get("/api/agent/ticket-key", Access::Public, ticket_key),
+        RouteDef::get("/api/session/agent", Access::SignedIn, session_agent),
+        RouteDef::get("/api/policy/enrollment", Access::SignedIn, enrollment_plan),
         RouteDef::get("/api/settings/policy", Access::STAFF, get_policy),
         RouteDef::put("/api/settings/policy", Access::ADMIN, put_policy),
     ]
@@ -306,6 +308,47 @@ async fn register_agent(
     .await?;
     tx.commit().await?;
     Ok(Json(json!({"status": "ok", "agent_key_fingerprint": fingerprint})))
+}
+
+/// What the page needs to find and register the agent: this session's id,
+/// where the agent listens, and the fingerprint registered so far (a
+/// different one at the agent means it restarted with a new key).
+async fn session_agent(State(state): State<AppState>, me: CurrentUser) -> Result<impl IntoResponse, AppError> {
+    let fp: Option<(Option<String>,)> = sqlx::query_as("SELECT agent_key_fingerprint FROM user_sessions WHERE id = $1")
+        .bind(me.session_id)
+        .fetch_optional(&state.db)
+        .await?;
+    Ok(Json(json!({
+        "session_id": me.session_id,
+        "agent_url": state.config.agent.url.as_str().trim_end_matches('/'),
+        "agent_key_fingerprint": fp.and_then(|r| r.0),
+        "role": me.role,
+    })))
+}
+
+/// The keys enrollment generates, by policy: per slot the first allowed
+/// algorithm and PIN/touch policy.
+async fn enrollment_plan(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    let p = settings::policy(&state.db).await?;
+    let slots: Vec<Value> = p
+        .enrollment_slots
+        .iter()
+        .filter_map(|s| {
+            let sp = p.slots.get(s)?;
+            Some(json!({
+                "slot": s,
+                "algorithm": sp.algorithms.first()?,
+                "pin_policy": sp.pin_policies.first()?,
+                "touch_policy": sp.touch_policies.first()?,
+            }))
+        })
+        .collect();
+    Ok(Json(json!({
+        "slots": slots,
+        "pin_min_length": p.pin_min_length,
+        "pin_max_length": p.pin_max_length,
+        "owners_may_unblock_pin": p.owners_may_unblock_pin,
+    })))
 }
 
 async fn ticket_key(State(state): State<AppState>) -> impl IntoResponse {

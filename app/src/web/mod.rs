@@ -24,7 +24,7 @@ pub(crate) mod rbac_tests;
 
 use axum::extract::{Request, State};
 use axum::handler::Handler;
-use axum::http::Method;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{self, MethodRouter};
@@ -164,7 +164,11 @@ pub fn router(state: AppState) -> Router {
         .layer(session_layer(&state))
         .layer(middleware::from_fn_with_state(state.config.clone(), csrf::protect))
         .layer(middleware::from_fn(error::negotiate))
-        .layer(middleware::from_fn(security::headers))
+        .layer(middleware::from_fn_with_state(
+            HeaderValue::from_str(&security::csp(&state.config.agent.url.origin().ascii_serialization()))
+                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
+            security::headers,
+        ))
         .layer(RequestBodyLimitLayer::new(max_body))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

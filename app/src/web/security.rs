@@ -1,20 +1,23 @@
 //! Security headers on every response.
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue};
 use axum::middleware::Next;
 use axum::response::Response;
 
 /// No inline script anywhere: htmx and `agent.js` are served from `/static`.
-/// `connect-src` allows the local agent so the page can drive the YubiKey.
-pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
-connect-src 'self' http://127.0.0.1:56123 http://localhost:56123; frame-ancestors 'none'; \
-base-uri 'none'; form-action 'self'; object-src 'none'";
+/// `connect-src` allows the local agent (`agent.url`) so the page can drive the YubiKey.
+pub fn csp(agent_origin: &str) -> String {
+    format!(
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+connect-src 'self' {agent_origin}; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+    )
+}
 
-pub async fn headers(req: Request, next: Next) -> Response {
+pub async fn headers(State(csp): State<HeaderValue>, req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(header::CONTENT_SECURITY_POLICY, csp);
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
