@@ -512,6 +512,10 @@ async fn every_page_carries_the_security_headers_and_no_inline_script() {
         assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
         assert!(!body.contains("<script>"), "{path} has an inline script");
         assert!(!body.contains(" onclick="), "{path} has an inline handler");
+        assert!(
+            !body.contains(" style=\""),
+            "{path} has an inline style the CSP would block"
+        );
     }
     // An error page tells nothing about the internals.
     let (s, _, body) = admin.get_text("/audit?from=garbage").await;
