@@ -108,7 +108,7 @@ pub async fn search(db: &PgPool, f: &DeviceFilter, only_owner: Option<Uuid>) -> 
                 OR u.username LIKE lower($6) || '%' OR lower(u.display_name) LIKE '%' || lower($6) || '%') \
            AND ($7::int IS NULL OR EXISTS (SELECT 1 FROM certificates c WHERE c.device_serial = d.serial \
                 AND c.status = 'issued' AND c.not_after < now() + make_interval(days => $7))) \
-           AND ($8::bool IS NULL OR (d.secrets_version IS NULL AND d.state IN ('registered', 'active')) = $8) \
+           AND ($8::bool IS NULL OR (d.secrets_version IS NULL AND d.state IN ('registered', 'active', 'suspended')) = $8) \
          ORDER BY d.serial LIMIT $9"
     ))
     .bind(f.after)

@@ -63,6 +63,79 @@ pub struct IndexPage {
     pub version: &'static str,
     pub role_blurb: &'static str,
     pub stats: Stats,
+    pub fleet: Option<FleetStats>,
+    pub my_devices: i64,
+}
+
+/// The fleet at a glance (staff): every number links to the list behind it.
+pub struct FleetStats {
+    pub by_state: Vec<(String, i64)>,
+    pub total: i64,
+    pub expiring: i64,
+    pub expiry_days: u32,
+    pub factory: i64,
+    pub recent: Vec<AuditLine>,
+}
+
+pub struct AuditLine {
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+}
+
+async fn fleet_stats(state: &AppState, with_audit: bool) -> Result<FleetStats, AppError> {
+    let db = &state.db;
+    let counts = crate::fleet::db::counts_by_state(db).await?;
+    let by_state: Vec<(String, i64)> = crate::fleet::device::DeviceState::ALL
+        .iter()
+        .map(|s| {
+            let n = counts.iter().find(|(k, _)| k == s.as_str()).map(|(_, n)| *n).unwrap_or(0);
+            (s.as_str().to_string(), n)
+        })
+        .collect();
+    let policy = crate::fleet::settings::policy(db).await?;
+    let days = i32::try_from(policy.expiry_warning_days).unwrap_or(30);
+    let expiring: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT device_serial) FROM certificates WHERE status = 'issued' \
+         AND not_after < now() + make_interval(days => $1)",
+    )
+    .bind(days)
+    .fetch_one(db)
+    .await?;
+    let factory: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM devices WHERE secrets_version IS NULL AND state IN ('registered', 'active', 'suspended')",
+    )
+    .fetch_one(db)
+    .await?;
+    let recent = if with_audit {
+        sqlx::query_as::<_, (time::OffsetDateTime, String, String, Option<String>, Option<String>)>(
+            "SELECT created_at, actor_name, action, target_type, target_id FROM audit_log ORDER BY id DESC LIMIT 10",
+        )
+        .fetch_all(db)
+        .await?
+        .into_iter()
+        .map(|(at, actor, action, tt, tid)| AuditLine {
+            at: crate::fleet::db::fmt_time(&at),
+            actor,
+            action,
+            target: match (tt, tid) {
+                (Some(t), Some(i)) => format!("{t} {i}"),
+                _ => String::new(),
+            },
+        })
+        .collect()
+    } else {
+        Vec::new()
+    };
+    Ok(FleetStats {
+        total: by_state.iter().map(|(_, n)| n).sum(),
+        by_state,
+        expiring,
+        expiry_days: policy.expiry_warning_days,
+        factory,
+        recent,
+    })
 }
 
 fn blurb(role: Role) -> &'static str {
@@ -105,10 +178,21 @@ pub async fn index(
     .bind(me.user_id)
     .fetch_one(db)
     .await?;
+    let fleet = if me.role.reads_all_users() {
+        Some(fleet_stats(&state, matches!(me.role, Role::Admin | Role::Auditor)).await?)
+    } else {
+        None
+    };
+    let my_devices: i64 = sqlx::query_scalar("SELECT count(*) FROM devices WHERE owner_id = $1")
+        .bind(me.user_id)
+        .fetch_one(db)
+        .await?;
     render(&IndexPage {
         me: nav(&me),
         version: env!("CARGO_PKG_VERSION"),
         role_blurb: blurb(me.role),
+        fleet,
+        my_devices,
         stats: Stats {
             users,
             audit_rows,

@@ -744,6 +744,17 @@ async fn staff_list_and_filter_the_fleet_with_keyset_pages_and_users_see_only_th
     let (s, _, html) = b.get_text("/devices?state=suspended").await;
     assert_eq!(s, StatusCode::OK);
     assert!(html.contains("/devices/1004") && !html.contains("/devices/1001\""), "{html}");
+
+    // The dashboard counts what the filtered lists show, and links to them.
+    let (s, _, home) = b.get_text("/").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(home.contains(r#"href="/devices?state=suspended"><span class="stat">30</span>"#), "{home}");
+    assert!(home.contains(r#"href="/devices?state=active"><span class="stat">90</span>"#), "{home}");
+    // None of these has escrowed credentials yet: all 120 are on factory values.
+    assert!(home.contains(r#"href="/devices?factory=true"><span class="stat">120</span>"#), "{home}");
+    let (_, v) = admin.get("/api/devices?factory=true&limit=200").await;
+    assert_eq!(v["devices"].as_array().unwrap().len(), 120);
+    assert!(home.contains("Recent events"), "{home}");
 }
 
 #[tokio::test]
