@@ -553,6 +553,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
     fn license_keys_come_from_the_environment_and_the_token_file_and_never_print() {
         let dir = tempfile::tempdir().unwrap();
         let tok = dir.path().join("license-token");

@@ -8,6 +8,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod fleet;
+pub mod licensing;
 pub mod metrics;
 pub mod startup;
 pub mod state;

@@ -58,6 +58,7 @@ impl Application {
                 AttestationRoots::default()
             }
         };
+        let license = crate::licensing::client(&config)?;
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -69,6 +70,7 @@ impl Application {
             passwords,
             jwt: Arc::new(jwt),
             fleet: fleet::service::build_context(ticket_key, roots),
+            license,
         };
         Ok(Self { listener, state })
     }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
+use kleidia_license::client::LicenseClient;
 use sqlx::PgPool;
 
 use crate::auth::jwt::JwtKeys;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub jwt: Arc<JwtKeys>,
     /// Ticket signing key, attestation roots and the PKI document cache.
     pub fleet: Arc<FleetContext>,
+    /// The license service's client: a short cache, TRIAL when unreachable.
+    pub license: Arc<LicenseClient>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {

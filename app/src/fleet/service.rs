@@ -117,6 +117,7 @@ pub async fn register_device(state: &AppState, u: &CurrentUser, meta: &ClientMet
         Role::User => return Err(AppError::Forbidden("you may only register a YubiKey to yourself".into())),
         Role::Auditor => return Err(AppError::Forbidden("auditors change nothing".into())),
     }
+    crate::licensing::check_new_enrollment(state).await?;
     let mut tx = state.db.begin().await?;
     let owner_row = crate::db::users::by_id(&mut *tx, owner)
         .await?

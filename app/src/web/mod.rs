@@ -14,6 +14,7 @@ pub mod csrf;
 pub mod devices;
 pub mod fleet_api;
 mod health;
+pub mod license;
 pub mod pages;
 pub mod pki;
 pub mod security;
@@ -88,6 +89,7 @@ pub fn routes() -> Vec<RouteDef> {
     v.extend(fleet_api::routes());
     v.extend(devices::routes());
     v.extend(pki::routes());
+    v.extend(license::routes());
     v
 }
 

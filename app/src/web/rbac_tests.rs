@@ -113,6 +113,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/pki/crl.pem", PUBLIC),
     ("GET", "/pki/root/ca", PUBLIC),
     ("GET", "/pki/root/crl", PUBLIC),
+    // License: the page and uploads for admins, the status for staff.
+    ("GET", "/license", ADMIN),
+    ("POST", "/license", ADMIN),
+    ("GET", "/api/license", STAFF),
+    ("POST", "/api/license", ADMIN),
 ];
 
 const JWT_SECRET: &[u8] = b"rbac-test-secret-of-32-bytes!!!!";
@@ -142,6 +147,16 @@ pub async fn test_state(db: PgPool) -> AppState {
         fleet: crate::fleet::service::build_context(
             kleidia_protocol::ticket::TicketSigningKey::from_bytes(&[7; 32]),
             Default::default(),
+        ),
+        // Nothing listens there: the client falls back to TRIAL (degraded).
+        license: Arc::new(
+            kleidia_license::client::LicenseClient::new(
+                "http://127.0.0.1:9",
+                None,
+                Duration::from_millis(200),
+                Duration::from_secs(60),
+            )
+            .unwrap(),
         ),
     }
 }

@@ -88,6 +88,7 @@ async fn create_user(
     input: CreateInput,
 ) -> Result<(UserRow, Option<String>), AppError> {
     use secrecy::ExposeSecret;
+    crate::licensing::check_new_user(state).await?;
     let username = users::validate_username(&input.username)?;
     let display_name = users::validate_display_name(&input.display_name)?;
     let email = users::validate_email(input.email.as_deref())?;
