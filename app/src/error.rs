@@ -216,7 +216,7 @@ pub async fn negotiate(req: Request, next: Next) -> Response {
     let is_get = req.method() == Method::GET;
     let resp = next.run(req).await;
     if is_api {
-        return resp;
+        return json_rejection(resp).await;
     }
     let Some(info) = resp.extensions().get::<ErrorInfo>().cloned() else {
         return resp;
@@ -277,6 +277,46 @@ pub async fn negotiate(req: Request, next: Next) -> Response {
         }
         .render(),
     )
+}
+
+/// Extractor rejections (malformed JSON, a wrong content type, an unknown
+/// field, a bad query string) answer plain text; under `/api` they get the
+/// same JSON body as every other error, with axum's message, which names
+/// the problem without internals.
+async fn json_rejection(resp: Response) -> Response {
+    let status = resp.status();
+    let is_text = resp
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !status.is_client_error() || !is_text || resp.extensions().get::<ErrorInfo>().is_some() {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = match axum::body::to_bytes(body, 16 * 1024).await {
+        Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+        Err(_) => String::new(),
+    };
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad_request",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::UNPROCESSABLE_ENTITY => "unprocessable",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        _ => "bad_request",
+    };
+    let body = ErrorBody {
+        error: code.into(),
+        message: text,
+    };
+    let mut out = (status, Json(body)).into_response();
+    for (k, v) in parts.headers.iter() {
+        if k != axum::http::header::CONTENT_TYPE && k != axum::http::header::CONTENT_LENGTH {
+            out.headers_mut().insert(k.clone(), v.clone());
+        }
+    }
+    out
 }
 
 /// Percent-encode for a query value.

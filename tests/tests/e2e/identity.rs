@@ -706,3 +706,41 @@ async fn the_user_list_pages_by_username_without_gaps() {
     expected.insert(0, "admin".into());
     assert_eq!(all, expected);
 }
+
+#[tokio::test]
+async fn malformed_api_input_gets_a_json_error_that_names_the_problem() {
+    let env = Env::start(&[]).await.unwrap();
+    let http = reqwest::Client::new();
+    let url = env.app.url("/api/auth/login");
+    let cases: [(&str, &str, u16, &str); 3] = [
+        (
+            "application/json",
+            "{\"username\": \"admin\",",
+            400,
+            "bad_request",
+        ),
+        ("text/plain", "{}", 415, "unsupported_media_type"),
+        (
+            "application/json",
+            "{\"username\": \"admin\", \"password\": \"x\", \"extra\": 1}",
+            422,
+            "unprocessable",
+        ),
+    ];
+    for (ct, body, status, code) in cases {
+        let r = http
+            .post(&url)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "{body}");
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"], code, "{v}");
+        assert!(!v["message"].as_str().unwrap().is_empty(), "{v}");
+    }
+    let (s, v) = env.admin_api().await.get("/api/audit?limit=many").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"], "bad_request", "{v}");
+}
