@@ -314,10 +314,12 @@ async fn clear_lockout(
 // ---- pages ---------------------------------------------------------------
 
 #[derive(Deserialize, Default)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 struct ListParams {
     q: Option<String>,
     after: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<i64>,
 }
 
 #[derive(Template)]
@@ -342,15 +344,10 @@ async fn list_users(
     state: &AppState,
     p: &ListParams,
 ) -> Result<(Vec<UserView>, Option<String>), AppError> {
-    let mut rows = users::search(
-        &state.db,
-        p.q.as_deref(),
-        p.after.as_deref(),
-        users::PAGE_SIZE + 1,
-    )
-    .await?;
-    let next = if rows.len() as i64 > users::PAGE_SIZE {
-        rows.truncate(users::PAGE_SIZE as usize);
+    let size = p.limit.unwrap_or(users::PAGE_SIZE).clamp(1, 200);
+    let mut rows = users::search(&state.db, p.q.as_deref(), p.after.as_deref(), size + 1).await?;
+    let next = if rows.len() as i64 > size {
+        rows.truncate(size as usize);
         rows.last().map(|u| u.username.clone())
     } else {
         None
