@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod license;
+mod licensing;
 mod fleet;
 mod wiring;
 mod identity;
