@@ -114,3 +114,29 @@ async fn over_https_the_cookie_is_secure_and_host_prefixed() {
     );
     assert!(!set_cookie.contains("Domain="), "{set_cookie}");
 }
+
+#[tokio::test]
+async fn a_session_ends_at_its_absolute_timeout_however_active_it_is() {
+    let env = Env::start(&[
+        ("KLEIDIA_SESSION_IDLE_TIMEOUT_SECS", "60"),
+        ("KLEIDIA_SESSION_ABSOLUTE_TIMEOUT_SECS", "4"),
+    ])
+    .await
+    .unwrap();
+    let b = env.browser();
+    b.login("admin", ADMIN_PASSWORD).await;
+    assert_eq!(b.get("/api/auth/me").await.status(), StatusCode::OK);
+    let mut statuses = Vec::new();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        statuses.push(b.get("/api/auth/me").await.status().as_u16());
+    }
+    assert_eq!(statuses.first(), Some(&200), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&401), "{statuses:?}");
+    // Once over, it stays over.
+    let first_401 = statuses.iter().position(|s| *s == 401).unwrap();
+    assert!(
+        statuses[first_401..].iter().all(|s| *s == 401),
+        "{statuses:?}"
+    );
+}
