@@ -85,6 +85,22 @@ pub enum UserCommand {
         #[arg(long)]
         generate_password: bool,
     },
+    /// Set a user's password (a forgotten admin password; `make demo` on an
+    /// existing database). Ends the user's sessions; enables nothing.
+    ResetPassword {
+        #[arg(long)]
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(
+            long,
+            conflicts_with = "generate_password",
+            required_unless_present = "generate_password"
+        )]
+        password_stdin: bool,
+        /// Generate a one-time password, print it once; it must be changed at first sign-in.
+        #[arg(long)]
+        generate_password: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -131,6 +147,14 @@ pub async fn run(cli: Cli) -> ExitCode {
             )
             .await
         }
+        Command::User {
+            command:
+                UserCommand::ResetPassword {
+                    username,
+                    password_stdin: _,
+                    generate_password,
+                },
+        } => user_reset_password(config, username, generate_password).await,
         Command::Audit {
             command: AuditCommand::Verify,
         } => match audit_verify(config).await {
@@ -226,7 +250,6 @@ async fn user_create(
     generate: bool,
 ) -> anyhow::Result<()> {
     use crate::audit::{self, AuditEvent};
-    use crate::auth::password::{check_new_password, generate_password, hash_blocking};
     use crate::db::users::{self, NewUser};
 
     let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.public_message());
@@ -234,21 +257,7 @@ async fn user_create(
     let display_name =
         users::validate_display_name(display_name.as_deref().unwrap_or(&username)).map_err(err)?;
     let email = users::validate_email(email.as_deref()).map_err(err)?;
-    let password = if generate {
-        generate_password()
-    } else {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        let pw = line.trim_end_matches(['\r', '\n']).to_string();
-        check_new_password(&pw).map_err(err)?;
-        pw
-    };
-    let hash = {
-        let pw = password.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(&pw))
-            .await?
-            .map_err(err)?
-    };
+    let (password, hash) = password_and_hash(generate).await?;
     let pool = db::connect(&config.database).await?;
     db::migrate(&pool).await?;
     let mut tx = pool.begin().await?;
@@ -302,4 +311,64 @@ async fn audit_verify(config: Config) -> anyhow::Result<bool> {
         println!("  {p}");
     }
     Ok(false)
+}
+
+/// The generated or typed (first line of stdin) password and its hash.
+async fn password_and_hash(generate: bool) -> anyhow::Result<(String, String)> {
+    use crate::auth::password::{check_new_password, generate_password, hash_blocking};
+    let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.public_message());
+    let password = if generate {
+        generate_password()
+    } else {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let pw = line.trim_end_matches(['\r', '\n']).to_string();
+        check_new_password(&pw).map_err(err)?;
+        pw
+    };
+    let pw = password.clone();
+    let hash = tokio::task::spawn_blocking(move || hash_blocking(&pw))
+        .await?
+        .map_err(err)?;
+    Ok((password, hash))
+}
+
+async fn user_reset_password(
+    config: Config,
+    username: String,
+    generate: bool,
+) -> anyhow::Result<()> {
+    use crate::audit::{self, AuditEvent};
+    use crate::db::{sessions, users};
+
+    let pool = db::connect(&config.database).await?;
+    db::migrate(&pool).await?;
+    let Some(user) = users::by_username(&pool, &username).await? else {
+        anyhow::bail!("there is no user {username:?}");
+    };
+    let (password, hash) = password_and_hash(generate).await?;
+    let mut tx = pool.begin().await?;
+    users::set_password(&mut *tx, user.id, &hash, generate).await?;
+    let ended = sessions::delete_for_user(&mut *tx, user.id).await?;
+    audit::record(
+        &mut tx,
+        AuditEvent::new("user.password_reset")
+            .actor_named(None, "cli")
+            .target("user", user.id)
+            .details(serde_json::json!({"username": user.username, "sessions_ended": ended, "via": "cli"})),
+    )
+    .await?;
+    tx.commit().await?;
+    eprintln!(
+        "password of {} reset; {ended} session(s) ended",
+        user.username
+    );
+    if user.disabled {
+        eprintln!("note: the account is disabled; an admin can enable it");
+    }
+    if generate {
+        eprintln!("one-time password (shown once; it must be changed at the first sign-in):");
+        println!("{password}");
+    }
+    Ok(())
 }

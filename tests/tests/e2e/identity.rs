@@ -752,3 +752,52 @@ async fn malformed_api_input_gets_a_json_error_that_names_the_problem() {
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(v["error"], "bad_request", "{v}");
 }
+
+#[tokio::test]
+async fn the_cli_resets_a_forgotten_password_ends_sessions_and_prints_a_one_time_password() {
+    let env = Env::start(&[]).await.unwrap();
+    let b = env.browser();
+    b.login("admin", ADMIN_PASSWORD).await;
+    let out = kleidia_tests::app::kleidia_command()
+        .args([
+            "user",
+            "reset-password",
+            "--username",
+            "admin",
+            "--generate-password",
+        ])
+        .env("KLEIDIA_DATABASE_URL", &env.db.url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let pw = stdout.trim();
+    assert_eq!(pw.len(), 20, "stdout is exactly the password: {stdout:?}");
+    assert_eq!(
+        b.get("/api/auth/me").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        env.browser().login("admin", ADMIN_PASSWORD).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let r = env.browser().login("admin", pw).await;
+    assert_eq!(r.headers()["location"], "/account/password");
+    let out = kleidia_tests::app::kleidia_command()
+        .args([
+            "user",
+            "reset-password",
+            "--username",
+            "nobody",
+            "--generate-password",
+        ])
+        .env("KLEIDIA_DATABASE_URL", &env.db.url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no user \"nobody\""));
+}
