@@ -686,6 +686,62 @@ async fn an_expired_license_refuses_new_enrollments_but_work_on_enrolled_keys_go
     let html = site.page(&b).await;
     assert!(html.contains(r#"id="license-status">EXPIRED<"#), "{html}");
     assert!(html.contains("New enrollments are refused"), "{html}");
+    assert!(!html.contains("license-clock"), "{html}");
+
+    // Back to the real clock, three days behind what the service has seen:
+    // the license stays expired and the page warns about the rollback.
+    site.restart_license_service(&[]).await;
+    let (_, v) = admin.get("/api/license").await;
+    assert_eq!(v["status"], "EXPIRED", "{v}");
+    assert_eq!(v["clock_rollback"], true, "{v}");
+    let html = site.page(&b).await;
+    assert!(html.contains(r#"id="license-clock""#), "{html}");
+    let (s, _) = alice.register(random_serial()).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn beyond_the_user_limit_a_new_account_is_refused_until_one_is_disabled() {
+    let site = Site::start().await;
+    let file = site
+        .issue("L-two-users", unix_now() + 365 * DAY, 2, 10)
+        .await;
+    let admin = site.admin_api().await;
+    let r = admin
+        .http
+        .post(format!("{}/api/license", site.app.base_url))
+        .bearer_auth(admin.token.as_ref().unwrap())
+        .body(file)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let new_user = |name: &str| json!({"username": name, "role": "user", "display_name": name, "password": format!("{name}-long-password-1")});
+    let (s, alice) = admin.post_json("/api/users", &new_user("alice")).await;
+    assert_eq!(s, StatusCode::CREATED, "{alice}");
+    let (s, v) = admin.post_json("/api/users", &new_user("bob")).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("allows 2 users"),
+        "{v}"
+    );
+    let pool = site.db.pool().await.unwrap();
+    let bobs: i64 = sqlx::query_scalar("SELECT count(*) FROM users WHERE username = 'bob'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(bobs, 0);
+
+    // A disabled account does not count.
+    let id = alice["user"]["id"].as_str().unwrap();
+    let (s, v) = admin
+        .post_json(&format!("/api/users/{id}/disable"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = admin.post_json("/api/users", &new_user("bob")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (_, v) = admin.get("/api/license").await;
+    assert_eq!(v["usage"]["users"], 2, "{v}");
 }
 
 #[tokio::test]
