@@ -6,8 +6,8 @@
 //!   enrollments (TRIAL, VALID, EXPIRING) and the devices that are not
 //!   retired are fewer than `max_devices` ([`check_new_enrollment`], called
 //!   where a device is registered);
-//! - a new user account needs room under `max_users`, counting enabled
-//!   users ([`check_new_user`]). EXPIRED and INVALID do not stop user
+//! - a new user account, or enabling a disabled one, needs room under
+//!   `max_users`, counting enabled users ([`check_new_user`]). EXPIRED and INVALID do not stop user
 //!   creation: an administrator must always be able to add the staff who
 //!   recover existing devices;
 //! - nothing else ever asks. PIN unblock, revoke, wipe, secret recovery and
@@ -99,15 +99,15 @@ pub fn enrollment_allowed(status: &LicenseStatus, devices: i64) -> Result<(), Ap
     Ok(())
 }
 
-/// Whether one more enabled user may be created, with `users` enabled now.
+/// Whether one more user may be created or enabled, with `users` enabled now.
 pub fn user_allowed(status: &LicenseStatus, users: i64) -> Result<(), AppError> {
     // EXPIRED and INVALID carry no limits and do not block accounts (see
     // the module docs).
     if let Some(limits) = status.limits {
         if users >= i64::from(limits.max_users) {
             return Err(AppError::Conflict(format!(
-                "the {} license allows {} users and {users} are enabled{}: disable one or upload a license \
-                 for more users before creating another",
+                "the {} license allows {} users and {users} are enabled{}: no other account can be \
+                 created or enabled until one is disabled or a license for more users is uploaded",
                 status.status,
                 limits.max_users,
                 degraded_note(status)
@@ -126,7 +126,7 @@ pub async fn check_new_enrollment(state: &AppState) -> Result<(), AppError> {
     })
 }
 
-/// Call before a new user account is created.
+/// Call before a user account is created or a disabled one enabled.
 pub async fn check_new_user(state: &AppState) -> Result<(), AppError> {
     let status = state.license.status().await;
     let u = usage(&state.db).await?;

@@ -219,6 +219,9 @@ async fn set_disabled(
     let cur = users::by_id_for_update(&mut *tx, id)
         .await?
         .ok_or_else(not_found)?;
+    if !disabled && cur.disabled {
+        crate::licensing::check_new_user(state).await?;
+    }
     if disabled && id == me.user_id {
         return Err(AppError::Conflict(
             "you cannot disable your own account".into(),

@@ -701,7 +701,7 @@ async fn an_expired_license_refuses_new_enrollments_but_work_on_enrolled_keys_go
 }
 
 #[tokio::test]
-async fn beyond_the_user_limit_a_new_account_is_refused_until_one_is_disabled() {
+async fn beyond_the_user_limit_no_account_is_created_or_enabled_until_one_is_disabled() {
     let site = Site::start().await;
     let file = site
         .issue("L-two-users", unix_now() + 365 * DAY, 2, 10)
@@ -740,6 +740,20 @@ async fn beyond_the_user_limit_a_new_account_is_refused_until_one_is_disabled() 
     assert_eq!(s, StatusCode::OK, "{v}");
     let (s, v) = admin.post_json("/api/users", &new_user("bob")).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
+    // Enabling her again would make three.
+    let (s, v) = admin
+        .post_json(&format!("/api/users/{id}/enable"), &json!({}))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("allows 2 users"),
+        "{v}"
+    );
+    let disabled: bool = sqlx::query_scalar("SELECT disabled FROM users WHERE username = 'alice'")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(disabled);
     let (_, v) = admin.get("/api/license").await;
     assert_eq!(v["usage"]["users"], 2, "{v}");
 }
