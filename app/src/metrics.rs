@@ -102,7 +102,9 @@ impl Metrics {
         let size = i64::from(pool.size());
         let idle = i64::try_from(pool.num_idle()).unwrap_or(i64::MAX);
         self.pool
-            .get_or_create(&PoolLabels { state: "idle".into() })
+            .get_or_create(&PoolLabels {
+                state: "idle".into(),
+            })
             .set(idle);
         self.pool
             .get_or_create(&PoolLabels {

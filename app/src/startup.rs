@@ -14,10 +14,10 @@ use tokio::net::TcpListener;
 use crate::auth::jwt::{self, JwtKeys};
 use crate::auth::password::Passwords;
 use crate::config::Config;
+use crate::fleet::attestation::AttestationRoots;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::vault::Bao;
-use crate::fleet::attestation::AttestationRoots;
 use crate::{db, fleet, web};
 
 pub struct Application {
@@ -87,7 +87,10 @@ impl Application {
         &self.state
     }
 
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
         let app = web::router(self.state.clone());
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
@@ -122,7 +125,8 @@ impl Application {
 /// The JWT key from OpenBao (created on the very first start), retried for
 /// `database.connect_retry_secs` so OpenBao may start a little after the app.
 async fn load_jwt_secret(bao: &Bao, config: &Config) -> anyhow::Result<Vec<u8>> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(config.database.connect_retry_secs);
+    let deadline =
+        std::time::Instant::now() + Duration::from_secs(config.database.connect_retry_secs);
     loop {
         match jwt::load_or_create_secret(bao, &config.openbao.app_mount).await {
             Ok(k) => return Ok(k),
@@ -132,7 +136,11 @@ async fn load_jwt_secret(bao: &Bao, config: &Config) -> anyhow::Result<Vec<u8>> 
             }
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("reading the JWT signing key at {}/data/{}", config.openbao.app_mount, jwt::KEY_PATH)
+                    format!(
+                        "reading the JWT signing key at {}/data/{}",
+                        config.openbao.app_mount,
+                        jwt::KEY_PATH
+                    )
                 })
             }
         }
@@ -150,7 +158,8 @@ async fn sweep(state: AppState) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "removing expired sessions failed"),
         }
-        if let Err(e) = crate::auth::throttle::delete_stale(&state.db, &state.config.throttle).await {
+        if let Err(e) = crate::auth::throttle::delete_stale(&state.db, &state.config.throttle).await
+        {
             tracing::warn!(error = %e, "removing stale sign-in counters failed");
         }
     }

@@ -54,7 +54,10 @@ impl KleidiaApp {
             .env("KLEIDIA_OPENBAO_ADDR", &opts.bao_addr)
             .env("KLEIDIA_OPENBAO_TOKEN", &opts.bao_token)
             .env("KLEIDIA_OPENBAO_TIMEOUT_SECS", "2")
-            .env("KLEIDIA_LOG_LEVEL", "debug");
+            .env("KLEIDIA_LOG_LEVEL", "debug")
+            // No license service unless the test starts one: a closed port, so
+            // a `make demo` running on this machine never answers for it.
+            .env("KLEIDIA_LICENSE_URL", "http://127.0.0.1:9");
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

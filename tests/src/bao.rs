@@ -27,7 +27,12 @@ impl BaoClient {
         Self::new(&self.addr, token)
     }
 
-    pub async fn call(&self, method: &str, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value)> {
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value)> {
         let m = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self
             .http

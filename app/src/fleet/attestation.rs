@@ -61,7 +61,8 @@ impl AttestationRoots {
                 + "-----END CERTIFICATE-----".len();
             let der = pem_to_der(&block[..end], "CERTIFICATE")
                 .ok_or_else(|| AttestationError::Malformed("bad base64".into()))?;
-            X509Certificate::from_der(&der).map_err(|e| AttestationError::Malformed(e.to_string()))?;
+            X509Certificate::from_der(&der)
+                .map_err(|e| AttestationError::Malformed(e.to_string()))?;
             out.push(der);
             rest = &block[end..];
         }
@@ -70,7 +71,8 @@ impl AttestationRoots {
 }
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, AttestationError> {
-    let (rest, c) = X509Certificate::from_der(der).map_err(|e| AttestationError::Malformed(e.to_string()))?;
+    let (rest, c) =
+        X509Certificate::from_der(der).map_err(|e| AttestationError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(AttestationError::Malformed("trailing bytes".into()));
     }
@@ -86,7 +88,11 @@ fn der_u32(v: &[u8]) -> Option<u32> {
     if body[0] & 0x80 != 0 {
         return None;
     }
-    let body = if body.len() > 1 && body[0] == 0 { &body[1..] } else { body };
+    let body = if body.len() > 1 && body[0] == 0 {
+        &body[1..]
+    } else {
+        body
+    };
     if body.len() > 4 {
         return None;
     }
@@ -111,9 +117,13 @@ pub fn verify(
     }
     let ders: Vec<Vec<u8>> = chain_pem
         .iter()
-        .map(|p| pem_to_der(p, "CERTIFICATE").ok_or_else(|| AttestationError::Malformed("not a PEM certificate".into())))
+        .map(|p| {
+            pem_to_der(p, "CERTIFICATE")
+                .ok_or_else(|| AttestationError::Malformed("not a PEM certificate".into()))
+        })
         .collect::<Result<_, _>>()?;
-    let chain: Vec<X509Certificate<'_>> = ders.iter().map(|d| parse(d)).collect::<Result<_, _>>()?;
+    let chain: Vec<X509Certificate<'_>> =
+        ders.iter().map(|d| parse(d)).collect::<Result<_, _>>()?;
     let bundle: Vec<X509Certificate<'_>> = roots.0.iter().filter_map(|d| parse(d).ok()).collect();
     let slot = &chain[0];
     let dev = &chain[1];
@@ -126,7 +136,8 @@ pub fn verify(
     let mut trusted = false;
     for _ in 0..4 {
         if let Some(_root) = bundle.iter().filter(|c| is_root(c)).find(|r| {
-            r.subject() == current.issuer() && current.verify_signature(Some(r.public_key())).is_ok()
+            r.subject() == current.issuer()
+                && current.verify_signature(Some(r.public_key())).is_ok()
         }) {
             trusted = true;
             break;
@@ -134,7 +145,10 @@ pub fn verify(
         let next = chain[2..]
             .iter()
             .chain(bundle.iter().filter(|c| !is_root(c)))
-            .find(|i| i.subject() == current.issuer() && current.verify_signature(Some(i.public_key())).is_ok());
+            .find(|i| {
+                i.subject() == current.issuer()
+                    && current.verify_signature(Some(i.public_key())).is_ok()
+            });
         match next {
             Some(i) => current = i,
             None => break,
@@ -153,7 +167,9 @@ pub fn verify(
             .find(|e| e.oid.to_id_string() == oid)
             .map(|e| e.value)
     };
-    let serial = ext(OID_SERIAL).and_then(der_u32).ok_or(AttestationError::NoSerial)?;
+    let serial = ext(OID_SERIAL)
+        .and_then(der_u32)
+        .ok_or(AttestationError::NoSerial)?;
     if serial != expected_serial {
         return Err(AttestationError::WrongSerial {
             attested: serial,
@@ -163,7 +179,9 @@ pub fn verify(
     if slot.public_key().raw != csr_spki_der {
         return Err(AttestationError::KeyMismatch);
     }
-    let firmware = ext(OID_FIRMWARE).filter(|v| v.len() == 3).map(|v| (v[0], v[1], v[2]));
+    let firmware = ext(OID_FIRMWARE)
+        .filter(|v| v.len() == 3)
+        .map(|v| (v[0], v[1], v[2]));
     let policy = ext(OID_POLICY).filter(|v| v.len() >= 2);
     let pin_policy = policy.and_then(|v| match v[0] {
         1 => Some(PinPolicy::Never),
@@ -194,8 +212,14 @@ mod tests {
     #[test]
     fn der_integers_decode_within_32_bits() {
         assert_eq!(der_u32(&[0x02, 0x01, 0x05]), Some(5));
-        assert_eq!(der_u32(&[0x02, 0x04, 0x00, 0xbc, 0x61, 0x4e]), Some(12_345_678));
-        assert_eq!(der_u32(&[0x02, 0x05, 0x00, 0xff, 0xff, 0xff, 0xff]), Some(u32::MAX));
+        assert_eq!(
+            der_u32(&[0x02, 0x04, 0x00, 0xbc, 0x61, 0x4e]),
+            Some(12_345_678)
+        );
+        assert_eq!(
+            der_u32(&[0x02, 0x05, 0x00, 0xff, 0xff, 0xff, 0xff]),
+            Some(u32::MAX)
+        );
         assert_eq!(der_u32(&[0x02, 0x01, 0x85]), None);
         assert_eq!(der_u32(&[0x04, 0x01, 0x05]), None);
         assert_eq!(der_u32(&[0x02, 0x02, 0x05]), None);

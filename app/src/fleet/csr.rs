@@ -36,14 +36,18 @@ pub fn pem_to_der(pem: &str, label: &str) -> Option<Vec<u8>> {
     let end = format!("-----END {label}-----");
     let start = pem.find(&begin)? + begin.len();
     let stop = pem[start..].find(&end)? + start;
-    let b64: String = pem[start..stop].chars().filter(|c| !c.is_whitespace()).collect();
+    let b64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
 pub fn verify_csr(pem: &str) -> Result<VerifiedCsr, CsrError> {
     let der = pem_to_der(pem, "CERTIFICATE REQUEST").ok_or(CsrError::NotPem)?;
-    let (rest, csr) = X509CertificationRequest::from_der(&der).map_err(|e| CsrError::Malformed(e.to_string()))?;
+    let (rest, csr) =
+        X509CertificationRequest::from_der(&der).map_err(|e| CsrError::Malformed(e.to_string()))?;
     if !rest.is_empty() {
         return Err(CsrError::Malformed("trailing bytes after the CSR".into()));
     }
@@ -57,7 +61,9 @@ pub fn verify_csr(pem: &str) -> Result<VerifiedCsr, CsrError> {
     })
 }
 
-pub fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Result<KeyAlgorithm, CsrError> {
+pub fn key_algorithm(
+    spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>,
+) -> Result<KeyAlgorithm, CsrError> {
     match spki.parsed() {
         Ok(PublicKey::RSA(rsa)) => match rsa.key_size() {
             2048 => Ok(KeyAlgorithm::Rsa2048),
@@ -79,7 +85,9 @@ pub fn key_algorithm(spki: &x509_parser::x509::SubjectPublicKeyInfo<'_>) -> Resu
                 other => Err(CsrError::UnsupportedKey(format!("EC curve {other}"))),
             }
         }
-        Ok(other) => Err(CsrError::UnsupportedKey(format!("{other:?}").chars().take(40).collect())),
+        Ok(other) => Err(CsrError::UnsupportedKey(
+            format!("{other:?}").chars().take(40).collect(),
+        )),
         Err(e) => Err(CsrError::UnsupportedKey(e.to_string())),
     }
 }
@@ -92,10 +100,20 @@ mod tests {
 
     fn openssl_csr(args: &[&str]) -> String {
         let dir = tempfile::tempdir().unwrap();
-        let mut a = vec!["req", "-new", "-nodes", "-keyout", "k.pem", "-out", "c.pem", "-subj", "/CN=x"];
+        let mut a = vec![
+            "req", "-new", "-nodes", "-keyout", "k.pem", "-out", "c.pem", "-subj", "/CN=x",
+        ];
         a.extend_from_slice(args);
-        let ok = Command::new("openssl").args(&a).current_dir(dir.path()).output().unwrap();
-        assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+        let ok = Command::new("openssl")
+            .args(&a)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            ok.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ok.stderr)
+        );
         std::fs::read_to_string(dir.path().join("c.pem")).unwrap()
     }
 
@@ -108,7 +126,10 @@ mod tests {
         let rsa = openssl_csr(&["-newkey", "rsa:2048"]);
         assert_eq!(verify_csr(&rsa).unwrap().algorithm, KeyAlgorithm::Rsa2048);
         let p521 = openssl_csr(&["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-521"]);
-        assert!(matches!(verify_csr(&p521), Err(CsrError::UnsupportedKey(_))));
+        assert!(matches!(
+            verify_csr(&p521),
+            Err(CsrError::UnsupportedKey(_))
+        ));
         let ed = openssl_csr(&["-newkey", "ed25519"]);
         assert!(verify_csr(&ed).is_err());
     }

@@ -41,7 +41,9 @@ impl DeviceRow {
 
     /// Firmware 5.7 or later (AES-192 factory management key).
     pub fn firmware_5_7_or_later(&self) -> bool {
-        let Some(fw) = &self.firmware else { return false };
+        let Some(fw) = &self.firmware else {
+            return false;
+        };
         let mut it = fw.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
         (major, minor) >= (5, 7)
@@ -52,7 +54,10 @@ const DEVICE_COLUMNS: &str = "d.serial, d.model, d.firmware, d.form_factor, d.ow
      u.username AS owner_username, u.display_name AS owner_display_name, d.state, d.secrets_version, \
      d.enrolled_at, d.last_seen_at, d.created_at, d.updated_at";
 
-pub async fn device(db: impl PgExecutor<'_>, serial: Serial) -> Result<Option<DeviceRow>, sqlx::Error> {
+pub async fn device(
+    db: impl PgExecutor<'_>,
+    serial: Serial,
+) -> Result<Option<DeviceRow>, sqlx::Error> {
     sqlx::query_as(&format!(
         "SELECT {DEVICE_COLUMNS} FROM devices d LEFT JOIN users u ON u.id = d.owner_id WHERE d.serial = $1"
     ))
@@ -62,7 +67,10 @@ pub async fn device(db: impl PgExecutor<'_>, serial: Serial) -> Result<Option<De
 }
 
 /// The device row locked for the rest of the transaction.
-pub async fn device_for_update(conn: &mut PgConnection, serial: Serial) -> Result<Option<DeviceRow>, sqlx::Error> {
+pub async fn device_for_update(
+    conn: &mut PgConnection,
+    serial: Serial,
+) -> Result<Option<DeviceRow>, sqlx::Error> {
     sqlx::query("SELECT 1 FROM devices WHERE serial = $1 FOR UPDATE")
         .bind(serial.as_i64())
         .execute(&mut *conn)
@@ -88,7 +96,11 @@ pub struct DeviceFilter {
 }
 
 /// A page of devices ordered by serial (keyset pagination: fast at any depth).
-pub async fn search(db: &PgPool, f: &DeviceFilter, only_owner: Option<Uuid>) -> Result<Vec<DeviceRow>, AppError> {
+pub async fn search(
+    db: &PgPool,
+    f: &DeviceFilter,
+    only_owner: Option<Uuid>,
+) -> Result<Vec<DeviceRow>, AppError> {
     let limit = f.limit.unwrap_or(50).clamp(1, 200);
     if let Some(s) = &f.state {
         if DeviceState::parse(s).is_none() {
@@ -146,17 +158,23 @@ pub async fn insert_device(conn: &mut PgConnection, d: &NewDevice<'_>) -> Result
     .await;
     match r {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("devices_pkey") => {
-            Err(AppError::Conflict(format!("device {} is already registered", d.serial)))
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("devices_pkey") => Err(
+            AppError::Conflict(format!("device {} is already registered", d.serial)),
+        ),
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => {
+            Err(AppError::Unprocessable(
+                "firmware must look like 5.7.1 and model/form factor must be short".into(),
+            ))
         }
-        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => Err(AppError::Unprocessable(
-            "firmware must look like 5.7.1 and model/form factor must be short".into(),
-        )),
         Err(e) => Err(e.into()),
     }
 }
 
-pub async fn set_state(conn: &mut PgConnection, serial: Serial, state: DeviceState) -> Result<(), sqlx::Error> {
+pub async fn set_state(
+    conn: &mut PgConnection,
+    serial: Serial,
+    state: DeviceState,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE devices SET state = $2, updated_at = now() WHERE serial = $1")
         .bind(serial.as_i64())
         .bind(state.as_str())
@@ -165,7 +183,11 @@ pub async fn set_state(conn: &mut PgConnection, serial: Serial, state: DeviceSta
         .map(|_| ())
 }
 
-pub async fn set_owner(conn: &mut PgConnection, serial: Serial, owner: Option<Uuid>) -> Result<(), sqlx::Error> {
+pub async fn set_owner(
+    conn: &mut PgConnection,
+    serial: Serial,
+    owner: Option<Uuid>,
+) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE devices SET owner_id = $2, updated_at = now() WHERE serial = $1")
         .bind(serial.as_i64())
         .bind(owner)
@@ -217,7 +239,10 @@ pub struct NewOperation<'a> {
     pub details: Value,
 }
 
-pub async fn insert_operation(conn: &mut PgConnection, o: &NewOperation<'_>) -> Result<(), AppError> {
+pub async fn insert_operation(
+    conn: &mut PgConnection,
+    o: &NewOperation<'_>,
+) -> Result<(), AppError> {
     let r = sqlx::query(
         "INSERT INTO operations (id, device_serial, kind, actor_id, actor_name, session_id, \
              agent_key_fingerprint, secrets_version_prev, details) \
@@ -237,14 +262,20 @@ pub async fn insert_operation(conn: &mut PgConnection, o: &NewOperation<'_>) -> 
     r.map(|_| ()).map_err(Into::into)
 }
 
-pub async fn operation(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<OperationRow>, sqlx::Error> {
+pub async fn operation(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<OperationRow>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM operations WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
 }
 
-pub async fn operation_for_update(conn: &mut PgConnection, id: Uuid) -> Result<Option<OperationRow>, sqlx::Error> {
+pub async fn operation_for_update(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<OperationRow>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM operations WHERE id = $1 FOR UPDATE")
         .bind(id)
         .fetch_optional(conn)
@@ -252,7 +283,10 @@ pub async fn operation_for_update(conn: &mut PgConnection, id: Uuid) -> Result<O
 }
 
 /// The unfinished secret change of a device, if any.
-pub async fn pending_secret_change(db: impl PgExecutor<'_>, serial: Serial) -> Result<Option<OperationRow>, sqlx::Error> {
+pub async fn pending_secret_change(
+    db: impl PgExecutor<'_>,
+    serial: Serial,
+) -> Result<Option<OperationRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT * FROM operations WHERE device_serial = $1 AND state = 'pending' \
          AND secrets_version_new IS NOT NULL",
@@ -262,12 +296,18 @@ pub async fn pending_secret_change(db: impl PgExecutor<'_>, serial: Serial) -> R
     .await
 }
 
-pub async fn operations_of(db: &PgPool, serial: Serial, limit: i64) -> Result<Vec<OperationRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM operations WHERE device_serial = $1 ORDER BY created_at DESC, id LIMIT $2")
-        .bind(serial.as_i64())
-        .bind(limit)
-        .fetch_all(db)
-        .await
+pub async fn operations_of(
+    db: &PgPool,
+    serial: Serial,
+    limit: i64,
+) -> Result<Vec<OperationRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM operations WHERE device_serial = $1 ORDER BY created_at DESC, id LIMIT $2",
+    )
+    .bind(serial.as_i64())
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 // ----------------------------------------------------------- certificates
@@ -295,21 +335,33 @@ pub struct CertificateRow {
     pub created_at: OffsetDateTime,
 }
 
-pub async fn certificates_of(db: impl PgExecutor<'_>, serial: Serial) -> Result<Vec<CertificateRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM certificates WHERE device_serial = $1 ORDER BY created_at DESC, id")
-        .bind(serial.as_i64())
-        .fetch_all(db)
-        .await
+pub async fn certificates_of(
+    db: impl PgExecutor<'_>,
+    serial: Serial,
+) -> Result<Vec<CertificateRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT * FROM certificates WHERE device_serial = $1 ORDER BY created_at DESC, id",
+    )
+    .bind(serial.as_i64())
+    .fetch_all(db)
+    .await
 }
 
-pub async fn certificate(db: impl PgExecutor<'_>, id: Uuid) -> Result<Option<CertificateRow>, sqlx::Error> {
+pub async fn certificate(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> Result<Option<CertificateRow>, sqlx::Error> {
     sqlx::query_as("SELECT * FROM certificates WHERE id = $1")
         .bind(id)
         .fetch_optional(db)
         .await
 }
 
-pub async fn mark_certificate_revoked(conn: &mut PgConnection, id: Uuid, reason: &str) -> Result<(), sqlx::Error> {
+pub async fn mark_certificate_revoked(
+    conn: &mut PgConnection,
+    id: Uuid,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE certificates SET status = 'revoked', revoked_at = now(), revocation_reason = $2 \
          WHERE id = $1 AND status = 'issued'",
@@ -376,6 +428,9 @@ impl DeviceRow {
         }
     }
     pub fn enrolled_str(&self) -> String {
-        self.enrolled_at.as_ref().map(fmt_time).unwrap_or_else(|| "—".into())
+        self.enrolled_at
+            .as_ref()
+            .map(fmt_time)
+            .unwrap_or_else(|| "—".into())
     }
 }

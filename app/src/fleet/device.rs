@@ -44,7 +44,9 @@ impl Serial {
     pub fn parse(s: &str) -> Result<Self, String> {
         let t = s.trim();
         if t.is_empty() || t.len() > 10 || !t.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!("{s:?} is not a YubiKey serial number (digits only)"));
+            return Err(format!(
+                "{s:?} is not a YubiKey serial number (digits only)"
+            ));
         }
         match t.parse::<u32>() {
             Ok(n) if n > 0 => Ok(Serial(n)),
@@ -143,7 +145,10 @@ impl DeviceState {
 
     /// States whose certificates are revoked when entered.
     pub fn revokes_certificates(self) -> bool {
-        matches!(self, DeviceState::Lost | DeviceState::Revoked | DeviceState::Retired)
+        matches!(
+            self,
+            DeviceState::Lost | DeviceState::Revoked | DeviceState::Retired
+        )
     }
 
     /// States in which the owner may still use and maintain the key.
@@ -167,7 +172,16 @@ mod tests {
     fn serials_are_positive_decimal_u32() {
         assert_eq!(Serial::parse("12345678").unwrap().get(), 12_345_678);
         assert_eq!(Serial::parse(" 42 ").unwrap().get(), 42);
-        for bad in ["", "0", "-1", "1e5", "12a", "99999999999", "4294967296", "０１"] {
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "1e5",
+            "12a",
+            "99999999999",
+            "4294967296",
+            "０１",
+        ] {
             assert!(Serial::parse(bad).is_err(), "{bad}");
         }
         let s: Serial = serde_json::from_str("\"123\"").unwrap();

@@ -60,10 +60,15 @@ impl Escrow<'_> {
                     .filter_map(|(k, v)| {
                         Some(VersionInfo {
                             version: k.parse().ok()?,
-                            created_at: v
-                                .get("created_time")
-                                .and_then(Value::as_str)
-                                .and_then(|t| OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()),
+                            created_at: v.get("created_time").and_then(Value::as_str).and_then(
+                                |t| {
+                                    OffsetDateTime::parse(
+                                        t,
+                                        &time::format_description::well_known::Rfc3339,
+                                    )
+                                    .ok()
+                                },
+                            ),
                             destroyed: v.get("destroyed").and_then(Value::as_bool).unwrap_or(false),
                         })
                     })
@@ -110,9 +115,11 @@ impl Escrow<'_> {
                         message: "no version in the write response".into(),
                     })
                 }),
-            Err(BaoError::Api { status: 400, message, .. }) if message.contains("check-and-set") => {
-                Err(EscrowError::Conflict(serial))
-            }
+            Err(BaoError::Api {
+                status: 400,
+                message,
+                ..
+            }) if message.contains("check-and-set") => Err(EscrowError::Conflict(serial)),
             Err(e) => Err(e.into()),
         }
     }

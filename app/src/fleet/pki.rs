@@ -43,14 +43,28 @@ pub struct Pki<'a> {
 }
 
 impl Pki<'_> {
-    pub async fn sign(&self, csr: &VerifiedCsr, names: &CertificateNames, ttl_secs: u64) -> Result<IssuedCertificate, PkiError> {
+    pub async fn sign(
+        &self,
+        csr: &VerifiedCsr,
+        names: &CertificateNames,
+        ttl_secs: u64,
+    ) -> Result<IssuedCertificate, PkiError> {
         let role = match csr.algorithm {
             KeyAlgorithm::EccP256 | KeyAlgorithm::EccP384 => ROLE_PIV_EC,
             _ => ROLE_PIV_RSA,
         };
         let emails: Vec<&str> = names.email.iter().map(String::as_str).collect();
-        let body = piv_sign_request(&csr.pem, &names.common_name, &emails, names.upn.as_deref(), ttl_secs);
-        let resp = self.bao.write(&format!("{}/sign/{role}", self.mount), &body).await?;
+        let body = piv_sign_request(
+            &csr.pem,
+            &names.common_name,
+            &emails,
+            names.upn.as_deref(),
+            ttl_secs,
+        );
+        let resp = self
+            .bao
+            .write(&format!("{}/sign/{role}", self.mount), &body)
+            .await?;
         let pem = resp
             .pointer("/data/certificate")
             .and_then(Value::as_str)
@@ -61,8 +75,10 @@ impl Pki<'_> {
             .and_then(Value::as_str)
             .ok_or_else(|| PkiError::BadCertificate("no serial number in the answer".into()))?
             .to_string();
-        let der = pem_to_der(&pem, "CERTIFICATE").ok_or_else(|| PkiError::BadCertificate("not PEM".into()))?;
-        let (_, cert) = X509Certificate::from_der(&der).map_err(|e| PkiError::BadCertificate(e.to_string()))?;
+        let der = pem_to_der(&pem, "CERTIFICATE")
+            .ok_or_else(|| PkiError::BadCertificate("not PEM".into()))?;
+        let (_, cert) =
+            X509Certificate::from_der(&der).map_err(|e| PkiError::BadCertificate(e.to_string()))?;
         let not_before = cert.validity().not_before.to_datetime();
         let not_after = cert.validity().not_after.to_datetime();
         let subject = cert.subject().to_string();
@@ -78,12 +94,19 @@ impl Pki<'_> {
     pub async fn revoke(&self, serial_number: &str) -> Result<(), PkiError> {
         let r = self
             .bao
-            .write(&format!("{}/revoke", self.mount), &serde_json::json!({"serial_number": serial_number}))
+            .write(
+                &format!("{}/revoke", self.mount),
+                &serde_json::json!({"serial_number": serial_number}),
+            )
             .await;
         match r {
             Ok(_) => Ok(()),
             // Already revoked (or expired and tidied): the goal is reached.
-            Err(BaoError::Api { status: 400, message, .. }) if message.contains("already") || message.contains("expired") => Ok(()),
+            Err(BaoError::Api {
+                status: 400,
+                message,
+                ..
+            }) if message.contains("already") || message.contains("expired") => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

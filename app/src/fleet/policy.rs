@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-
-pub use kleidia_protocol::agent::{KeyAlgorithm, ManagementKeyAlgorithm, PinPolicy, PivSlot, TouchPolicy};
+pub use kleidia_protocol::agent::{
+    KeyAlgorithm, ManagementKeyAlgorithm, PinPolicy, PivSlot, TouchPolicy,
+};
 
 /// The wire name of a key algorithm (`ecc_p256`, …), for messages.
 pub fn algorithm_name(alg: KeyAlgorithm) -> String {
@@ -49,7 +50,11 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         let ec_and_rsa = || SlotPolicy {
-            algorithms: vec![KeyAlgorithm::EccP256, KeyAlgorithm::EccP384, KeyAlgorithm::Rsa2048],
+            algorithms: vec![
+                KeyAlgorithm::EccP256,
+                KeyAlgorithm::EccP384,
+                KeyAlgorithm::Rsa2048,
+            ],
             pin_policies: vec![PinPolicy::Once, PinPolicy::Always],
             touch_policies: vec![TouchPolicy::Never, TouchPolicy::Always, TouchPolicy::Cached],
         };
@@ -89,17 +94,29 @@ impl Policy {
             return Err("pin_min_length is larger than pin_max_length".into());
         }
         if self.puk_length != 8 {
-            return Err("PUK length must be 8 digits (the YubiKey maximum, for the most strength)".into());
+            return Err(
+                "PUK length must be 8 digits (the YubiKey maximum, for the most strength)".into(),
+            );
         }
-        if matches!(self.management_key_algorithm, ManagementKeyAlgorithm::TripleDes | ManagementKeyAlgorithm::Aes128) {
+        if matches!(
+            self.management_key_algorithm,
+            ManagementKeyAlgorithm::TripleDes | ManagementKeyAlgorithm::Aes128
+        ) {
             return Err("management_key_algorithm must be aes192 or aes256".into());
         }
         for (slot, sp) in &self.slots {
             if !PIV_SLOTS.contains(&slot.as_str()) {
-                return Err(format!("unknown PIV slot {slot:?} (allowed: 9a, 9c, 9d, 9e)"));
+                return Err(format!(
+                    "unknown PIV slot {slot:?} (allowed: 9a, 9c, 9d, 9e)"
+                ));
             }
-            if sp.algorithms.is_empty() || sp.pin_policies.is_empty() || sp.touch_policies.is_empty() {
-                return Err(format!("slot {slot} must allow at least one algorithm, PIN policy and touch policy"));
+            if sp.algorithms.is_empty()
+                || sp.pin_policies.is_empty()
+                || sp.touch_policies.is_empty()
+            {
+                return Err(format!(
+                    "slot {slot} must allow at least one algorithm, PIN policy and touch policy"
+                ));
             }
         }
         if self.enrollment_slots.is_empty() {
@@ -111,7 +128,10 @@ impl Policy {
             }
         }
         if !(1..=365).contains(&self.certificate_lifetime_days) {
-            return Err("certificate_lifetime_days must be between 1 and 365 (the PKI role's maximum)".into());
+            return Err(
+                "certificate_lifetime_days must be between 1 and 365 (the PKI role's maximum)"
+                    .into(),
+            );
         }
         if !(1..=180).contains(&self.expiry_warning_days) {
             return Err("expiry_warning_days must be between 1 and 180".into());
@@ -126,16 +146,29 @@ impl Policy {
             .ok_or_else(|| format!("policy: slot {slot} may not hold a key"))
     }
 
-    pub fn check_key(&self, slot: &str, alg: KeyAlgorithm, pin: PinPolicy, touch: TouchPolicy) -> Result<(), String> {
+    pub fn check_key(
+        &self,
+        slot: &str,
+        alg: KeyAlgorithm,
+        pin: PinPolicy,
+        touch: TouchPolicy,
+    ) -> Result<(), String> {
         let sp = self.slot(slot)?;
         if !sp.algorithms.contains(&alg) {
-            return Err(format!("policy: slot {slot} does not allow {}", algorithm_name(alg)));
+            return Err(format!(
+                "policy: slot {slot} does not allow {}",
+                algorithm_name(alg)
+            ));
         }
         if matches!(pin, PinPolicy::Default) || !sp.pin_policies.contains(&pin) {
-            return Err(format!("policy: slot {slot} does not allow PIN policy {pin:?}"));
+            return Err(format!(
+                "policy: slot {slot} does not allow PIN policy {pin:?}"
+            ));
         }
         if matches!(touch, TouchPolicy::Default) || !sp.touch_policies.contains(&touch) {
-            return Err(format!("policy: slot {slot} does not allow touch policy {touch:?}"));
+            return Err(format!(
+                "policy: slot {slot} does not allow touch policy {touch:?}"
+            ));
         }
         Ok(())
     }
@@ -153,17 +186,31 @@ mod tests {
 
     #[test]
     fn a_policy_outside_the_rules_names_the_rule() {
-        let mut p = Policy::default();
-        p.pin_min_length = 4;
+        let p = Policy {
+            pin_min_length: 4,
+            ..Policy::default()
+        };
         assert!(p.validate().unwrap_err().contains("PIN length"));
-        let mut p = Policy::default();
-        p.management_key_algorithm = ManagementKeyAlgorithm::TripleDes;
-        assert!(p.validate().unwrap_err().contains("management_key_algorithm"));
-        let mut p = Policy::default();
-        p.certificate_lifetime_days = 5000;
-        assert!(p.validate().unwrap_err().contains("certificate_lifetime_days"));
-        let mut p = Policy::default();
-        p.enrollment_slots = vec!["82".into()];
+        let p = Policy {
+            management_key_algorithm: ManagementKeyAlgorithm::TripleDes,
+            ..Policy::default()
+        };
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .contains("management_key_algorithm"));
+        let p = Policy {
+            certificate_lifetime_days: 5000,
+            ..Policy::default()
+        };
+        assert!(p
+            .validate()
+            .unwrap_err()
+            .contains("certificate_lifetime_days"));
+        let p = Policy {
+            enrollment_slots: vec!["82".into()],
+            ..Policy::default()
+        };
         assert!(p.validate().is_err());
     }
 
@@ -175,9 +222,29 @@ mod tests {
     #[test]
     fn slot_checks_name_what_is_not_allowed() {
         let p = Policy::default();
-        p.check_key("9a", KeyAlgorithm::EccP256, PinPolicy::Once, TouchPolicy::Never).unwrap();
-        let e = p.check_key("9c", KeyAlgorithm::EccP256, PinPolicy::Once, TouchPolicy::Never).unwrap_err();
+        p.check_key(
+            "9a",
+            KeyAlgorithm::EccP256,
+            PinPolicy::Once,
+            TouchPolicy::Never,
+        )
+        .unwrap();
+        let e = p
+            .check_key(
+                "9c",
+                KeyAlgorithm::EccP256,
+                PinPolicy::Once,
+                TouchPolicy::Never,
+            )
+            .unwrap_err();
         assert!(e.contains("9c") && e.contains("PIN policy"), "{e}");
-        assert!(p.check_key("82", KeyAlgorithm::EccP256, PinPolicy::Once, TouchPolicy::Never).is_err());
+        assert!(p
+            .check_key(
+                "82",
+                KeyAlgorithm::EccP256,
+                PinPolicy::Once,
+                TouchPolicy::Never
+            )
+            .is_err());
     }
 }

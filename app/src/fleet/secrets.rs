@@ -63,8 +63,7 @@ pub fn acceptable_pin(pin: &str, min: usize, max: usize) -> bool {
         return false;
     }
     let step = |a: u8, c: u8| i16::from(c) - i16::from(a);
-    if b
-        .windows(3)
+    if b.windows(3)
         .any(|w| step(w[0], w[1]) == step(w[1], w[2]) && step(w[0], w[1]).abs() == 1)
     {
         return false;
@@ -73,7 +72,9 @@ pub fn acceptable_pin(pin: &str, min: usize, max: usize) -> bool {
 }
 
 fn digits<R: RngCore + CryptoRng>(rng: &mut R, len: usize) -> String {
-    (0..len).map(|_| char::from(b'0' + rng.gen_range(0..10u8))).collect()
+    (0..len)
+        .map(|_| char::from(b'0' + rng.gen_range(0..10u8)))
+        .collect()
 }
 
 /// A random PIN of a random length in `min..=max` that [`acceptable_pin`] accepts.
@@ -87,7 +88,10 @@ pub fn generate_pin<R: RngCore + CryptoRng>(rng: &mut R, min: usize, max: usize)
     }
 }
 
-pub fn generate_management_key<R: RngCore + CryptoRng>(rng: &mut R, alg: ManagementKeyAlgorithm) -> String {
+pub fn generate_management_key<R: RngCore + CryptoRng>(
+    rng: &mut R,
+    alg: ManagementKeyAlgorithm,
+) -> String {
     let mut key = Zeroizing::new(vec![0u8; alg.key_len()]);
     rng.fill_bytes(&mut key);
     hex::encode(&*key)
@@ -115,7 +119,16 @@ mod tests {
 
     #[test]
     fn weak_pins_are_refused() {
-        for bad in ["123456", "112233", "111111", "654321", "12345", "123456789", "12a456", "987012"] {
+        for bad in [
+            "123456",
+            "112233",
+            "111111",
+            "654321",
+            "12345",
+            "123456789",
+            "12a456",
+            "987012",
+        ] {
             assert!(!acceptable_pin(bad, 6, 8), "{bad}");
         }
         for good in ["135792", "602917", "48150362"] {
@@ -129,10 +142,17 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..500 {
             let s = generate(&policy);
-            assert!(acceptable_pin(&s.pin, policy.pin_min_length, policy.pin_max_length), "{}", s.pin);
+            assert!(
+                acceptable_pin(&s.pin, policy.pin_min_length, policy.pin_max_length),
+                "{}",
+                s.pin
+            );
             assert_eq!(s.puk.len(), policy.puk_length);
             assert!(s.puk.bytes().all(|b| b.is_ascii_digit()));
-            assert_eq!(s.management_key.len(), policy.management_key_algorithm.key_len() * 2);
+            assert_eq!(
+                s.management_key.len(),
+                policy.management_key_algorithm.key_len() * 2
+            );
             assert!(seen.insert(s.management_key.clone()));
         }
     }
@@ -141,6 +161,9 @@ mod tests {
     fn debug_output_never_shows_a_secret() {
         let s = generate(&Policy::default());
         let d = format!("{s:?}");
-        assert!(!d.contains(&s.pin) && !d.contains(&s.puk) && !d.contains(&s.management_key), "{d}");
+        assert!(
+            !d.contains(&s.pin) && !d.contains(&s.puk) && !d.contains(&s.management_key),
+            "{d}"
+        );
     }
 }

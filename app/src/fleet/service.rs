@@ -10,12 +10,12 @@
 use std::sync::Arc;
 
 use kleidia_protocol::agent::{
-    AttestParams, GenerateCsrParams, ImportCertificateParams, OperationParams, ResetParams, RotateManagementKeyParams,
-    SetPinParams, SetPukParams, SignedRequest, UnblockPinParams,
+    AttestParams, GenerateCsrParams, ImportCertificateParams, OperationParams, ResetParams,
+    RotateManagementKeyParams, SetPinParams, SetPukParams, SignedRequest, UnblockPinParams,
 };
 use kleidia_protocol::ticket::{
-    params_hash, parse_agent_public_key, EncryptedSecret, Operation, TicketClaims, TicketSigningKey,
-    TICKET_MAX_LIFETIME_SECS,
+    params_hash, parse_agent_public_key, EncryptedSecret, Operation, TicketClaims,
+    TicketSigningKey, TICKET_MAX_LIFETIME_SECS,
 };
 use rand::rngs::OsRng;
 use rsa::RsaPublicKey;
@@ -30,7 +30,9 @@ use super::db::{self, DeviceRow, NewOperation, OperationRow};
 use super::device::{DeviceState, Serial};
 use super::escrow::{Escrow, EscrowError};
 use super::pki::{CertificateNames, Pki, PkiError};
-use super::policy::{algorithm_name, slot_name, KeyAlgorithm, PinPolicy, PivSlot, Policy, TouchPolicy};
+use super::policy::{
+    algorithm_name, slot_name, KeyAlgorithm, PinPolicy, PivSlot, Policy, TouchPolicy,
+};
 use super::secrets::{self, acceptable_pin, DeviceSecrets};
 use super::settings;
 use crate::audit::{self, AuditEvent};
@@ -82,7 +84,11 @@ pub fn may_read(u: &CurrentUser, d: &DeviceRow) -> bool {
     u.role != Role::User || is_owner(u, d)
 }
 
-pub async fn load_visible(state: &AppState, u: &CurrentUser, serial: Serial) -> Result<DeviceRow, AppError> {
+pub async fn load_visible(
+    state: &AppState,
+    u: &CurrentUser,
+    serial: Serial,
+) -> Result<DeviceRow, AppError> {
     let d = db::device(&state.db, serial)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no device with serial {serial}")))?;
@@ -109,12 +115,21 @@ pub struct RegisterDevice {
     pub owner_id: Option<Uuid>,
 }
 
-pub async fn register_device(state: &AppState, u: &CurrentUser, meta: &ClientMeta, req: RegisterDevice) -> Result<DeviceRow, AppError> {
+pub async fn register_device(
+    state: &AppState,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    req: RegisterDevice,
+) -> Result<DeviceRow, AppError> {
     let owner = req.owner_id.unwrap_or(u.user_id);
     match u.role {
         Role::Admin | Role::Helpdesk => {}
         Role::User if owner == u.user_id => {}
-        Role::User => return Err(AppError::Forbidden("you may only register a YubiKey to yourself".into())),
+        Role::User => {
+            return Err(AppError::Forbidden(
+                "you may only register a YubiKey to yourself".into(),
+            ))
+        }
         Role::Auditor => return Err(AppError::Forbidden("auditors change nothing".into())),
     }
     crate::licensing::check_new_enrollment(state).await?;
@@ -123,9 +138,17 @@ pub async fn register_device(state: &AppState, u: &CurrentUser, meta: &ClientMet
         .await?
         .ok_or_else(|| AppError::Unprocessable(format!("no user with id {owner}")))?;
     if owner_row.disabled {
-        return Err(AppError::Unprocessable(format!("{} is disabled", owner_row.username)));
+        return Err(AppError::Unprocessable(format!(
+            "{} is disabled",
+            owner_row.username
+        )));
     }
-    let model = req.model.as_deref().map(str::trim).filter(|s| !s.is_empty()).unwrap_or("YubiKey 5");
+    let model = req
+        .model
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .unwrap_or("YubiKey 5");
     db::insert_device(
         &mut tx,
         &db::NewDevice {
@@ -143,7 +166,9 @@ pub async fn register_device(state: &AppState, u: &CurrentUser, meta: &ClientMet
             .actor(u)
             .from_client(meta)
             .target("device", req.serial)
-            .details(json!({"owner": owner_row.username, "model": model, "firmware": req.firmware})),
+            .details(
+                json!({"owner": owner_row.username, "model": model, "firmware": req.firmware}),
+            ),
     )
     .await?;
     tx.commit().await?;
@@ -165,28 +190,46 @@ pub struct Transition {
 fn may_transition(u: &CurrentUser, d: &DeviceRow, to: DeviceState) -> bool {
     match u.role {
         Role::Admin => true,
-        Role::Helpdesk => matches!(to, DeviceState::Suspended | DeviceState::Active | DeviceState::Lost),
+        Role::Helpdesk => matches!(
+            to,
+            DeviceState::Suspended | DeviceState::Active | DeviceState::Lost
+        ),
         Role::User => is_owner(u, d) && to == DeviceState::Lost,
         Role::Auditor => false,
     }
 }
 
-pub async fn transition(state: &AppState, u: &CurrentUser, meta: &ClientMeta, serial: Serial, t: Transition) -> Result<DeviceRow, AppError> {
-    let to = DeviceState::parse(&t.state).ok_or_else(|| AppError::BadRequest(format!("unknown state {:?}", t.state)))?;
+pub async fn transition(
+    state: &AppState,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    serial: Serial,
+    t: Transition,
+) -> Result<DeviceRow, AppError> {
+    let to = DeviceState::parse(&t.state)
+        .ok_or_else(|| AppError::BadRequest(format!("unknown state {:?}", t.state)))?;
     let reason = t.reason.trim();
     if reason.is_empty() || reason.len() > 500 {
-        return Err(AppError::Unprocessable("give a reason (at most 500 characters)".into()));
+        return Err(AppError::Unprocessable(
+            "give a reason (at most 500 characters)".into(),
+        ));
     }
     let d = load_visible(state, u, serial).await?;
     if !may_transition(u, &d, to) {
-        return Err(AppError::Forbidden(format!("your role may not mark a device {to}")));
+        return Err(AppError::Forbidden(format!(
+            "your role may not mark a device {to}"
+        )));
     }
     let from = d.state();
     if to == DeviceState::Active && from == DeviceState::Registered {
-        return Err(AppError::Conflict("a registered device becomes active by enrollment".into()));
+        return Err(AppError::Conflict(
+            "a registered device becomes active by enrollment".into(),
+        ));
     }
     if !from.can_transition(to) {
-        return Err(AppError::Conflict(format!("a {from} device cannot become {to}")));
+        return Err(AppError::Conflict(format!(
+            "a {from} device cannot become {to}"
+        )));
     }
     // Certificates are revoked in OpenBao first: a device marked lost must never
     // keep a valid certificate because the database commit came first.
@@ -199,7 +242,9 @@ pub async fn transition(state: &AppState, u: &CurrentUser, meta: &ClientMeta, se
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no device with serial {serial}")))?;
     if locked.state() != from {
-        return Err(AppError::Conflict("the device changed meanwhile; reload and try again".into()));
+        return Err(AppError::Conflict(
+            "the device changed meanwhile; reload and try again".into(),
+        ));
     }
     db::set_state(&mut tx, serial, to).await?;
     for id in &revoked {
@@ -223,7 +268,10 @@ pub async fn transition(state: &AppState, u: &CurrentUser, meta: &ClientMeta, se
 
 /// Revoke every issued certificate of a device in OpenBao; returns their ids
 /// for the database update.
-async fn revoke_device_certificates(state: &AppState, serial: Serial) -> Result<Vec<Uuid>, AppError> {
+async fn revoke_device_certificates(
+    state: &AppState,
+    serial: Serial,
+) -> Result<Vec<Uuid>, AppError> {
     let pki = Pki {
         bao: &state.bao,
         mount: &state.config.openbao.pki_mount,
@@ -244,9 +292,17 @@ pub struct AssignOwner {
     pub owner_id: Option<Uuid>,
 }
 
-pub async fn assign_owner(state: &AppState, u: &CurrentUser, meta: &ClientMeta, serial: Serial, a: AssignOwner) -> Result<DeviceRow, AppError> {
+pub async fn assign_owner(
+    state: &AppState,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    serial: Serial,
+    a: AssignOwner,
+) -> Result<DeviceRow, AppError> {
     if !is_operator(u) {
-        return Err(AppError::Forbidden("only admins and helpdesk assign devices".into()));
+        return Err(AppError::Forbidden(
+            "only admins and helpdesk assign devices".into(),
+        ));
     }
     let mut tx = state.db.begin().await?;
     let d = db::device_for_update(&mut tx, serial)
@@ -258,7 +314,10 @@ pub async fn assign_owner(state: &AppState, u: &CurrentUser, meta: &ClientMeta, 
                 .await?
                 .ok_or_else(|| AppError::Unprocessable(format!("no user with id {id}")))?;
             if o.disabled {
-                return Err(AppError::Unprocessable(format!("{} is disabled", o.username)));
+                return Err(AppError::Unprocessable(format!(
+                    "{} is disabled",
+                    o.username
+                )));
             }
             Some(o.username)
         }
@@ -267,11 +326,15 @@ pub async fn assign_owner(state: &AppState, u: &CurrentUser, meta: &ClientMeta, 
     db::set_owner(&mut tx, serial, a.owner_id).await?;
     audit::record(
         &mut tx,
-        AuditEvent::new(if a.owner_id.is_some() { "device.assign" } else { "device.unassign" })
-            .actor(u)
-            .from_client(meta)
-            .target("device", serial)
-            .details(json!({"from": d.owner_username, "to": name})),
+        AuditEvent::new(if a.owner_id.is_some() {
+            "device.assign"
+        } else {
+            "device.unassign"
+        })
+        .actor(u)
+        .from_client(meta)
+        .target("device", serial)
+        .details(json!({"from": d.owner_username, "to": name})),
     )
     .await?;
     tx.commit().await?;
@@ -318,7 +381,12 @@ pub struct AuthorizedOperation {
 }
 
 /// Checks that depend on who asks, the device's owner and state, and policy.
-fn authorize_kind(u: &CurrentUser, d: &DeviceRow, op: Operation, policy: &Policy) -> Result<(), AppError> {
+fn authorize_kind(
+    u: &CurrentUser,
+    d: &DeviceRow,
+    op: Operation,
+    policy: &Policy,
+) -> Result<(), AppError> {
     let serial = d.serial;
     if u.role == Role::Auditor {
         return Err(AppError::Forbidden("auditors change nothing".into()));
@@ -332,7 +400,9 @@ fn authorize_kind(u: &CurrentUser, d: &DeviceRow, op: Operation, policy: &Policy
             // anything else is for admins.
             let rollback = owner && state == DeviceState::Registered;
             if u.role != Role::Admin && !rollback {
-                return Err(AppError::Forbidden("only an admin may wipe a YubiKey".into()));
+                return Err(AppError::Forbidden(
+                    "only an admin may wipe a YubiKey".into(),
+                ));
             }
             if state == DeviceState::Retired {
                 return Err(AppError::Conflict(format!("device {serial} is retired")));
@@ -341,11 +411,14 @@ fn authorize_kind(u: &CurrentUser, d: &DeviceRow, op: Operation, policy: &Policy
         Operation::UnblockPin => {
             if !(operator || owner && policy.owners_may_unblock_pin) {
                 return Err(AppError::Forbidden(
-                    "policy: only helpdesk or an admin may unblock a PIN with the escrowed PUK".into(),
+                    "policy: only helpdesk or an admin may unblock a PIN with the escrowed PUK"
+                        .into(),
                 ));
             }
             if !state.is_usable() {
-                return Err(AppError::Conflict(format!("device {serial} is {state}: no PIN unblock")));
+                return Err(AppError::Conflict(format!(
+                    "device {serial} is {state}: no PIN unblock"
+                )));
             }
         }
         _ => {
@@ -365,27 +438,37 @@ fn authorize_kind(u: &CurrentUser, d: &DeviceRow, op: Operation, policy: &Policy
 fn secret_changing(op: Operation) -> bool {
     matches!(
         op,
-        Operation::SetPin | Operation::SetPuk | Operation::UnblockPin | Operation::RotateManagementKey
+        Operation::SetPin
+            | Operation::SetPuk
+            | Operation::UnblockPin
+            | Operation::RotateManagementKey
     )
 }
 
 /// The agent key registered on the caller's session.
-async fn session_agent_key(state: &AppState, u: &CurrentUser) -> Result<(RsaPublicKey, String), AppError> {
-    let row: Option<(Option<String>,)> = sqlx::query_as("SELECT agent_pubkey FROM user_sessions WHERE id = $1")
-        .bind(u.session_id)
-        .fetch_optional(&state.db)
-        .await?;
-    let pem = row
-        .and_then(|r| r.0)
-        .ok_or_else(|| AppError::Conflict("no workstation agent is registered with this session".into()))?;
-    parse_agent_public_key(&pem).map_err(|e| AppError::Internal(anyhow::anyhow!("stored agent key: {e}")))
+async fn session_agent_key(
+    state: &AppState,
+    u: &CurrentUser,
+) -> Result<(RsaPublicKey, String), AppError> {
+    let row: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT agent_pubkey FROM user_sessions WHERE id = $1")
+            .bind(u.session_id)
+            .fetch_optional(&state.db)
+            .await?;
+    let pem = row.and_then(|r| r.0).ok_or_else(|| {
+        AppError::Conflict("no workstation agent is registered with this session".into())
+    })?;
+    parse_agent_public_key(&pem)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("stored agent key: {e}")))
 }
 
 /// The values the device holds now: the confirmed escrow version, or the factory defaults.
 async fn confirmed_secrets(state: &AppState, d: &DeviceRow) -> Result<DeviceSecrets, AppError> {
     match d.secrets_version {
         None => Ok(DeviceSecrets::factory(d.firmware_5_7_or_later())),
-        Some(v) => Ok(escrow(state).read(d.serial(), u64::try_from(v).unwrap_or(0)).await?),
+        Some(v) => Ok(escrow(state)
+            .read(d.serial(), u64::try_from(v).unwrap_or(0))
+            .await?),
     }
 }
 
@@ -397,7 +480,8 @@ fn escrow(state: &AppState) -> Escrow<'_> {
 }
 
 fn enc(key: &RsaPublicKey, s: &str) -> Result<EncryptedSecret, AppError> {
-    EncryptedSecret::encrypt(key, s.as_bytes(), &mut OsRng).map_err(|e| AppError::Internal(anyhow::anyhow!("RSA-OAEP: {e:?}")))
+    EncryptedSecret::encrypt(key, s.as_bytes(), &mut OsRng)
+        .map_err(|e| AppError::Internal(anyhow::anyhow!("RSA-OAEP: {e:?}")))
 }
 
 pub async fn authorize(
@@ -412,7 +496,9 @@ pub async fn authorize(
     authorize_kind(u, &d, req.operation, &policy)?;
     if let Some(p) = &req.new_pin {
         if !matches!(req.operation, Operation::SetPin | Operation::UnblockPin) {
-            return Err(AppError::BadRequest("new_pin only goes with set_pin or unblock_pin".into()));
+            return Err(AppError::BadRequest(
+                "new_pin only goes with set_pin or unblock_pin".into(),
+            ));
         }
         if !acceptable_pin(p, policy.pin_min_length, policy.pin_max_length) {
             return Err(AppError::Unprocessable(format!(
@@ -449,13 +535,15 @@ pub async fn authorize(
         None
     };
     let import = if req.operation == Operation::ImportCertificate {
-        let cid = req
-            .certificate_id
-            .ok_or_else(|| AppError::BadRequest("certificate_id is required for import_certificate".into()))?;
+        let cid = req.certificate_id.ok_or_else(|| {
+            AppError::BadRequest("certificate_id is required for import_certificate".into())
+        })?;
         let c = db::certificate(&state.db, cid)
             .await?
             .filter(|c| c.device_serial == serial.as_i64())
-            .ok_or_else(|| AppError::NotFound(format!("no certificate {cid} for device {serial}")))?;
+            .ok_or_else(|| {
+                AppError::NotFound(format!("no certificate {cid} for device {serial}"))
+            })?;
         if c.status != "issued" {
             return Err(AppError::Conflict("that certificate is revoked".into()));
         }
@@ -465,13 +553,16 @@ pub async fn authorize(
             "9d" => PivSlot::KeyManagement,
             _ => PivSlot::CardAuthentication,
         };
-        details = json!({"slot": c.slot, "certificate_id": cid, "certificate_serial": c.serial_number});
+        details =
+            json!({"slot": c.slot, "certificate_id": cid, "certificate_serial": c.serial_number});
         Some((slot, c.pem))
     } else {
         None
     };
     if req.operation == Operation::Attest {
-        let slot = req.slot.ok_or_else(|| AppError::BadRequest("slot is required for attest".into()))?;
+        let slot = req
+            .slot
+            .ok_or_else(|| AppError::BadRequest("slot is required for attest".into()))?;
         details = json!({"slot": slot_name(slot)});
     }
 
@@ -510,15 +601,17 @@ pub async fn authorize(
         let mut n = current.clone();
         match req.operation {
             Operation::SetPin | Operation::UnblockPin => {
-                n.pin = req
-                    .new_pin
-                    .clone()
-                    .unwrap_or_else(|| secrets::generate_pin(&mut OsRng, policy.pin_min_length, policy.pin_max_length));
+                n.pin = req.new_pin.clone().unwrap_or_else(|| {
+                    secrets::generate_pin(&mut OsRng, policy.pin_min_length, policy.pin_max_length)
+                });
             }
-            Operation::SetPuk => n.puk = secrets::generate_pin(&mut OsRng, policy.puk_length, policy.puk_length),
+            Operation::SetPuk => {
+                n.puk = secrets::generate_pin(&mut OsRng, policy.puk_length, policy.puk_length)
+            }
             _ => {
                 n.management_key_algorithm = policy.management_key_algorithm;
-                n.management_key = secrets::generate_management_key(&mut OsRng, policy.management_key_algorithm);
+                n.management_key =
+                    secrets::generate_management_key(&mut OsRng, policy.management_key_algorithm);
             }
         }
         let esc = escrow(state);
@@ -541,15 +634,27 @@ pub async fn authorize(
     let params: Value = match req.operation {
         Operation::SetPin => {
             let n = next.as_ref().ok_or_else(missing_next)?;
-            to_value(SetPinParams { serial: serial.get(), current_pin: enc(&agent_key, &current.pin)?, new_pin: enc(&agent_key, &n.pin)? })?
+            to_value(SetPinParams {
+                serial: serial.get(),
+                current_pin: enc(&agent_key, &current.pin)?,
+                new_pin: enc(&agent_key, &n.pin)?,
+            })?
         }
         Operation::SetPuk => {
             let n = next.as_ref().ok_or_else(missing_next)?;
-            to_value(SetPukParams { serial: serial.get(), current_puk: enc(&agent_key, &current.puk)?, new_puk: enc(&agent_key, &n.puk)? })?
+            to_value(SetPukParams {
+                serial: serial.get(),
+                current_puk: enc(&agent_key, &current.puk)?,
+                new_puk: enc(&agent_key, &n.puk)?,
+            })?
         }
         Operation::UnblockPin => {
             let n = next.as_ref().ok_or_else(missing_next)?;
-            to_value(UnblockPinParams { serial: serial.get(), puk: enc(&agent_key, &current.puk)?, new_pin: enc(&agent_key, &n.pin)? })?
+            to_value(UnblockPinParams {
+                serial: serial.get(),
+                puk: enc(&agent_key, &current.puk)?,
+                new_pin: enc(&agent_key, &n.pin)?,
+            })?
         }
         Operation::RotateManagementKey => {
             let n = next.as_ref().ok_or_else(missing_next)?;
@@ -572,7 +677,11 @@ pub async fn authorize(
                 touch_policy,
                 subject: format!("CN={}", rfc4514_escape(&owner.common_name)),
                 management_key: enc(&agent_key, &current.management_key)?,
-                pin: if pin_policy == PinPolicy::Never { None } else { Some(enc(&agent_key, &current.pin)?) },
+                pin: if pin_policy == PinPolicy::Never {
+                    None
+                } else {
+                    Some(enc(&agent_key, &current.pin)?)
+                },
             })?
         }
         Operation::ImportCertificate => {
@@ -588,7 +697,9 @@ pub async fn authorize(
             serial: serial.get(),
             slot: req.slot.unwrap_or(PivSlot::Authentication),
         })?,
-        Operation::Reset => to_value(ResetParams { serial: serial.get() })?,
+        Operation::Reset => to_value(ResetParams {
+            serial: serial.get(),
+        })?,
     };
     let hash = params_hash(&params).map_err(|e| AppError::Internal(e.into()))?;
     let now = OffsetDateTime::now_utc();
@@ -617,7 +728,12 @@ pub async fn authorize(
     .await?;
     let secrets_sent: Vec<&str> = params
         .as_object()
-        .map(|o| o.iter().filter(|(_, v)| v.is_string() && looks_encrypted(v)).map(|(k, _)| k.as_str()).collect())
+        .map(|o| {
+            o.iter()
+                .filter(|(_, v)| v.is_string() && looks_encrypted(v))
+                .map(|(k, _)| k.as_str())
+                .collect()
+        })
         .unwrap_or_default();
     audit::record(
         &mut tx,
@@ -696,9 +812,9 @@ async fn fail_operation(state: &AppState, id: Uuid, code: &str) {
 
 /// The certificate names, all from Kleidia's record of the device's owner.
 async fn owner_names(state: &AppState, d: &DeviceRow) -> Result<CertificateNames, AppError> {
-    let owner = d
-        .owner_id
-        .ok_or_else(|| AppError::Conflict(format!("device {} has no owner; assign it first", d.serial)))?;
+    let owner = d.owner_id.ok_or_else(|| {
+        AppError::Conflict(format!("device {} has no owner; assign it first", d.serial))
+    })?;
     let o = crate::db::users::by_id(&state.db, owner)
         .await?
         .ok_or_else(|| AppError::Conflict("the device's owner no longer exists".into()))?;
@@ -712,31 +828,59 @@ async fn owner_names(state: &AppState, d: &DeviceRow) -> Result<CertificateNames
 /// `GET /api/yubikey/{serial}/secrets?operation_id=…`: the agent request of a
 /// pending operation again (after a reload), secrets freshly encrypted to the
 /// session's current agent key, under a new ticket.
-pub async fn reissue(state: &AppState, u: &CurrentUser, meta: &ClientMeta, serial: Serial, op_id: Uuid) -> Result<AuthorizedOperation, AppError> {
+pub async fn reissue(
+    state: &AppState,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    serial: Serial,
+    op_id: Uuid,
+) -> Result<AuthorizedOperation, AppError> {
     let d = load_visible(state, u, serial).await?;
     let op = db::operation(&state.db, op_id)
         .await?
         .filter(|o| o.device_serial == serial.as_i64())
         .ok_or_else(|| AppError::NotFound(format!("no operation {op_id} on {serial}")))?;
     if op.actor_id != Some(u.user_id) && !is_operator(u) {
-        return Err(AppError::Forbidden("that operation was started by someone else".into()));
+        return Err(AppError::Forbidden(
+            "that operation was started by someone else".into(),
+        ));
     }
     if op.state != "pending" {
-        return Err(AppError::Conflict(format!("operation {op_id} is already {}", op.state)));
+        return Err(AppError::Conflict(format!(
+            "operation {op_id} is already {}",
+            op.state
+        )));
     }
-    let operation: Operation = serde_json::from_value(json!(op.kind)).map_err(|e| AppError::Internal(e.into()))?;
+    let operation: Operation =
+        serde_json::from_value(json!(op.kind)).map_err(|e| AppError::Internal(e.into()))?;
     let policy = settings::policy(&state.db).await?;
     authorize_kind(u, &d, operation, &policy)?;
     let (agent_key, fingerprint) = session_agent_key(state, u).await?;
     let current = confirmed_secrets(state, &d).await?;
     let next = match op.secrets_version_new {
-        Some(v) => Some(escrow(state).read(serial, u64::try_from(v).unwrap_or(0)).await?),
+        Some(v) => Some(
+            escrow(state)
+                .read(serial, u64::try_from(v).unwrap_or(0))
+                .await?,
+        ),
         None => None,
     };
     let params = match (operation, next.as_ref()) {
-        (Operation::SetPin, Some(n)) => to_value(SetPinParams { serial: serial.get(), current_pin: enc(&agent_key, &current.pin)?, new_pin: enc(&agent_key, &n.pin)? })?,
-        (Operation::SetPuk, Some(n)) => to_value(SetPukParams { serial: serial.get(), current_puk: enc(&agent_key, &current.puk)?, new_puk: enc(&agent_key, &n.puk)? })?,
-        (Operation::UnblockPin, Some(n)) => to_value(UnblockPinParams { serial: serial.get(), puk: enc(&agent_key, &current.puk)?, new_pin: enc(&agent_key, &n.pin)? })?,
+        (Operation::SetPin, Some(n)) => to_value(SetPinParams {
+            serial: serial.get(),
+            current_pin: enc(&agent_key, &current.pin)?,
+            new_pin: enc(&agent_key, &n.pin)?,
+        })?,
+        (Operation::SetPuk, Some(n)) => to_value(SetPukParams {
+            serial: serial.get(),
+            current_puk: enc(&agent_key, &current.puk)?,
+            new_puk: enc(&agent_key, &n.puk)?,
+        })?,
+        (Operation::UnblockPin, Some(n)) => to_value(UnblockPinParams {
+            serial: serial.get(),
+            puk: enc(&agent_key, &current.puk)?,
+            new_pin: enc(&agent_key, &n.pin)?,
+        })?,
         (Operation::RotateManagementKey, Some(n)) => to_value(RotateManagementKeyParams {
             serial: serial.get(),
             current_management_key: enc(&agent_key, &current.management_key)?,
@@ -746,7 +890,8 @@ pub async fn reissue(state: &AppState, u: &CurrentUser, meta: &ClientMeta, seria
         })?,
         _ => {
             return Err(AppError::Conflict(
-                "only an unconfirmed secret change can be resumed; start the operation again".into(),
+                "only an unconfirmed secret change can be resumed; start the operation again"
+                    .into(),
             ))
         }
     };
@@ -802,23 +947,40 @@ pub struct OperationResult {
     pub message: Option<String>,
 }
 
-pub async fn report(state: &AppState, u: &CurrentUser, meta: &ClientMeta, serial: Serial, op_id: Uuid, r: OperationResult) -> Result<OperationRow, AppError> {
+pub async fn report(
+    state: &AppState,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    serial: Serial,
+    op_id: Uuid,
+    r: OperationResult,
+) -> Result<OperationRow, AppError> {
     let d = load_visible(state, u, serial).await?;
     let op = db::operation(&state.db, op_id)
         .await?
         .filter(|o| o.device_serial == serial.as_i64())
         .ok_or_else(|| AppError::NotFound(format!("no operation {op_id} on {serial}")))?;
     if op.actor_id != Some(u.user_id) && !is_operator(u) {
-        return Err(AppError::Forbidden("that operation was started by someone else".into()));
+        return Err(AppError::Forbidden(
+            "that operation was started by someone else".into(),
+        ));
     }
     let wanted = if r.success { "succeeded" } else { "failed" };
     if op.state == wanted {
         return Ok(op);
     }
     if op.state != "pending" {
-        return Err(AppError::Conflict(format!("operation {op_id} is already {}", op.state)));
+        return Err(AppError::Conflict(format!(
+            "operation {op_id} is already {}",
+            op.state
+        )));
     }
-    let error: Option<String> = r.error.as_deref().map(|e| e.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '_').take(64).collect());
+    let error: Option<String> = r.error.as_deref().map(|e| {
+        e.chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .take(64)
+            .collect()
+    });
     // A wipe revokes the device's certificates in OpenBao before it is recorded.
     let mut revoked = Vec::new();
     if r.success && op.kind == Operation::Reset.as_str() {
@@ -829,7 +991,10 @@ pub async fn report(state: &AppState, u: &CurrentUser, meta: &ClientMeta, serial
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no operation {op_id}")))?;
     if op.state != "pending" {
-        return Err(AppError::Conflict(format!("operation {op_id} is already {}", op.state)));
+        return Err(AppError::Conflict(format!(
+            "operation {op_id} is already {}",
+            op.state
+        )));
     }
     let locked = db::device_for_update(&mut tx, serial)
         .await?
@@ -850,7 +1015,9 @@ pub async fn report(state: &AppState, u: &CurrentUser, meta: &ClientMeta, serial
                 .await?;
             device_change = json!({"secrets_version": v});
         }
-        if op.kind == Operation::ImportCertificate.as_str() && locked.state() == DeviceState::Registered {
+        if op.kind == Operation::ImportCertificate.as_str()
+            && locked.state() == DeviceState::Registered
+        {
             sqlx::query("UPDATE devices SET state = 'active', enrolled_at = now(), updated_at = now() WHERE serial = $1")
                 .bind(serial.as_i64())
                 .execute(&mut *tx)
@@ -882,17 +1049,21 @@ pub async fn report(state: &AppState, u: &CurrentUser, meta: &ClientMeta, serial
     }
     audit::record(
         &mut tx,
-        AuditEvent::new(if r.success { "operation.succeeded" } else { "operation.failed" })
-            .actor(u)
-            .from_client(meta)
-            .target("device", serial)
-            .details(json!({
-                "operation_id": op_id,
-                "operation": op.kind,
-                "error": error,
-                "message": r.message.as_deref().map(|m| m.chars().take(300).collect::<String>()),
-                "device": device_change,
-            })),
+        AuditEvent::new(if r.success {
+            "operation.succeeded"
+        } else {
+            "operation.failed"
+        })
+        .actor(u)
+        .from_client(meta)
+        .target("device", serial)
+        .details(json!({
+            "operation_id": op_id,
+            "operation": op.kind,
+            "error": error,
+            "message": r.message.as_deref().map(|m| m.chars().take(300).collect::<String>()),
+            "device": device_change,
+        })),
     )
     .await?;
     tx.commit().await?;
@@ -928,29 +1099,55 @@ pub struct SignedCertificate {
     pub not_after: OffsetDateTime,
 }
 
-pub async fn sign_csr(state: &AppState, u: &CurrentUser, meta: &ClientMeta, serial: Serial, req: SignCsrRequest) -> Result<SignedCertificate, AppError> {
+pub async fn sign_csr(
+    state: &AppState,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    serial: Serial,
+    req: SignCsrRequest,
+) -> Result<SignedCertificate, AppError> {
     let d = load_visible(state, u, serial).await?;
     let op = db::operation(&state.db, req.operation_id)
         .await?
         .filter(|o| o.device_serial == serial.as_i64() && o.kind == Operation::GenerateCsr.as_str())
-        .ok_or_else(|| AppError::NotFound(format!("no key generation {} on {serial}", req.operation_id)))?;
+        .ok_or_else(|| {
+            AppError::NotFound(format!(
+                "no key generation {} on {serial}",
+                req.operation_id
+            ))
+        })?;
     if op.actor_id != Some(u.user_id) && !is_operator(u) {
-        return Err(AppError::Forbidden("that key generation was started by someone else".into()));
+        return Err(AppError::Forbidden(
+            "that key generation was started by someone else".into(),
+        ));
     }
     if op.state == "failed" {
         return Err(AppError::Conflict("that key generation failed".into()));
     }
     let policy = settings::policy(&state.db).await?;
     authorize_kind(u, &d, Operation::GenerateCsr, &policy)?;
-    let already: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM certificates WHERE operation_id = $1")
-        .bind(op.id)
-        .fetch_optional(&state.db)
-        .await?;
+    let already: Option<(Uuid,)> =
+        sqlx::query_as("SELECT id FROM certificates WHERE operation_id = $1")
+            .bind(op.id)
+            .fetch_optional(&state.db)
+            .await?;
     if already.is_some() {
-        return Err(AppError::Conflict("a certificate was already issued for that key generation".into()));
+        return Err(AppError::Conflict(
+            "a certificate was already issued for that key generation".into(),
+        ));
     }
-    let slot = op.details.get("slot").and_then(Value::as_str).unwrap_or_default().to_string();
-    let want_alg = op.details.get("algorithm").and_then(Value::as_str).unwrap_or_default().to_string();
+    let slot = op
+        .details
+        .get("slot")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let want_alg = op
+        .details
+        .get("algorithm")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
 
     let refuse = |msg: String| async {
         let _ = audit::record_alone(
@@ -969,13 +1166,20 @@ pub async fn sign_csr(state: &AppState, u: &CurrentUser, meta: &ClientMeta, seri
         Err(e) => return Err(refuse(e.to_string()).await),
     };
     if algorithm_name(csr.algorithm) != want_alg {
-        return Err(refuse(format!("the CSR's key is {}, but {want_alg} was generated", algorithm_name(csr.algorithm))).await);
+        return Err(refuse(format!(
+            "the CSR's key is {}, but {want_alg} was generated",
+            algorithm_name(csr.algorithm)
+        ))
+        .await);
     }
     if let Err(e) = policy.slot(&slot).and_then(|sp| {
         if sp.algorithms.contains(&csr.algorithm) {
             Ok(())
         } else {
-            Err(format!("policy: slot {slot} does not allow {}", algorithm_name(csr.algorithm)))
+            Err(format!(
+                "policy: slot {slot} does not allow {}",
+                algorithm_name(csr.algorithm)
+            ))
         }
     }) {
         return Err(refuse(e).await);
@@ -983,16 +1187,30 @@ pub async fn sign_csr(state: &AppState, u: &CurrentUser, meta: &ClientMeta, seri
     if state.fleet.attestation_roots.0.is_empty() {
         return Err(refuse("no attestation roots are configured (attestation.roots_file); Kleidia signs only attested keys".into()).await);
     }
-    let attested = match attestation::verify(&state.fleet.attestation_roots, &req.attestation_chain_pem, serial.get(), &csr.spki_der) {
+    let attested = match attestation::verify(
+        &state.fleet.attestation_roots,
+        &req.attestation_chain_pem,
+        serial.get(),
+        &csr.spki_der,
+    ) {
         Ok(a) => a,
         Err(e) => return Err(refuse(format!("attestation refused: {e}")).await),
     };
-    let want_pin: Option<PinPolicy> = op.details.get("pin_policy").and_then(|v| serde_json::from_value(v.clone()).ok());
-    let want_touch: Option<TouchPolicy> = op.details.get("touch_policy").and_then(|v| serde_json::from_value(v.clone()).ok());
+    let want_pin: Option<PinPolicy> = op
+        .details
+        .get("pin_policy")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
+    let want_touch: Option<TouchPolicy> = op
+        .details
+        .get("touch_policy")
+        .and_then(|v| serde_json::from_value(v.clone()).ok());
     if attested.pin_policy.is_some() && attested.pin_policy != want_pin
         || attested.touch_policy.is_some() && attested.touch_policy != want_touch
     {
-        return Err(refuse("the attested PIN/touch policy is not the one that was requested".into()).await);
+        return Err(refuse(
+            "the attested PIN/touch policy is not the one that was requested".into(),
+        )
+        .await);
     }
     let names = owner_names(state, &d).await?;
     let pki = Pki {
@@ -1000,7 +1218,11 @@ pub async fn sign_csr(state: &AppState, u: &CurrentUser, meta: &ClientMeta, seri
         mount: &state.config.openbao.pki_mount,
     };
     let issued = pki
-        .sign(&csr, &names, u64::from(policy.certificate_lifetime_days) * 86_400)
+        .sign(
+            &csr,
+            &names,
+            u64::from(policy.certificate_lifetime_days) * 86_400,
+        )
         .await?;
     let cid = Uuid::new_v4();
     let mut tx = state.db.begin().await?;
@@ -1058,13 +1280,23 @@ pub struct RevokeRequest {
     pub reason: String,
 }
 
-pub async fn revoke_certificate(state: &AppState, u: &CurrentUser, meta: &ClientMeta, id: Uuid, r: RevokeRequest) -> Result<db::CertificateRow, AppError> {
+pub async fn revoke_certificate(
+    state: &AppState,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    id: Uuid,
+    r: RevokeRequest,
+) -> Result<db::CertificateRow, AppError> {
     if !is_operator(u) {
-        return Err(AppError::Forbidden("only admins and helpdesk revoke certificates".into()));
+        return Err(AppError::Forbidden(
+            "only admins and helpdesk revoke certificates".into(),
+        ));
     }
     let reason = r.reason.trim();
     if reason.is_empty() || reason.len() > 500 {
-        return Err(AppError::Unprocessable("give a reason (at most 500 characters)".into()));
+        return Err(AppError::Unprocessable(
+            "give a reason (at most 500 characters)".into(),
+        ));
     }
     let c = db::certificate(&state.db, id)
         .await?
@@ -1086,7 +1318,9 @@ pub async fn revoke_certificate(state: &AppState, u: &CurrentUser, meta: &Client
             .actor(u)
             .from_client(meta)
             .target("device", c.device_serial)
-            .details(json!({"certificate_id": id, "serial_number": c.serial_number, "reason": reason})),
+            .details(
+                json!({"certificate_id": id, "serial_number": c.serial_number, "reason": reason}),
+            ),
     )
     .await?;
     tx.commit().await?;
@@ -1100,13 +1334,21 @@ pub async fn revoke_certificate(state: &AppState, u: &CurrentUser, meta: &Client
 
 /// The ticket signing key, shared by every replica through OpenBao
 /// (`{app_mount}/data/kleidia/ticket-signing`), created at first start.
-pub async fn load_ticket_key(bao: &crate::vault::Bao, app_mount: &str) -> anyhow::Result<TicketSigningKey> {
+pub async fn load_ticket_key(
+    bao: &crate::vault::Bao,
+    app_mount: &str,
+) -> anyhow::Result<TicketSigningKey> {
     use base64::Engine as _;
     let fresh = TicketSigningKey::generate(&mut OsRng);
     let seed = base64::engine::general_purpose::STANDARD.encode(*fresh.to_bytes());
-    let stored = crate::vault::kv::get_or_create(bao, app_mount, "kleidia/ticket-signing", json!({"ed25519_seed": seed}))
-        .await
-        .map_err(|e| anyhow::anyhow!("ticket signing key in OpenBao: {e}"))?;
+    let stored = crate::vault::kv::get_or_create(
+        bao,
+        app_mount,
+        "kleidia/ticket-signing",
+        json!({"ed25519_seed": seed}),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("ticket signing key in OpenBao: {e}"))?;
     let b64 = stored
         .get("ed25519_seed")
         .and_then(Value::as_str)

@@ -12,10 +12,11 @@ const KEY: &str = "policy";
 
 /// The policy in force: the stored one, or the defaults when none was saved.
 pub async fn policy(db: &PgPool) -> Result<Policy, AppError> {
-    let v: Option<serde_json::Value> = sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
-        .bind(KEY)
-        .fetch_optional(db)
-        .await?;
+    let v: Option<serde_json::Value> =
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(KEY)
+            .fetch_optional(db)
+            .await?;
     match v {
         None => Ok(Policy::default()),
         Some(v) => serde_json::from_value(v)
@@ -24,7 +25,12 @@ pub async fn policy(db: &PgPool) -> Result<Policy, AppError> {
 }
 
 /// Validate and store a new policy, audited with what changed.
-pub async fn save(db: &PgPool, u: &CurrentUser, meta: &ClientMeta, new: Policy) -> Result<Policy, AppError> {
+pub async fn save(
+    db: &PgPool,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    new: Policy,
+) -> Result<Policy, AppError> {
     new.validate().map_err(AppError::Unprocessable)?;
     let old = policy(db).await?;
     let old_v = serde_json::to_value(&old).map_err(|e| AppError::Internal(e.into()))?;

@@ -99,7 +99,8 @@ impl Bootstrap<'_> {
         let mut r = Report::default();
         let m = self.mounts;
         for mount in [&m.kv_mount, &m.app_mount, &m.license_mount] {
-            self.ensure_mount(&mut r, mount, "kv", Some("2"), None).await?;
+            self.ensure_mount(&mut r, mount, "kv", Some("2"), None)
+                .await?;
         }
         self.ensure_mount(&mut r, &m.pki_root_mount, "pki", None, Some(ROOT_TTL))
             .await?;
@@ -108,11 +109,21 @@ impl Bootstrap<'_> {
         self.ensure_root_ca(&mut r).await?;
         let base = self.public_url.as_str().trim_end_matches('/').to_string();
         // The root's URLs go into the intermediate certificate, so set them first.
-        self.ensure_urls(&mut r, &m.pki_root_mount, &format!("{base}/pki/root/ca"), &format!("{base}/pki/root/crl"))
-            .await?;
+        self.ensure_urls(
+            &mut r,
+            &m.pki_root_mount,
+            &format!("{base}/pki/root/ca"),
+            &format!("{base}/pki/root/crl"),
+        )
+        .await?;
         self.ensure_intermediate_ca(&mut r).await?;
-        self.ensure_urls(&mut r, &m.pki_mount, &format!("{base}/pki/ca"), &format!("{base}/pki/crl"))
-            .await?;
+        self.ensure_urls(
+            &mut r,
+            &m.pki_mount,
+            &format!("{base}/pki/ca"),
+            &format!("{base}/pki/crl"),
+        )
+        .await?;
         self.ensure_config(
             &mut r,
             &format!("{}/config/crl", m.pki_mount),
@@ -124,8 +135,10 @@ impl Bootstrap<'_> {
         for (name, body) in piv_roles() {
             self.ensure_role(&mut r, name, body).await?;
         }
-        self.ensure_policy(&mut r, POLICY_APP, &app_policy(m)).await?;
-        self.ensure_policy(&mut r, POLICY_LICENSE, &license_policy(m)).await?;
+        self.ensure_policy(&mut r, POLICY_APP, &app_policy(m))
+            .await?;
+        self.ensure_policy(&mut r, POLICY_LICENSE, &license_policy(m))
+            .await?;
         Ok(r)
     }
 
@@ -242,7 +255,9 @@ impl Bootstrap<'_> {
         let csr = csr
             .pointer("/data/csr")
             .and_then(Value::as_str)
-            .ok_or_else(|| BootstrapError::Unexpected("no CSR from intermediate/generate".into()))?;
+            .ok_or_else(|| {
+                BootstrapError::Unexpected("no CSR from intermediate/generate".into())
+            })?;
         let signed = self
             .bao
             .write(
@@ -259,7 +274,9 @@ impl Bootstrap<'_> {
         let cert = signed
             .pointer("/data/certificate")
             .and_then(Value::as_str)
-            .ok_or_else(|| BootstrapError::Unexpected("no certificate from sign-intermediate".into()))?;
+            .ok_or_else(|| {
+                BootstrapError::Unexpected("no certificate from sign-intermediate".into())
+            })?;
         let issuing = signed
             .pointer("/data/issuing_ca")
             .and_then(Value::as_str)
@@ -274,7 +291,13 @@ impl Bootstrap<'_> {
         Ok(())
     }
 
-    async fn ensure_urls(&self, r: &mut Report, mount: &str, issuing: &str, crl: &str) -> Result<(), BootstrapError> {
+    async fn ensure_urls(
+        &self,
+        r: &mut Report,
+        mount: &str,
+        issuing: &str,
+        crl: &str,
+    ) -> Result<(), BootstrapError> {
         self.ensure_config(
             r,
             &format!("{mount}/config/urls"),
@@ -305,12 +328,21 @@ impl Bootstrap<'_> {
             return Ok(());
         }
         self.bao.write(path, &body).await?;
-        let o = if data.is_some() { Outcome::Updated } else { Outcome::Created };
+        let o = if data.is_some() {
+            Outcome::Updated
+        } else {
+            Outcome::Created
+        };
         r.push(o, what);
         Ok(())
     }
 
-    async fn ensure_role(&self, r: &mut Report, name: &str, body: Value) -> Result<(), BootstrapError> {
+    async fn ensure_role(
+        &self,
+        r: &mut Report,
+        name: &str,
+        body: Value,
+    ) -> Result<(), BootstrapError> {
         let int = &self.mounts.pki_mount;
         let path = format!("{int}/roles/{name}");
         let what = format!("PIV signing role {path}");
@@ -333,7 +365,12 @@ impl Bootstrap<'_> {
         Ok(())
     }
 
-    async fn ensure_policy(&self, r: &mut Report, name: &str, text: &str) -> Result<(), BootstrapError> {
+    async fn ensure_policy(
+        &self,
+        r: &mut Report,
+        name: &str,
+        text: &str,
+    ) -> Result<(), BootstrapError> {
         let path = format!("sys/policies/acl/{name}");
         let what = format!("policy {name}");
         let current = self.bao.read(&path).await?;
@@ -402,14 +439,26 @@ pub fn piv_roles() -> Vec<(&'static str, Value)> {
         })
     };
     vec![
-        (ROLE_PIV_EC, common("ec", 256, &["DigitalSignature", "KeyAgreement"])),
-        (ROLE_PIV_RSA, common("rsa", 2048, &["DigitalSignature", "KeyEncipherment"])),
+        (
+            ROLE_PIV_EC,
+            common("ec", 256, &["DigitalSignature", "KeyAgreement"]),
+        ),
+        (
+            ROLE_PIV_RSA,
+            common("rsa", 2048, &["DigitalSignature", "KeyEncipherment"]),
+        ),
     ]
 }
 
 /// The body of a `pki_int/sign/<role>` request for a PIV certificate: the CSR
 /// contributes only its public key.
-pub fn piv_sign_request(csr_pem: &str, common_name: &str, emails: &[&str], upn: Option<&str>, ttl_secs: u64) -> Value {
+pub fn piv_sign_request(
+    csr_pem: &str,
+    common_name: &str,
+    emails: &[&str],
+    upn: Option<&str>,
+    ttl_secs: u64,
+) -> Value {
     let mut body = json!({
         "csr": csr_pem,
         "common_name": common_name,

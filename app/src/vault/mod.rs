@@ -50,7 +50,9 @@ pub struct Bao {
 
 impl std::fmt::Debug for Bao {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bao").field("addr", &self.addr.as_str()).finish()
+        f.debug_struct("Bao")
+            .field("addr", &self.addr.as_str())
+            .finish()
     }
 }
 
@@ -64,7 +66,11 @@ pub enum BaoHealth {
 }
 
 impl Bao {
-    pub fn new(addr: url::Url, token: Option<SecretString>, timeout: Duration) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        addr: url::Url,
+        token: Option<SecretString>,
+        timeout: Duration,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -86,10 +92,19 @@ impl Bao {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}/v1/{}", self.addr.as_str().trim_end_matches('/'), path.trim_start_matches('/'))
+        format!(
+            "{}/v1/{}",
+            self.addr.as_str().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        )
     }
 
-    async fn send(&self, method: Method, path: &str, body: Option<&Value>) -> Result<(StatusCode, Value), BaoError> {
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), BaoError> {
         let mut req = self.http.request(method.clone(), self.url(path));
         if let Some(t) = &self.token {
             req = req.header("X-Vault-Token", t.expose_secret());
@@ -124,7 +139,12 @@ impl Bao {
         let message = body
             .get("errors")
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
             .unwrap_or_default();
         if status == StatusCode::SERVICE_UNAVAILABLE && message.contains("sealed") {
             return BaoError::Sealed;
@@ -158,7 +178,11 @@ impl Bao {
             s if s.is_success() => Ok(body
                 .pointer("/data/keys")
                 .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|v| v.as_str().map(String::from))
+                        .collect()
+                })
                 .unwrap_or_default()),
             StatusCode::NOT_FOUND => Ok(Vec::new()),
             s => Err(Self::api_error(&m, path, s, &body)),
@@ -213,10 +237,15 @@ impl Bao {
     /// `sys/health` without a token; maps OpenBao's status codes.
     pub async fn health(&self) -> Result<BaoHealth, BaoError> {
         let url = self.url("sys/health");
-        let resp = self.http.get(url).send().await.map_err(|source| BaoError::Unreachable {
-            addr: self.addr.to_string(),
-            source,
-        })?;
+        let resp = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|source| BaoError::Unreachable {
+                addr: self.addr.to_string(),
+                source,
+            })?;
         Ok(match resp.status().as_u16() {
             200 => BaoHealth::Ready,
             429 | 472 | 473 => BaoHealth::Standby,

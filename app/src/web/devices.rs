@@ -28,7 +28,11 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::get("/devices/{serial}", Access::SignedIn, device_page),
         RouteDef::post("/devices/{serial}/state", CHANGERS, state_form),
         RouteDef::post("/devices/{serial}/owner", Access::OPERATORS, owner_form),
-        RouteDef::post("/certificates/{cert}/revoke", Access::OPERATORS, revoke_form),
+        RouteDef::post(
+            "/certificates/{cert}/revoke",
+            Access::OPERATORS,
+            revoke_form,
+        ),
         RouteDef::get("/enroll", CHANGERS, enroll_page),
         RouteDef::get("/agent", Access::SignedIn, agent_page),
         RouteDef::get("/settings", Access::ADMIN, settings_page),
@@ -76,7 +80,12 @@ fn next_link(base: &str, f: &DeviceFilter, rows: &[DeviceRow]) -> Option<String>
     }
     let last = rows.last()?.serial;
     let mut q = vec![format!("after={last}")];
-    for (k, v) in [("q", &f.q), ("state", &f.state), ("owner", &f.owner), ("firmware", &f.firmware)] {
+    for (k, v) in [
+        ("q", &f.q),
+        ("state", &f.state),
+        ("owner", &f.owner),
+        ("firmware", &f.firmware),
+    ] {
         if let Some(v) = v.as_deref().filter(|s| !s.is_empty()) {
             q.push(format!("{k}={}", crate::error::urlencode(v)));
         }
@@ -122,11 +131,21 @@ async fn list_common(
     .into_response())
 }
 
-async fn list_page(State(state): State<AppState>, me: CurrentUser, headers: HeaderMap, Query(f): Query<DeviceFilter>) -> Result<Response, AppError> {
+async fn list_page(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    headers: HeaderMap,
+    Query(f): Query<DeviceFilter>,
+) -> Result<Response, AppError> {
     list_common(&state, &me, &headers, f, false).await
 }
 
-async fn my_page(State(state): State<AppState>, me: CurrentUser, headers: HeaderMap, Query(f): Query<DeviceFilter>) -> Result<Response, AppError> {
+async fn my_page(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    headers: HeaderMap,
+    Query(f): Query<DeviceFilter>,
+) -> Result<Response, AppError> {
     list_common(&state, &me, &headers, f, true).await
 }
 
@@ -192,16 +211,26 @@ struct DevicePage {
     pending: Option<String>,
 }
 
-async fn device_page(State(state): State<AppState>, me: CurrentUser, Path(serial): Path<String>) -> Result<Html<String>, AppError> {
+async fn device_page(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path(serial): Path<String>,
+) -> Result<Html<String>, AppError> {
     let serial = parse_serial(&serial)?;
     let d = device_details(&state, &me, serial).await?;
     let from = d.device.state();
     let transitions = DeviceState::ALL
         .into_iter()
-        .filter(|to| from.can_transition(*to) && !(from == DeviceState::Registered && *to == DeviceState::Active))
+        .filter(|to| {
+            from.can_transition(*to)
+                && !(from == DeviceState::Registered && *to == DeviceState::Active)
+        })
         .filter(|to| match me.role {
             Role::Admin => true,
-            Role::Helpdesk => matches!(to, DeviceState::Suspended | DeviceState::Active | DeviceState::Lost),
+            Role::Helpdesk => matches!(
+                to,
+                DeviceState::Suspended | DeviceState::Active | DeviceState::Lost
+            ),
             Role::User => *to == DeviceState::Lost,
             Role::Auditor => false,
         })
@@ -222,7 +251,8 @@ async fn device_page(State(state): State<AppState>, me: CurrentUser, Path(serial
         is_staff: me.role != Role::User,
         is_admin: me.role == Role::Admin,
         can_operate: (is_operator || owner) && d.device.state().is_usable(),
-        may_unblock: d.device.state().is_usable() && (is_operator || owner && policy.owners_may_unblock_pin),
+        may_unblock: d.device.state().is_usable()
+            && (is_operator || owner && policy.owners_may_unblock_pin),
         is_owner: owner,
         pending,
         d,
@@ -244,7 +274,17 @@ async fn state_form(
     Form(f): Form<StateForm>,
 ) -> Result<Response, AppError> {
     let serial = parse_serial(&serial)?;
-    service::transition(&state, &me, &meta, serial, Transition { state: f.state, reason: f.reason }).await?;
+    service::transition(
+        &state,
+        &me,
+        &meta,
+        serial,
+        Transition {
+            state: f.state,
+            reason: f.reason,
+        },
+    )
+    .await?;
     Ok(Redirect::to(&format!("/devices/{serial}")).into_response())
 }
 
@@ -290,7 +330,8 @@ async fn revoke_form(
     Form(f): Form<RevokeForm>,
 ) -> Result<Response, AppError> {
     let id = parse_uuid(&cert, "certificate id")?;
-    let c = service::revoke_certificate(&state, &me, &meta, id, RevokeRequest { reason: f.reason }).await?;
+    let c = service::revoke_certificate(&state, &me, &meta, id, RevokeRequest { reason: f.reason })
+        .await?;
     Ok(Redirect::to(&format!("/devices/{}", c.device_serial)).into_response())
 }
 
@@ -312,7 +353,11 @@ struct EnrollQuery {
 
 /// The enrollment wizard: everything happens in the browser between the
 /// server's API and the local agent (`static/agent.js`).
-async fn enroll_page(State(state): State<AppState>, me: CurrentUser, Query(q): Query<EnrollQuery>) -> Result<Html<String>, AppError> {
+async fn enroll_page(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Query(q): Query<EnrollQuery>,
+) -> Result<Html<String>, AppError> {
     let p = settings::policy(&state.db).await?;
     let serial = match q.serial.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         Some(s) => parse_serial(s)?.to_string(),
@@ -335,11 +380,24 @@ struct AgentPage {
 }
 
 /// How to install and start the workstation agent for this server.
-async fn agent_page(State(state): State<AppState>, me: CurrentUser) -> Result<Html<String>, AppError> {
+async fn agent_page(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> Result<Html<String>, AppError> {
     render(&AgentPage {
         me: nav(&me),
-        public_url: state.config.server.public_url.origin().ascii_serialization(),
-        agent_port: state.config.agent.url.port_or_known_default().unwrap_or(56123),
+        public_url: state
+            .config
+            .server
+            .public_url
+            .origin()
+            .ascii_serialization(),
+        agent_port: state
+            .config
+            .agent
+            .url
+            .port_or_known_default()
+            .unwrap_or(56123),
     })
 }
 
@@ -359,7 +417,11 @@ struct SavedQuery {
     saved: Option<String>,
 }
 
-async fn settings_page(State(state): State<AppState>, me: CurrentUser, Query(q): Query<SavedQuery>) -> Result<Html<String>, AppError> {
+async fn settings_page(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Query(q): Query<SavedQuery>,
+) -> Result<Html<String>, AppError> {
     let p = settings::policy(&state.db).await?;
     let policy_json = serde_json::to_string_pretty(&p).map_err(|e| AppError::Internal(e.into()))?;
     render(&SettingsPage {
@@ -394,7 +456,11 @@ async fn settings_form(
     p.management_key_algorithm = match f.management_key_algorithm.as_str() {
         "aes192" => ManagementKeyAlgorithm::Aes192,
         "aes256" => ManagementKeyAlgorithm::Aes256,
-        other => return Err(AppError::Unprocessable(format!("management key algorithm {other:?} is not allowed"))),
+        other => {
+            return Err(AppError::Unprocessable(format!(
+                "management key algorithm {other:?} is not allowed"
+            )))
+        }
     };
     p.certificate_lifetime_days = f.certificate_lifetime_days;
     p.expiry_warning_days = f.expiry_warning_days;

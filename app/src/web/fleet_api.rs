@@ -17,7 +17,10 @@ use crate::fleet::db::{self, DeviceFilter, DeviceRow};
 use crate::fleet::device::Serial;
 use crate::fleet::escrow::{Escrow, VersionInfo};
 use crate::fleet::policy::Policy;
-use crate::fleet::service::{self, AssignOwner, OperationRequest, OperationResult, RegisterDevice, RevokeRequest, SignCsrRequest, Transition};
+use crate::fleet::service::{
+    self, AssignOwner, OperationRequest, OperationResult, RegisterDevice, RevokeRequest,
+    SignCsrRequest, Transition,
+};
 use crate::fleet::settings;
 use crate::state::AppState;
 
@@ -31,13 +34,25 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::get("/api/my/devices", Access::SignedIn, my_devices),
         RouteDef::get("/api/devices/{serial}", Access::SignedIn, get_device),
         RouteDef::post("/api/devices/{serial}/state", CHANGERS, transition),
-        RouteDef::put("/api/devices/{serial}/owner", Access::OPERATORS, assign_owner),
+        RouteDef::put(
+            "/api/devices/{serial}/owner",
+            Access::OPERATORS,
+            assign_owner,
+        ),
         RouteDef::post("/api/yubikey/{serial}/operations", CHANGERS, authorize),
         RouteDef::get("/api/yubikey/{serial}/secrets", CHANGERS, secrets),
-        RouteDef::post("/api/yubikey/{serial}/operations/{op}/result", CHANGERS, report),
+        RouteDef::post(
+            "/api/yubikey/{serial}/operations/{op}/result",
+            CHANGERS,
+            report,
+        ),
         RouteDef::post("/api/yubikey/{serial}/sign-csr", CHANGERS, sign_csr),
         RouteDef::post("/api/certificates/{cert}/revoke", Access::OPERATORS, revoke),
-        RouteDef::post("/api/session/{session}/register-agent", Access::SignedIn, register_agent),
+        RouteDef::post(
+            "/api/session/{session}/register-agent",
+            Access::SignedIn,
+            register_agent,
+        ),
         RouteDef::get("/api/agent/ticket-key", Access::Public, ticket_key),
         RouteDef::get("/api/session/agent", Access::SignedIn, session_agent),
         RouteDef::get("/api/policy/enrollment", Access::SignedIn, enrollment_plan),
@@ -81,16 +96,28 @@ struct DevicePage {
 
 fn page(devices: Vec<DeviceRow>, limit: Option<i64>) -> DevicePage {
     let limit = limit.unwrap_or(50).clamp(1, 200);
-    let next_after = (devices.len() as i64 == limit).then(|| devices.last().map(|d| d.serial)).flatten();
-    DevicePage { devices, next_after }
+    let next_after = (devices.len() as i64 == limit)
+        .then(|| devices.last().map(|d| d.serial))
+        .flatten();
+    DevicePage {
+        devices,
+        next_after,
+    }
 }
 
-async fn list(State(state): State<AppState>, Query(f): Query<DeviceFilter>) -> Result<impl IntoResponse, AppError> {
+async fn list(
+    State(state): State<AppState>,
+    Query(f): Query<DeviceFilter>,
+) -> Result<impl IntoResponse, AppError> {
     let rows = db::search(&state.db, &f, None).await?;
     Ok(Json(page(rows, f.limit)))
 }
 
-async fn my_devices(State(state): State<AppState>, me: CurrentUser, Query(f): Query<DeviceFilter>) -> Result<impl IntoResponse, AppError> {
+async fn my_devices(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Query(f): Query<DeviceFilter>,
+) -> Result<impl IntoResponse, AppError> {
     let rows = db::search(&state.db, &f, Some(me.user_id)).await?;
     Ok(Json(page(rows, f.limit)))
 }
@@ -126,7 +153,11 @@ pub struct SecretVersion {
     pub current: bool,
 }
 
-pub async fn device_details(state: &AppState, me: &CurrentUser, serial: Serial) -> Result<DeviceDetails, AppError> {
+pub async fn device_details(
+    state: &AppState,
+    me: &CurrentUser,
+    serial: Serial,
+) -> Result<DeviceDetails, AppError> {
     let device = service::load_visible(state, me, serial).await?;
     let (_, versions) = Escrow {
         bao: &state.bao,
@@ -170,7 +201,11 @@ pub async fn device_details(state: &AppState, me: &CurrentUser, serial: Serial) 
     })
 }
 
-async fn get_device(State(state): State<AppState>, me: CurrentUser, Path(serial): Path<String>) -> Result<impl IntoResponse, AppError> {
+async fn get_device(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Path(serial): Path<String>,
+) -> Result<impl IntoResponse, AppError> {
     let serial = parse_serial(&serial)?;
     Ok(Json(device_details(&state, &me, serial).await?))
 }
@@ -183,7 +218,9 @@ async fn transition(
     JsonBody(t): JsonBody<Transition>,
 ) -> Result<impl IntoResponse, AppError> {
     let serial = parse_serial(&serial)?;
-    Ok(Json(service::transition(&state, &me, &meta, serial, t).await?))
+    Ok(Json(
+        service::transition(&state, &me, &meta, serial, t).await?,
+    ))
 }
 
 async fn assign_owner(
@@ -194,7 +231,9 @@ async fn assign_owner(
     JsonBody(a): JsonBody<AssignOwner>,
 ) -> Result<impl IntoResponse, AppError> {
     let serial = parse_serial(&serial)?;
-    Ok(Json(service::assign_owner(&state, &me, &meta, serial, a).await?))
+    Ok(Json(
+        service::assign_owner(&state, &me, &meta, serial, a).await?,
+    ))
 }
 
 async fn authorize(
@@ -205,7 +244,10 @@ async fn authorize(
     JsonBody(req): JsonBody<OperationRequest>,
 ) -> Result<impl IntoResponse, AppError> {
     let serial = parse_serial(&serial)?;
-    Ok((StatusCode::CREATED, Json(service::authorize(&state, &me, &meta, serial, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(service::authorize(&state, &me, &meta, serial, req).await?),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -223,7 +265,9 @@ async fn secrets(
 ) -> Result<impl IntoResponse, AppError> {
     let serial = parse_serial(&serial)?;
     let op = parse_uuid(&q.operation_id, "operation_id")?;
-    Ok(Json(service::reissue(&state, &me, &meta, serial, op).await?))
+    Ok(Json(
+        service::reissue(&state, &me, &meta, serial, op).await?,
+    ))
 }
 
 async fn report(
@@ -235,7 +279,9 @@ async fn report(
 ) -> Result<impl IntoResponse, AppError> {
     let serial = parse_serial(&serial)?;
     let op = parse_uuid(&op, "operation id")?;
-    Ok(Json(service::report(&state, &me, &meta, serial, op, r).await?))
+    Ok(Json(
+        service::report(&state, &me, &meta, serial, op, r).await?,
+    ))
 }
 
 async fn sign_csr(
@@ -246,7 +292,10 @@ async fn sign_csr(
     JsonBody(req): JsonBody<SignCsrRequest>,
 ) -> Result<impl IntoResponse, AppError> {
     let serial = parse_serial(&serial)?;
-    Ok((StatusCode::CREATED, Json(service::sign_csr(&state, &me, &meta, serial, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(service::sign_csr(&state, &me, &meta, serial, req).await?),
+    ))
 }
 
 async fn revoke(
@@ -257,7 +306,9 @@ async fn revoke(
     JsonBody(r): JsonBody<RevokeRequest>,
 ) -> Result<impl IntoResponse, AppError> {
     let id = parse_uuid(&cert, "certificate id")?;
-    Ok(Json(service::revoke_certificate(&state, &me, &meta, id, r).await?))
+    Ok(Json(
+        service::revoke_certificate(&state, &me, &meta, id, r).await?,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -278,7 +329,9 @@ async fn register_agent(
     // Only ever the caller's own session: a key registered elsewhere would let
     // someone else's secrets be encrypted to it.
     if sid != me.session_id {
-        return Err(AppError::Forbidden("you can register an agent only with your own session".into()));
+        return Err(AppError::Forbidden(
+            "you can register an agent only with your own session".into(),
+        ));
     }
     if body.public_key.len() > 8192 {
         return Err(AppError::BadRequest("public_key is too large".into()));
@@ -288,12 +341,14 @@ async fn register_agent(
         other => AppError::BadRequest(other.to_string()),
     })?;
     let mut tx = state.db.begin().await?;
-    let updated = sqlx::query("UPDATE user_sessions SET agent_pubkey = $2, agent_key_fingerprint = $3 WHERE id = $1")
-        .bind(sid)
-        .bind(body.public_key.trim())
-        .bind(&fingerprint)
-        .execute(&mut *tx)
-        .await?;
+    let updated = sqlx::query(
+        "UPDATE user_sessions SET agent_pubkey = $2, agent_key_fingerprint = $3 WHERE id = $1",
+    )
+    .bind(sid)
+    .bind(body.public_key.trim())
+    .bind(&fingerprint)
+    .execute(&mut *tx)
+    .await?;
     if updated.rows_affected() == 0 {
         return Err(AppError::Unauthorized);
     }
@@ -307,17 +362,23 @@ async fn register_agent(
     )
     .await?;
     tx.commit().await?;
-    Ok(Json(json!({"status": "ok", "agent_key_fingerprint": fingerprint})))
+    Ok(Json(
+        json!({"status": "ok", "agent_key_fingerprint": fingerprint}),
+    ))
 }
 
 /// What the page needs to find and register the agent: this session's id,
 /// where the agent listens, and the fingerprint registered so far (a
 /// different one at the agent means it restarted with a new key).
-async fn session_agent(State(state): State<AppState>, me: CurrentUser) -> Result<impl IntoResponse, AppError> {
-    let fp: Option<(Option<String>,)> = sqlx::query_as("SELECT agent_key_fingerprint FROM user_sessions WHERE id = $1")
-        .bind(me.session_id)
-        .fetch_optional(&state.db)
-        .await?;
+async fn session_agent(
+    State(state): State<AppState>,
+    me: CurrentUser,
+) -> Result<impl IntoResponse, AppError> {
+    let fp: Option<(Option<String>,)> =
+        sqlx::query_as("SELECT agent_key_fingerprint FROM user_sessions WHERE id = $1")
+            .bind(me.session_id)
+            .fetch_optional(&state.db)
+            .await?;
     Ok(Json(json!({
         "session_id": me.session_id,
         "agent_url": state.config.agent.url.as_str().trim_end_matches('/'),
@@ -370,7 +431,11 @@ async fn put_policy(
 
 impl SecretVersion {
     pub fn created_str(&self) -> String {
-        self.info.created_at.as_ref().map(crate::fleet::db::fmt_time).unwrap_or_default()
+        self.info
+            .created_at
+            .as_ref()
+            .map(crate::fleet::db::fmt_time)
+            .unwrap_or_default()
     }
     pub fn by_str(&self) -> &str {
         self.by.as_deref().unwrap_or("")
@@ -383,5 +448,14 @@ impl SecretVersion {
 /// One audit row for the device page.
 pub fn audit_line(v: &Value) -> String {
     let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
-    format!("{} · {} · {}", s("at").chars().take(16).collect::<String>().replace('T', " "), s("actor"), s("action"))
+    format!(
+        "{} · {} · {}",
+        s("at")
+            .chars()
+            .take(16)
+            .collect::<String>()
+            .replace('T', " "),
+        s("actor"),
+        s("action")
+    )
 }

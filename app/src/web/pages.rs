@@ -90,7 +90,11 @@ async fn fleet_stats(state: &AppState, with_audit: bool) -> Result<FleetStats, A
     let by_state: Vec<(String, i64)> = crate::fleet::device::DeviceState::ALL
         .iter()
         .map(|s| {
-            let n = counts.iter().find(|(k, _)| k == s.as_str()).map(|(_, n)| *n).unwrap_or(0);
+            let n = counts
+                .iter()
+                .find(|(k, _)| k == s.as_str())
+                .map(|(_, n)| *n)
+                .unwrap_or(0);
             (s.as_str().to_string(), n)
         })
         .collect();

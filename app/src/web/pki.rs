@@ -31,7 +31,12 @@ enum Mount {
     Root,
 }
 
-async fn serve(state: &AppState, mount: Mount, what: &str, mime: &'static str) -> Result<Response, AppError> {
+async fn serve(
+    state: &AppState,
+    mount: Mount,
+    what: &str,
+    mime: &'static str,
+) -> Result<Response, AppError> {
     let m = match mount {
         Mount::Issuing => state.config.openbao.pki_mount.clone(),
         Mount::Root => state.config.openbao.pki_root_mount.clone(),
@@ -47,7 +52,11 @@ async fn serve(state: &AppState, mount: Mount, what: &str, mime: &'static str) -
             .fetch(&m, what)
             .await?;
             let Some(b) = fetched else {
-                return Ok((StatusCode::NOT_FOUND, "the CA is not set up (run kleidia bootstrap)").into_response());
+                return Ok((
+                    StatusCode::NOT_FOUND,
+                    "the CA is not set up (run kleidia bootstrap)",
+                )
+                    .into_response());
             };
             state.fleet.pki_cache.put(&key, b.clone());
             b

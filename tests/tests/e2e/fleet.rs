@@ -6,7 +6,9 @@
 use std::process::Command;
 use std::time::SystemTime;
 
-use kleidia_protocol::ticket::{params_hash, EncryptedSecret, TicketKeyResponse, TicketVerifyingKey};
+use kleidia_protocol::ticket::{
+    params_hash, EncryptedSecret, TicketKeyResponse, TicketVerifyingKey,
+};
 use kleidia_tests::app::{AppOptions, KleidiaApp};
 use kleidia_tests::bao::{run_bootstrap, BaoClient};
 use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
@@ -38,7 +40,10 @@ impl Fleet {
         let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, "http://127.0.0.1:8080").unwrap();
         assert!(ok, "{out}{err}");
         let root_bao = BaoClient::new(&bao.addr, &bao.token);
-        let app_token = root_bao.token_with_policies(&["kleidia-app"]).await.unwrap();
+        let app_token = root_bao
+            .token_with_policies(&["kleidia-app"])
+            .await
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let att_root = AttestationRoot::generate(SystemTime::now(), &mut OsRng).unwrap();
         let roots = dir.path().join("roots.pem");
@@ -48,7 +53,10 @@ impl Fleet {
             database_url: db.url.clone(),
             bao_addr: bao.addr.clone(),
             bao_token: app_token,
-            env: vec![("KLEIDIA_ATTESTATION_ROOTS_FILE".into(), roots.display().to_string())],
+            env: vec![(
+                "KLEIDIA_ATTESTATION_ROOTS_FILE".into(),
+                roots.display().to_string(),
+            )],
         })
         .await
         .unwrap();
@@ -85,10 +93,16 @@ impl Fleet {
         let mut api = Api::new(&self.app.base_url);
         api.login(username, &password).await.unwrap();
         let key = RsaPrivateKey::new(&mut OsRng, 3072).unwrap();
-        let pem = key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let pem = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
         let sid = api.session_id.clone().unwrap();
         let (s, v) = api
-            .post_json(&format!("/api/session/{sid}/register-agent"), &json!({"public_key": pem}))
+            .post_json(
+                &format!("/api/session/{sid}/register-agent"),
+                &json!({"public_key": pem}),
+            )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         Agent { api, key, user_id }
@@ -106,11 +120,13 @@ impl Fleet {
 
     async fn device_row(&self, serial: u32) -> (String, Option<i64>, Option<String>) {
         let pool = self.db.pool().await.unwrap();
-        sqlx::query_as("SELECT state, secrets_version, owner_id::text FROM devices WHERE serial = $1")
-            .bind(i64::from(serial))
-            .fetch_one(&pool)
-            .await
-            .unwrap()
+        sqlx::query_as(
+            "SELECT state, secrets_version, owner_id::text FROM devices WHERE serial = $1",
+        )
+        .bind(i64::from(serial))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
     }
 
     /// The escrow as OpenBao holds it (read with the root token, as an auditor of OpenBao would).
@@ -140,8 +156,16 @@ impl Fleet {
     }
 }
 
-fn attestation_under(root: &AttestationRoot, serial: u32, key: &PrivateKey, pin: u8, touch: u8) -> Vec<String> {
-    let (f9_key, f9_cert) = root.issue_device_attestation(SystemTime::now(), &mut OsRng).unwrap();
+fn attestation_under(
+    root: &AttestationRoot,
+    serial: u32,
+    key: &PrivateKey,
+    pin: u8,
+    touch: u8,
+) -> Vec<String> {
+    let (f9_key, f9_cert) = root
+        .issue_device_attestation(SystemTime::now(), &mut OsRng)
+        .unwrap();
     let slot = attest(
         &f9_key,
         &f9_cert,
@@ -156,7 +180,10 @@ fn attestation_under(root: &AttestationRoot, serial: u32, key: &PrivateKey, pin:
         &mut OsRng,
     )
     .unwrap();
-    vec![pem("CERTIFICATE", &slot).unwrap(), pem("CERTIFICATE", &f9_cert).unwrap()]
+    vec![
+        pem("CERTIFICATE", &slot).unwrap(),
+        pem("CERTIFICATE", &f9_cert).unwrap(),
+    ]
 }
 
 struct Agent {
@@ -174,7 +201,10 @@ impl Agent {
     async fn register(&self, serial: u32) {
         let (s, v) = self
             .api
-            .post_json("/api/devices", &json!({"serial": serial, "firmware": "5.7.1"}))
+            .post_json(
+                "/api/devices",
+                &json!({"serial": serial, "firmware": "5.7.1"}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
     }
@@ -192,7 +222,10 @@ impl Agent {
             json!({"success": false, "error": "wrong_pin", "message": "wrong PIN, 2 tries left"})
         };
         self.api
-            .post_json(&format!("/api/yubikey/{serial}/operations/{op}/result"), &body)
+            .post_json(
+                &format!("/api/yubikey/{serial}/operations/{op}/result"),
+                &body,
+            )
             .await
     }
 }
@@ -202,19 +235,40 @@ fn random_serial() -> u32 {
 }
 
 fn openssl(args: &[&str], dir: &std::path::Path) -> String {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// A CSR signed by `key` that asks for names Kleidia must ignore.
 fn evil_csr(key: &PrivateKey, dir: &std::path::Path) -> String {
-    std::fs::write(dir.join("slot.key"), pem("PRIVATE KEY", &key.to_pkcs8().unwrap()).unwrap()).unwrap();
+    std::fs::write(
+        dir.join("slot.key"),
+        pem("PRIVATE KEY", &key.to_pkcs8().unwrap()).unwrap(),
+    )
+    .unwrap();
     openssl(
         &[
-            "req", "-new", "-key", "slot.key", "-out", "slot.csr", "-subj", "/CN=evil.example/O=Evil",
-            "-addext", "subjectAltName=DNS:evil.example,email:root@evil.example",
-            "-addext", "basicConstraints=critical,CA:TRUE",
+            "req",
+            "-new",
+            "-key",
+            "slot.key",
+            "-out",
+            "slot.csr",
+            "-subj",
+            "/CN=evil.example/O=Evil",
+            "-addext",
+            "subjectAltName=DNS:evil.example,email:root@evil.example",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
         ],
         dir,
     );
@@ -222,25 +276,39 @@ fn evil_csr(key: &PrivateKey, dir: &std::path::Path) -> String {
 }
 
 #[tokio::test]
-async fn a_pin_change_escrows_first_and_the_new_version_becomes_current_only_after_the_agent_confirms() {
+async fn a_pin_change_escrows_first_and_the_new_version_becomes_current_only_after_the_agent_confirms(
+) {
     let f = Fleet::start().await;
     let alice = f.person("alice", "user", "Alice Example").await;
     let serial = random_serial();
     alice.register(serial).await;
-    assert_eq!(f.device_row(serial).await.1, None, "a new key has factory credentials");
+    assert_eq!(
+        f.device_row(serial).await.1,
+        None,
+        "a new key has factory credentials"
+    );
 
-    let (s, op) = alice.authorize(serial, json!({"operation": "set_pin"})).await;
+    let (s, op) = alice
+        .authorize(serial, json!({"operation": "set_pin"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{op}");
     assert_eq!(op["agent_path"], "/piv/set-pin");
     let params = &op["request"]["params"];
     // The agent decrypts the factory PIN and the new one.
     assert_eq!(alice.decrypt(&params["current_pin"]), "123456");
     let new_pin = alice.decrypt(&params["new_pin"]);
-    assert!((6..=8).contains(&new_pin.len()) && new_pin.bytes().all(|b| b.is_ascii_digit()), "{new_pin}");
+    assert!(
+        (6..=8).contains(&new_pin.len()) && new_pin.bytes().all(|b| b.is_ascii_digit()),
+        "{new_pin}"
+    );
 
     // The ticket verifies with the published key and binds these parameters,
     // this serial and this agent key.
-    let claims = f.ticket_key().await.verify(op["request"]["ticket"].as_str().unwrap()).unwrap();
+    let claims = f
+        .ticket_key()
+        .await
+        .verify(op["request"]["ticket"].as_str().unwrap())
+        .unwrap();
     assert_eq!(claims.serial, serial);
     assert_eq!(claims.params_hash, params_hash(params).unwrap());
     assert_eq!(claims.id.to_string(), op["operation_id"].as_str().unwrap());
@@ -268,26 +336,52 @@ async fn a_pin_change_escrows_first_and_the_new_version_becomes_current_only_aft
     assert_eq!(d["secret_versions"][0]["current"], true);
     assert_eq!(d["secret_versions"][0]["by"], "alice");
     let text = d.to_string();
-    assert!(!text.contains(&new_pin), "the PIN leaked into the device API");
+    assert!(
+        !text.contains(&new_pin),
+        "the PIN leaked into the device API"
+    );
 
     // The PIN is nowhere in PostgreSQL, nor in the server's log.
     let pool = f.db.pool().await.unwrap();
-    for table in ["devices", "operations", "audit_log", "user_sessions", "settings", "certificates"] {
-        let dump: Option<String> = sqlx::query_scalar(&format!("SELECT string_agg(t::text, '\n') FROM {table} t"))
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert!(!dump.unwrap_or_default().contains(&new_pin), "the PIN is stored in {table}");
+    for table in [
+        "devices",
+        "operations",
+        "audit_log",
+        "user_sessions",
+        "settings",
+        "certificates",
+    ] {
+        let dump: Option<String> =
+            sqlx::query_scalar(&format!("SELECT string_agg(t::text, '\n') FROM {table} t"))
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert!(
+            !dump.unwrap_or_default().contains(&new_pin),
+            "the PIN is stored in {table}"
+        );
     }
-    assert!(!f.app.log().contains(&new_pin), "the PIN is in the server log");
+    assert!(
+        !f.app.log().contains(&new_pin),
+        "the PIN is in the server log"
+    );
 
     // The audit log has the authorisation, the ticket and the result.
-    let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log WHERE target_id = $1 ORDER BY id")
-        .bind(serial.to_string())
-        .fetch_all(&pool)
-        .await
-        .unwrap();
-    assert_eq!(actions, ["device.register", "operation.authorize", "ticket.issue", "operation.succeeded"]);
+    let actions: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM audit_log WHERE target_id = $1 ORDER BY id")
+            .bind(serial.to_string())
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        actions,
+        [
+            "device.register",
+            "operation.authorize",
+            "ticket.issue",
+            "operation.succeeded"
+        ]
+    );
 }
 
 #[tokio::test]
@@ -302,7 +396,9 @@ async fn an_unconfirmed_change_blocks_the_next_and_a_failure_keeps_both_versions
     let puk1 = bob.decrypt(&op1["request"]["params"]["new_puk"]);
 
     // A PIN change is authorised but never confirmed (page closed mid-way).
-    let (s, op2) = bob.authorize(serial, json!({"operation": "set_pin", "new_pin": "602917"})).await;
+    let (s, op2) = bob
+        .authorize(serial, json!({"operation": "set_pin", "new_pin": "602917"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{op2}");
     let id2 = op2["operation_id"].as_str().unwrap().to_string();
     // A second secret change must wait: the server cannot know which PIN the key holds.
@@ -311,9 +407,15 @@ async fn an_unconfirmed_change_blocks_the_next_and_a_failure_keeps_both_versions
     assert!(v["message"].as_str().unwrap().contains(&id2), "{v}");
 
     // After a reload the page gets the same change again, under a new ticket.
-    let (s, again) = bob.api.get(&format!("/api/yubikey/{serial}/secrets?operation_id={id2}")).await;
+    let (s, again) = bob
+        .api
+        .get(&format!("/api/yubikey/{serial}/secrets?operation_id={id2}"))
+        .await;
     assert_eq!(s, StatusCode::OK, "{again}");
-    assert_eq!(bob.decrypt(&again["request"]["params"]["new_pin"]), "602917");
+    assert_eq!(
+        bob.decrypt(&again["request"]["params"]["new_pin"]),
+        "602917"
+    );
     assert_ne!(again["request"]["ticket"], op2["request"]["ticket"]);
 
     // The agent reports a failure: the device keeps version 1, both versions stay readable.
@@ -324,16 +426,23 @@ async fn an_unconfirmed_change_blocks_the_next_and_a_failure_keeps_both_versions
     assert_eq!(f.device_row(serial).await.1, Some(1));
     assert_eq!(f.escrow(serial, 1).await["puk"], puk1);
     assert_eq!(f.escrow(serial, 2).await["pin"], "602917");
-    assert_eq!(f.escrow(serial, 2).await["puk"], puk1, "a PIN change carries the confirmed PUK");
+    assert_eq!(
+        f.escrow(serial, 2).await["puk"],
+        puk1,
+        "a PIN change carries the confirmed PUK"
+    );
     // Reporting again is refused; the next change is allowed.
     assert_eq!(bob.report(serial, &id2, true).await.0, StatusCode::CONFLICT);
-    let (s, _) = bob.authorize(serial, json!({"operation": "rotate_management_key"})).await;
+    let (s, _) = bob
+        .authorize(serial, json!({"operation": "rotate_management_key"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(f.escrow_latest(serial).await, 3);
 }
 
 #[tokio::test]
-async fn an_attested_csr_is_signed_with_names_from_kleidia_and_a_revoked_certificate_is_in_the_crl() {
+async fn an_attested_csr_is_signed_with_names_from_kleidia_and_a_revoked_certificate_is_in_the_crl()
+{
     let f = Fleet::start().await;
     let carol = f.person("carol", "user", "Carol Example").await;
     let serial = random_serial();
@@ -365,13 +474,42 @@ async fn an_attested_csr_is_signed_with_names_from_kleidia_and_a_revoked_certifi
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{cert}");
-    std::fs::write(dir.path().join("cert.pem"), cert["certificate_pem"].as_str().unwrap()).unwrap();
-    let chain_pem = reqwest::get(f.app.url("/pki/ca_chain")).await.unwrap().text().await.unwrap();
+    std::fs::write(
+        dir.path().join("cert.pem"),
+        cert["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let chain_pem = reqwest::get(f.app.url("/pki/ca_chain"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     std::fs::write(dir.path().join("chain.pem"), &chain_pem).unwrap();
-    let root_der = reqwest::get(f.app.url("/pki/root/ca")).await.unwrap().bytes().await.unwrap();
+    let root_der = reqwest::get(f.app.url("/pki/root/ca"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     std::fs::write(dir.path().join("root.der"), &root_der).unwrap();
-    openssl(&["x509", "-inform", "DER", "-in", "root.der", "-out", "root.pem"], dir.path());
-    let v = openssl(&["verify", "-CAfile", "root.pem", "-untrusted", "chain.pem", "cert.pem"], dir.path());
+    openssl(
+        &[
+            "x509", "-inform", "DER", "-in", "root.der", "-out", "root.pem",
+        ],
+        dir.path(),
+    );
+    let v = openssl(
+        &[
+            "verify",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "chain.pem",
+            "cert.pem",
+        ],
+        dir.path(),
+    );
     assert!(v.contains("cert.pem: OK"), "{v}");
     let text = openssl(&["x509", "-in", "cert.pem", "-noout", "-text"], dir.path());
     assert!(text.contains("Subject: CN = Carol Example\n"), "{text}");
@@ -391,7 +529,10 @@ async fn an_attested_csr_is_signed_with_names_from_kleidia_and_a_revoked_certifi
     b.login("admin", ADMIN_PASSWORD).await;
     let (s, _, html) = b.get_text(&format!("/devices/{serial}")).await;
     assert_eq!(s, StatusCode::OK);
-    assert!(html.contains(cert["serial_number"].as_str().unwrap()), "{html}");
+    assert!(
+        html.contains(cert["serial_number"].as_str().unwrap()),
+        "{html}"
+    );
     assert!(html.contains("Carol Example"), "{html}");
     // One certificate per key generation.
     let (s, _) = carol
@@ -407,20 +548,41 @@ async fn an_attested_csr_is_signed_with_names_from_kleidia_and_a_revoked_certifi
     let cid = cert["certificate_id"].as_str().unwrap();
     let (s, _) = carol
         .api
-        .post_json(&format!("/api/certificates/{cid}/revoke"), &json!({"reason": "test"}))
+        .post_json(
+            &format!("/api/certificates/{cid}/revoke"),
+            &json!({"reason": "test"}),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let admin = f.admin().await;
     let (s, v) = admin
-        .post_json(&format!("/api/certificates/{cid}/revoke"), &json!({"reason": "key compromise"}))
+        .post_json(
+            &format!("/api/certificates/{cid}/revoke"),
+            &json!({"reason": "key compromise"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["status"], "revoked");
-    let crl = reqwest::get(f.app.url("/pki/crl")).await.unwrap().bytes().await.unwrap();
+    let crl = reqwest::get(f.app.url("/pki/crl"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
     std::fs::write(dir.path().join("crl.der"), &crl).unwrap();
-    let crl_text = openssl(&["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"], dir.path());
-    let serial_hex = cert["serial_number"].as_str().unwrap().replace(':', "").to_uppercase();
-    assert!(crl_text.contains(&serial_hex), "{serial_hex} not in\n{crl_text}");
+    let crl_text = openssl(
+        &["crl", "-inform", "DER", "-in", "crl.der", "-noout", "-text"],
+        dir.path(),
+    );
+    let serial_hex = cert["serial_number"]
+        .as_str()
+        .unwrap()
+        .replace(':', "")
+        .to_uppercase();
+    assert!(
+        crl_text.contains(&serial_hex),
+        "{serial_hex} not in\n{crl_text}"
+    );
 }
 
 #[tokio::test]
@@ -436,11 +598,31 @@ async fn unattested_keys_and_attestations_for_another_device_or_root_are_refused
     let foreign_root = AttestationRoot::generate(SystemTime::now(), &mut OsRng).unwrap();
 
     let cases: Vec<(&str, Vec<String>, &str)> = vec![
-        ("another serial", f.attestation(serial + 1, &key, 2, 1), "not for this device"),
-        ("another key", f.attestation(serial, &other_key, 2, 1), "not the key in the CSR"),
-        ("an untrusted root", attestation_under(&foreign_root, serial, &key, 2, 1), "trusted attestation root"),
-        ("no device certificate", f.attestation(serial, &key, 2, 1)[..1].to_vec(), "device (f9)"),
-        ("another PIN policy", f.attestation(serial, &key, 1, 1), "PIN/touch policy"),
+        (
+            "another serial",
+            f.attestation(serial + 1, &key, 2, 1),
+            "not for this device",
+        ),
+        (
+            "another key",
+            f.attestation(serial, &other_key, 2, 1),
+            "not the key in the CSR",
+        ),
+        (
+            "an untrusted root",
+            attestation_under(&foreign_root, serial, &key, 2, 1),
+            "trusted attestation root",
+        ),
+        (
+            "no device certificate",
+            f.attestation(serial, &key, 2, 1)[..1].to_vec(),
+            "device (f9)",
+        ),
+        (
+            "another PIN policy",
+            f.attestation(serial, &key, 1, 1),
+            "PIN/touch policy",
+        ),
     ];
     for (what, chain, expect) in cases {
         let (_, op) = dave
@@ -454,7 +636,10 @@ async fn unattested_keys_and_attestations_for_another_device_or_root_are_refused
             )
             .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{what}: {v}");
-        assert!(v["message"].as_str().unwrap().contains(expect), "{what}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(expect),
+            "{what}: {v}"
+        );
     }
     // A CSR for another algorithm than the one generated.
     let (_, op) = dave
@@ -470,12 +655,16 @@ async fn unattested_keys_and_attestations_for_another_device_or_root_are_refused
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     // Nothing was issued, and every refusal is audited.
     let pool = f.db.pool().await.unwrap();
-    let certs: i64 = sqlx::query_scalar("SELECT count(*) FROM certificates").fetch_one(&pool).await.unwrap();
-    assert_eq!(certs, 0);
-    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'certificate.refused'")
+    let certs: i64 = sqlx::query_scalar("SELECT count(*) FROM certificates")
         .fetch_one(&pool)
         .await
         .unwrap();
+    assert_eq!(certs, 0);
+    let refused: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'certificate.refused'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(refused, 6);
 }
 
@@ -489,33 +678,59 @@ async fn helpdesk_may_operate_someone_elses_key_a_user_may_not_and_nobody_may_on
     let serial = random_serial();
     erin.register(serial).await;
 
-    let (s, _) = frank.authorize(serial, json!({"operation": "set_pin"})).await;
+    let (s, _) = frank
+        .authorize(serial, json!({"operation": "set_pin"}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, _) = frank.api.get(&format!("/api/devices/{serial}")).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     let (s, v) = frank.api.get("/api/devices").await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
-    let (s, _) = auditor.authorize(serial, json!({"operation": "set_pin"})).await;
+    let (s, _) = auditor
+        .authorize(serial, json!({"operation": "set_pin"}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
 
     // Helpdesk: the secrets are encrypted to helpdesk's own agent key.
-    let (s, op) = help.authorize(serial, json!({"operation": "set_puk"})).await;
+    let (s, op) = help
+        .authorize(serial, json!({"operation": "set_puk"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{op}");
-    assert_eq!(help.decrypt(&op["request"]["params"]["current_puk"]), "12345678");
-    assert_eq!(help.report(serial, op["operation_id"].as_str().unwrap(), true).await.0, StatusCode::OK);
+    assert_eq!(
+        help.decrypt(&op["request"]["params"]["current_puk"]),
+        "12345678"
+    );
+    assert_eq!(
+        help.report(serial, op["operation_id"].as_str().unwrap(), true)
+            .await
+            .0,
+        StatusCode::OK
+    );
 
     // By policy, owners may not unblock their own PIN; helpdesk may.
-    let (s, v) = erin.authorize(serial, json!({"operation": "unblock_pin"})).await;
+    let (s, v) = erin
+        .authorize(serial, json!({"operation": "unblock_pin"}))
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{v}");
     assert!(v["message"].as_str().unwrap().contains("policy"), "{v}");
-    let (s, op) = help.authorize(serial, json!({"operation": "unblock_pin"})).await;
+    let (s, op) = help
+        .authorize(serial, json!({"operation": "unblock_pin"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED, "{op}");
-    assert_eq!(help.report(serial, op["operation_id"].as_str().unwrap(), false).await.0, StatusCode::OK);
+    assert_eq!(
+        help.report(serial, op["operation_id"].as_str().unwrap(), false)
+            .await
+            .0,
+        StatusCode::OK
+    );
 
     // The owner reports the key lost: no operation is authorised any more.
     let (s, v) = erin
         .api
-        .post_json(&format!("/api/devices/{serial}/state"), &json!({"state": "lost", "reason": "left on a train"}))
+        .post_json(
+            &format!("/api/devices/{serial}/state"),
+            &json!({"state": "lost", "reason": "left on a train"}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     for who in [&erin, &help] {
@@ -525,7 +740,10 @@ async fn helpdesk_may_operate_someone_elses_key_a_user_may_not_and_nobody_may_on
     // …and a lost key does not come back to active.
     let admin = f.admin().await;
     let (s, _) = admin
-        .post_json(&format!("/api/devices/{serial}/state"), &json!({"state": "active", "reason": "found"}))
+        .post_json(
+            &format!("/api/devices/{serial}/state"),
+            &json!({"state": "active", "reason": "found"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CONFLICT);
     assert_eq!(f.device_row(serial).await.0, "lost");
@@ -537,7 +755,9 @@ async fn operations_outside_policy_are_refused_with_the_rule_they_break() {
     let gina = f.person("gina", "user", "Gina").await;
     let serial = random_serial();
     gina.register(serial).await;
-    let (s, v) = gina.authorize(serial, json!({"operation": "set_pin", "new_pin": "123456"})).await;
+    let (s, v) = gina
+        .authorize(serial, json!({"operation": "set_pin", "new_pin": "123456"}))
+        .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert!(v["message"].as_str().unwrap().contains("policy"), "{v}");
     let (s, v) = gina
@@ -550,11 +770,16 @@ async fn operations_outside_policy_are_refused_with_the_rule_they_break() {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     // Unknown fields are refused, and nothing was written for any of these.
-    let (s, _) = gina.authorize(serial, json!({"operation": "set_pin", "pin": "602917"})).await;
+    let (s, _) = gina
+        .authorize(serial, json!({"operation": "set_pin", "pin": "602917"}))
+        .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     assert_eq!(f.escrow_latest(serial).await, 0);
     let pool = f.db.pool().await.unwrap();
-    let ops: i64 = sqlx::query_scalar("SELECT count(*) FROM operations").fetch_one(&pool).await.unwrap();
+    let ops: i64 = sqlx::query_scalar("SELECT count(*) FROM operations")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
     assert_eq!(ops, 0);
 
     // An admin tightens the policy: owners may then unblock, 9c gets "once".
@@ -564,7 +789,9 @@ async fn operations_outside_policy_are_refused_with_the_rule_they_break() {
     p["slots"]["9c"]["pin_policies"] = json!(["once", "always"]);
     let (s, v) = put_json(&admin, "/api/settings/policy", &p).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, _) = gina.authorize(serial, json!({"operation": "unblock_pin"})).await;
+    let (s, _) = gina
+        .authorize(serial, json!({"operation": "unblock_pin"}))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     // An invalid policy is refused and changes nothing.
     p["pin_min_length"] = json!(4);
@@ -595,30 +822,51 @@ async fn agent_keys_are_checked_and_bound_to_the_callers_own_session() {
     let hank = f.person("hank", "user", "Hank").await;
     let ivy = f.person("ivy", "user", "Ivy").await;
     let small = RsaPrivateKey::new(&mut OsRng, 2048).unwrap();
-    let small_pem = small.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let small_pem = small
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
     let sid = hank.api.session_id.clone().unwrap();
     let (s, v) = hank
         .api
-        .post_json(&format!("/api/session/{sid}/register-agent"), &json!({"public_key": small_pem}))
+        .post_json(
+            &format!("/api/session/{sid}/register-agent"),
+            &json!({"public_key": small_pem}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     let (s, _) = hank
         .api
-        .post_json(&format!("/api/session/{sid}/register-agent"), &json!({"public_key": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}))
+        .post_json(
+            &format!("/api/session/{sid}/register-agent"),
+            &json!({"public_key": "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"}),
+        )
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // Ivy cannot put her key on Hank's session.
-    let ivy_pem = ivy.key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+    let ivy_pem = ivy
+        .key
+        .to_public_key()
+        .to_public_key_pem(LineEnding::LF)
+        .unwrap();
     let (s, _) = ivy
         .api
-        .post_json(&format!("/api/session/{sid}/register-agent"), &json!({"public_key": ivy_pem}))
+        .post_json(
+            &format!("/api/session/{sid}/register-agent"),
+            &json!({"public_key": ivy_pem}),
+        )
         .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     // Hank's session still has his own key: his secrets decrypt with it.
     let serial = random_serial();
     hank.register(serial).await;
-    let (_, op) = hank.authorize(serial, json!({"operation": "set_pin"})).await;
-    assert_eq!(hank.decrypt(&op["request"]["params"]["current_pin"]), "123456");
+    let (_, op) = hank
+        .authorize(serial, json!({"operation": "set_pin"}))
+        .await;
+    assert_eq!(
+        hank.decrypt(&op["request"]["params"]["current_pin"]),
+        "123456"
+    );
     // After logout the key is gone with the session.
     let (s, _) = hank.api.post_json("/api/auth/logout", &json!({})).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
@@ -638,29 +886,34 @@ async fn openbao_down_refuses_with_503_before_any_ticket_exists() {
     let serial = random_serial();
     jack.register(serial).await;
     f.bao.proc.stop();
-    let (s, v) = jack.authorize(serial, json!({"operation": "set_pin"})).await;
+    let (s, v) = jack
+        .authorize(serial, json!({"operation": "set_pin"}))
+        .await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
     assert!(v["message"].as_str().unwrap().contains("OpenBao"), "{v}");
     assert!(v.get("request").is_none());
     let pool = f.db.pool().await.unwrap();
-    let (state, hash): (String, Option<String>) = sqlx::query_as("SELECT state, params_hash FROM operations")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let (state, hash): (String, Option<String>) =
+        sqlx::query_as("SELECT state, params_hash FROM operations")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(state, "failed");
     assert_eq!(hash, None, "no ticket was issued");
     assert_eq!(f.device_row(serial).await.1, None);
 }
 
 #[tokio::test]
-async fn a_database_failure_after_the_escrow_write_leaves_the_operation_pending_and_the_old_secret_readable() {
+async fn a_database_failure_after_the_escrow_write_leaves_the_operation_pending_and_the_old_secret_readable(
+) {
     let f = Fleet::start().await;
     let kim = f.person("kim", "user", "Kim").await;
     let serial = random_serial();
     kim.register(serial).await;
     let (_, op) = kim.authorize(serial, json!({"operation": "set_pin"})).await;
     let first_pin = kim.decrypt(&op["request"]["params"]["new_pin"]);
-    kim.report(serial, op["operation_id"].as_str().unwrap(), true).await;
+    kim.report(serial, op["operation_id"].as_str().unwrap(), true)
+        .await;
 
     // The commit that records the new version fails (as if PostgreSQL went away
     // right after OpenBao accepted the write).
@@ -721,14 +974,22 @@ async fn staff_list_and_filter_the_fleet_with_keyset_pages_and_users_see_only_th
         };
         let (s, v) = admin.get(&path).await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        seen.extend(v["devices"].as_array().unwrap().iter().map(|d| d["serial"].as_i64().unwrap()));
+        seen.extend(
+            v["devices"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["serial"].as_i64().unwrap()),
+        );
         match v["next_after"].as_i64() {
             Some(n) => after = Some(n),
             None => break,
         }
     }
     assert_eq!(seen, (1001..=1120).collect::<Vec<_>>());
-    let (_, v) = admin.get("/api/devices?state=suspended&firmware=5.7.1&limit=200").await;
+    let (_, v) = admin
+        .get("/api/devices?state=suspended&firmware=5.7.1&limit=200")
+        .await;
     assert_eq!(v["devices"].as_array().unwrap().len(), 30);
     let (_, v) = admin.get("/api/devices?owner=lea&limit=200").await;
     assert_eq!(v["devices"].as_array().unwrap().len(), 40);
@@ -743,15 +1004,27 @@ async fn staff_list_and_filter_the_fleet_with_keyset_pages_and_users_see_only_th
     b.login("admin", ADMIN_PASSWORD).await;
     let (s, _, html) = b.get_text("/devices?state=suspended").await;
     assert_eq!(s, StatusCode::OK);
-    assert!(html.contains("/devices/1004") && !html.contains("/devices/1001\""), "{html}");
+    assert!(
+        html.contains("/devices/1004") && !html.contains("/devices/1001\""),
+        "{html}"
+    );
 
     // The dashboard counts what the filtered lists show, and links to them.
     let (s, _, home) = b.get_text("/").await;
     assert_eq!(s, StatusCode::OK);
-    assert!(home.contains(r#"href="/devices?state=suspended"><span class="stat">30</span>"#), "{home}");
-    assert!(home.contains(r#"href="/devices?state=active"><span class="stat">90</span>"#), "{home}");
+    assert!(
+        home.contains(r#"href="/devices?state=suspended"><span class="stat">30</span>"#),
+        "{home}"
+    );
+    assert!(
+        home.contains(r#"href="/devices?state=active"><span class="stat">90</span>"#),
+        "{home}"
+    );
     // None of these has escrowed credentials yet: all 120 are on factory values.
-    assert!(home.contains(r#"href="/devices?factory=true"><span class="stat">120</span>"#), "{home}");
+    assert!(
+        home.contains(r#"href="/devices?factory=true"><span class="stat">120</span>"#),
+        "{home}"
+    );
     let (_, v) = admin.get("/api/devices?factory=true&limit=200").await;
     assert_eq!(v["devices"].as_array().unwrap().len(), 120);
     assert!(home.contains("Recent events"), "{home}");
@@ -780,7 +1053,11 @@ async fn postgresql_refusing_connections_gives_503_and_writes_nothing_to_the_esc
     assert!(v["message"].as_str().unwrap().contains("database"), "{v}");
     let r = reqwest::get(f.app.url("/readyz")).await.unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(f.escrow_latest(serial).await, 0, "nothing may reach OpenBao");
+    assert_eq!(
+        f.escrow_latest(serial).await,
+        0,
+        "nothing may reach OpenBao"
+    );
 
     sqlx::query(&format!("ALTER DATABASE {} CONNECTION LIMIT -1", f.db.name))
         .execute(&mut *own)

@@ -56,7 +56,10 @@ async fn metrics_count_requests_by_route_and_status_and_show_the_pool() {
     for _ in 0..3 {
         http.get(app.url("/healthz")).send().await.unwrap();
     }
-    http.get(app.url("/no/such/page/12345")).send().await.unwrap();
+    http.get(app.url("/no/such/page/12345"))
+        .send()
+        .await
+        .unwrap();
     let text = http
         .get(app.url("/metrics"))
         .send()
@@ -78,9 +81,18 @@ async fn metrics_count_requests_by_route_and_status_and_show_the_pool() {
     // Unknown paths are grouped, never one series per raw path.
     assert!(text.contains("route=\"unmatched\""), "{text}");
     assert!(!text.contains("12345"), "{text}");
-    assert!(text.contains("kleidia_http_request_duration_seconds_bucket{"), "{text}");
-    assert!(text.contains("kleidia_db_pool_connections{state=\"idle\"}"), "{text}");
-    assert!(text.contains("kleidia_db_pool_connections{state=\"in_use\"}"), "{text}");
+    assert!(
+        text.contains("kleidia_http_request_duration_seconds_bucket{"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kleidia_db_pool_connections{state=\"idle\"}"),
+        "{text}"
+    );
+    assert!(
+        text.contains("kleidia_db_pool_connections{state=\"in_use\"}"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -93,7 +105,10 @@ async fn the_first_page_renders_with_security_headers() {
     let h = r.headers().clone();
     let csp = h["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-    assert!(csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
     let body = r.text().await.unwrap();
@@ -105,7 +120,9 @@ async fn the_first_page_renders_with_security_headers() {
     let js = reqwest::get(app.url("/static/htmx.min.js")).await.unwrap();
     assert_eq!(js.status(), 200);
     assert!(js.text().await.unwrap().starts_with("var htmx="));
-    let missing = reqwest::get(app.url("/static/../Cargo.toml")).await.unwrap();
+    let missing = reqwest::get(app.url("/static/../Cargo.toml"))
+        .await
+        .unwrap();
     assert_eq!(missing.status(), 404);
 }
 
@@ -117,7 +134,11 @@ async fn sigterm_stops_the_server_cleanly_and_secrets_never_reach_the_log() {
     reqwest::get(app.url("/readyz")).await.unwrap();
     let started = Instant::now();
     let status = app.proc.stop().expect("process was running");
-    assert!(status.success(), "exit status {status:?}; log:\n{}", app.log());
+    assert!(
+        status.success(),
+        "exit status {status:?}; log:\n{}",
+        app.log()
+    );
     assert!(started.elapsed() < Duration::from_secs(10));
     let log = app.log();
     assert!(log.contains("Kleidia listening"), "{log}");
@@ -125,14 +146,21 @@ async fn sigterm_stops_the_server_cleanly_and_secrets_never_reach_the_log() {
     // The OpenBao token and the database password are in the configuration, at
     // debug level nothing prints them.
     assert!(!log.contains(&bao.token), "token leaked:\n{log}");
-    assert!(!log.contains("kleidia:kleidia@"), "database password leaked:\n{log}");
+    assert!(
+        !log.contains("kleidia:kleidia@"),
+        "database password leaked:\n{log}"
+    );
 }
 
 #[tokio::test]
 async fn an_unknown_config_key_is_a_startup_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("kleidia.toml");
-    std::fs::write(&cfg, "[server]\nbind = \"127.0.0.1:0\"\nlisten_adress = \"x\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "[server]\nbind = \"127.0.0.1:0\"\nlisten_adress = \"x\"\n",
+    )
+    .unwrap();
     let out = kleidia_command()
         .args(["--config", cfg.to_str().unwrap(), "serve"])
         .output()
@@ -170,9 +198,16 @@ async fn migrations_apply_to_an_empty_database_and_a_second_run_applies_nothing(
         })
         .count();
     let out = run();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(stdout.contains(&format!("{files} applied now, {files} in total")), "{stdout}");
+    assert!(
+        stdout.contains(&format!("{files} applied now, {files} in total")),
+        "{stdout}"
+    );
 
     let pool = db.pool().await.unwrap();
     let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
@@ -180,10 +215,11 @@ async fn migrations_apply_to_an_empty_database_and_a_second_run_applies_nothing(
         .await
         .unwrap();
     assert_eq!(applied as usize, files);
-    let settings: Option<String> = sqlx::query_scalar("SELECT to_regclass('public.settings')::text")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let settings: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('public.settings')::text")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
     assert_eq!(settings.as_deref(), Some("settings"));
 
     let out = run();
@@ -208,15 +244,25 @@ async fn layout(bao: &BaoClient) -> Value {
     for p in ["kleidia-app", "kleidia-license"] {
         out[p] = bao.get(&format!("sys/policies/acl/{p}")).await.unwrap()["data"]["policy"].clone();
     }
-    out["issuers_root"] = bao.call("LIST", "pki/issuers", None).await.unwrap().1["data"]["keys"].clone();
-    out["issuers_int"] = bao.call("LIST", "pki_int/issuers", None).await.unwrap().1["data"]["keys"].clone();
+    out["issuers_root"] =
+        bao.call("LIST", "pki/issuers", None).await.unwrap().1["data"]["keys"].clone();
+    out["issuers_int"] =
+        bao.call("LIST", "pki_int/issuers", None).await.unwrap().1["data"]["keys"].clone();
     out["urls"] = bao.get("pki_int/config/urls").await.unwrap()["data"].clone();
     out
 }
 
 fn openssl(args: &[&str], dir: &std::path::Path) -> String {
-    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -229,26 +275,52 @@ async fn bootstrap_twice_changes_nothing_and_the_piv_role_ignores_names_in_the_c
     let (ok, out, err) = run_bootstrap(&tb.addr, &tb.token, public).unwrap();
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("created   kv-v2 mount yubikeys/"), "{out}");
-    assert!(out.contains("created   PIV signing role pki_int/roles/piv-ec"), "{out}");
+    assert!(
+        out.contains("created   PIV signing role pki_int/roles/piv-ec"),
+        "{out}"
+    );
     assert!(out.contains("created   policy kleidia-app"), "{out}");
     let first = layout(&root).await;
 
     let (ok, out, err) = run_bootstrap(&tb.addr, &tb.token, public).unwrap();
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("nothing changed"), "{out}");
-    assert!(!out.contains("created ") && !out.contains("updated "), "{out}");
-    assert_eq!(layout(&root).await, first, "second bootstrap changed the layout");
+    assert!(
+        !out.contains("created ") && !out.contains("updated "),
+        "{out}"
+    );
+    assert_eq!(
+        layout(&root).await,
+        first,
+        "second bootstrap changed the layout"
+    );
     assert_eq!(first["yubikeys"]["options"]["version"], "2");
-    assert_eq!(first["urls"]["crl_distribution_points"], json!([format!("{public}/pki/crl")]));
+    assert_eq!(
+        first["urls"]["crl_distribution_points"],
+        json!([format!("{public}/pki/crl")])
+    );
 
     // A CSR that asks for evil.example everywhere, and to be a CA.
     let dir = tempfile::tempdir().unwrap();
     openssl(
         &[
-            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
-            "-keyout", "key.pem", "-out", "csr.pem", "-subj", "/CN=evil.example/O=Evil",
-            "-addext", "subjectAltName=DNS:evil.example,DNS:www.evil.example,email:root@evil.example",
-            "-addext", "basicConstraints=critical,CA:TRUE",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "csr.pem",
+            "-subj",
+            "/CN=evil.example/O=Evil",
+            "-addext",
+            "subjectAltName=DNS:evil.example,DNS:www.evil.example,email:root@evil.example",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
         ],
         dir.path(),
     );
@@ -269,12 +341,24 @@ async fn bootstrap_twice_changes_nothing_and_the_piv_role_ignores_names_in_the_c
         )
         .await
         .unwrap();
-    std::fs::write(dir.path().join("cert.pem"), signed["data"]["certificate"].as_str().unwrap()).unwrap();
-    let chain = reqwest::get(format!("{}/v1/pki_int/ca_chain", tb.addr)).await.unwrap().text().await.unwrap();
+    std::fs::write(
+        dir.path().join("cert.pem"),
+        signed["data"]["certificate"].as_str().unwrap(),
+    )
+    .unwrap();
+    let chain = reqwest::get(format!("{}/v1/pki_int/ca_chain", tb.addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     std::fs::write(dir.path().join("chain.pem"), &chain).unwrap();
 
     let text = openssl(&["x509", "-in", "cert.pem", "-noout", "-text"], dir.path());
-    assert!(!text.contains("evil"), "the CSR's names leaked into:\n{text}");
+    assert!(
+        !text.contains("evil"),
+        "the CSR's names leaked into:\n{text}"
+    );
     assert!(text.contains("Subject: CN = Alice Example\n"), "{text}");
     assert!(text.contains("UPN::alice@corp.example"), "{text}");
     assert!(text.contains("TLS Web Client Authentication"), "{text}");
@@ -282,19 +366,41 @@ async fn bootstrap_twice_changes_nothing_and_the_piv_role_ignores_names_in_the_c
     assert!(!text.contains("CA:TRUE"), "{text}");
     assert!(text.contains(&format!("URI:{public}/pki/crl")), "{text}");
     // The whole chain verifies: root (self-signed) → intermediate → leaf.
-    let root_pem = root.get("pki/cert/ca").await.unwrap()["data"]["certificate"].as_str().unwrap().to_string();
+    let root_pem = root.get("pki/cert/ca").await.unwrap()["data"]["certificate"]
+        .as_str()
+        .unwrap()
+        .to_string();
     std::fs::write(dir.path().join("root.pem"), root_pem).unwrap();
     let v = openssl(
-        &["verify", "-CAfile", "root.pem", "-untrusted", "chain.pem", "-purpose", "sslclient", "cert.pem"],
+        &[
+            "verify",
+            "-CAfile",
+            "root.pem",
+            "-untrusted",
+            "chain.pem",
+            "-purpose",
+            "sslclient",
+            "cert.pem",
+        ],
         dir.path(),
     );
     assert!(v.contains("cert.pem: OK"), "{v}");
 
     // Key types outside the role are refused: Ed25519 is not a PIV key.
-    openssl(&["req", "-new", "-newkey", "ed25519", "-nodes", "-keyout", "ed.pem", "-out", "ed.csr", "-subj", "/CN=x"], dir.path());
+    openssl(
+        &[
+            "req", "-new", "-newkey", "ed25519", "-nodes", "-keyout", "ed.pem", "-out", "ed.csr",
+            "-subj", "/CN=x",
+        ],
+        dir.path(),
+    );
     let ed = std::fs::read_to_string(dir.path().join("ed.csr")).unwrap();
     let (s, _) = app
-        .call("POST", "pki_int/sign/piv-ec", Some(&json!({"csr": ed, "common_name": "Alice Example"})))
+        .call(
+            "POST",
+            "pki_int/sign/piv-ec",
+            Some(&json!({"csr": ed, "common_name": "Alice Example"})),
+        )
         .await
         .unwrap();
     assert!(s.is_client_error(), "ed25519 CSR was signed");
@@ -307,11 +413,20 @@ async fn the_app_policy_cannot_touch_sys_sign_verbatim_or_the_license_path() {
     let (ok, out, err) = run_bootstrap(&tb.addr, &tb.token, "http://127.0.0.1:8080").unwrap();
     assert!(ok, "{out}\n{err}");
     let app = root.with_token(&root.token_with_policies(&["kleidia-app"]).await.unwrap());
-    let license = root.with_token(&root.token_with_policies(&["kleidia-license"]).await.unwrap());
+    let license = root.with_token(
+        &root
+            .token_with_policies(&["kleidia-license"])
+            .await
+            .unwrap(),
+    );
 
     // What the app needs works (so the refusals below are about the policy).
     let (s, _) = app
-        .call("POST", "yubikeys/data/12345678/secrets", Some(&json!({"data": {"pin": "x"}})))
+        .call(
+            "POST",
+            "yubikeys/data/12345678/secrets",
+            Some(&json!({"data": {"pin": "x"}})),
+        )
         .await
         .unwrap();
     assert!(s.is_success(), "app cannot write the escrow: {s}");
@@ -320,13 +435,29 @@ async fn the_app_policy_cannot_touch_sys_sign_verbatim_or_the_license_path() {
         ("GET", "sys/mounts", None),
         ("POST", "sys/mounts/evil", Some(json!({"type": "kv"}))),
         ("GET", "sys/policies/acl/kleidia-app", None),
-        ("POST", "pki_int/sign-verbatim/piv-ec", Some(json!({"csr": "x"}))),
+        (
+            "POST",
+            "pki_int/sign-verbatim/piv-ec",
+            Some(json!({"csr": "x"})),
+        ),
         ("POST", "pki_int/sign-verbatim", Some(json!({"csr": "x"}))),
-        ("POST", "pki/root/sign-intermediate", Some(json!({"csr": "x"}))),
+        (
+            "POST",
+            "pki/root/sign-intermediate",
+            Some(json!({"csr": "x"})),
+        ),
         ("GET", "license/data/kleidia/installation", None),
-        ("POST", "license/data/kleidia/installation", Some(json!({"data": {"id": "x"}}))),
+        (
+            "POST",
+            "license/data/kleidia/installation",
+            Some(json!({"data": {"id": "x"}})),
+        ),
         ("DELETE", "yubikeys/metadata/12345678/secrets", None),
-        ("POST", "yubikeys/destroy/12345678/secrets", Some(json!({"versions": [1]}))),
+        (
+            "POST",
+            "yubikeys/destroy/12345678/secrets",
+            Some(json!({"versions": [1]})),
+        ),
     ];
     for (m, p, b) in denied {
         let (s, body) = app.call(m, p, b.as_ref()).await.unwrap();
@@ -335,10 +466,20 @@ async fn the_app_policy_cannot_touch_sys_sign_verbatim_or_the_license_path() {
 
     // The license service reaches its own path and nothing of the app's.
     let (s, _) = license
-        .call("POST", "license/data/kleidia/installation", Some(&json!({"data": {"id": "x"}})))
+        .call(
+            "POST",
+            "license/data/kleidia/installation",
+            Some(&json!({"data": {"id": "x"}})),
+        )
         .await
         .unwrap();
-    assert!(s.is_success(), "license token cannot write its own path: {s}");
-    let (s, _) = license.call("GET", "yubikeys/data/12345678/secrets", None).await.unwrap();
+    assert!(
+        s.is_success(),
+        "license token cannot write its own path: {s}"
+    );
+    let (s, _) = license
+        .call("GET", "yubikeys/data/12345678/secrets", None)
+        .await
+        .unwrap();
     assert_eq!(s, 403);
 }
