@@ -62,6 +62,19 @@ scripts/stack.sh up "$DEMO"
 . "$DEMO/env"
 ROOT_TOKEN=$BAO_TOKEN
 
+# Every demo starts from a clean slate: the OpenBao dev server keeps its
+# secrets in memory only, so the database and the software YubiKey start
+# over with it (an escrow that vanished would leave both meaningless).
+DEMO_DB=kleidia_demo
+PGOPTIONS='-c client_min_messages=warning' psql "$DATABASE_URL" -qAt -c "DROP DATABASE IF EXISTS $DEMO_DB WITH (FORCE)" >/dev/null
+psql "$DATABASE_URL" -qAt -c "CREATE DATABASE $DEMO_DB" >/dev/null
+DEMO_DATABASE_URL="${DATABASE_URL%/*}/$DEMO_DB"
+rm -rf "$DEMO/yubikey-0.json" "$DEMO/yubikey-1.json" "$DEMO/agent"
+
+# The software YubiKey's attestation root (kept across demos) is what the
+# server trusts for attestation here; in production it is Yubico's.
+"$BIN/kleidia-virtual-yubikey" init-attestation-root --out "$DEMO/attestation-root.pem" >"$DEMO/attestation-roots.crt"
+
 # The configuration `kleidia --config .demo/kleidia.toml …` uses from any terminal.
 (
   umask 077
@@ -72,20 +85,29 @@ bind = "127.0.0.1:8080"
 public_url = "$APP_URL"
 
 [database]
-url = "$DATABASE_URL"
+url = "$DEMO_DATABASE_URL"
 
 [openbao]
 addr = "$BAO_ADDR"
-# A token with the kleidia-app policy; bootstrap with --openbao-token-file .demo/bao-token
+# A token with the kleidia-app policy. To bootstrap from another terminal:
+#   kleidia --config .demo/kleidia.toml bootstrap --openbao-token-file .demo/bao-token
 token_file = "$DEMO/app-token"
 
 [license]
 url = "http://$LICENSE_ADDR"
+
+[attestation]
+# The software YubiKey's test root. Production: Yubico's PIV attestation roots.
+roots_file = "$DEMO/attestation-roots.crt"
+
+[agent]
+url = "http://127.0.0.1:$AGENT_PORT"
 EOF
 )
 
 echo "demo: OpenBao layout"
-"$BIN/kleidia" --config "$DEMO/kleidia.toml" bootstrap --openbao-token-file "$DEMO/bao-token"
+# The config names the app's token, minted below; bootstrap runs with the root token.
+KLEIDIA_OPENBAO_TOKEN_FILE="$DEMO/bao-token" "$BIN/kleidia" --config "$DEMO/kleidia.toml" bootstrap
 
 # Least privilege even in the demo: the app and the license service get their own tokens.
 mint_token() { # policy file
@@ -99,6 +121,11 @@ mint_token kleidia-app "$DEMO/app-token"
 mint_token kleidia-license "$DEMO/license-token"
 
 "$BIN/kleidia" --config "$DEMO/kleidia.toml" migrate
+
+# The first admin, with a one-time password (changed at the first sign-in).
+(umask 077 && "$BIN/kleidia" --config "$DEMO/kleidia.toml" user create --username admin --role admin \
+  --generate-password 2>/dev/null >"$DEMO/admin-password")
+chmod 600 "$DEMO/admin-password"
 
 if [ -x scripts/demo-extras.sh ]; then
   # shellcheck disable=SC1091
@@ -119,19 +146,33 @@ INSTALLATION_ID=$(curl -fsS "http://$LICENSE_ADDR/installation-id" | python3 -c 
 start kleidia "$DEMO/logs/kleidia.log" "$BIN/kleidia" --config "$DEMO/kleidia.toml" serve
 wait_http "$APP_URL/healthz" 60 "kleidia serve"
 
+# A software YubiKey 5.7.1 in factory state in reader "Virtual PCD 00 00".
+start yubikey-0 "$DEMO/logs/yubikey-0.log" "$BIN/kleidia-virtual-yubikey" \
+  --serial "$YK_SERIAL" --firmware 5.7.1 --state "$DEMO/yubikey-0.json" --reader 0 \
+  --attestation-root "$DEMO/attestation-root.pem"
+
+# The workstation agent, as a user would run it (plus: accept virtual readers).
+start kleidia-agent "$DEMO/logs/kleidia-agent.log" "$BIN/kleidia-agent" \
+  --kleidia-url "$APP_URL" --port "$AGENT_PORT" --allow-virtual-readers true --state-dir "$DEMO/agent"
+wait_http "http://127.0.0.1:$AGENT_PORT/health" 60 "kleidia-agent"
+for _ in $(seq 1 50); do
+  if curl -fsS -H "Origin: $APP_URL" "http://127.0.0.1:$AGENT_PORT/discover" 2>/dev/null | grep -q "\"serial\":$YK_SERIAL"; then break; fi
+  sleep 0.2
+done
+
 cat <<EOF
 
   Kleidia is running:   $APP_URL
   Logs:                 .demo/logs/
   Config:               .demo/kleidia.toml   (kleidia --config .demo/kleidia.toml …)
 EOF
-if [ -f "$DEMO/admin-password" ]; then
-  echo "  Sign in as admin with the one-time password: $(cat "$DEMO/admin-password")   (also in .demo/admin-password)"
-fi
+echo "  Sign in as:           admin / $(cat "$DEMO/admin-password")   (one-time password, also in .demo/admin-password)"
+echo "  Agent:                http://127.0.0.1:$AGENT_PORT  (sees: $(curl -fsS -H "Origin: $APP_URL" "http://127.0.0.1:$AGENT_PORT/discover" 2>/dev/null | python3 -c 'import json,sys; print(", ".join(str(k["serial"]) for k in json.load(sys.stdin)["yubikeys"]) or "no YubiKey")' 2>/dev/null))"
+echo "  Software YubiKey:     serial $YK_SERIAL, firmware 5.7.1, factory state (reader \"Virtual PCD 00 00\")"
 echo "  License:              $(curl -fsS "http://$LICENSE_ADDR/license/status" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(d["status"], "-", d.get("reason",""))' 2>/dev/null)"
 echo "  Installation id:      $INSTALLATION_ID   (issue a license for it: see docs/license.md)"
 echo
 echo "  Ctrl-C stops everything the demo started."
 
 # Foreground until Ctrl-C or until the server exits.
-wait "${pids[-1]}"
+wait "$(cat "$DEMO/kleidia.pid")"
