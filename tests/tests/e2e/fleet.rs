@@ -993,6 +993,23 @@ async fn staff_list_and_filter_the_fleet_with_keyset_pages_and_users_see_only_th
     assert_eq!(v["devices"].as_array().unwrap().len(), 30);
     let (_, v) = admin.get("/api/devices?owner=lea&limit=200").await;
     assert_eq!(v["devices"].as_array().unwrap().len(), 40);
+    // Search: digits are a serial prefix, anything else a person.
+    let (_, v) = admin.get("/api/devices?q=100&limit=200").await;
+    let found: Vec<i64> = v["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["serial"].as_i64().unwrap())
+        .collect();
+    assert_eq!(found, (1001..=1009).collect::<Vec<_>>());
+    let (_, v) = admin.get("/api/devices?q=LEA&limit=200").await;
+    assert_eq!(v["devices"].as_array().unwrap().len(), 40);
+    let (_, v) = admin.get("/api/devices?q=%25&limit=200").await;
+    assert_eq!(
+        v["devices"].as_array().unwrap().len(),
+        120,
+        "a bare wildcard filters nothing out and matches nothing special"
+    );
     let (s, _) = admin.get("/api/devices?state=bogus").await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     let (_, mine) = lea.api.get("/api/my/devices?limit=200").await;
