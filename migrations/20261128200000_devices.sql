@@ -22,7 +22,6 @@ CREATE TABLE devices (
 CREATE INDEX devices_state_idx ON devices (state, serial);
 CREATE INDEX devices_owner_idx ON devices (owner_id, serial);
 CREATE INDEX devices_firmware_idx ON devices (firmware, serial);
-CREATE INDEX devices_serial_text_idx ON devices ((serial::text) text_pattern_ops);
 
 -- One row per operation authorised for the agent. `id` is the ticket id.
 CREATE TABLE operations (

@@ -111,11 +111,61 @@ pub async fn search(
         f.q.as_deref()
             .map(|s| s.trim().replace(['%', '_', '\\'], ""))
             .filter(|s| !s.is_empty());
+    // A serial prefix is a handful of ranges of the primary key, in ascending
+    // order: walk them, each an index range scan, until the page is full.
+    if let Some(digits) = q
+        .as_deref()
+        .filter(|q| q.bytes().all(|c| c.is_ascii_digit()))
+    {
+        let mut rows = Vec::new();
+        for (lo, hi) in serial_prefix_ranges(digits) {
+            let want = limit - rows.len() as i64;
+            if want <= 0 {
+                break;
+            }
+            rows.extend(search_where(db, f, only_owner, None, Some((lo, hi)), want).await?);
+        }
+        return Ok(rows);
+    }
+    search_where(db, f, only_owner, q.as_deref(), None, limit).await
+}
+
+/// `[prefix·10^k, (prefix+1)·10^k − 1]` for every serial length the prefix allows.
+pub fn serial_prefix_ranges(prefix: &str) -> Vec<(i64, i64)> {
+    let Ok(p) = prefix.parse::<i64>() else {
+        return Vec::new();
+    };
+    if prefix.starts_with('0') || prefix.len() > 10 {
+        return Vec::new();
+    }
+    let max = i64::from(u32::MAX);
+    let mut out = Vec::new();
+    let mut scale = 1i64;
+    for _ in prefix.len()..=10 {
+        let lo = p.saturating_mul(scale);
+        if lo > max {
+            break;
+        }
+        let hi = (p + 1).saturating_mul(scale).saturating_sub(1).min(max);
+        out.push((lo.max(1), hi));
+        scale = scale.saturating_mul(10);
+    }
+    out
+}
+
+async fn search_where(
+    db: &PgPool,
+    f: &DeviceFilter,
+    only_owner: Option<Uuid>,
+    q: Option<&str>,
+    serial_range: Option<(i64, i64)>,
+    limit: i64,
+) -> Result<Vec<DeviceRow>, AppError> {
     let owner = f.owner.as_deref().map(str::trim).filter(|s| !s.is_empty());
     // Only the conditions in use go into the query, so PostgreSQL plans each
-    // shape on its indexes: keyset on the primary key, state/owner/firmware
-    // indexes, serial prefixes on the text_pattern_ops index, and a search by
-    // person through the (small) users table instead of an OR across the join.
+    // shape on its indexes: keyset and serial ranges on the primary key,
+    // state/owner/firmware indexes, and a search by person through the
+    // (small) users table instead of an OR across the join.
     let mut b = sqlx::QueryBuilder::<sqlx::Postgres>::new(format!(
         "SELECT {DEVICE_COLUMNS} FROM devices d LEFT JOIN users u ON u.id = d.owner_id WHERE true"
     ));
@@ -136,17 +186,18 @@ pub async fn search(
     if let Some(id) = only_owner {
         b.push(" AND d.owner_id = ").push_bind(id);
     }
+    if let Some((lo, hi)) = serial_range {
+        b.push(" AND d.serial BETWEEN ")
+            .push_bind(lo)
+            .push(" AND ")
+            .push_bind(hi);
+    }
     if let Some(q) = q {
-        if q.bytes().all(|c| c.is_ascii_digit()) {
-            b.push(" AND d.serial::text LIKE ")
-                .push_bind(format!("{q}%"));
-        } else {
-            b.push(" AND d.owner_id IN (SELECT id FROM users WHERE username LIKE ")
-                .push_bind(format!("{}%", q.to_lowercase()))
-                .push(" OR lower(display_name) LIKE ")
-                .push_bind(format!("%{}%", q.to_lowercase()))
-                .push(")");
-        }
+        b.push(" AND d.owner_id IN (SELECT id FROM users WHERE username LIKE ")
+            .push_bind(format!("{}%", q.to_lowercase()))
+            .push(" OR lower(display_name) LIKE ")
+            .push_bind(format!("%{}%", q.to_lowercase()))
+            .push(")");
     }
     if let Some(days) = f.expiring_days {
         b.push(
@@ -410,6 +461,30 @@ pub async fn expiring_certificates(db: &PgPool, days: i32) -> Result<i64, sqlx::
     .bind(days)
     .fetch_one(db)
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serial_prefix_ranges;
+
+    #[test]
+    fn serial_prefixes_become_ascending_primary_key_ranges() {
+        let r = serial_prefix_ranges("1009");
+        assert_eq!(r[0], (1009, 1009));
+        assert_eq!(r[1], (10090, 10099));
+        assert_eq!(r.last(), Some(&(1_009_000_000, 1_009_999_999)));
+        assert!(r.windows(2).all(|w| w[0].1 < w[1].0));
+        assert_eq!(
+            serial_prefix_ranges("4294967295"),
+            vec![(4_294_967_295, 4_294_967_295)]
+        );
+        assert_eq!(
+            serial_prefix_ranges("5").last(),
+            Some(&(500_000_000, 599_999_999))
+        );
+        assert!(serial_prefix_ranges("0").is_empty());
+        assert!(serial_prefix_ranges("99999999999").is_empty());
+    }
 }
 
 /// `2026-11-28 13:45 UTC`, for pages.
