@@ -15,6 +15,7 @@ pub mod devices;
 pub mod fleet_api;
 mod health;
 pub mod license;
+pub mod openapi;
 pub mod pages;
 pub mod pki;
 pub mod security;
@@ -82,6 +83,7 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::get("/metrics", Access::Public, health::metrics),
         RouteDef::get("/static/{file}", Access::Public, assets::serve),
         RouteDef::get("/", Access::SignedIn, pages::index),
+        RouteDef::get("/api/openapi.json", Access::Public, openapi::serve),
     ];
     v.extend(auth::routes());
     v.extend(users::routes());

@@ -91,6 +91,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/certificates/{cert}/revoke", OPERATORS),
     ("POST", "/api/session/{session}/register-agent", ALL),
     ("GET", "/api/agent/ticket-key", PUBLIC),
+    ("GET", "/api/openapi.json", PUBLIC),
     ("GET", "/api/session/agent", ALL),
     ("GET", "/api/policy/enrollment", ALL),
     ("GET", "/enroll", CHANGERS),
