@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod app;
 pub mod bao;
+pub mod browser;
 pub mod card;
 pub mod client;
 
