@@ -1,0 +1,114 @@
+//! An enrollment interrupted by the agent dying, and resumed from the
+//! device page once the agent is back (with a new key).
+
+use std::time::Duration;
+
+use kleidia_tests::browser::{Chrome, Stack};
+
+use super::{check, enrollment_outcome, open, pin_verifies, start_enrollment, steps};
+
+const SERIAL: u32 = 41000002;
+const PIN: &str = "395827";
+
+#[tokio::test]
+async fn an_enrollment_cut_off_by_the_agent_dying_is_explained_on_the_device_page_and_resumed_without_losing_a_secret(
+) {
+    let mut stack = Stack::start(SERIAL).await.unwrap();
+    let password = stack
+        .create_user("bob", "user", "Bob Example")
+        .await
+        .unwrap();
+    let chrome = Chrome::start().await.unwrap();
+    chrome
+        .login(&stack.app.base_url, "bob", &password)
+        .await
+        .unwrap();
+    chrome.goto(&stack.url("/enroll")).await.unwrap();
+    chrome.wait_agent_state("running").await.unwrap();
+    start_enrollment(&chrome, SERIAL, PIN).await;
+
+    // The PIN is set and escrowed; the agent dies right after.
+    chrome
+        .wait_for("#enroll-steps li[data-step=\"pin\"].done")
+        .await
+        .unwrap();
+    stack.agent.kill();
+    let (class, text) = enrollment_outcome(&chrome).await;
+    chrome.screenshot("enroll-interrupted").await.unwrap();
+    let cut = steps(&chrome, "#enroll-steps").await;
+    assert!(class.contains("error"), "{class}: {text}");
+    assert!(text.contains("Nothing is lost"), "{text}");
+    assert!(
+        cut.iter().any(|(id, c)| id == "pin" && c == "done"),
+        "{cut:?}"
+    );
+    assert!(cut.iter().any(|(_, c)| c == "failed"), "{cut:?}");
+    assert_eq!(stack.escrow(SERIAL).await.unwrap()["pin"], PIN);
+
+    // The device page says where it stopped and offers to resume.
+    chrome
+        .goto(&stack.url(&format!("/devices/{SERIAL}")))
+        .await
+        .unwrap();
+    chrome.wait_agent_state("not-running").await.unwrap();
+    let card = chrome
+        .wait_for("#enrollment")
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(card.contains("registered but not enrolled yet"), "{card}");
+    assert!(card.contains("picks up where it stopped"), "{card}");
+    chrome.screenshot("device-interrupted").await.unwrap();
+    let dev = stack.device(SERIAL).await.unwrap();
+    assert_eq!(dev["device"]["state"], "registered", "{dev}");
+
+    // The agent comes back with a new key: the page registers it again by itself.
+    stack.agent.start().await.unwrap();
+    chrome.click("#agent-retry").await.unwrap();
+    chrome.wait_agent_state("restarted").await.unwrap();
+    chrome
+        .click("#enrollment a[href^=\"/enroll\"]")
+        .await
+        .unwrap();
+    chrome.wait_for("#enroll-form").await.unwrap();
+    chrome
+        .wait_for_within(
+            "#agent-status[data-state=\"running\"], #agent-status[data-state=\"restarted\"]",
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    start_enrollment(&chrome, SERIAL, PIN).await;
+    let (class, text) = enrollment_outcome(&chrome).await;
+    chrome.screenshot("enroll-resumed").await.unwrap();
+    let resumed = steps(&chrome, "#enroll-steps").await;
+    check(
+        &stack,
+        class.contains("ok"),
+        &format!("resume failed: {text}; steps {resumed:?}"),
+    );
+    assert!(
+        resumed.iter().any(|(id, c)| id == "pin" && c == "skipped"),
+        "the PIN set before the crash is kept: {resumed:?}"
+    );
+    assert!(
+        resumed.iter().all(|(_, c)| c == "done" || c == "skipped"),
+        "{resumed:?}"
+    );
+
+    // Nothing lost: the device is active and every escrowed secret works on the card.
+    let dev = stack.device(SERIAL).await.unwrap();
+    assert_eq!(dev["device"]["state"], "active", "{dev}");
+    let escrow = stack.escrow(SERIAL).await.unwrap();
+    assert_eq!(escrow["pin"], PIN);
+    assert!(pin_verifies(SERIAL, PIN));
+    let puk = escrow["puk"].as_str().unwrap().to_string();
+    let mut yk = open(SERIAL);
+    yk.change_puk(puk.as_bytes(), puk.as_bytes())
+        .expect("the escrowed PUK is the card's PUK");
+    drop(yk);
+
+    chrome.close().await;
+}
