@@ -338,6 +338,8 @@
         out.appendChild(link);
       }, function (err) {
         flash(out, 'error', describe(err) + ' Nothing is lost: run the enrollment again to resume where it stopped, or open the device page.');
+        // The agent went away mid-way: the status bar says so, not "running".
+        if (err.code === 'agent_unreachable') { detect(); }
       }).then(function () { button.disabled = false; form.elements.pin.value = ''; form.elements.pin_confirm.value = ''; });
     });
     // Pre-fill the serial from the first YubiKey the agent sees.
@@ -376,6 +378,7 @@
           if (action !== 'piv-info') { window.setTimeout(function () { window.location.reload(); }, 1200); }
         }, function (err) {
           flash(out, 'error', describe(err));
+          if (err.code === 'agent_unreachable') { detect(); }
         }).then(function () { if (button) { button.disabled = false; } });
       });
     });
