@@ -34,6 +34,7 @@ async fn an_enrollment_cut_off_by_the_agent_dying_is_explained_on_the_device_pag
         .unwrap();
     stack.agent.kill();
     let (class, text) = enrollment_outcome(&chrome).await;
+    chrome.wait_agent_state("not-running").await.unwrap();
     chrome.screenshot("enroll-interrupted").await.unwrap();
     let cut = steps(&chrome, "#enroll-steps").await;
     assert!(class.contains("error"), "{class}: {text}");
