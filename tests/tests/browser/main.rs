@@ -12,6 +12,7 @@
 
 mod agent_status;
 mod lifecycle;
+mod maintenance;
 mod resume;
 
 use std::time::Duration;
