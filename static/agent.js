@@ -413,7 +413,14 @@
           }, Promise.resolve());
         }).then(function () { return 'A new key and certificate are on the YubiKey.'; });
       case 'wipe':
-        return runOperation(serial, { operation: 'reset' }).then(function () { return 'The YubiKey was reset to factory state.'; });
+        // The server refuses a reset while a secret change is unconfirmed
+        // (an interrupted enrollment leaves one): settle it from the card's
+        // metadata first, as resuming would.
+        return Promise.all([agent('GET', '/piv/check-defaults?serial=' + serial), device(serial)]).then(function (both) {
+          return both[1] ? settlePending(serial, both[1], both[0].defaults) : null;
+        }).then(function () {
+          return runOperation(serial, { operation: 'reset' });
+        }).then(function () { return 'The YubiKey was reset to factory state.'; });
       case 'piv-info':
         return agent('GET', '/piv/info?serial=' + serial).then(function (info) {
           var pre = $('#piv-info');
