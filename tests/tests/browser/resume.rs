@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use kleidia_tests::browser::{Chrome, Stack};
+use kleidia_tests::card::ykman;
 
 use super::{check, enrollment_outcome, open, pin_verifies, start_enrollment, steps};
 
@@ -110,6 +111,80 @@ async fn an_enrollment_cut_off_by_the_agent_dying_is_explained_on_the_device_pag
     yk.change_puk(puk.as_bytes(), puk.as_bytes())
         .expect("the escrowed PUK is the card's PUK");
     drop(yk);
+
+    chrome.close().await;
+}
+
+#[tokio::test]
+async fn an_interrupted_enrollment_rolled_back_from_the_device_page_leaves_a_factory_key_registered_to_its_owner(
+) {
+    const SERIAL: u32 = 41000005;
+    let mut stack = Stack::start(SERIAL).await.unwrap();
+    let password = stack
+        .create_user("erin", "user", "Erin Example")
+        .await
+        .unwrap();
+    let chrome = Chrome::start().await.unwrap();
+    chrome
+        .login(&stack.app.base_url, "erin", &password)
+        .await
+        .unwrap();
+    chrome.goto(&stack.url("/enroll")).await.unwrap();
+    chrome.wait_agent_state("running").await.unwrap();
+    start_enrollment(&chrome, SERIAL, PIN).await;
+    chrome
+        .wait_for("#enroll-steps li[data-step=\"pin\"].done")
+        .await
+        .unwrap();
+    stack.agent.kill();
+    let (class, _) = enrollment_outcome(&chrome).await;
+    assert!(class.contains("error"));
+    stack.agent.start().await.unwrap();
+
+    // Roll back instead of resuming: the owner resets the key from its page.
+    chrome
+        .goto(&stack.url(&format!("/devices/{SERIAL}")))
+        .await
+        .unwrap();
+    chrome.wait_agent_state("restarted").await.unwrap();
+    chrome
+        .click("#enrollment form[data-action=\"wipe\"] button[type=submit]")
+        .await
+        .unwrap();
+    let question = chrome.accept_confirm().await.unwrap();
+    assert!(question.starts_with("Roll back"), "{question}");
+    let result = chrome
+        .wait_for("#action-result.ok, #action-result.error")
+        .await
+        .unwrap();
+    let text = result.text().await.unwrap();
+    check(
+        &stack,
+        result
+            .attr("class")
+            .await
+            .unwrap()
+            .unwrap_or_default()
+            .contains("ok"),
+        &format!("roll back failed: {text}"),
+    );
+
+    // Factory state on the card; still registered to Erin, nothing escrowed in use.
+    let info = ykman(stack.key().reader_name(), &["piv", "info"]).unwrap();
+    assert!(info.contains("WARNING: Using default PIN!"), "{info}");
+    assert!(
+        info.contains("WARNING: Using default Management key!"),
+        "{info}"
+    );
+    assert!(pin_verifies(SERIAL, "123456"));
+    let dev = stack.device(SERIAL).await.unwrap();
+    assert_eq!(dev["device"]["state"], "registered", "{dev}");
+    assert_eq!(dev["device"]["owner_username"], "erin", "{dev}");
+    assert!(dev["device"]["secrets_version"].is_null(), "{dev}");
+    chrome
+        .wait_for("#enrollment a[href^=\"/enroll\"]")
+        .await
+        .unwrap();
 
     chrome.close().await;
 }
