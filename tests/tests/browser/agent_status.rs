@@ -11,6 +11,9 @@ async fn the_page_says_when_the_agent_is_not_running_and_when_it_trusts_another_
         .await
         .unwrap();
     let chrome = Chrome::start().await.unwrap();
+    chrome.goto(&stack.url("/login")).await.unwrap();
+    chrome.wait_for("form[action=\"/login\"]").await.unwrap();
+    chrome.screenshot("login").await.unwrap();
     chrome
         .login(&stack.app.base_url, "carol", &password)
         .await

@@ -192,6 +192,12 @@ async fn a_user_enrolls_a_factory_key_changes_its_pin_and_an_admin_marks_it_lost
         .login(&stack.app.base_url, "admin", ADMIN_PASSWORD)
         .await
         .unwrap();
+    chrome.goto(&stack.url("/devices")).await.unwrap();
+    chrome
+        .wait_for(&format!("a[href=\"/devices/{SERIAL}\"]"))
+        .await
+        .unwrap();
+    chrome.screenshot("devices-admin").await.unwrap();
     chrome
         .goto(&stack.url(&format!("/devices/{SERIAL}")))
         .await

@@ -70,6 +70,7 @@ async fn an_enrollment_cut_off_by_the_agent_dying_is_explained_on_the_device_pag
     stack.agent.start().await.unwrap();
     chrome.click("#agent-retry").await.unwrap();
     chrome.wait_agent_state("restarted").await.unwrap();
+    chrome.screenshot("agent-restarted").await.unwrap();
     chrome
         .click("#enrollment a[href^=\"/enroll\"]")
         .await
