@@ -30,7 +30,8 @@ cleanup() {
     for _ in $(seq 1 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$p" 2>/dev/null || true
   done
-  rm -f "$DEMO"/*.pid
+  for n in kleidia kleidia-license yubikey-0 kleidia-agent; do rm -f "$DEMO/$n.pid"; done
+  # The stack keeps its own PID files (bao.pid, pcscd.pid): it stops what it started.
   scripts/stack.sh down "$DEMO"
 }
 trap cleanup INT TERM EXIT
