@@ -16,8 +16,9 @@ trap 'scripts/stack.sh down "$STATE"' EXIT
 . "$STATE/env"
 
 # Databases left behind by an interrupted earlier run (tests create kt_<uuid>).
+# Without FORCE: a database another run is using right now stays.
 psql "$DATABASE_URL" -qAt -c "select datname from pg_database where datname like 'kt\_%'" 2>/dev/null |
-  while read -r db; do psql "$DATABASE_URL" -qc "drop database if exists \"$db\" with (force)" >/dev/null 2>&1 || true; done
+  while read -r db; do psql "$DATABASE_URL" -qc "drop database if exists \"$db\"" >/dev/null 2>&1 || true; done
 
 cargo build --workspace --bins --locked
 

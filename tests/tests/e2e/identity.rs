@@ -509,7 +509,7 @@ async fn every_page_carries_the_security_headers_and_no_inline_script() {
             "{path}: {csp}"
         );
         assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
-        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        assert_eq!(h["referrer-policy"], "same-origin", "{path}");
         assert!(!body.contains("<script>"), "{path} has an inline script");
         assert!(!body.contains(" onclick="), "{path} has an inline handler");
         assert!(

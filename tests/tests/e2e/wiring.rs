@@ -110,7 +110,7 @@ async fn the_first_page_renders_with_security_headers() {
         "{csp}"
     );
     assert_eq!(h["x-content-type-options"], "nosniff");
-    assert_eq!(h["referrer-policy"], "no-referrer");
+    assert_eq!(h["referrer-policy"], "same-origin");
     let body = r.text().await.unwrap();
     // Anonymous visitors of `/` land on the sign-in page (redirect followed).
     assert!(body.contains("<title>Sign in · Kleidia</title>"), "{body}");
