@@ -463,30 +463,6 @@ pub async fn expiring_certificates(db: &PgPool, days: i32) -> Result<i64, sqlx::
     .await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::serial_prefix_ranges;
-
-    #[test]
-    fn serial_prefixes_become_ascending_primary_key_ranges() {
-        let r = serial_prefix_ranges("1009");
-        assert_eq!(r[0], (1009, 1009));
-        assert_eq!(r[1], (10090, 10099));
-        assert_eq!(r.last(), Some(&(1_009_000_000, 1_009_999_999)));
-        assert!(r.windows(2).all(|w| w[0].1 < w[1].0));
-        assert_eq!(
-            serial_prefix_ranges("4294967295"),
-            vec![(4_294_967_295, 4_294_967_295)]
-        );
-        assert_eq!(
-            serial_prefix_ranges("5").last(),
-            Some(&(500_000_000, 599_999_999))
-        );
-        assert!(serial_prefix_ranges("0").is_empty());
-        assert!(serial_prefix_ranges("99999999999").is_empty());
-    }
-}
-
 /// `2026-11-28 13:45 UTC`, for pages.
 pub fn fmt_time(t: &OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
@@ -537,5 +513,29 @@ impl DeviceRow {
             .as_ref()
             .map(fmt_time)
             .unwrap_or_else(|| "—".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serial_prefix_ranges;
+
+    #[test]
+    fn serial_prefixes_become_ascending_primary_key_ranges() {
+        let r = serial_prefix_ranges("1009");
+        assert_eq!(r[0], (1009, 1009));
+        assert_eq!(r[1], (10090, 10099));
+        assert_eq!(r.last(), Some(&(1_009_000_000, 1_009_999_999)));
+        assert!(r.windows(2).all(|w| w[0].1 < w[1].0));
+        assert_eq!(
+            serial_prefix_ranges("4294967295"),
+            vec![(4_294_967_295, 4_294_967_295)]
+        );
+        assert_eq!(
+            serial_prefix_ranges("5").last(),
+            Some(&(500_000_000, 599_999_999))
+        );
+        assert!(serial_prefix_ranges("0").is_empty());
+        assert!(serial_prefix_ranges("99999999999").is_empty());
     }
 }

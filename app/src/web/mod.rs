@@ -157,7 +157,11 @@ pub fn router(state: AppState) -> Router {
             state: state.clone(),
             access: def.access,
         };
-        router = router.route(def.path, def.handler.route_layer(middleware::from_fn_with_state(g, guard)));
+        router = router.route(
+            def.path,
+            def.handler
+                .route_layer(middleware::from_fn_with_state(g, guard)),
+        );
     }
     router
         .fallback(pages::not_found)
@@ -166,11 +170,16 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .layer(session_layer(&state))
-        .layer(middleware::from_fn_with_state(state.config.clone(), csrf::protect))
+        .layer(middleware::from_fn_with_state(
+            state.config.clone(),
+            csrf::protect,
+        ))
         .layer(middleware::from_fn(error::negotiate))
         .layer(middleware::from_fn_with_state(
-            HeaderValue::from_str(&security::csp(&state.config.agent.url.origin().ascii_serialization()))
-                .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
+            HeaderValue::from_str(&security::csp(
+                &state.config.agent.url.origin().ascii_serialization(),
+            ))
+            .unwrap_or_else(|_| HeaderValue::from_static("default-src 'self'")),
             security::headers,
         ))
         .layer(RequestBodyLimitLayer::new(max_body))

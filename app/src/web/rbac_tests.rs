@@ -86,7 +86,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("PUT", "/api/devices/{serial}/owner", OPERATORS),
     ("POST", "/api/yubikey/{serial}/operations", CHANGERS),
     ("GET", "/api/yubikey/{serial}/secrets", CHANGERS),
-    ("POST", "/api/yubikey/{serial}/operations/{op}/result", CHANGERS),
+    (
+        "POST",
+        "/api/yubikey/{serial}/operations/{op}/result",
+        CHANGERS,
+    ),
     ("POST", "/api/yubikey/{serial}/sign-csr", CHANGERS),
     ("POST", "/api/certificates/{cert}/revoke", OPERATORS),
     ("POST", "/api/session/{session}/register-agent", ALL),
@@ -199,7 +203,11 @@ pub async fn token_for(state: &AppState, user: Uuid) -> String {
     )
     .await
     .unwrap();
-    state.jwt.issue(user, sid, OffsetDateTime::now_utc()).unwrap().0
+    state
+        .jwt
+        .issue(user, sid, OffsetDateTime::now_utc())
+        .unwrap()
+        .0
 }
 
 fn allowed(who: &str, role: Option<Role>) -> bool {
@@ -217,9 +225,15 @@ fn every_route_has_an_expected_rule() {
         .map(|(m, p, _)| (m.to_string(), p.to_string()))
         .collect();
     let missing: Vec<_> = registered.difference(&expected).collect();
-    assert!(missing.is_empty(), "routes without a row in rbac_tests::EXPECTED: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "routes without a row in rbac_tests::EXPECTED: {missing:?}"
+    );
     let stale: Vec<_> = expected.difference(&registered).collect();
-    assert!(stale.is_empty(), "rows in EXPECTED for routes that do not exist: {stale:?}");
+    assert!(
+        stale.is_empty(),
+        "rows in EXPECTED for routes that do not exist: {stale:?}"
+    );
 }
 
 #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -227,14 +241,21 @@ async fn every_route_allows_exactly_the_roles_in_the_table(db: PgPool) {
     let state = test_state(db).await;
     let mut callers: Vec<(Option<Role>, Option<Uuid>)> = vec![(None, None)];
     for r in Role::ALL {
-        callers.push((Some(r), Some(make_user(&state, &format!("rbac-{}", r.as_str()), r).await)));
+        callers.push((
+            Some(r),
+            Some(make_user(&state, &format!("rbac-{}", r.as_str()), r).await),
+        ));
     }
     let other = make_user(&state, "rbac-other", Role::User).await;
     let router = super::router(state.clone());
     let mut failures = Vec::new();
     for (method, path, who) in EXPECTED {
         for (role, uid) in &callers {
-            let id = if *who == ALL { uid.unwrap_or(other) } else { other };
+            let id = if *who == ALL {
+                uid.unwrap_or(other)
+            } else {
+                other
+            };
             let uri = path
                 .replace("{id}", &id.to_string())
                 .replace("{file}", "app.css")
@@ -250,19 +271,39 @@ async fn every_route_allows_exactly_the_roles_in_the_table(db: PgPool) {
                 // Keeps 401 a 401 for pages (a browser would be redirected).
                 .header("hx-request", "true");
             if let Some(u) = uid {
-                req = req.header("authorization", format!("Bearer {}", token_for(&state, *u).await));
+                req = req.header(
+                    "authorization",
+                    format!("Bearer {}", token_for(&state, *u).await),
+                );
             }
-            let resp = router.clone().oneshot(req.body(Body::empty()).unwrap()).await.unwrap();
+            let resp = router
+                .clone()
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
             let status = resp.status();
             let denied = status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN;
             let want_allowed = allowed(who, *role);
-            let expected_deny = if role.is_none() { StatusCode::UNAUTHORIZED } else { StatusCode::FORBIDDEN };
+            let expected_deny = if role.is_none() {
+                StatusCode::UNAUTHORIZED
+            } else {
+                StatusCode::FORBIDDEN
+            };
             if want_allowed && denied {
-                failures.push(format!("{method} {uri} as {role:?}: {status}, expected access"));
+                failures.push(format!(
+                    "{method} {uri} as {role:?}: {status}, expected access"
+                ));
             } else if !want_allowed && status != expected_deny {
-                failures.push(format!("{method} {uri} as {role:?}: {status}, expected {expected_deny}"));
+                failures.push(format!(
+                    "{method} {uri} as {role:?}: {status}, expected {expected_deny}"
+                ));
             }
         }
     }
-    assert!(failures.is_empty(), "{} wrong answers:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} wrong answers:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

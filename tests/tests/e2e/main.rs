@@ -2,10 +2,10 @@
 //! processes started from the workspace binaries. One module per feature.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit_log;
+mod fleet;
+mod identity;
 mod license;
 mod licensing;
-mod fleet;
-mod wiring;
-mod identity;
 mod sessions;
-mod audit_log;
+mod wiring;
