@@ -595,20 +595,4 @@ fn tail(s: &str, lines: usize) -> String {
     v[v.len().saturating_sub(lines)..].join("\n")
 }
 
-/// Run `openssl ARGS…` in `dir`; stdout on success.
-pub fn openssl(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .context("run openssl")?;
-    if !out.status.success() {
-        bail!(
-            "openssl {args:?} failed:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
+pub use crate::openssl;

@@ -301,3 +301,21 @@ fn free_port_pair() -> u16 {
         }
     }
 }
+
+/// Run `openssl ARGS…` in `dir`; stdout on success.
+pub fn openssl(dir: &Path, args: &[&str]) -> Result<String> {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .context("run openssl")?;
+    if !out.status.success() {
+        bail!(
+            "openssl {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

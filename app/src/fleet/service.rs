@@ -445,6 +445,43 @@ fn secret_changing(op: Operation) -> bool {
     )
 }
 
+/// The agent parameters of a secret change: the value the device holds now
+/// and the new one, each encrypted to the agent key.
+fn secret_change_params(
+    op: Operation,
+    serial: Serial,
+    key: &RsaPublicKey,
+    current: &DeviceSecrets,
+    next: &DeviceSecrets,
+) -> Result<Value, AppError> {
+    let serial = serial.get();
+    match op {
+        Operation::SetPin => to_value(SetPinParams {
+            serial,
+            current_pin: enc(key, &current.pin)?,
+            new_pin: enc(key, &next.pin)?,
+        }),
+        Operation::SetPuk => to_value(SetPukParams {
+            serial,
+            current_puk: enc(key, &current.puk)?,
+            new_puk: enc(key, &next.puk)?,
+        }),
+        Operation::UnblockPin => to_value(UnblockPinParams {
+            serial,
+            puk: enc(key, &current.puk)?,
+            new_pin: enc(key, &next.pin)?,
+        }),
+        Operation::RotateManagementKey => to_value(RotateManagementKeyParams {
+            serial,
+            current_management_key: enc(key, &current.management_key)?,
+            new_management_key: enc(key, &next.management_key)?,
+            algorithm: next.management_key_algorithm,
+            require_touch: false,
+        }),
+        _ => Err(missing_next()),
+    }
+}
+
 /// The agent key registered on the caller's session.
 async fn session_agent_key(
     state: &AppState,
@@ -632,39 +669,12 @@ pub async fn authorize(
 
     // 3. The agent's parameters, encrypted to this session's agent key.
     let params: Value = match req.operation {
-        Operation::SetPin => {
+        op @ (Operation::SetPin
+        | Operation::SetPuk
+        | Operation::UnblockPin
+        | Operation::RotateManagementKey) => {
             let n = next.as_ref().ok_or_else(missing_next)?;
-            to_value(SetPinParams {
-                serial: serial.get(),
-                current_pin: enc(&agent_key, &current.pin)?,
-                new_pin: enc(&agent_key, &n.pin)?,
-            })?
-        }
-        Operation::SetPuk => {
-            let n = next.as_ref().ok_or_else(missing_next)?;
-            to_value(SetPukParams {
-                serial: serial.get(),
-                current_puk: enc(&agent_key, &current.puk)?,
-                new_puk: enc(&agent_key, &n.puk)?,
-            })?
-        }
-        Operation::UnblockPin => {
-            let n = next.as_ref().ok_or_else(missing_next)?;
-            to_value(UnblockPinParams {
-                serial: serial.get(),
-                puk: enc(&agent_key, &current.puk)?,
-                new_pin: enc(&agent_key, &n.pin)?,
-            })?
-        }
-        Operation::RotateManagementKey => {
-            let n = next.as_ref().ok_or_else(missing_next)?;
-            to_value(RotateManagementKeyParams {
-                serial: serial.get(),
-                current_management_key: enc(&agent_key, &current.management_key)?,
-                new_management_key: enc(&agent_key, &n.management_key)?,
-                algorithm: n.management_key_algorithm,
-                require_touch: false,
-            })?
+            secret_change_params(op, serial, &agent_key, &current, n)?
         }
         Operation::GenerateCsr => {
             let (slot, algorithm, pin_policy, touch_policy) = key_spec.ok_or_else(missing_next)?;
@@ -865,29 +875,10 @@ pub async fn reissue(
         ),
         None => None,
     };
-    let params = match (operation, next.as_ref()) {
-        (Operation::SetPin, Some(n)) => to_value(SetPinParams {
-            serial: serial.get(),
-            current_pin: enc(&agent_key, &current.pin)?,
-            new_pin: enc(&agent_key, &n.pin)?,
-        })?,
-        (Operation::SetPuk, Some(n)) => to_value(SetPukParams {
-            serial: serial.get(),
-            current_puk: enc(&agent_key, &current.puk)?,
-            new_puk: enc(&agent_key, &n.puk)?,
-        })?,
-        (Operation::UnblockPin, Some(n)) => to_value(UnblockPinParams {
-            serial: serial.get(),
-            puk: enc(&agent_key, &current.puk)?,
-            new_pin: enc(&agent_key, &n.pin)?,
-        })?,
-        (Operation::RotateManagementKey, Some(n)) => to_value(RotateManagementKeyParams {
-            serial: serial.get(),
-            current_management_key: enc(&agent_key, &current.management_key)?,
-            new_management_key: enc(&agent_key, &n.management_key)?,
-            algorithm: n.management_key_algorithm,
-            require_touch: false,
-        })?,
+    let params = match next.as_ref() {
+        Some(n) if secret_changing(operation) => {
+            secret_change_params(operation, serial, &agent_key, &current, n)?
+        }
         _ => {
             return Err(AppError::Conflict(
                 "only an unconfirmed secret change can be resumed; start the operation again"

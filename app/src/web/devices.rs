@@ -169,15 +169,7 @@ async fn register_form(
     Form(f): Form<RegisterForm>,
 ) -> Result<Response, AppError> {
     let serial = parse_serial(&f.serial)?;
-    let owner_id = match f.owner.trim() {
-        "" => None,
-        name => Some(
-            crate::db::users::by_username(&state.db, &name.to_lowercase())
-                .await?
-                .ok_or_else(|| AppError::Unprocessable(format!("no user named {name}")))?
-                .id,
-        ),
-    };
+    let owner_id = owner_by_name(&state, &f.owner).await?;
     let blank = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
     service::register_device(
         &state,
@@ -193,6 +185,19 @@ async fn register_form(
     )
     .await?;
     Ok(Redirect::to(&format!("/devices/{serial}")).into_response())
+}
+
+/// The user a form names by username; `None` for an empty field.
+async fn owner_by_name(state: &AppState, name: &str) -> Result<Option<uuid::Uuid>, AppError> {
+    match name.trim() {
+        "" => Ok(None),
+        name => Ok(Some(
+            crate::db::users::by_username(&state.db, &name.to_lowercase())
+                .await?
+                .ok_or_else(|| AppError::Unprocessable(format!("no user named {name}")))?
+                .id,
+        )),
+    }
 }
 
 #[derive(Template)]
@@ -303,15 +308,7 @@ async fn owner_form(
     Form(f): Form<OwnerForm>,
 ) -> Result<Response, AppError> {
     let serial = parse_serial(&serial)?;
-    let owner_id = match f.owner.trim() {
-        "" => None,
-        name => Some(
-            crate::db::users::by_username(&state.db, &name.to_lowercase())
-                .await?
-                .ok_or_else(|| AppError::Unprocessable(format!("no user named {name}")))?
-                .id,
-        ),
-    };
+    let owner_id = owner_by_name(&state, &f.owner).await?;
     service::assign_owner(&state, &me, &meta, serial, AssignOwner { owner_id }).await?;
     Ok(Redirect::to(&format!("/devices/{serial}")).into_response())
 }

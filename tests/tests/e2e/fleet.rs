@@ -3,7 +3,6 @@
 //! with a software RSA key: it decrypts what the server encrypted to it and
 //! checks the ticket exactly as the real agent would.
 
-use std::process::Command;
 use std::time::SystemTime;
 
 use kleidia_protocol::ticket::{
@@ -235,17 +234,7 @@ fn random_serial() -> u32 {
 }
 
 fn openssl(args: &[&str], dir: &std::path::Path) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    kleidia_tests::openssl(dir, args).unwrap()
 }
 
 /// A CSR signed by `key` that asks for names Kleidia must ignore.

@@ -1,7 +1,6 @@
 //! The skeleton's wiring against the real services: readiness, metrics,
 //! configuration errors, migrations, graceful shutdown and `kleidia bootstrap`.
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use kleidia_tests::app::{kleidia_command, AppOptions, KleidiaApp};
@@ -253,17 +252,7 @@ async fn layout(bao: &BaoClient) -> Value {
 }
 
 fn openssl(args: &[&str], dir: &std::path::Path) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    kleidia_tests::openssl(dir, args).unwrap()
 }
 
 #[tokio::test]
