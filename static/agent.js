@@ -149,6 +149,20 @@
     });
   }
 
+  // Send an unconfirmed secret change again (new ticket, same new value).
+  function resume(serial, opId) {
+    return api('GET', '/api/yubikey/' + serial + '/secrets?operation_id=' + encodeURIComponent(opId)).then(function (op) {
+      return agent('POST', op.agent_path, op.request).then(function () {
+        return api('POST', '/api/yubikey/' + serial + '/operations/' + opId + '/result', { success: true });
+      }, function (err) {
+        if (UNKNOWN_OUTCOME[err.code]) { throw err; }
+        return api('POST', '/api/yubikey/' + serial + '/operations/' + opId + '/result', {
+          success: false, error: err.code, message: String(err.message).slice(0, 300)
+        }).then(function () { throw err; }, function () { throw err; });
+      });
+    });
+  }
+
   function describe(err) {
     var m = err && err.message ? err.message : String(err);
     if (err && err.retries !== undefined) { m += ' (' + err.retries + ' tries left)'; }
@@ -421,6 +435,15 @@
         }).then(function () {
           return runOperation(serial, { operation: 'reset' });
         }).then(function () { return 'The YubiKey was reset to factory state.'; });
+      case 'settle-applied':
+      case 'settle-not-applied':
+        return api('POST', '/api/yubikey/' + serial + '/operations/' + form.getAttribute('data-operation') + '/result',
+          action === 'settle-applied'
+            ? { success: true }
+            : { success: false, error: 'not_applied', message: 'settled by hand: not applied' })
+          .then(function () { return 'Recorded.'; });
+      case 'retry':
+        return resume(serial, form.getAttribute('data-operation')).then(function () { return 'The change was applied and confirmed.'; });
       case 'piv-info':
         return agent('GET', '/piv/info?serial=' + serial).then(function (info) {
           var pre = $('#piv-info');

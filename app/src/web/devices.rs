@@ -214,6 +214,8 @@ struct DevicePage {
     may_unblock: bool,
     is_owner: bool,
     pending: Option<String>,
+    /// The unconfirmed secret change, for the "settle it" card: (id, kind, when).
+    pending_op: Option<(String, String, String)>,
 }
 
 async fn device_page(
@@ -249,6 +251,12 @@ async fn device_page(
         .iter()
         .find(|o| o.state == "pending" && o.secrets_version_new.is_some())
         .map(|o| o.kind.clone());
+    let pending_op = d
+        .operations
+        .iter()
+        .find(|o| o.state == "pending" && o.secrets_version_new.is_some())
+        .filter(|o| is_operator || o.actor_id == Some(me.user_id))
+        .map(|o| (o.id.to_string(), o.kind.clone(), o.created_str()));
     render(&DevicePage {
         me: nav(&me),
         transitions,
@@ -260,6 +268,7 @@ async fn device_page(
             && (is_operator || owner && policy.owners_may_unblock_pin),
         is_owner: owner,
         pending,
+        pending_op,
         d,
     })
 }

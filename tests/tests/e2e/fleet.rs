@@ -395,6 +395,16 @@ async fn an_unconfirmed_change_blocks_the_next_and_a_failure_keeps_both_versions
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert!(v["message"].as_str().unwrap().contains(&id2), "{v}");
 
+    // The device page says so and offers to settle it.
+    let b = kleidia_tests::client::Browser::new(&f.app.base_url);
+    b.login("admin", ADMIN_PASSWORD).await;
+    let (_, _, html) = b.get_text(&format!("/devices/{serial}")).await;
+    assert!(html.contains(r#"id="pending-change""#), "{html}");
+    assert!(
+        html.contains(&format!(r#"data-operation="{id2}""#)),
+        "{html}"
+    );
+
     // After a reload the page gets the same change again, under a new ticket.
     let (s, again) = bob
         .api
