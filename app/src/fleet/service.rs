@@ -946,7 +946,8 @@ pub async fn report(
     op_id: Uuid,
     r: OperationResult,
 ) -> Result<OperationRow, AppError> {
-    let d = load_visible(state, u, serial).await?;
+    // The caller must be able to see the device at all.
+    load_visible(state, u, serial).await?;
     let op = db::operation(&state.db, op_id)
         .await?
         .filter(|o| o.device_serial == serial.as_i64())
@@ -1061,7 +1062,6 @@ pub async fn report(
     if !revoked.is_empty() {
         state.fleet.pki_cache.invalidate();
     }
-    let _ = d;
     db::operation(&state.db, op_id)
         .await?
         .ok_or_else(|| AppError::NotFound(format!("no operation {op_id}")))
