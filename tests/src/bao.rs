@@ -6,6 +6,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::app::kleidia_command;
+use crate::TestBao;
 
 #[derive(Clone)]
 pub struct BaoClient {
@@ -96,4 +97,16 @@ pub fn run_bootstrap(addr: &str, token: &str, public_url: &str) -> Result<(bool,
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
+}
+
+/// A test-owned OpenBao with Kleidia's layout (`kleidia bootstrap`), and a
+/// client with its root token.
+pub async fn bootstrapped_bao() -> Result<(TestBao, BaoClient)> {
+    let bao = TestBao::spawn().await?;
+    let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, "http://127.0.0.1:8080")?;
+    if !ok {
+        bail!("kleidia bootstrap failed:\n{out}\n{err}");
+    }
+    let root = BaoClient::new(&bao.addr, &bao.token);
+    Ok((bao, root))
 }

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 
 use crate::agent::{AgentOptions, TestAgent};
 use crate::app::{AppOptions, KleidiaApp};
-use crate::bao::{run_bootstrap, BaoClient};
+use crate::bao::BaoClient;
 use crate::card::VirtualYubiKey;
 use crate::client::{cli_create_user, Api, Browser, ADMIN_PASSWORD};
 use crate::{bin_path, free_port, wait_until, workspace_root, ChildGuard, TestBao, TestDb};
@@ -441,12 +441,7 @@ impl Stack {
             None => (None, None, None),
         };
 
-        let bao = TestBao::spawn().await?;
-        let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, "http://127.0.0.1:8080")?;
-        if !ok {
-            bail!("kleidia bootstrap failed:\n{out}\n{err}");
-        }
-        let root_bao = BaoClient::new(&bao.addr, &bao.token);
+        let (bao, root_bao) = crate::bao::bootstrapped_bao().await?;
         let app_token = root_bao.token_with_policies(&["kleidia-app"]).await?;
         let license_token = root_bao.token_with_policies(&["kleidia-license"]).await?;
         let license = LicenseService::spawn(dir.path(), &bao.addr, &license_token).await?;

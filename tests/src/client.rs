@@ -272,6 +272,15 @@ impl Api {
         Self::finish(self.req(reqwest::Method::POST, path).json(body)).await
     }
 
+    /// POST a raw body (e.g. a license file as issued).
+    pub async fn post_bytes(
+        &self,
+        path: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, Value) {
+        Self::finish(self.req(reqwest::Method::POST, path).body(body)).await
+    }
+
     pub async fn patch_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         Self::finish(self.req(reqwest::Method::PATCH, path).json(body)).await
     }

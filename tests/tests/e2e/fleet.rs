@@ -9,7 +9,7 @@ use kleidia_protocol::ticket::{
     params_hash, EncryptedSecret, TicketKeyResponse, TicketVerifyingKey,
 };
 use kleidia_tests::app::{AppOptions, KleidiaApp};
-use kleidia_tests::bao::{run_bootstrap, BaoClient};
+use kleidia_tests::bao::{bootstrapped_bao, BaoClient};
 use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
 use kleidia_tests::{TestBao, TestDb};
 use kleidia_virtual_yubikey::attest::{attest, pem, AttestationRoot, AttestedKey};
@@ -35,10 +35,7 @@ struct Fleet {
 
 impl Fleet {
     async fn start() -> Fleet {
-        let bao = TestBao::spawn().await.unwrap();
-        let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, "http://127.0.0.1:8080").unwrap();
-        assert!(ok, "{out}{err}");
-        let root_bao = BaoClient::new(&bao.addr, &bao.token);
+        let (bao, root_bao) = bootstrapped_bao().await.unwrap();
         let app_token = root_bao
             .token_with_policies(&["kleidia-app"])
             .await

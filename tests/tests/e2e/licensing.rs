@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kleidia_tests::app::{AppOptions, KleidiaApp};
-use kleidia_tests::bao::{run_bootstrap, BaoClient};
+use kleidia_tests::bao::{bootstrapped_bao, BaoClient};
 use kleidia_tests::client::{cli_create_user, Api, Browser, ADMIN_PASSWORD};
 use kleidia_tests::{bin_path, free_port, workspace_root, ChildGuard, TestBao, TestDb};
 use rand::rngs::OsRng;
@@ -130,10 +130,7 @@ struct Site {
 
 impl Site {
     async fn start() -> Site {
-        let bao = TestBao::spawn().await.unwrap();
-        let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, "http://127.0.0.1:8080").unwrap();
-        assert!(ok, "{out}{err}");
-        let root_bao = BaoClient::new(&bao.addr, &bao.token);
+        let (bao, root_bao) = bootstrapped_bao().await.unwrap();
         let app_token = root_bao
             .token_with_policies(&["kleidia-app"])
             .await
@@ -480,16 +477,8 @@ async fn a_valid_license_uploaded_through_the_page_shows_valid_with_its_limits_a
 
     // A renewal through the API replaces it; both stay in the history.
     let renewal = site.issue("L-api", unix_now() + 730 * DAY, 20, 80).await;
-    let r = admin
-        .http
-        .post(format!("{}/api/license", site.app.base_url))
-        .bearer_auth(admin.token.as_ref().unwrap())
-        .body(renewal)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let v: Value = r.json().await.unwrap();
+    let (s, v) = admin.post_bytes("/api/license", renewal).await;
+    assert_eq!(s, StatusCode::OK);
     assert_eq!(v["status"], "VALID", "{v}");
     assert_eq!(v["limits"], json!({"max_users": 20, "max_devices": 80}));
     let ids: Vec<&str> = v["history"]
@@ -530,16 +519,8 @@ async fn a_bit_flipped_license_is_refused_with_the_services_reason_and_nothing_i
     assert!(html.contains(r#"id="license-status">TRIAL<"#), "{html}");
 
     let admin = site.admin_api().await;
-    let r = admin
-        .http
-        .post(format!("{}/api/license", site.app.base_url))
-        .bearer_auth(admin.token.as_ref().unwrap())
-        .body(bad)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
-    let v: Value = r.json().await.unwrap();
+    let (s, v) = admin.post_bytes("/api/license", bad).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(v["message"].as_str().unwrap().contains("signature"), "{v}");
 
     // An empty upload never reaches the service.
@@ -572,15 +553,8 @@ async fn beyond_the_device_limit_a_new_registration_is_refused_while_a_pin_chang
         .issue("L-two-keys", unix_now() + 365 * DAY, 10, 2)
         .await;
     let admin = site.admin_api().await;
-    let r = admin
-        .http
-        .post(format!("{}/api/license", site.app.base_url))
-        .bearer_auth(admin.token.as_ref().unwrap())
-        .body(file)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (s, _) = admin.post_bytes("/api/license", file).await;
+    assert_eq!(s, StatusCode::OK);
 
     let alice = site.person("alice", "user").await;
     let (first, second, third) = (random_serial(), random_serial(), random_serial());
@@ -631,15 +605,8 @@ async fn an_expired_license_refuses_new_enrollments_but_work_on_enrolled_keys_go
     let mut site = Site::start().await;
     let file = site.issue("L-short", unix_now() + 2 * DAY, 10, 10).await;
     let admin = site.admin_api().await;
-    let r = admin
-        .http
-        .post(format!("{}/api/license", site.app.base_url))
-        .bearer_auth(admin.token.as_ref().unwrap())
-        .body(file)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (s, _) = admin.post_bytes("/api/license", file).await;
+    assert_eq!(s, StatusCode::OK);
     let alice = site.person("alice", "user").await;
     let enrolled = random_serial();
     let (s, v) = alice.register(enrolled).await;
@@ -707,15 +674,8 @@ async fn beyond_the_user_limit_no_account_is_created_or_enabled_until_one_is_dis
         .issue("L-two-users", unix_now() + 365 * DAY, 2, 10)
         .await;
     let admin = site.admin_api().await;
-    let r = admin
-        .http
-        .post(format!("{}/api/license", site.app.base_url))
-        .bearer_auth(admin.token.as_ref().unwrap())
-        .body(file)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (s, _) = admin.post_bytes("/api/license", file).await;
+    assert_eq!(s, StatusCode::OK);
     let new_user = |name: &str| json!({"username": name, "role": "user", "display_name": name, "password": format!("{name}-long-password-1")});
     let (s, alice) = admin.post_json("/api/users", &new_user("alice")).await;
     assert_eq!(s, StatusCode::CREATED, "{alice}");
@@ -763,15 +723,8 @@ async fn with_the_license_service_down_the_app_falls_back_to_trial_and_says_it_i
     let mut site = Site::start().await;
     let file = site.issue("L-one-key", unix_now() + 365 * DAY, 10, 1).await;
     let admin = site.admin_api().await;
-    let r = admin
-        .http
-        .post(format!("{}/api/license", site.app.base_url))
-        .bearer_auth(admin.token.as_ref().unwrap())
-        .body(file.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    let (s, _) = admin.post_bytes("/api/license", file.clone()).await;
+    assert_eq!(s, StatusCode::OK);
     let alice = site.person("alice", "user").await;
     let enrolled = random_serial();
     assert_eq!(alice.register(enrolled).await.0, StatusCode::CREATED);

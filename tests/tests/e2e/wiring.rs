@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use kleidia_tests::app::{kleidia_command, AppOptions, KleidiaApp};
-use kleidia_tests::bao::{run_bootstrap, BaoClient};
+use kleidia_tests::bao::{bootstrapped_bao, run_bootstrap, BaoClient};
 use kleidia_tests::{TestBao, TestDb};
 use serde_json::{json, Value};
 
@@ -397,10 +397,7 @@ async fn bootstrap_twice_changes_nothing_and_the_piv_role_ignores_names_in_the_c
 
 #[tokio::test]
 async fn the_app_policy_cannot_touch_sys_sign_verbatim_or_the_license_path() {
-    let tb = TestBao::spawn().await.unwrap();
-    let root = BaoClient::new(&tb.addr, &tb.token);
-    let (ok, out, err) = run_bootstrap(&tb.addr, &tb.token, "http://127.0.0.1:8080").unwrap();
-    assert!(ok, "{out}\n{err}");
+    let (_tb, root) = bootstrapped_bao().await.unwrap();
     let app = root.with_token(&root.token_with_policies(&["kleidia-app"]).await.unwrap());
     let license = root.with_token(
         &root
