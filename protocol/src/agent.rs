@@ -190,6 +190,47 @@ impl PivSlot {
             PivSlot::CardAuthentication => 0x9e,
         }
     }
+
+    /// The slot's name as PIV tools and Kleidia's API spell it (`9a`, …); the
+    /// one place that spelling lives (serde uses the same names).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PivSlot::Authentication => "9a",
+            PivSlot::Signature => "9c",
+            PivSlot::KeyManagement => "9d",
+            PivSlot::CardAuthentication => "9e",
+        }
+    }
+}
+
+impl std::fmt::Display for PivSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A slot name that is not one of the four PIV key slots Kleidia manages.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownSlot(pub String);
+
+impl std::fmt::Display for UnknownSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unknown PIV slot {:?} (expected 9a, 9c, 9d or 9e)", self.0)
+    }
+}
+
+impl std::error::Error for UnknownSlot {}
+
+impl std::str::FromStr for PivSlot {
+    type Err = UnknownSlot;
+
+    /// Case-insensitive, so `9A` from a form or ykman output is accepted.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PivSlot::ALL
+            .into_iter()
+            .find(|slot| slot.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| UnknownSlot(s.to_string()))
+    }
 }
 
 /// On-card key algorithms for `generate-csr`.
@@ -435,6 +476,18 @@ pub struct Attestation {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn piv_slot_names_round_trip_through_str_and_serde() {
+        for slot in PivSlot::ALL {
+            assert_eq!(slot.as_str().parse::<PivSlot>(), Ok(slot));
+            assert_eq!(slot.as_str().to_uppercase().parse::<PivSlot>(), Ok(slot));
+            let json = serde_json::to_string(&slot).unwrap();
+            assert_eq!(json, format!("\"{}\"", slot.as_str()));
+        }
+        assert_eq!("82".parse::<PivSlot>(), Err(UnknownSlot("82".into())));
+        assert!("".parse::<PivSlot>().is_err());
+    }
 
     #[test]
     fn a_request_with_an_unknown_field_does_not_parse() {
