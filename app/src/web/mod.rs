@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod csrf;
 pub mod devices;
+pub mod extract;
 pub mod fleet_api;
 mod health;
 pub mod license;
