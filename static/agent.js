@@ -9,22 +9,23 @@
 (function () {
   'use strict';
 
-  function KError(message, code, status) {
-    this.message = message;
-    this.code = code || 'error';
-    this.status = status || 0;
+  class KError extends Error {
+    constructor(message, code, status) {
+      super(message);
+      this.code = code || 'error';
+      this.status = status || 0;
+    }
   }
-  KError.prototype = Object.create(Error.prototype);
 
-  var cfg = null;
+  let cfg = null;
 
   function $(sel, root) { return (root || document).querySelector(sel); }
-  function $all(sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); }
+  function $all(sel, root) { return Array.from((root || document).querySelectorAll(sel)); }
   function text(el, s) { if (el) { el.textContent = s; } }
 
-  function request(url, method, body, opts) {
-    var init = { method: method, headers: {} };
-    if (opts && opts.sameOrigin) { init.credentials = 'same-origin'; }
+  function request(url, method, body, credentials) {
+    const init = { method: method, headers: {} };
+    if (credentials) { init.credentials = credentials; }
     if (body !== undefined) {
       init.headers['Content-Type'] = 'application/json';
       init.body = JSON.stringify(body);
@@ -32,43 +33,42 @@
     return fetch(url, init);
   }
 
-  function api(method, path, body) {
-    return request(path, method, body, { sameOrigin: true }).then(function (r) {
-      return r.text().then(function (t) {
-        var data = null;
-        try { data = t ? JSON.parse(t) : null; } catch (e) { data = null; }
-        if (!r.ok) {
-          throw new KError((data && data.message) || ('Kleidia answered ' + r.status), data && data.error, r.status);
-        }
-        return data;
-      });
-    });
+  // Every answer, from Kleidia or from the agent, is read here: the JSON
+  // body, or a KError with the body's message, code and tries left.
+  async function parse(response, who) {
+    const body = await response.text();
+    let data = null;
+    try { data = body ? JSON.parse(body) : null; } catch (e) { data = null; }
+    if (!response.ok) {
+      const err = new KError((data && data.message) || (who + ' answered ' + response.status), data && data.error, response.status);
+      if (data && data.retries_left !== undefined) { err.retries = data.retries_left; }
+      throw err;
+    }
+    return data;
   }
 
-  function agent(method, path, body) {
-    return request(cfg.agent_url + path, method, body).then(function (r) {
-      return r.text().then(function (t) {
-        var data = null;
-        try { data = t ? JSON.parse(t) : null; } catch (e) { data = null; }
-        if (!r.ok) {
-          var err = new KError((data && data.message) || ('the agent answered ' + r.status), data && data.error, r.status);
-          if (data && data.retries_left !== undefined) { err.retries = data.retries_left; }
-          throw err;
-        }
-        return data;
-      });
-    }, function () {
+  async function api(method, path, body) {
+    return parse(await request(path, method, body, 'same-origin'), 'Kleidia');
+  }
+
+  async function agent(method, path, body) {
+    const url = cfg.agent_url + path;
+    let response;
+    try {
+      response = await request(url, method, body);
+    } catch (e) {
       throw new KError('The Kleidia agent is not reachable on this computer.', 'agent_unreachable');
-    });
+    }
+    return parse(response, 'the agent');
   }
 
   // ---------------------------------------------------------------- status
 
   function showAgent(state, detail) {
-    var el = $('#agent-status');
+    const el = $('#agent-status');
     if (!el) { return; }
     el.setAttribute('data-state', state);
-    var label = {
+    const label = {
       running: 'Agent running',
       restarted: 'Agent restarted: its new key is registered',
       'not-running': 'Agent not running',
@@ -85,115 +85,125 @@
 
   // Find the agent, and register its key with this session when it is new
   // (first visit, or the agent restarted and made a new key).
-  function detect() {
+  async function detect() {
     showAgent('checking');
-    return api('GET', '/api/session/agent').then(function (c) {
-      cfg = c;
-      return agent('GET', '/.well-known/kleidia-agent').then(function (wk) {
-        if (wk.agent_key_fingerprint === cfg.agent_key_fingerprint) {
-          showAgent('running', 'key ' + wk.agent_key_fingerprint.slice(0, 16));
-          return true;
-        }
-        var restarted = !!cfg.agent_key_fingerprint;
-        return agent('GET', '/pubkey').then(function (pk) {
-          return api('POST', '/api/session/' + cfg.session_id + '/register-agent', { public_key: pk.public_key_pem });
-        }).then(function (res) {
-          cfg.agent_key_fingerprint = res.agent_key_fingerprint;
-          showAgent(restarted ? 'restarted' : 'running', 'key ' + res.agent_key_fingerprint.slice(0, 16));
-          return true;
-        });
-      }, function (err) {
-        if (err.code !== 'agent_unreachable') {
-          showAgent('wrong-origin', err.message);
-          return false;
-        }
-        // An opaque request still succeeds when something listens there: the
-        // agent is running but does not accept this site's origin.
-        return fetch(cfg.agent_url + '/health', { mode: 'no-cors' }).then(function () {
-          showAgent('wrong-origin', 'The agent runs, but is configured for another Kleidia address.');
-          return false;
-        }, function () {
-          showAgent('not-running');
-          return false;
-        });
-      });
-    }).catch(function (err) {
+    try {
+      cfg = await api('GET', '/api/session/agent');
+      let wk;
+      try {
+        wk = await agent('GET', '/.well-known/kleidia-agent');
+      } catch (err) {
+        return await unavailable(err);
+      }
+      if (wk.agent_key_fingerprint === cfg.agent_key_fingerprint) {
+        showAgent('running', 'key ' + wk.agent_key_fingerprint.slice(0, 16));
+        return true;
+      }
+      const restarted = !!cfg.agent_key_fingerprint;
+      const pk = await agent('GET', '/pubkey');
+      const res = await api('POST', '/api/session/' + cfg.session_id + '/register-agent', { public_key: pk.public_key_pem });
+      cfg.agent_key_fingerprint = res.agent_key_fingerprint;
+      showAgent(restarted ? 'restarted' : 'running', 'key ' + res.agent_key_fingerprint.slice(0, 16));
+      return true;
+    } catch (err) {
       showAgent('not-running', err.message);
       return false;
-    });
+    }
   }
 
-  function ensureAgent() {
-    return detect().then(function (ok) {
-      if (!ok) { throw new KError('The Kleidia agent is not available; see the agent status at the top of the page.', 'agent_unreachable'); }
-    });
+  // The agent did not answer this page: it refuses this site, or is not running.
+  async function unavailable(err) {
+    if (err.code !== 'agent_unreachable') {
+      showAgent('wrong-origin', err.message);
+      return false;
+    }
+    // An opaque request still succeeds when something listens there: the
+    // agent is running but does not accept this site's origin.
+    try {
+      await fetch(cfg.agent_url + '/health', { mode: 'no-cors' });
+      showAgent('wrong-origin', 'The agent runs, but is configured for another Kleidia address.');
+    } catch (e) {
+      showAgent('not-running');
+    }
+    return false;
+  }
+
+  async function ensureAgent() {
+    if (!await detect()) {
+      throw new KError('The Kleidia agent is not available; see the agent status at the top of the page.', 'agent_unreachable');
+    }
   }
 
   // ------------------------------------------------------------ operations
 
   // Agent errors after which the card may or may not have changed: the
   // operation stays pending on the server, to be resumed.
-  var UNKNOWN_OUTCOME = { agent_unreachable: 1, yubikey_removed: 1, card_error: 1, pcsc_unavailable: 1 };
+  const UNKNOWN_OUTCOME = new Set(['agent_unreachable', 'yubikey_removed', 'card_error', 'pcsc_unavailable']);
 
-  function runOperation(serial, body) {
-    return api('POST', '/api/yubikey/' + serial + '/operations', body).then(function (op) {
-      return agent('POST', op.agent_path, op.request).then(function (res) {
-        return api('POST', '/api/yubikey/' + serial + '/operations/' + op.operation_id + '/result', { success: true })
-          .then(function () { return { op: op, res: res }; });
-      }, function (err) {
-        if (UNKNOWN_OUTCOME[err.code]) { throw err; }
-        return api('POST', '/api/yubikey/' + serial + '/operations/' + op.operation_id + '/result', {
-          success: false, error: err.code, message: String(err.message).slice(0, 300)
-        }).then(function () { throw err; }, function () { throw err; });
-      });
-    });
+  function report(serial, opId, outcome) {
+    return api('POST', '/api/yubikey/' + serial + '/operations/' + opId + '/result', outcome);
+  }
+
+  // Hand the server's ticket to the agent and report how it went.
+  async function carry(serial, opId, op) {
+    let res;
+    try {
+      res = await agent('POST', op.agent_path, op.request);
+    } catch (err) {
+      if (!UNKNOWN_OUTCOME.has(err.code)) {
+        // The agent's error is the one to show, even if the report fails.
+        await report(serial, opId, { success: false, error: err.code, message: String(err.message).slice(0, 300) })
+          .catch(function () {});
+      }
+      throw err;
+    }
+    await report(serial, opId, { success: true });
+    return res;
+  }
+
+  async function runOperation(serial, body) {
+    const op = await api('POST', '/api/yubikey/' + serial + '/operations', body);
+    return { op: op, res: await carry(serial, op.operation_id, op) };
   }
 
   // Send an unconfirmed secret change again (new ticket, same new value).
-  function resume(serial, opId) {
-    return api('GET', '/api/yubikey/' + serial + '/secrets?operation_id=' + encodeURIComponent(opId)).then(function (op) {
-      return agent('POST', op.agent_path, op.request).then(function () {
-        return api('POST', '/api/yubikey/' + serial + '/operations/' + opId + '/result', { success: true });
-      }, function (err) {
-        if (UNKNOWN_OUTCOME[err.code]) { throw err; }
-        return api('POST', '/api/yubikey/' + serial + '/operations/' + opId + '/result', {
-          success: false, error: err.code, message: String(err.message).slice(0, 300)
-        }).then(function () { throw err; }, function () { throw err; });
-      });
-    });
+  async function resume(serial, opId) {
+    const op = await api('GET', '/api/yubikey/' + serial + '/secrets?operation_id=' + encodeURIComponent(opId));
+    await carry(serial, opId, op);
   }
 
   function describe(err) {
-    var m = err && err.message ? err.message : String(err);
+    let m = err && err.message ? err.message : String(err);
     if (err && err.retries !== undefined) { m += ' (' + err.retries + ' tries left)'; }
     return m;
   }
 
   // ------------------------------------------------------------ progress UI
 
-  function Progress(list) {
-    this.list = list;
-  }
-  Progress.prototype.step = function (id, label) {
-    var li = $('[data-step="' + id + '"]', this.list);
-    if (!li) {
-      li = document.createElement('li');
-      li.setAttribute('data-step', id);
-      this.list.appendChild(li);
-    }
-    li.className = 'running';
-    li.textContent = label + '…';
-    var self = this;
-    return {
-      done: function (detail) { li.className = 'done'; li.textContent = '✓ ' + label + (detail ? ': ' + detail : ''); return self; },
-      skip: function (detail) { li.className = 'skipped'; li.textContent = '– ' + label + (detail ? ': ' + detail : ''); return self; },
-      // Only a step still running can fail; a finished one keeps its tick.
-      fail: function (detail) {
-        if (li.className === 'running') { li.className = 'failed'; li.textContent = '✗ ' + label + ': ' + detail; }
-        return self;
+  class Progress {
+    constructor(list) { this.list = list; }
+
+    step(id, label) {
+      let li = $('[data-step="' + id + '"]', this.list);
+      if (!li) {
+        li = document.createElement('li');
+        li.setAttribute('data-step', id);
+        this.list.appendChild(li);
       }
-    };
-  };
+      li.className = 'running';
+      li.textContent = label + '…';
+      const end = function (cls, mark, detail) {
+        li.className = cls;
+        li.textContent = mark + ' ' + label + (detail ? ': ' + detail : '');
+      };
+      return {
+        done: function (detail) { end('done', '✓', detail); },
+        skip: function (detail) { end('skipped', '–', detail); },
+        // Only a step still running can fail; a finished one keeps its tick.
+        fail: function (detail) { if (li.className === 'running') { end('failed', '✗', detail); } }
+      };
+    }
+  }
 
   function flash(el, kind, message) {
     if (!el) { return; }
@@ -204,202 +214,205 @@
 
   // ------------------------------------------------------------ enrollment
 
-  function device(serial) {
-    return api('GET', '/api/devices/' + serial).catch(function (err) {
+  async function device(serial) {
+    try {
+      return await api('GET', '/api/devices/' + serial);
+    } catch (err) {
       if (err.status === 404) { return null; }
       throw err;
-    });
+    }
   }
 
   // Settle an unconfirmed secret change by what the card's metadata says:
   // a credential that is no longer the factory value was changed.
-  function settlePending(serial, dev, defaults) {
-    var kinds = { set_pin: 'pin', set_puk: 'puk', rotate_management_key: 'management_key' };
-    var pending = (dev.operations || []).filter(function (o) { return o.state === 'pending' && kinds[o.kind] && o.secrets_version_new; });
-    return pending.reduce(function (p, o) {
-      var isDefault = defaults[kinds[o.kind]];
-      if (isDefault === null || isDefault === undefined) { return p; }
-      return p.then(function () {
-        return api('POST', '/api/yubikey/' + serial + '/operations/' + o.id + '/result', isDefault
-          ? { success: false, error: 'not_applied', message: 'resumed: the card still has the factory value' }
-          : { success: true });
-      });
-    }, Promise.resolve());
+  async function settlePending(serial, dev, defaults) {
+    const kinds = { set_pin: 'pin', set_puk: 'puk', rotate_management_key: 'management_key' };
+    for (const o of dev.operations || []) {
+      // true or false from the metadata; null when the card cannot tell.
+      const isDefault = defaults[kinds[o.kind]];
+      if (o.state !== 'pending' || !o.secrets_version_new || typeof isDefault !== 'boolean') { continue; }
+      await report(serial, o.id, isDefault
+        ? { success: false, error: 'not_applied', message: 'resumed: the card still has the factory value' }
+        : { success: true });
+    }
   }
 
-  function enroll(serial, pin, list) {
-    var pr = new Progress(list);
-    var dev, yk, defaults, plan;
-    var s = pr.step('detect', 'Detect the YubiKey');
-    return ensureAgent().then(function () {
-      return agent('GET', '/discover');
-    }).then(function (d) {
-      yk = (d.yubikeys || []).filter(function (k) { return String(k.serial) === String(serial); })[0];
+  async function enroll(serial, pin, list) {
+    const pr = new Progress(list);
+    let s = pr.step('detect', 'Detect the YubiKey');
+    try {
+      await ensureAgent();
+      const found = await agent('GET', '/discover');
+      const yk = (found.yubikeys || []).find(function (k) { return String(k.serial) === String(serial); });
       if (!yk) { throw new KError('YubiKey ' + serial + ' is not plugged into this computer.', 'yubikey_not_found'); }
       s.done('serial ' + yk.serial + ', firmware ' + yk.firmware);
+
       s = pr.step('register', 'Register it to its owner');
-      return device(serial);
-    }).then(function (d) {
-      if (d) { s.skip('already registered (' + d.device.state + ')'); return d; }
-      return api('POST', '/api/devices', { serial: Number(serial), firmware: yk.firmware, form_factor: yk.form_factor || null })
-        .then(function () { s.done(); return device(serial); });
-    }).then(function (d) {
-      dev = d;
+      let dev = await device(serial);
+      if (dev) {
+        s.skip('already registered (' + dev.device.state + ')');
+      } else {
+        await api('POST', '/api/devices', { serial: Number(serial), firmware: yk.firmware, form_factor: yk.form_factor || null });
+        s.done();
+        dev = await device(serial);
+      }
       if (dev.device.state === 'active') { throw new KError('This YubiKey is already enrolled.', 'already_enrolled'); }
       if (dev.device.state !== 'registered') { throw new KError('This YubiKey is ' + dev.device.state + ' and cannot be enrolled.', 'bad_state'); }
-      return agent('GET', '/piv/check-defaults?serial=' + serial);
-    }).then(function (cd) {
-      defaults = cd.defaults;
-      return settlePending(serial, dev, defaults);
-    }).then(function () {
-      return Promise.all([api('GET', '/api/policy/enrollment'), device(serial)]);
-    }).then(function (both) {
-      plan = both[0];
-      dev = both[1];
-      s = pr.step('pin', 'Escrow and set your PIN');
+
+      const defaults = (await agent('GET', '/piv/check-defaults?serial=' + serial)).defaults;
+      await settlePending(serial, dev, defaults);
+      const [plan, settled] = await Promise.all([api('GET', '/api/policy/enrollment'), device(serial)]);
+
       // Credentials are changed in this order; one that is no longer the
       // factory value was set by an earlier, interrupted run.
+      s = pr.step('pin', 'Escrow and set your PIN');
       if (defaults.pin === false) {
-        if (!dev.device.secrets_version) {
+        if (!settled.device.secrets_version) {
           throw new KError('The PIN is no longer the factory PIN, but Kleidia has no escrowed value for it. Roll the key back (reset) before enrolling it.', 'not_factory');
         }
         s.skip('already set by the earlier run: use the PIN you chose then');
-        return null;
+      } else {
+        await runOperation(serial, { operation: 'set_pin', new_pin: pin });
+        s.done();
       }
-      return runOperation(serial, { operation: 'set_pin', new_pin: pin }).then(function () { s.done(); });
-    }).then(function () {
       s = pr.step('puk', 'Escrow and set a new PUK');
-      if (defaults.puk === false) { s.skip('already set'); return null; }
-      return runOperation(serial, { operation: 'set_puk' }).then(function () { s.done(); });
-    }).then(function () {
+      if (defaults.puk === false) {
+        s.skip('already set');
+      } else {
+        await runOperation(serial, { operation: 'set_puk' });
+        s.done();
+      }
       s = pr.step('mgmt', 'Escrow and set a new management key');
-      if (defaults.management_key === false) { s.skip('already set'); return null; }
-      return runOperation(serial, { operation: 'rotate_management_key' }).then(function () { s.done(); });
-    }).then(function () {
-      return device(serial);
-    }).then(function (d) {
-      dev = d;
-      return plan.slots.reduce(function (p, spec) {
-        return p.then(function () { return certifySlot(serial, dev, spec, pr); });
-      }, Promise.resolve());
-    }).then(function () {
-      var fin = pr.step('active', 'Device active');
-      return device(serial).then(function (d) {
-        if (d.device.state !== 'active') { throw new KError('The device did not become active.', 'not_active'); }
-        fin.done();
-        return d;
-      });
-    }).catch(function (err) {
-      if (s) { s.fail(describe(err)); }
+      if (defaults.management_key === false) {
+        s.skip('already set');
+      } else {
+        await runOperation(serial, { operation: 'rotate_management_key' });
+        s.done();
+      }
+
+      const credentialed = await device(serial);
+      for (const spec of plan.slots) {
+        await certifySlot(serial, credentialed, spec, pr);
+      }
+      const fin = pr.step('active', 'Device active');
+      const active = await device(serial);
+      if (active.device.state !== 'active') { throw new KError('The device did not become active.', 'not_active'); }
+      fin.done();
+      return active;
+    } catch (err) {
+      s.fail(describe(err));
       throw err;
-    });
+    }
   }
 
   // Generate the key in a slot, have it attested and signed, import the certificate.
-  function certifySlot(serial, dev, spec, pr) {
-    var existing = (dev.certificates || []).filter(function (c) { return c.slot === spec.slot && c.status === 'issued'; })[0];
-    var s;
-    var certId;
-    var start;
-    if (existing) {
-      s = pr.step('key-' + spec.slot, 'Key in slot ' + spec.slot);
-      s.skip('certificate already issued');
-      certId = existing.id;
-      start = Promise.resolve();
-    } else {
-      s = pr.step('key-' + spec.slot, 'Generate a ' + spec.algorithm + ' key in slot ' + spec.slot + ' with attestation');
-      start = runOperation(serial, {
-        operation: 'generate_csr', slot: spec.slot, algorithm: spec.algorithm,
-        pin_policy: spec.pin_policy, touch_policy: spec.touch_policy
-      }).then(function (r) {
+  async function certifySlot(serial, dev, spec, pr) {
+    const existing = (dev.certificates || []).find(function (c) { return c.slot === spec.slot && c.status === 'issued'; });
+    let s;
+    try {
+      let certId;
+      if (existing) {
+        s = pr.step('key-' + spec.slot, 'Key in slot ' + spec.slot);
+        s.skip('certificate already issued');
+        certId = existing.id;
+      } else {
+        s = pr.step('key-' + spec.slot, 'Generate a ' + spec.algorithm + ' key in slot ' + spec.slot + ' with attestation');
+        const r = await runOperation(serial, {
+          operation: 'generate_csr', slot: spec.slot, algorithm: spec.algorithm,
+          pin_policy: spec.pin_policy, touch_policy: spec.touch_policy
+        });
         s.done();
         s = pr.step('cert-' + spec.slot, 'Verify the attestation and sign the certificate');
-        return api('POST', '/api/yubikey/' + serial + '/sign-csr', {
+        const c = await api('POST', '/api/yubikey/' + serial + '/sign-csr', {
           operation_id: r.op.operation_id, csr_pem: r.res.csr_pem, attestation_chain_pem: r.res.attestation_chain_pem
         });
-      }).then(function (c) {
         certId = c.certificate_id;
         s.done(c.subject + ', serial ' + c.serial_number);
-      });
-    }
-    return start.then(function () {
+      }
       s = pr.step('import-' + spec.slot, 'Import the certificate into slot ' + spec.slot);
-      return runOperation(serial, { operation: 'import_certificate', certificate_id: certId });
-    }).then(function () { s.done(); }, function (err) { s.fail(describe(err)); throw err; });
+      await runOperation(serial, { operation: 'import_certificate', certificate_id: certId });
+      s.done();
+    } catch (err) {
+      s.fail(describe(err));
+      throw err;
+    }
   }
 
   // ----------------------------------------------------------- page wiring
 
   function bindEnroll() {
-    var form = $('#enroll-form');
+    const form = $('#enroll-form');
     if (!form) { return; }
-    var out = $('#enroll-result');
-    var list = $('#enroll-steps');
-    form.addEventListener('submit', function (ev) {
+    const out = $('#enroll-result');
+    const list = $('#enroll-steps');
+    form.addEventListener('submit', async function (ev) {
       ev.preventDefault();
-      var serial = form.elements.serial.value.trim();
-      var pin = form.elements.pin.value;
+      const serial = form.elements.serial.value.trim();
+      const pin = form.elements.pin.value;
       if (pin !== form.elements.pin_confirm.value) { flash(out, 'error', 'The two PINs differ.'); return; }
       out.hidden = true;
       list.innerHTML = '';
-      var button = $('button[type=submit]', form);
+      const button = $('button[type=submit]', form);
       button.disabled = true;
-      enroll(serial, pin, list).then(function () {
+      try {
+        await enroll(serial, pin, list);
         flash(out, 'ok', 'YubiKey ' + serial + ' is enrolled and active.');
-        var link = document.createElement('a');
+        const link = document.createElement('a');
         link.href = '/devices/' + serial;
         link.textContent = ' Open its page.';
         out.appendChild(link);
-      }, function (err) {
+      } catch (err) {
         flash(out, 'error', describe(err) + ' Nothing is lost: run the enrollment again to resume where it stopped, or open the device page.');
         // The agent went away mid-way: the status bar says so, not "running".
         if (err.code === 'agent_unreachable') { detect(); }
-      }).then(function () { button.disabled = false; form.elements.pin.value = ''; form.elements.pin_confirm.value = ''; });
+      }
+      button.disabled = false;
+      form.elements.pin.value = '';
+      form.elements.pin_confirm.value = '';
     });
     // Pre-fill the serial from the first YubiKey the agent sees.
-    document.addEventListener('kleidia:agent', function (e) {
-      if ((e.detail.state === 'running' || e.detail.state === 'restarted') && !form.elements.serial.value) {
-        agent('GET', '/discover').then(function (d) {
-          var list2 = $('#enroll-detected');
-          (d.yubikeys || []).forEach(function (k) {
-            if (!form.elements.serial.value) { form.elements.serial.value = k.serial; }
-            if (list2) {
-              var li = document.createElement('li');
-              li.textContent = 'YubiKey ' + k.serial + ' (firmware ' + k.firmware + ') in ' + k.reader;
-              list2.appendChild(li);
-            }
-          });
-        }).catch(function () { /* shown by the status */ });
-      }
+    document.addEventListener('kleidia:agent', async function (e) {
+      if ((e.detail.state !== 'running' && e.detail.state !== 'restarted') || form.elements.serial.value) { return; }
+      let found;
+      try { found = await agent('GET', '/discover'); } catch (err) { return; /* shown by the status */ }
+      const detected = $('#enroll-detected');
+      (found.yubikeys || []).forEach(function (k) {
+        if (!form.elements.serial.value) { form.elements.serial.value = k.serial; }
+        if (detected) {
+          const li = document.createElement('li');
+          li.textContent = 'YubiKey ' + k.serial + ' (firmware ' + k.firmware + ') in ' + k.reader;
+          detected.appendChild(li);
+        }
+      });
     });
   }
 
   function bindActions() {
     $all('form[data-action]').forEach(function (form) {
-      form.addEventListener('submit', function (ev) {
+      form.addEventListener('submit', async function (ev) {
         ev.preventDefault();
-        var action = form.getAttribute('data-action');
-        var serial = form.getAttribute('data-serial');
-        var out = $('#action-result');
+        const action = form.getAttribute('data-action');
+        const serial = form.getAttribute('data-serial');
+        const out = $('#action-result');
         if (form.hasAttribute('data-confirm') && !window.confirm(form.getAttribute('data-confirm'))) { return; }
-        var button = $('button', form);
+        const button = $('button', form);
         if (button) { button.disabled = true; }
         flash(out, 'info', 'Working…');
-        ensureAgent().then(function () {
-          return perform(action, serial, form);
-        }).then(function (msg) {
-          flash(out, 'ok', msg);
+        try {
+          await ensureAgent();
+          flash(out, 'ok', await perform(action, serial, form));
           if (action !== 'piv-info') { window.setTimeout(function () { window.location.reload(); }, 1200); }
-        }, function (err) {
+        } catch (err) {
           flash(out, 'error', describe(err));
           if (err.code === 'agent_unreachable') { detect(); }
-        }).then(function () { if (button) { button.disabled = false; } });
+        }
+        if (button) { button.disabled = false; }
       });
     });
   }
 
   function newPin(form) {
-    var f = form.elements.new_pin;
+    const f = form.elements.new_pin;
     if (!f || !f.value) { return undefined; }
     if (form.elements.new_pin_confirm && form.elements.new_pin_confirm.value !== f.value) {
       throw new KError('The two PINs differ.', 'pin_mismatch');
@@ -407,84 +420,91 @@
     return f.value;
   }
 
-  function perform(action, serial, form) {
+  async function perform(action, serial, form) {
     switch (action) {
       case 'set-pin':
-        return runOperation(serial, { operation: 'set_pin', new_pin: newPin(form) }).then(function () { return 'The PIN was changed and escrowed.'; });
+        await runOperation(serial, { operation: 'set_pin', new_pin: newPin(form) });
+        return 'The PIN was changed and escrowed.';
       case 'unblock-pin':
-        return runOperation(serial, { operation: 'unblock_pin', new_pin: newPin(form) }).then(function () { return 'The PIN was unblocked with the escrowed PUK.'; });
+        await runOperation(serial, { operation: 'unblock_pin', new_pin: newPin(form) });
+        return 'The PIN was unblocked with the escrowed PUK.';
       case 'set-puk':
-        return runOperation(serial, { operation: 'set_puk' }).then(function () { return 'A new PUK was set and escrowed.'; });
+        await runOperation(serial, { operation: 'set_puk' });
+        return 'A new PUK was set and escrowed.';
       case 'rotate-management-key':
-        return runOperation(serial, { operation: 'rotate_management_key' }).then(function () { return 'The management key was rotated and escrowed.'; });
-      case 'renew-certificate':
-        return api('GET', '/api/policy/enrollment').then(function (plan) {
-          var list = $('#action-steps');
-          if (list) { list.innerHTML = ''; }
-          var pr = new Progress(list || document.createElement('ol'));
-          return plan.slots.reduce(function (p, spec) {
-            return p.then(function () { return certifySlot(serial, { certificates: [] }, spec, pr); });
-          }, Promise.resolve());
-        }).then(function () { return 'A new key and certificate are on the YubiKey.'; });
-      case 'wipe':
+        await runOperation(serial, { operation: 'rotate_management_key' });
+        return 'The management key was rotated and escrowed.';
+      case 'renew-certificate': {
+        const plan = await api('GET', '/api/policy/enrollment');
+        const list = $('#action-steps');
+        if (list) { list.innerHTML = ''; }
+        const pr = new Progress(list || document.createElement('ol'));
+        for (const spec of plan.slots) {
+          await certifySlot(serial, { certificates: [] }, spec, pr);
+        }
+        return 'A new key and certificate are on the YubiKey.';
+      }
+      case 'wipe': {
         // The server refuses a reset while a secret change is unconfirmed
         // (an interrupted enrollment leaves one): settle it from the card's
         // metadata first, as resuming would.
-        return Promise.all([agent('GET', '/piv/check-defaults?serial=' + serial), device(serial)]).then(function (both) {
-          return both[1] ? settlePending(serial, both[1], both[0].defaults) : null;
-        }).then(function () {
-          return runOperation(serial, { operation: 'reset' });
-        }).then(function () { return 'The YubiKey was reset to factory state.'; });
+        const [checked, dev] = await Promise.all([agent('GET', '/piv/check-defaults?serial=' + serial), device(serial)]);
+        if (dev) { await settlePending(serial, dev, checked.defaults); }
+        await runOperation(serial, { operation: 'reset' });
+        return 'The YubiKey was reset to factory state.';
+      }
       case 'settle-applied':
       case 'settle-not-applied':
-        return api('POST', '/api/yubikey/' + serial + '/operations/' + form.getAttribute('data-operation') + '/result',
-          action === 'settle-applied'
-            ? { success: true }
-            : { success: false, error: 'not_applied', message: 'settled by hand: not applied' })
-          .then(function () { return 'Recorded.'; });
+        await report(serial, form.getAttribute('data-operation'), action === 'settle-applied'
+          ? { success: true }
+          : { success: false, error: 'not_applied', message: 'settled by hand: not applied' });
+        return 'Recorded.';
       case 'retry':
-        return resume(serial, form.getAttribute('data-operation')).then(function () { return 'The change was applied and confirmed.'; });
-      case 'piv-info':
-        return agent('GET', '/piv/info?serial=' + serial).then(function (info) {
-          var pre = $('#piv-info');
-          if (pre) { pre.hidden = false; pre.textContent = JSON.stringify(info, null, 2); }
-          return 'PIN tries left: ' + info.pin_retries + '; PUK tries left: ' + info.puk_retries + '.';
-        });
+        await resume(serial, form.getAttribute('data-operation'));
+        return 'The change was applied and confirmed.';
+      case 'piv-info': {
+        const info = await agent('GET', '/piv/info?serial=' + serial);
+        const pre = $('#piv-info');
+        if (pre) { pre.hidden = false; pre.textContent = JSON.stringify(info, null, 2); }
+        return 'PIN tries left: ' + info.pin_retries + '; PUK tries left: ' + info.puk_retries + '.';
+      }
       default:
-        return Promise.reject(new KError('unknown action ' + action, 'bad_action'));
+        throw new KError('unknown action ' + action, 'bad_action');
     }
   }
 
   // An admin's workstation: offer to wipe a lost or revoked key that is plugged in.
-  function offerWipes() {
+  async function offerWipes() {
     if (!cfg || cfg.role !== 'admin') { return; }
-    var box = $('#wipe-offers');
+    const box = $('#wipe-offers');
     if (!box) { return; }
-    agent('GET', '/discover').then(function (d) {
-      (d.yubikeys || []).forEach(function (k) {
-        device(k.serial).then(function (dev) {
-          if (!dev || ['lost', 'revoked'].indexOf(dev.device.state) < 0) { return; }
-          var p = document.createElement('p');
-          p.className = 'flash error';
-          p.setAttribute('data-wipe-offer', k.serial);
-          p.textContent = 'YubiKey ' + k.serial + ' is ' + dev.device.state + ' and plugged into this computer. ';
-          var a = document.createElement('a');
-          a.href = '/devices/' + k.serial + '#wipe';
-          a.textContent = 'Wipe it and return it to the pool';
-          p.appendChild(a);
-          box.appendChild(p);
-        }).catch(function () { /* not visible to us */ });
-      });
-    }).catch(function () { /* agent state is shown elsewhere */ });
+    let found;
+    try { found = await agent('GET', '/discover'); } catch (e) { return; /* agent state is shown elsewhere */ }
+    (found.yubikeys || []).forEach(function (k) { offerWipe(box, k.serial); });
   }
 
-  document.addEventListener('DOMContentLoaded', function () {
+  async function offerWipe(box, serial) {
+    let dev;
+    try { dev = await device(serial); } catch (e) { return; /* not visible to us */ }
+    if (!dev || ['lost', 'revoked'].indexOf(dev.device.state) < 0) { return; }
+    const p = document.createElement('p');
+    p.className = 'flash error';
+    p.setAttribute('data-wipe-offer', serial);
+    p.textContent = 'YubiKey ' + serial + ' is ' + dev.device.state + ' and plugged into this computer. ';
+    const a = document.createElement('a');
+    a.href = '/devices/' + serial + '#wipe';
+    a.textContent = 'Wipe it and return it to the pool';
+    p.appendChild(a);
+    box.appendChild(p);
+  }
+
+  document.addEventListener('DOMContentLoaded', async function () {
     if (!$('#agent-status')) { return; }
     bindEnroll();
     bindActions();
-    detect().then(function (ok) { if (ok) { offerWipes(); } });
-    var again = $('#agent-retry');
+    const again = $('#agent-retry');
     if (again) { again.addEventListener('click', function () { detect(); }); }
+    if (await detect()) { offerWipes(); }
   });
 
   window.Kleidia = { detect: detect, runOperation: runOperation };
