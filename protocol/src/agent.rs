@@ -215,7 +215,11 @@ pub struct UnknownSlot(pub String);
 
 impl std::fmt::Display for UnknownSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unknown PIV slot {:?} (expected 9a, 9c, 9d or 9e)", self.0)
+        write!(
+            f,
+            "unknown PIV slot {:?} (expected 9a, 9c, 9d or 9e)",
+            self.0
+        )
     }
 }
 
