@@ -1,41 +1,19 @@
 //! Configuration: defaults, then an optional TOML file (`--config`), then
 //! `KLEIDIA_*` environment variables (`KLEIDIA_SECTION_KEY`, e.g.
-//! `KLEIDIA_DATABASE_URL`, `KLEIDIA_OPENBAO_TOKEN_FILE`).
-//!
-//! Every section rejects unknown keys, so a typo is a startup error that names
-//! the key instead of a silently ignored setting. Secrets are `SecretString`s:
-//! their `Debug` output is redacted, so printing the config never leaks them.
-//! Each secret has a `…_file` twin that reads it from a file (Kubernetes
-//! secrets mounted as files).
+//! `KLEIDIA_DATABASE_URL`, `KLEIDIA_OPENBAO_TOKEN_FILE`), loaded by
+//! [`kleidia_protocol::config`]: every section rejects unknown keys, secrets
+//! are `SecretString`s that never print, each with a `…_file` twin.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use figment::providers::{Env, Format, Toml};
-use figment::Figment;
+use figment::providers::Env;
+use kleidia_protocol::config::{self as loader, resolve_secret_file, Settings};
 use secrecy::SecretString;
 use serde::Deserialize;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("configuration error: {0}")]
-    Invalid(String),
-    #[error("cannot read {what} from {path}: {source}")]
-    SecretFile {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl From<figment::Error> for ConfigError {
-    fn from(e: figment::Error) -> Self {
-        // One line per error, each naming the offending key and where it came from.
-        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
-        ConfigError::Invalid(msgs.join("; "))
-    }
-}
+pub use kleidia_protocol::config::ConfigError;
 
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -316,8 +294,63 @@ fn default_url(s: &str) -> url::Url {
     url::Url::parse(s).expect("literal default URL is valid")
 }
 
-/// Environment variables with the `KLEIDIA_` prefix that are not configuration keys.
-const NON_CONFIG_ENV: &[&str] = &["config"];
+impl Settings for Config {
+    /// `KLEIDIA_CONFIG` is the config file's path (`--config`).
+    const NOT_KEYS: &'static [&'static str] = &["config"];
+    /// `KLEIDIA_DATABASE_URL` → `database.url`.
+    const SECTIONS: bool = true;
+
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        let (db, bao, lic) = (&mut self.database, &mut self.openbao, &mut self.license);
+        resolve_secret_file(&mut db.url, db.url_file.as_deref(), "database.url_file")?;
+        resolve_secret_file(
+            &mut bao.token,
+            bao.token_file.as_deref(),
+            "openbao.token_file",
+        )?;
+        resolve_secret_file(
+            &mut lic.api_token,
+            lic.api_token_file.as_deref(),
+            "license.api_token_file",
+        )
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        http_url("server.public_url", &self.server.public_url)?;
+        match self.agent.url.host_str() {
+            Some("127.0.0.1" | "localhost" | "[::1]") if self.agent.url.scheme() == "http" => {}
+            _ => return invalid(
+                "agent.url must be http://127.0.0.1:PORT, http://localhost:PORT or http://[::1]:PORT",
+            ),
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections must be at least 1");
+        }
+        if self.session.idle_timeout_secs == 0 || self.session.absolute_timeout_secs == 0 {
+            return invalid(
+                "session.idle_timeout_secs and session.absolute_timeout_secs must be at least 1",
+            );
+        }
+        if self.auth.jwt_ttl_secs == 0 || self.auth.jwt_audience.is_empty() {
+            return invalid("auth.jwt_ttl_secs must be at least 1 and auth.jwt_audience not empty");
+        }
+        http_url("license.url", &self.license.url)?;
+        if self.auth.hash_concurrency == 0 {
+            return invalid("auth.hash_concurrency must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+fn http_url(key: &str, url: &url::Url) -> Result<(), ConfigError> {
+    match url.scheme() {
+        "http" | "https" => Ok(()),
+        s => Err(ConfigError::Invalid(format!(
+            "{key} must be http or https, not {s}"
+        ))),
+    }
+}
 
 impl Config {
     /// Load: defaults ← TOML file (if given) ← `KLEIDIA_*` environment.
@@ -326,91 +359,7 @@ impl Config {
     }
 
     fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
-        let mut fig = Figment::new();
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        // KLEIDIA_DATABASE_URL → database.url: the first `_` separates the section.
-        let env = env
-            .filter(|k| {
-                !NON_CONFIG_ENV
-                    .iter()
-                    .any(|n| k.as_str().eq_ignore_ascii_case(n))
-            })
-            .map(|k| k.as_str().replacen('_', ".", 1).into());
-        fig = fig.merge(env);
-        let mut cfg: Config = fig.extract()?;
-        cfg.resolve_secret_files()?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
-
-    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
-        if let Some(p) = &self.database.url_file {
-            self.database.url = read_secret_file("database.url_file", p)?;
-        }
-        if let Some(p) = &self.openbao.token_file {
-            self.openbao.token = Some(read_secret_file("openbao.token_file", p)?);
-        }
-        if let Some(p) = &self.license.api_token_file {
-            self.license.api_token = Some(read_secret_file("license.api_token_file", p)?);
-        }
-        Ok(())
-    }
-
-    fn validate(&self) -> Result<(), ConfigError> {
-        match self.server.public_url.scheme() {
-            "http" | "https" => {}
-            s => {
-                return Err(ConfigError::Invalid(format!(
-                    "server.public_url must be http or https, not {s}"
-                )))
-            }
-        }
-        match self.agent.url.host_str() {
-            Some("127.0.0.1" | "localhost" | "[::1]") if self.agent.url.scheme() == "http" => {}
-            _ => {
-                return Err(ConfigError::Invalid(
-                    "agent.url must be http://127.0.0.1:PORT, http://localhost:PORT or http://[::1]:PORT".into(),
-                ))
-            }
-        }
-        if self.database.max_connections == 0 {
-            return Err(ConfigError::Invalid(
-                "database.max_connections must be at least 1".into(),
-            ));
-        }
-        if self.session.idle_timeout_secs == 0 || self.session.absolute_timeout_secs == 0 {
-            return Err(ConfigError::Invalid(
-                "session.idle_timeout_secs and session.absolute_timeout_secs must be at least 1"
-                    .into(),
-            ));
-        }
-        if self.auth.jwt_ttl_secs == 0 || self.auth.jwt_audience.is_empty() {
-            return Err(ConfigError::Invalid(
-                "auth.jwt_ttl_secs must be at least 1 and auth.jwt_audience not empty".into(),
-            ));
-        }
-        match self.license.url.scheme() {
-            "http" | "https" => {}
-            s => {
-                return Err(ConfigError::Invalid(format!(
-                    "license.url must be http or https, not {s}"
-                )))
-            }
-        }
-        if self.auth.hash_concurrency == 0 {
-            return Err(ConfigError::Invalid(
-                "auth.hash_concurrency must be at least 1".into(),
-            ));
-        }
-        Ok(())
+        loader::load(file, env)
     }
 
     /// Whether the session cookie is `Secure` (and then `__Host-` prefixed).
@@ -446,15 +395,6 @@ impl Config {
     }
 }
 
-fn read_secret_file(what: &'static str, path: &Path) -> Result<SecretString, ConfigError> {
-    let s = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(SecretString::from(s.trim().to_string()))
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -471,28 +411,6 @@ mod tests {
         assert_eq!(cfg.server.bind.to_string(), "127.0.0.1:8080");
         assert_eq!(cfg.server.public_url.as_str(), "http://127.0.0.1:8080/");
         assert_eq!(cfg.openbao.addr.as_str(), "http://127.0.0.1:8200/");
-    }
-
-    #[test]
-    fn an_unknown_key_in_the_file_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k.toml");
-        std::fs::write(&p, "[server]\nbindd = \"127.0.0.1:1\"\n").unwrap();
-        let err = Config::load_from(Some(&p), env_none())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("bindd"), "{err}");
-    }
-
-    #[test]
-    fn an_unknown_section_is_an_error_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("k.toml");
-        std::fs::write(&p, "[servr]\nbind = \"127.0.0.1:1\"\n").unwrap();
-        let err = Config::load_from(Some(&p), env_none())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("servr"), "{err}");
     }
 
     #[test]
@@ -581,14 +499,6 @@ mod tests {
         let defaults = Config::load_from(None, env_none()).unwrap();
         assert_eq!(defaults.license.cache_secs, 30);
         assert!(defaults.license.api_token.is_none());
-    }
-
-    #[test]
-    fn a_missing_config_file_is_an_error() {
-        let err = Config::load_from(Some(Path::new("/nonexistent/k.toml")), env_none())
-            .unwrap_err()
-            .to_string();
-        assert!(err.contains("does not exist"), "{err}");
     }
 
     #[test]

@@ -27,7 +27,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kleidia_license::client::LicenseClient;
+use kleidia_license_client::LicenseClient;
 use kleidia_protocol::license::LicenseStatus;
 use serde::Serialize;
 use sqlx::PgPool;
@@ -138,7 +138,7 @@ pub async fn check_new_user(state: &AppState) -> Result<(), AppError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use kleidia_license::client::{fallback, ClientError};
+    use kleidia_license_client::{fallback, ClientError};
     use kleidia_protocol::license::{LicenseLimits, LicenseState};
 
     use super::*;

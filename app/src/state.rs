@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use kleidia_license::client::LicenseClient;
+use kleidia_license_client::LicenseClient;
 use sqlx::PgPool;
 
 use crate::auth::jwt::JwtKeys;

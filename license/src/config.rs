@@ -9,31 +9,14 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
-use figment::Figment;
+use figment::providers::{Env, Serialized};
+use kleidia_protocol::config::{self as loader, resolve_secret_file, Settings};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("configuration error: {0}")]
-    Invalid(String),
-    #[error("cannot read {what} from {path}: {source}")]
-    SecretFile {
-        what: &'static str,
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
-impl From<figment::Error> for ConfigError {
-    fn from(e: figment::Error) -> Self {
-        let msgs: Vec<String> = e.into_iter().map(|e| e.to_string()).collect();
-        ConfigError::Invalid(msgs.join("; "))
-    }
-}
+pub use kleidia_protocol::config::ConfigError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -105,54 +88,24 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
 }
 
-/// `KLEIDIA_LICENSE_*` variables that are not configuration keys: the
-/// config file path (`--config`), build-time key selection (build.rs), and
-/// the app's `license.url` (`KLEIDIA_LICENSE_URL`), so one environment can
-/// serve both processes. `api_token` is deliberately shared with the app.
-const NON_CONFIG_ENV: &[&str] = &["config", "pubkey", "pubkey_file", "url"];
-
-impl Config {
-    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
-        Self::load_from(file, Env::prefixed("KLEIDIA_LICENSE_"), overrides)
-    }
-
-    fn load_from(
-        file: Option<&Path>,
-        env: Env,
-        overrides: &Overrides,
-    ) -> Result<Self, ConfigError> {
-        let mut fig = Figment::new();
-        if let Some(path) = file {
-            if !path.exists() {
-                return Err(ConfigError::Invalid(format!(
-                    "config file {} does not exist",
-                    path.display()
-                )));
-            }
-            fig = fig.merge(Toml::file_exact(path));
-        }
-        fig = fig
-            // figment hands the filter the variable's own (upper) case.
-            .merge(env.filter(|k| {
-                !NON_CONFIG_ENV
-                    .iter()
-                    .any(|n| k.as_str().eq_ignore_ascii_case(n))
-            }))
-            .merge(Serialized::defaults(overrides));
-        let mut cfg: Config = fig.extract()?;
-        cfg.resolve_secret_files()?;
-        cfg.validate()?;
-        Ok(cfg)
-    }
+impl Settings for Config {
+    /// `KLEIDIA_LICENSE_*` variables that are not configuration keys: the
+    /// config file path (`--config`), build-time key selection (build.rs), and
+    /// the app's `license.url` (`KLEIDIA_LICENSE_URL`), so one environment can
+    /// serve both processes. `api_token` is deliberately shared with the app.
+    const NOT_KEYS: &'static [&'static str] = &["config", "pubkey", "pubkey_file", "url"];
 
     fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
-        if let Some(p) = &self.openbao_token_file {
-            self.openbao_token = Some(read_secret_file("openbao_token_file", p)?);
-        }
-        if let Some(p) = &self.api_token_file {
-            self.api_token = Some(read_secret_file("api_token_file", p)?);
-        }
-        Ok(())
+        resolve_secret_file(
+            &mut self.openbao_token,
+            self.openbao_token_file.as_deref(),
+            "openbao_token_file",
+        )?;
+        resolve_secret_file(
+            &mut self.api_token,
+            self.api_token_file.as_deref(),
+            "api_token_file",
+        )
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -192,6 +145,20 @@ impl Config {
         self.test_start()?;
         Ok(())
     }
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        Self::load_from(file, Env::prefixed("KLEIDIA_LICENSE_"), overrides)
+    }
+
+    fn load_from(
+        file: Option<&Path>,
+        env: Env,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        loader::load_with_flags(file, env, Serialized::defaults(overrides))
+    }
 
     /// The parsed `test_now` (RFC 3339 or `@<unix seconds>`), if set.
     pub fn test_start(&self) -> Result<Option<OffsetDateTime>, ConfigError> {
@@ -213,15 +180,6 @@ impl Config {
             .map(Some)
             .map_err(|_| bad())
     }
-}
-
-fn read_secret_file(what: &'static str, path: &Path) -> Result<SecretString, ConfigError> {
-    let s = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-        what,
-        path: path.to_path_buf(),
-        source,
-    })?;
-    Ok(SecretString::from(s.trim().to_string()))
 }
 
 #[cfg(test)]

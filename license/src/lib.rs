@@ -2,11 +2,11 @@
 //!
 //! - `serve`: the cluster-internal HTTP service ([`startup::Application`]);
 //! - `keygen`, `issue`, `inspect`: the vendor's commands ([`vendor`], [`keys`]);
-//! - [`client::LicenseClient`]: what the app uses to ask the service.
+//!
+//! The app asks the service through `kleidia-license-client` (license/client/).
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
-pub mod client;
 pub mod clock;
 pub mod config;
 pub mod document;

@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use kleidia_license::client::{ClientError, LicenseClient};
+use kleidia_license_client::{ClientError, LicenseClient};
 use kleidia_protocol::license::{LicenseState, TRIAL_LIMITS};
 use kleidia_tests::bao::BaoClient;
 use kleidia_tests::{free_port, wait_until, ChildGuard, TestBao};

@@ -1,8 +1,13 @@
 //! Wire types shared by the Kleidia server (`app`), the workstation agent
 //! (`agent`) and the license service (`license`). Each side serialises and
 //! deserialises exactly these structs, so the two ends cannot drift apart.
+//!
+//! With the `config` feature, also the configuration loader that the server
+//! and the license service share (`config`).
 
 pub mod agent;
+#[cfg(feature = "config")]
+pub mod config;
 pub mod license;
 pub mod ticket;
 

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Multipart, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
-use kleidia_license::client::ClientError;
+use kleidia_license_client::ClientError;
 use kleidia_protocol::license::{
     LicenseHistoryEntry, LicenseLimits, LicenseState, LicenseStatus, MAX_LICENSE_BYTES,
 };
@@ -462,7 +462,7 @@ async fn api_upload(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use axum::http::StatusCode;
-    use kleidia_license::client::fallback;
+    use kleidia_license_client::fallback;
     use kleidia_protocol::ErrorBody;
 
     use super::*;

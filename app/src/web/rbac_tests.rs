@@ -155,7 +155,7 @@ pub async fn test_state(db: PgPool) -> AppState {
         ),
         // Nothing listens there: the client falls back to TRIAL (degraded).
         license: Arc::new(
-            kleidia_license::client::LicenseClient::new(
+            kleidia_license_client::LicenseClient::new(
                 "http://127.0.0.1:9",
                 None,
                 Duration::from_millis(200),

@@ -1,4 +1,5 @@
-//! The app's client for the license service.
+//! The app's client for the license service (`kleidia-license serve`), kept
+//! apart from the service so the app does not build the service with it.
 //!
 //! `status()` never fails: it answers from a short cache, asks the service
 //! when the cache is stale, and when the service cannot be reached falls back
