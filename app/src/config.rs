@@ -49,9 +49,10 @@ impl Default for AgentConfig {
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct AttestationConfig {
-    /// PEM bundle of trusted PIV attestation roots (and intermediates):
-    /// Yubico's in production (developers.yubico.com/PKI/), the software
-    /// YubiKey's test root in tests and the demo. Without it, no CSR is signed.
+    /// PEM bundle of trusted PIV attestation roots (and intermediates), used
+    /// instead of Yubico's, which are built in (app/trust/yubico/) and trusted
+    /// when this is unset. The demo and the tests set it to the software
+    /// YubiKey's test root.
     pub roots_file: Option<PathBuf>,
 }
 

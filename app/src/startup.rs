@@ -53,11 +53,10 @@ impl Application {
                 AttestationRoots::from_pem(&pem)
                     .map_err(|e| anyhow::anyhow!("attestation.roots_file {}: {e}", p.display()))?
             }
-            None => {
-                tracing::warn!("attestation.roots_file is not set: no CSR will be signed until attestation roots are configured");
-                AttestationRoots::default()
-            }
+            None => AttestationRoots::yubico()
+                .map_err(|e| anyhow::anyhow!("built-in Yubico attestation roots: {e}"))?,
         };
+        tracing::info!(cas = %roots.summary(), "trusted PIV attestation CAs");
         let license = crate::licensing::client(&config)?;
         let listener = TcpListener::bind(config.server.bind)
             .await
