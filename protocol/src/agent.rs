@@ -161,8 +161,9 @@ pub struct CheckDefaults {
     pub defaults: DefaultCredentials,
 }
 
-/// PIV key slots the agent manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// PIV key slots the agent manages (ordered as [`PivSlot::ALL`], so a policy
+/// keyed by slot lists them in that order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PivSlot {
     #[serde(rename = "9a")]
     Authentication,
@@ -215,7 +216,11 @@ pub struct UnknownSlot(pub String);
 
 impl std::fmt::Display for UnknownSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "unknown PIV slot {:?} (expected 9a, 9c, 9d or 9e)", self.0)
+        write!(
+            f,
+            "unknown PIV slot {:?} (expected 9a, 9c, 9d or 9e)",
+            self.0
+        )
     }
 }
 
