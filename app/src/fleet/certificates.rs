@@ -158,7 +158,7 @@ pub async fn sign_csr(
         return Err(SignCsrError::AlreadyIssued);
     }
     let spec = KeySpec::of(&op);
-    let (csr, attested) = match check_csr(ctx, &policy, &spec, serial, &req) {
+    let (csr, slot, attested) = match check_csr(ctx, &policy, &spec, serial, &req) {
         Ok(checked) => checked,
         Err(reason) => {
             let _ = audit::record_alone(
@@ -181,11 +181,10 @@ pub async fn sign_csr(
             u64::from(policy.certificate_lifetime_days) * 86_400,
         )
         .await?;
-    let slot = spec.slot.unwrap_or(PivSlot::Authentication);
     let algorithm = algorithm_name(csr.algorithm);
     let cid = Uuid::new_v4();
     let mut tx = db.begin().await?;
-    operations::finish_pending(&mut *tx, op.id, OperationState::Succeeded, None).await?;
+    operations::finish(&mut *tx, op.id, OperationState::Succeeded, None).await?;
     certificates::insert_certificate(
         &mut tx,
         &NewCertificate {
@@ -255,15 +254,16 @@ async fn key_generation(
 }
 
 /// The CSR is well-formed, its key is the one generated and the policy
-/// allows, and the attestation proves it was generated on this device with
-/// the requested PIN and touch policies. `Err` is the reason to refuse.
+/// allows in its slot, and the attestation proves it was generated on this
+/// device with the requested PIN and touch policies. `Err` is the reason to
+/// refuse.
 fn check_csr(
     ctx: &FleetContext,
     policy: &Policy,
     spec: &KeySpec,
     serial: Serial,
     req: &SignCsrRequest,
-) -> Result<(VerifiedCsr, Attested), String> {
+) -> Result<(VerifiedCsr, PivSlot, Attested), String> {
     let csr = verify_csr(&req.csr_pem).map_err(|e| e.to_string())?;
     if spec.algorithm != Some(csr.algorithm) {
         return Err(format!(
@@ -296,7 +296,7 @@ fn check_csr(
     {
         return Err("the attested PIN/touch policy is not the one that was requested".into());
     }
-    Ok((csr, attested))
+    Ok((csr, slot, attested))
 }
 
 // ---------------------------------------------------------------- revoke

@@ -133,67 +133,35 @@ pub async fn operations_of(
     .await
 }
 
-/// The ticket issued for an operation: what its parameters hash to, until
-/// when it is valid, and the escrow version it writes (secret changes).
+/// The ticket issued for an operation: the agent key it is bound to, what
+/// its parameters hash to and until when it is valid; for a new secret
+/// change, the escrow version it writes (a reissued ticket keeps the one
+/// recorded).
 pub async fn record_ticket(
     conn: &mut PgConnection,
     id: Uuid,
-    secrets_version_new: Option<i64>,
-    params_hash: &str,
-    expires_at: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "UPDATE operations SET secrets_version_new = $2, params_hash = $3, ticket_expires_at = $4 \
-         WHERE id = $1",
-    )
-    .bind(id)
-    .bind(secrets_version_new)
-    .bind(params_hash)
-    .bind(expires_at)
-    .execute(conn)
-    .await
-    .map(|_| ())
-}
-
-/// A new ticket for a pending operation, for the agent key `fingerprint`.
-pub async fn record_reissued_ticket(
-    conn: &mut PgConnection,
-    id: Uuid,
-    params_hash: &str,
-    expires_at: OffsetDateTime,
     fingerprint: &str,
+    params_hash: &str,
+    expires_at: OffsetDateTime,
+    secrets_version_new: Option<i64>,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE operations SET params_hash = $2, ticket_expires_at = $3, agent_key_fingerprint = $4 \
-         WHERE id = $1",
+        "UPDATE operations SET agent_key_fingerprint = $2, params_hash = $3, ticket_expires_at = $4, \
+         secrets_version_new = COALESCE($5, secrets_version_new) WHERE id = $1",
     )
     .bind(id)
+    .bind(fingerprint)
     .bind(params_hash)
     .bind(expires_at)
-    .bind(fingerprint)
+    .bind(secrets_version_new)
     .execute(conn)
     .await
     .map(|_| ())
 }
 
-/// Finish an operation as `state`, with the agent's error code.
+/// Finish an operation as `state` if it is still pending, with an error
+/// code (the agent's, or Kleidia's when it gave up).
 pub async fn finish(
-    conn: &mut PgConnection,
-    id: Uuid,
-    state: OperationState,
-    error: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE operations SET state = $2, error = $3, finished_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(state)
-        .bind(error)
-        .execute(conn)
-        .await
-        .map(|_| ())
-}
-
-/// Finish an operation as `state` if it is still pending (`error`: a code).
-pub async fn finish_pending(
     db: impl PgExecutor<'_>,
     id: Uuid,
     state: OperationState,

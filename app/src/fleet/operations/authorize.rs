@@ -341,8 +341,7 @@ impl Authorizing<'_> {
     }
 
     async fn fail(&self, code: &str) {
-        let r =
-            operations::finish_pending(self.db, self.id, OperationState::Failed, Some(code)).await;
+        let r = operations::finish(self.db, self.id, OperationState::Failed, Some(code)).await;
         if let Err(e) = r {
             tracing::error!(operation = %self.id, error = %e, "could not mark the operation failed; it stays pending");
         }
@@ -414,9 +413,10 @@ impl Authorizing<'_> {
         operations::record_ticket(
             &mut tx,
             self.id,
-            new_version.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
+            self.fingerprint,
             &ticket.params_hash,
             ticket.expires_at,
+            new_version.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
         )
         .await?;
         audit::record(

@@ -88,12 +88,13 @@ pub async fn reissue(
         &params,
     )?;
     let mut tx = db.begin().await?;
-    operations::record_reissued_ticket(
+    operations::record_ticket(
         &mut tx,
         op_id,
+        &fingerprint,
         &ticket.params_hash,
         ticket.expires_at,
-        &fingerprint,
+        None,
     )
     .await?;
     audit::record(

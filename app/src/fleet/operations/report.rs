@@ -87,7 +87,7 @@ pub async fn report(
     let locked = devices::device_for_update(&mut tx, serial)
         .await?
         .ok_or(ReportError::NoDevice(serial))?;
-    operations::finish(&mut tx, op_id, wanted, error.as_deref()).await?;
+    operations::finish(&mut *tx, op_id, wanted, error.as_deref()).await?;
     let mut device_change = Value::Null;
     if r.success {
         if let Some(v) = op.secrets_version_new {
