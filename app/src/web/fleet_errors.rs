@@ -201,6 +201,7 @@ impl From<OwnOperationError> for AppError {
         match e {
             OwnOperationError::NotFound { .. } => AppError::NotFound(e.to_string()),
             OwnOperationError::StartedBySomeoneElse => AppError::Forbidden(e.to_string()),
+            OwnOperationError::AlreadyFinished { .. } => AppError::Conflict(e.to_string()),
             OwnOperationError::Db(e) => e.into(),
         }
     }
@@ -241,7 +242,7 @@ impl From<ReissueError> for AppError {
     fn from(e: ReissueError) -> Self {
         use ReissueError as E;
         match e {
-            E::AlreadyFinished { .. } | E::NotResumable => AppError::Conflict(e.to_string()),
+            E::NotResumable => AppError::Conflict(e.to_string()),
             E::Lookup(e) => e.into(),
             E::Operation(e) => e.into(),
             E::Policy(e) => e.into(),
@@ -258,7 +259,6 @@ impl From<ReportError> for AppError {
     fn from(e: ReportError) -> Self {
         use ReportError as E;
         match e {
-            E::AlreadyFinished { .. } => AppError::Conflict(e.to_string()),
             E::Gone(_) | E::NoDevice(_) => AppError::NotFound(e.to_string()),
             E::Lookup(e) => e.into(),
             E::Operation(e) => e.into(),

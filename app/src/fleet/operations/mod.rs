@@ -37,7 +37,7 @@ use super::db::{operations, DeviceRow, OperationRow};
 use super::escrow::{Escrow, EscrowError};
 use super::secrets::DeviceSecrets;
 use crate::auth::CurrentUser;
-use crate::domain::Serial;
+use crate::domain::{OperationState, Serial};
 
 /// Lifetime of a ticket; the agent refuses anything longer than 120 s.
 const TICKET_LIFETIME_SECS: i64 = 90;
@@ -193,6 +193,11 @@ pub enum OwnOperationError {
     NotFound { operation: Uuid, serial: Serial },
     #[error("that operation was started by someone else")]
     StartedBySomeoneElse,
+    #[error("operation {operation} is already {state}")]
+    AlreadyFinished {
+        operation: Uuid,
+        state: OperationState,
+    },
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -214,6 +219,17 @@ async fn own_operation(
         return Err(OwnOperationError::StartedBySomeoneElse);
     }
     Ok(op)
+}
+
+/// The operation still waits for its result.
+fn still_pending(op: &OperationRow) -> Result<(), OwnOperationError> {
+    if op.state != OperationState::Pending {
+        return Err(OwnOperationError::AlreadyFinished {
+            operation: op.id,
+            state: op.state,
+        });
+    }
+    Ok(())
 }
 
 /// RFC 4514 escaping of an attribute value.

@@ -8,11 +8,11 @@ use uuid::Uuid;
 
 use super::{
     confirmed_secrets, own_operation, secret_change_params, secret_changing, sign_ticket,
-    AuthorizedOperation, OwnOperationError,
+    still_pending, AuthorizedOperation, OwnOperationError,
 };
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ClientMeta, CurrentUser};
-use crate::domain::{OperationState, Serial};
+use crate::domain::Serial;
 use crate::fleet::access::{self, LookupError, OperationDenied};
 use crate::fleet::agent::{self, SessionKeyError};
 use crate::fleet::context::FleetContext;
@@ -26,11 +26,6 @@ pub enum ReissueError {
     Lookup(#[from] LookupError),
     #[error(transparent)]
     Operation(#[from] OwnOperationError),
-    #[error("operation {operation} is already {state}")]
-    AlreadyFinished {
-        operation: Uuid,
-        state: OperationState,
-    },
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(transparent)]
@@ -58,12 +53,7 @@ pub async fn reissue(
 ) -> Result<AuthorizedOperation, ReissueError> {
     let d = access::load_visible(db, u, serial).await?;
     let op = own_operation(db, u, serial, op_id).await?;
-    if op.state != OperationState::Pending {
-        return Err(ReissueError::AlreadyFinished {
-            operation: op_id,
-            state: op.state,
-        });
-    }
+    still_pending(&op)?;
     let operation = op.kind;
     let policy = settings::policy(db).await?;
     access::check_operation(u, &d, operation, &policy)?;

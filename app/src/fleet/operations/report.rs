@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use uuid::Uuid;
 
-use super::{own_operation, OwnOperationError};
+use super::{own_operation, still_pending, OwnOperationError};
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ClientMeta, CurrentUser};
 use crate::domain::{DeviceState, OperationState, Serial};
@@ -36,11 +36,6 @@ pub enum ReportError {
     Lookup(#[from] LookupError),
     #[error(transparent)]
     Operation(#[from] OwnOperationError),
-    #[error("operation {operation} is already {state}")]
-    AlreadyFinished {
-        operation: Uuid,
-        state: OperationState,
-    },
     #[error("no operation {0}")]
     Gone(Uuid),
     #[error("no device {0}")]
@@ -137,14 +132,4 @@ pub async fn report(
     operations::operation(db, op_id)
         .await?
         .ok_or(ReportError::Gone(op_id))
-}
-
-fn still_pending(op: &OperationRow) -> Result<(), ReportError> {
-    if op.state != OperationState::Pending {
-        return Err(ReportError::AlreadyFinished {
-            operation: op.id,
-            state: op.state,
-        });
-    }
-    Ok(())
 }
