@@ -60,8 +60,9 @@ pub struct Usage {
 pub async fn usage(db: &PgPool) -> Result<Usage, sqlx::Error> {
     let (users, devices): (i64, i64) = sqlx::query_as(
         "SELECT (SELECT count(*) FROM users WHERE NOT disabled), \
-                (SELECT count(*) FROM devices WHERE state <> 'retired')",
+                (SELECT count(*) FROM devices WHERE state <> $1)",
     )
+    .bind(crate::domain::DeviceState::Retired)
     .fetch_one(db)
     .await?;
     Ok(Usage { users, devices })

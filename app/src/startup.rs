@@ -15,6 +15,7 @@ use crate::auth::jwt::{self, JwtKeys};
 use crate::auth::password::Passwords;
 use crate::config::Config;
 use crate::fleet::attestation::AttestationRoots;
+use crate::fleet::context::FleetContext;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::vault::Bao;
@@ -45,7 +46,7 @@ impl Application {
         let passwords = Passwords::new(config.auth.hash_concurrency)
             .await
             .map_err(|e| anyhow::anyhow!("preparing password hashing: {e}"))?;
-        let ticket_key = fleet::service::load_ticket_key(&bao, &config.openbao.app_mount).await?;
+        let ticket_key = fleet::context::load_ticket_key(&bao, &config.openbao.app_mount).await?;
         let roots = match &config.attestation.roots_file {
             Some(p) => {
                 let pem = std::fs::read_to_string(p)
@@ -68,7 +69,7 @@ impl Application {
             metrics: Arc::new(Metrics::new()),
             passwords,
             jwt: Arc::new(jwt),
-            fleet: fleet::service::build_context(ticket_key, roots),
+            fleet: Arc::new(FleetContext::new(ticket_key, roots)),
             license,
         };
         Ok(Self { listener, state })

@@ -9,7 +9,9 @@ use sqlx::PgPool;
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::Passwords;
 use crate::config::Config;
-use crate::fleet::service::FleetContext;
+use crate::fleet::context::FleetContext;
+use crate::fleet::escrow::Escrow;
+use crate::fleet::pki::Pki;
 use crate::metrics::Metrics;
 use crate::vault::Bao;
 
@@ -44,5 +46,24 @@ impl FromRef<AppState> for PgPool {
 impl FromRef<AppState> for Bao {
     fn from_ref(s: &AppState) -> Self {
         s.bao.clone()
+    }
+}
+
+impl AppState {
+    /// The escrow of device secrets (OpenBao KV).
+    pub fn escrow(&self) -> Escrow<'_> {
+        Escrow {
+            bao: &self.bao,
+            mount: &self.config.openbao.kv_mount,
+        }
+    }
+
+    /// The issuing CA (OpenBao PKI).
+    pub fn pki(&self) -> Pki<'_> {
+        Pki {
+            bao: &self.bao,
+            mount: &self.config.openbao.pki_mount,
+            cache: &self.fleet.pki_cache,
+        }
     }
 }

@@ -161,8 +161,9 @@ pub struct CheckDefaults {
     pub defaults: DefaultCredentials,
 }
 
-/// PIV key slots the agent manages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// PIV key slots the agent manages (ordered as [`PivSlot::ALL`], so a policy
+/// keyed by slot lists them in that order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum PivSlot {
     #[serde(rename = "9a")]
     Authentication,

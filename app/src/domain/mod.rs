@@ -8,3 +8,8 @@
 mod device;
 mod operation;
 mod role;
+
+pub use device::{DeviceState, InvalidSerial, Serial, UnknownDeviceState};
+pub use operation::{
+    parse_operation, OperationState, ProtocolName, UnknownOperation, UnknownOperationState,
+};

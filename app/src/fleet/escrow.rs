@@ -6,8 +6,8 @@
 use serde_json::{json, Value};
 use time::OffsetDateTime;
 
-use super::device::Serial;
 use super::secrets::DeviceSecrets;
+use crate::domain::Serial;
 use crate::vault::{Bao, BaoError};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +29,7 @@ pub struct VersionInfo {
     pub destroyed: bool,
 }
 
+#[derive(Clone, Copy)]
 pub struct Escrow<'a> {
     pub bao: &'a Bao,
     pub mount: &'a str,

@@ -1,14 +1,31 @@
 //! The YubiKey fleet: devices and their lifecycle, escrowed secrets,
 //! operations authorised by signed tickets, certificates and policies.
+//!
+//! Services take the pool and what else they need (the escrow, the PKI, the
+//! [`context::FleetContext`]) and return their own error types; the web
+//! layer turns those into responses. Nothing here knows about HTTP.
+//!
+//! - `access`: who may see and do what to a device;
+//! - `registry`: register, move through the lifecycle, assign an owner;
+//! - `operations`: authorise, reissue and report agent operations;
+//! - `certificates`: sign an attested key's CSR, revoke;
+//! - `details`: what a device's page shows;
+//! - `agent`: the workstation agent's key on a session;
+//! - `db`: the SQL, per table.
 
+pub mod access;
+pub mod agent;
 pub mod attestation;
+pub mod certificates;
+pub mod context;
 pub mod csr;
 pub mod db;
-pub mod device;
+pub mod details;
 pub mod escrow;
+pub mod operations;
 pub mod pki;
 pub mod pki_cache;
 pub mod policy;
+pub mod registry;
 pub mod secrets;
-pub mod service;
 pub mod settings;

@@ -7,6 +7,7 @@ use time::OffsetDateTime;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use super::csr::{pem_to_der, VerifiedCsr};
+use super::pki_cache::PkiCache;
 use super::policy::KeyAlgorithm;
 use crate::vault::bootstrap::{piv_sign_request, ROLE_PIV_EC, ROLE_PIV_RSA};
 use crate::vault::{Bao, BaoError};
@@ -37,9 +38,13 @@ pub enum PkiError {
     BadCertificate(String),
 }
 
+/// One PKI mount of OpenBao (the issuing CA, or the root for its own
+/// documents), with the cache of the public documents that a revocation clears.
+#[derive(Clone, Copy)]
 pub struct Pki<'a> {
     pub bao: &'a Bao,
     pub mount: &'a str,
+    pub cache: &'a PkiCache,
 }
 
 impl Pki<'_> {
@@ -91,6 +96,8 @@ impl Pki<'_> {
         })
     }
 
+    /// Revoke a certificate; the cached CRL is dropped at once, so this
+    /// replica serves the new one from the next request.
     pub async fn revoke(&self, serial_number: &str) -> Result<(), PkiError> {
         let r = self
             .bao
@@ -100,19 +107,31 @@ impl Pki<'_> {
             )
             .await;
         match r {
-            Ok(_) => Ok(()),
+            Ok(_) => {}
             // Already revoked (or expired and tidied): the goal is reached.
             Err(BaoError::Api {
                 status: 400,
                 message,
                 ..
-            }) if message.contains("already") || message.contains("expired") => Ok(()),
-            Err(e) => Err(e.into()),
+            }) if message.contains("already") || message.contains("expired") => {}
+            Err(e) => return Err(e.into()),
         }
+        self.cache.invalidate();
+        Ok(())
     }
 
-    /// Raw bytes of an unauthenticated PKI endpoint (`ca`, `ca_chain`, `crl`, `ca/pem`, `crl/pem`).
-    pub async fn fetch(&self, mount: &str, what: &str) -> Result<Option<Vec<u8>>, PkiError> {
-        Ok(self.bao.get_raw(&format!("{mount}/{what}")).await?)
+    /// Raw bytes of an unauthenticated PKI endpoint of this mount (`ca`,
+    /// `ca_chain`, `crl`, `ca/pem`, `crl/pem`), from the cache when fresh;
+    /// `None` when the CA is not set up.
+    pub async fn document(&self, what: &str) -> Result<Option<Vec<u8>>, PkiError> {
+        let key = format!("{}/{what}", self.mount);
+        if let Some(b) = self.cache.get(&key) {
+            return Ok(Some(b));
+        }
+        let fetched = self.bao.get_raw(&key).await?;
+        if let Some(b) = &fetched {
+            self.cache.put(&key, b.clone());
+        }
+        Ok(fetched)
     }
 }

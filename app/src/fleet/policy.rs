@@ -17,11 +17,6 @@ pub fn algorithm_name(alg: KeyAlgorithm) -> String {
         .unwrap_or_default()
 }
 
-/// The slot id as the policy and the UI write it (`9a`).
-pub fn slot_name(slot: PivSlot) -> String {
-    format!("{:02x}", slot.id())
-}
-
 /// What may be generated in one PIV slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,10 +33,10 @@ pub struct Policy {
     pub pin_max_length: usize,
     pub puk_length: usize,
     pub management_key_algorithm: ManagementKeyAlgorithm,
-    /// Slots that may hold keys, by slot id (`9a`, `9c`, `9d`, `9e`).
-    pub slots: BTreeMap<String, SlotPolicy>,
+    /// Slots that may hold keys, by slot name (`9a`, `9c`, `9d`, `9e`).
+    pub slots: BTreeMap<PivSlot, SlotPolicy>,
     /// Slots enrollment fills, in order.
-    pub enrollment_slots: Vec<String>,
+    pub enrollment_slots: Vec<PivSlot>,
     pub certificate_lifetime_days: u32,
     pub owners_may_unblock_pin: bool,
     pub expiry_warning_days: u32,
@@ -58,14 +53,14 @@ impl Default for Policy {
             pin_policies: vec![PinPolicy::Once, PinPolicy::Always],
             touch_policies: vec![TouchPolicy::Never, TouchPolicy::Always, TouchPolicy::Cached],
         };
-        let mut slots = BTreeMap::new();
-        for s in ["9a", "9c", "9d", "9e"] {
-            slots.insert(s.to_string(), ec_and_rsa());
-        }
-        if let Some(sig) = slots.get_mut("9c") {
+        let mut slots: BTreeMap<PivSlot, SlotPolicy> = PivSlot::ALL
+            .into_iter()
+            .map(|s| (s, ec_and_rsa()))
+            .collect();
+        if let Some(sig) = slots.get_mut(&PivSlot::Signature) {
             sig.pin_policies = vec![PinPolicy::Always];
         }
-        if let Some(card_auth) = slots.get_mut("9e") {
+        if let Some(card_auth) = slots.get_mut(&PivSlot::CardAuthentication) {
             card_auth.pin_policies = vec![PinPolicy::Never, PinPolicy::Once, PinPolicy::Always];
         }
         Self {
@@ -74,15 +69,13 @@ impl Default for Policy {
             puk_length: 8,
             management_key_algorithm: ManagementKeyAlgorithm::Aes192,
             slots,
-            enrollment_slots: vec!["9a".into()],
+            enrollment_slots: vec![PivSlot::Authentication],
             certificate_lifetime_days: 365,
             owners_may_unblock_pin: false,
             expiry_warning_days: 30,
         }
     }
 }
-
-pub const PIV_SLOTS: [&str; 4] = ["9a", "9c", "9d", "9e"];
 
 impl Policy {
     /// Every rule the policy itself must satisfy; the message names the rule.
@@ -104,12 +97,9 @@ impl Policy {
         ) {
             return Err("management_key_algorithm must be aes192 or aes256".into());
         }
+        // Slot names are checked where the policy is read: a `PivSlot` is
+        // one of the four key slots.
         for (slot, sp) in &self.slots {
-            if !PIV_SLOTS.contains(&slot.as_str()) {
-                return Err(format!(
-                    "unknown PIV slot {slot:?} (allowed: 9a, 9c, 9d, 9e)"
-                ));
-            }
             if sp.algorithms.is_empty()
                 || sp.pin_policies.is_empty()
                 || sp.touch_policies.is_empty()
@@ -140,15 +130,15 @@ impl Policy {
     }
 
     /// The slot's policy, or the rule it breaks.
-    pub fn slot(&self, slot: &str) -> Result<&SlotPolicy, String> {
+    pub fn slot(&self, slot: PivSlot) -> Result<&SlotPolicy, String> {
         self.slots
-            .get(slot)
+            .get(&slot)
             .ok_or_else(|| format!("policy: slot {slot} may not hold a key"))
     }
 
     pub fn check_key(
         &self,
-        slot: &str,
+        slot: PivSlot,
         alg: KeyAlgorithm,
         pin: PinPolicy,
         touch: TouchPolicy,
@@ -207,11 +197,10 @@ mod tests {
             .validate()
             .unwrap_err()
             .contains("certificate_lifetime_days"));
-        let p = Policy {
-            enrollment_slots: vec!["82".into()],
-            ..Policy::default()
-        };
-        assert!(p.validate().is_err());
+        let mut p = Policy::default();
+        p.slots.remove(&PivSlot::KeyManagement);
+        p.enrollment_slots = vec![PivSlot::KeyManagement];
+        assert!(p.validate().unwrap_err().contains("enrollment slot 9d"));
     }
 
     #[test]
@@ -220,10 +209,28 @@ mod tests {
     }
 
     #[test]
+    fn the_stored_policy_names_slots_as_before_and_refuses_other_slots() {
+        let v = serde_json::to_value(Policy::default()).unwrap();
+        let names: Vec<&String> = v["slots"].as_object().unwrap().keys().collect();
+        assert_eq!(names, ["9a", "9c", "9d", "9e"]);
+        assert_eq!(v["enrollment_slots"], serde_json::json!(["9a"]));
+        assert_eq!(
+            v["slots"]["9c"]["pin_policies"],
+            serde_json::json!(["always"])
+        );
+        let back: Policy = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, Policy::default());
+        let mut bad = v;
+        bad["enrollment_slots"] = serde_json::json!(["82"]);
+        assert!(serde_json::from_value::<Policy>(bad).is_err());
+        assert!(serde_json::from_str::<Policy>(r#"{"slots": {"82": {"algorithms": ["ecc_p256"], "pin_policies": ["once"], "touch_policies": ["never"]}}}"#).is_err());
+    }
+
+    #[test]
     fn slot_checks_name_what_is_not_allowed() {
         let p = Policy::default();
         p.check_key(
-            "9a",
+            PivSlot::Authentication,
             KeyAlgorithm::EccP256,
             PinPolicy::Once,
             TouchPolicy::Never,
@@ -231,20 +238,23 @@ mod tests {
         .unwrap();
         let e = p
             .check_key(
-                "9c",
+                PivSlot::Signature,
                 KeyAlgorithm::EccP256,
                 PinPolicy::Once,
                 TouchPolicy::Never,
             )
             .unwrap_err();
         assert!(e.contains("9c") && e.contains("PIN policy"), "{e}");
-        assert!(p
+        let mut p = p;
+        p.slots.remove(&PivSlot::CardAuthentication);
+        let e = p
             .check_key(
-                "82",
+                PivSlot::CardAuthentication,
                 KeyAlgorithm::EccP256,
                 PinPolicy::Once,
-                TouchPolicy::Never
+                TouchPolicy::Never,
             )
-            .is_err());
+            .unwrap_err();
+        assert!(e.contains("slot 9e may not hold a key"), "{e}");
     }
 }

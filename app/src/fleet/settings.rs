@@ -6,12 +6,33 @@ use sqlx::PgPool;
 use super::policy::Policy;
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ClientMeta, CurrentUser};
-use crate::error::AppError;
 
 const KEY: &str = "policy";
 
+/// The stored policy could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("stored policy does not parse: {0}")]
+    Corrupt(serde_json::Error),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SavePolicyError {
+    /// The rule the new policy breaks.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Read(#[from] PolicyError),
+    #[error("policy as JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
 /// The policy in force: the stored one, or the defaults when none was saved.
-pub async fn policy(db: &PgPool) -> Result<Policy, AppError> {
+pub async fn policy(db: &PgPool) -> Result<Policy, PolicyError> {
     let v: Option<serde_json::Value> =
         sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
             .bind(KEY)
@@ -19,8 +40,7 @@ pub async fn policy(db: &PgPool) -> Result<Policy, AppError> {
             .await?;
     match v {
         None => Ok(Policy::default()),
-        Some(v) => serde_json::from_value(v)
-            .map_err(|e| AppError::Internal(anyhow::anyhow!("stored policy does not parse: {e}"))),
+        Some(v) => serde_json::from_value(v).map_err(PolicyError::Corrupt),
     }
 }
 
@@ -30,11 +50,11 @@ pub async fn save(
     u: &CurrentUser,
     meta: &ClientMeta,
     new: Policy,
-) -> Result<Policy, AppError> {
-    new.validate().map_err(AppError::Unprocessable)?;
+) -> Result<Policy, SavePolicyError> {
+    new.validate().map_err(SavePolicyError::Invalid)?;
     let old = policy(db).await?;
-    let old_v = serde_json::to_value(&old).map_err(|e| AppError::Internal(e.into()))?;
-    let new_v = serde_json::to_value(&new).map_err(|e| AppError::Internal(e.into()))?;
+    let old_v = serde_json::to_value(&old)?;
+    let new_v = serde_json::to_value(&new)?;
     let changed: Vec<String> = new_v
         .as_object()
         .map(|o| {

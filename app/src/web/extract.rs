@@ -1,9 +1,13 @@
-//! Extractors shared by the page handlers.
+//! Extractors shared by the handlers.
 
 use std::convert::Infallible;
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
+use axum::Json;
+use uuid::Uuid;
+
+use crate::error::AppError;
 
 /// What htmx says about a request: `HX-Request` is set on every htmx call,
 /// `HX-Boosted` on a boosted link or form that replaces the whole body.
@@ -36,6 +40,29 @@ impl HxRequest {
             boosted: h.contains_key("hx-boosted"),
         }
     }
+}
+
+/// A JSON body with a clear 400/415/422 instead of axum's default text.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBody<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err(AppError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// A UUID path segment or query value; `what` names it in the 400.
+pub fn parse_uuid(s: &str, what: &str) -> Result<Uuid, AppError> {
+    Uuid::parse_str(s).map_err(|_| AppError::BadRequest(format!("{what} must be a UUID")))
 }
 
 #[cfg(test)]

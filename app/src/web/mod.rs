@@ -7,19 +7,23 @@
 //! A feature module adds `pub fn routes() -> Vec<RouteDef>` and is listed in
 //! [`routes`].
 
+pub mod agent;
 mod assets;
 pub mod audit;
 pub mod auth;
+pub mod certificates;
 pub mod csrf;
 pub mod devices;
 pub mod extract;
-pub mod fleet_api;
+mod fleet_errors;
 mod health;
 pub mod license;
 pub mod openapi;
+pub mod operations;
 pub mod pages;
 pub mod pki;
 pub mod security;
+pub mod settings;
 pub mod users;
 
 #[cfg(test)]
@@ -89,8 +93,11 @@ pub fn routes() -> Vec<RouteDef> {
     v.extend(auth::routes());
     v.extend(users::routes());
     v.extend(audit::routes());
-    v.extend(fleet_api::routes());
     v.extend(devices::routes());
+    v.extend(operations::routes());
+    v.extend(certificates::routes());
+    v.extend(agent::routes());
+    v.extend(settings::routes());
     v.extend(pki::routes());
     v.extend(license::routes());
     v

@@ -8,7 +8,9 @@ use axum::response::{Html, IntoResponse, Response};
 use uuid::Uuid;
 
 use crate::auth::{CurrentUser, MaybeUser, Role};
+use crate::domain::DeviceState;
 use crate::error::AppError;
+use crate::fleet::db::{certificates, devices};
 use crate::state::AppState;
 
 pub fn render<T: Template>(t: &T) -> Result<Html<String>, AppError> {
@@ -86,13 +88,13 @@ pub struct AuditLine {
 
 async fn fleet_stats(state: &AppState, with_audit: bool) -> Result<FleetStats, AppError> {
     let db = &state.db;
-    let counts = crate::fleet::db::counts_by_state(db).await?;
-    let by_state: Vec<(String, i64)> = crate::fleet::device::DeviceState::ALL
+    let counts = devices::counts_by_state(db).await?;
+    let by_state: Vec<(String, i64)> = DeviceState::ALL
         .iter()
         .map(|s| {
             let n = counts
                 .iter()
-                .find(|(k, _)| k == s.as_str())
+                .find(|(k, _)| k == s)
                 .map(|(_, n)| *n)
                 .unwrap_or(0);
             (s.as_str().to_string(), n)
@@ -100,18 +102,8 @@ async fn fleet_stats(state: &AppState, with_audit: bool) -> Result<FleetStats, A
         .collect();
     let policy = crate::fleet::settings::policy(db).await?;
     let days = i32::try_from(policy.expiry_warning_days).unwrap_or(30);
-    let expiring: i64 = sqlx::query_scalar(
-        "SELECT count(DISTINCT device_serial) FROM certificates WHERE status = 'issued' \
-         AND not_after < now() + make_interval(days => $1)",
-    )
-    .bind(days)
-    .fetch_one(db)
-    .await?;
-    let factory: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM devices WHERE secrets_version IS NULL AND state IN ('registered', 'active', 'suspended')",
-    )
-    .fetch_one(db)
-    .await?;
+    let expiring = certificates::devices_with_expiring_certificates(db, days).await?;
+    let factory = devices::factory_count(db).await?;
     let recent = if with_audit {
         sqlx::query_as::<_, (time::OffsetDateTime, String, String, Option<String>, Option<String>)>(
             "SELECT created_at, actor_name, action, target_type, target_id FROM audit_log ORDER BY id DESC LIMIT 10",

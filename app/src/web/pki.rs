@@ -37,30 +37,19 @@ async fn serve(
     what: &str,
     mime: &'static str,
 ) -> Result<Response, AppError> {
-    let m = match mount {
-        Mount::Issuing => state.config.openbao.pki_mount.clone(),
-        Mount::Root => state.config.openbao.pki_root_mount.clone(),
+    let pki = match mount {
+        Mount::Issuing => state.pki(),
+        Mount::Root => Pki {
+            mount: &state.config.openbao.pki_root_mount,
+            ..state.pki()
+        },
     };
-    let key = format!("{m}/{what}");
-    let body = match state.fleet.pki_cache.get(&key) {
-        Some(b) => b,
-        None => {
-            let fetched = Pki {
-                bao: &state.bao,
-                mount: &m,
-            }
-            .fetch(&m, what)
-            .await?;
-            let Some(b) = fetched else {
-                return Ok((
-                    StatusCode::NOT_FOUND,
-                    "the CA is not set up (run kleidia bootstrap)",
-                )
-                    .into_response());
-            };
-            state.fleet.pki_cache.put(&key, b.clone());
-            b
-        }
+    let Some(body) = pki.document(what).await? else {
+        return Ok((
+            StatusCode::NOT_FOUND,
+            "the CA is not set up (run kleidia bootstrap)",
+        )
+            .into_response());
     };
     Ok((
         [

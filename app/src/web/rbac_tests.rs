@@ -149,10 +149,10 @@ pub async fn test_state(db: PgPool) -> AppState {
         metrics: Arc::new(Metrics::new()),
         passwords: Passwords::new(2).await.unwrap(),
         jwt: Arc::new(jwt),
-        fleet: crate::fleet::service::build_context(
+        fleet: Arc::new(crate::fleet::context::FleetContext::new(
             kleidia_protocol::ticket::TicketSigningKey::from_bytes(&[7; 32]),
             Default::default(),
-        ),
+        )),
         // Nothing listens there: the client falls back to TRIAL (degraded).
         license: Arc::new(
             kleidia_license_client::LicenseClient::new(

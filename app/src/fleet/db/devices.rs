@@ -1,4 +1,4 @@
-//! Queries for devices, operations and certificates.
+//! The `devices` table: one row per YubiKey, its owner and lifecycle state.
 
 use serde::Serialize;
 use serde_json::Value;
@@ -6,19 +6,20 @@ use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::device::{DeviceState, Serial};
-use crate::error::AppError;
+use super::{fmt_time, CertificateStatus};
+use crate::domain::{DeviceState, Serial, UnknownDeviceState};
 
 #[derive(Debug, Clone, FromRow, Serialize)]
 pub struct DeviceRow {
-    pub serial: i64,
+    #[sqlx(try_from = "i64")]
+    pub serial: Serial,
     pub model: String,
     pub firmware: Option<String>,
     pub form_factor: Option<String>,
     pub owner_id: Option<Uuid>,
     pub owner_username: Option<String>,
     pub owner_display_name: Option<String>,
-    pub state: String,
+    pub state: DeviceState,
     pub secrets_version: Option<i64>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub enrolled_at: Option<OffsetDateTime>,
@@ -31,14 +32,6 @@ pub struct DeviceRow {
 }
 
 impl DeviceRow {
-    pub fn state(&self) -> DeviceState {
-        DeviceState::parse(&self.state).unwrap_or(DeviceState::Registered)
-    }
-
-    pub fn serial(&self) -> Serial {
-        Serial::from_db(self.serial)
-    }
-
     /// Firmware 5.7 or later (AES-192 factory management key).
     pub fn firmware_5_7_or_later(&self) -> bool {
         let Some(fw) = &self.firmware else {
@@ -83,6 +76,7 @@ pub async fn device_for_update(
 pub struct DeviceFilter {
     /// Serial prefix, owner username or display name.
     pub q: Option<String>,
+    /// A [`DeviceState`] name; empty for any (the filter form's "any").
     pub state: Option<String>,
     pub owner: Option<String>,
     pub firmware: Option<String>,
@@ -95,18 +89,29 @@ pub struct DeviceFilter {
     pub factory: Option<bool>,
 }
 
+impl DeviceFilter {
+    /// The page size asked for, within 1..=200.
+    pub fn limit(&self) -> i64 {
+        self.limit.unwrap_or(50).clamp(1, 200)
+    }
+
+    /// The state asked for, if any.
+    pub fn state(&self) -> Result<Option<DeviceState>, UnknownDeviceState> {
+        match self.state.as_deref() {
+            None | Some("") => Ok(None),
+            Some(s) => s.parse().map(Some),
+        }
+    }
+}
+
 /// A page of devices ordered by serial (keyset pagination: fast at any depth).
 pub async fn search(
     db: &PgPool,
     f: &DeviceFilter,
+    state: Option<DeviceState>,
     only_owner: Option<Uuid>,
-) -> Result<Vec<DeviceRow>, AppError> {
-    let limit = f.limit.unwrap_or(50).clamp(1, 200);
-    if let Some(s) = &f.state {
-        if DeviceState::parse(s).is_none() {
-            return Err(AppError::BadRequest(format!("unknown device state {s:?}")));
-        }
-    }
+) -> Result<Vec<DeviceRow>, sqlx::Error> {
+    let limit = f.limit();
     let q =
         f.q.as_deref()
             .map(|s| s.trim().replace(['%', '_', '\\'], ""))
@@ -123,11 +128,12 @@ pub async fn search(
             if want <= 0 {
                 break;
             }
-            rows.extend(search_where(db, f, only_owner, None, Some((lo, hi)), want).await?);
+            let range = Some((lo, hi));
+            rows.extend(search_where(db, f, state, only_owner, None, range, want).await?);
         }
         return Ok(rows);
     }
-    search_where(db, f, only_owner, q.as_deref(), None, limit).await
+    search_where(db, f, state, only_owner, q.as_deref(), None, limit).await
 }
 
 /// `[prefix·10^k, (prefix+1)·10^k − 1]` for every serial length the prefix allows.
@@ -156,11 +162,12 @@ pub fn serial_prefix_ranges(prefix: &str) -> Vec<(i64, i64)> {
 async fn search_where(
     db: &PgPool,
     f: &DeviceFilter,
+    state: Option<DeviceState>,
     only_owner: Option<Uuid>,
     q: Option<&str>,
     serial_range: Option<(i64, i64)>,
     limit: i64,
-) -> Result<Vec<DeviceRow>, AppError> {
+) -> Result<Vec<DeviceRow>, sqlx::Error> {
     let owner = f.owner.as_deref().map(str::trim).filter(|s| !s.is_empty());
     // Only the conditions in use go into the query, so PostgreSQL plans each
     // shape on its indexes: keyset and serial ranges on the primary key,
@@ -172,8 +179,8 @@ async fn search_where(
     if let Some(a) = f.after {
         b.push(" AND d.serial > ").push_bind(a);
     }
-    if let Some(st) = f.state.as_deref() {
-        b.push(" AND d.state = ").push_bind(st.to_string());
+    if let Some(st) = state {
+        b.push(" AND d.state = ").push_bind(st);
     }
     if let Some(o) = owner {
         b.push(" AND d.owner_id = (SELECT id FROM users WHERE username = lower(")
@@ -200,22 +207,25 @@ async fn search_where(
             .push(")");
     }
     if let Some(days) = f.expiring_days {
-        b.push(
-            " AND EXISTS (SELECT 1 FROM certificates c WHERE c.device_serial = d.serial \
-             AND c.status = 'issued' AND c.not_after < now() + make_interval(days => ",
-        )
-        .push_bind(days)
-        .push("))");
+        b.push(" AND EXISTS (SELECT 1 FROM certificates c WHERE c.device_serial = d.serial AND c.status = ")
+            .push_bind(CertificateStatus::Issued)
+            .push(" AND c.not_after < now() + make_interval(days => ")
+            .push_bind(days)
+            .push("))");
     }
     if let Some(factory) = f.factory {
-        b.push(
-            " AND (d.secrets_version IS NULL AND d.state IN ('registered', 'active', 'suspended')) = ",
-        )
-        .push_bind(factory);
+        b.push(" AND (d.secrets_version IS NULL AND d.state = ANY(")
+            .push_bind(in_service())
+            .push(")) = ")
+            .push_bind(factory);
     }
     b.push(" ORDER BY d.serial LIMIT ").push_bind(limit);
-    let rows = b.build_query_as::<DeviceRow>().fetch_all(db).await?;
-    Ok(rows)
+    b.build_query_as::<DeviceRow>().fetch_all(db).await
+}
+
+/// [`DeviceState::IN_SERVICE`] as a `text[]` parameter.
+fn in_service() -> Vec<&'static str> {
+    DeviceState::IN_SERVICE.map(DeviceState::as_str).to_vec()
 }
 
 pub struct NewDevice<'a> {
@@ -226,7 +236,21 @@ pub struct NewDevice<'a> {
     pub owner_id: Option<Uuid>,
 }
 
-pub async fn insert_device(conn: &mut PgConnection, d: &NewDevice<'_>) -> Result<(), AppError> {
+/// Why a device row was not inserted.
+#[derive(Debug, thiserror::Error)]
+pub enum InsertDeviceError {
+    #[error("device {0} is already registered")]
+    Duplicate(Serial),
+    #[error("firmware must look like 5.7.1 and model/form factor must be short")]
+    Malformed,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+pub async fn insert_device(
+    conn: &mut PgConnection,
+    d: &NewDevice<'_>,
+) -> Result<(), InsertDeviceError> {
     let r = sqlx::query(
         "INSERT INTO devices (serial, model, firmware, form_factor, owner_id) VALUES ($1, $2, $3, $4, $5)",
     )
@@ -239,13 +263,11 @@ pub async fn insert_device(conn: &mut PgConnection, d: &NewDevice<'_>) -> Result
     .await;
     match r {
         Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("devices_pkey") => Err(
-            AppError::Conflict(format!("device {} is already registered", d.serial)),
-        ),
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("devices_pkey") => {
+            Err(InsertDeviceError::Duplicate(d.serial))
+        }
         Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23514") => {
-            Err(AppError::Unprocessable(
-                "firmware must look like 5.7.1 and model/form factor must be short".into(),
-            ))
+            Err(InsertDeviceError::Malformed)
         }
         Err(e) => Err(e.into()),
     }
@@ -258,7 +280,7 @@ pub async fn set_state(
 ) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE devices SET state = $2, updated_at = now() WHERE serial = $1")
         .bind(serial.as_i64())
-        .bind(state.as_str())
+        .bind(state)
         .execute(conn)
         .await
         .map(|_| ())
@@ -277,221 +299,86 @@ pub async fn set_owner(
         .map(|_| ())
 }
 
-pub async fn counts_by_state(db: &PgPool) -> Result<Vec<(String, i64)>, sqlx::Error> {
+pub async fn counts_by_state(db: &PgPool) -> Result<Vec<(DeviceState, i64)>, sqlx::Error> {
     sqlx::query_as("SELECT state, count(*) FROM devices GROUP BY state ORDER BY state")
         .fetch_all(db)
         .await
 }
 
-// ------------------------------------------------------------- operations
-
-#[derive(Debug, Clone, FromRow, Serialize)]
-pub struct OperationRow {
-    pub id: Uuid,
-    pub device_serial: i64,
-    pub kind: String,
-    pub actor_id: Option<Uuid>,
-    pub actor_name: String,
-    pub session_id: Option<Uuid>,
-    pub agent_key_fingerprint: Option<String>,
-    pub state: String,
-    pub params_hash: Option<String>,
-    pub secrets_version_prev: Option<i64>,
-    pub secrets_version_new: Option<i64>,
-    pub details: Value,
-    pub error: Option<String>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub ticket_expires_at: Option<OffsetDateTime>,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub finished_at: Option<OffsetDateTime>,
-}
-
-pub struct NewOperation<'a> {
-    pub id: Uuid,
-    pub serial: Serial,
-    pub kind: &'a str,
-    pub actor_id: Uuid,
-    pub actor_name: &'a str,
-    pub session_id: Uuid,
-    pub agent_key_fingerprint: &'a str,
-    pub secrets_version_prev: Option<i64>,
-    pub details: Value,
-}
-
-pub async fn insert_operation(
-    conn: &mut PgConnection,
-    o: &NewOperation<'_>,
-) -> Result<(), AppError> {
-    let r = sqlx::query(
-        "INSERT INTO operations (id, device_serial, kind, actor_id, actor_name, session_id, \
-             agent_key_fingerprint, secrets_version_prev, details) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+/// Devices in service that still hold their factory credentials.
+pub async fn factory_count(db: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM devices WHERE secrets_version IS NULL AND state = ANY($1)",
     )
-    .bind(o.id)
-    .bind(o.serial.as_i64())
-    .bind(o.kind)
-    .bind(o.actor_id)
-    .bind(o.actor_name)
-    .bind(o.session_id)
-    .bind(o.agent_key_fingerprint)
-    .bind(o.secrets_version_prev)
-    .bind(&o.details)
-    .execute(&mut *conn)
-    .await;
-    r.map(|_| ()).map_err(Into::into)
-}
-
-pub async fn operation(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<OperationRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM operations WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
-}
-
-pub async fn operation_for_update(
-    conn: &mut PgConnection,
-    id: Uuid,
-) -> Result<Option<OperationRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM operations WHERE id = $1 FOR UPDATE")
-        .bind(id)
-        .fetch_optional(conn)
-        .await
-}
-
-/// The unfinished secret change of a device, if any.
-pub async fn pending_secret_change(
-    db: impl PgExecutor<'_>,
-    serial: Serial,
-) -> Result<Option<OperationRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT * FROM operations WHERE device_serial = $1 AND state = 'pending' \
-         AND secrets_version_new IS NOT NULL",
-    )
-    .bind(serial.as_i64())
-    .fetch_optional(db)
+    .bind(in_service())
+    .fetch_one(db)
     .await
 }
 
-pub async fn operations_of(
-    db: &PgPool,
-    serial: Serial,
-    limit: i64,
-) -> Result<Vec<OperationRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT * FROM operations WHERE device_serial = $1 ORDER BY created_at DESC, id LIMIT $2",
-    )
-    .bind(serial.as_i64())
-    .bind(limit)
-    .fetch_all(db)
-    .await
-}
-
-// ----------------------------------------------------------- certificates
-
-#[derive(Debug, Clone, FromRow, Serialize)]
-pub struct CertificateRow {
-    pub id: Uuid,
-    pub device_serial: i64,
-    pub slot: String,
-    pub serial_number: String,
-    pub subject: String,
-    pub key_algorithm: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub not_before: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub not_after: OffsetDateTime,
-    pub status: String,
-    #[serde(with = "time::serde::rfc3339::option")]
-    pub revoked_at: Option<OffsetDateTime>,
-    pub revocation_reason: Option<String>,
-    pub pem: String,
-    pub operation_id: Option<Uuid>,
-    pub issued_by: Option<Uuid>,
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-}
-
-pub async fn certificates_of(
-    db: impl PgExecutor<'_>,
-    serial: Serial,
-) -> Result<Vec<CertificateRow>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT * FROM certificates WHERE device_serial = $1 ORDER BY created_at DESC, id",
-    )
-    .bind(serial.as_i64())
-    .fetch_all(db)
-    .await
-}
-
-pub async fn certificate(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-) -> Result<Option<CertificateRow>, sqlx::Error> {
-    sqlx::query_as("SELECT * FROM certificates WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await
-}
-
-pub async fn mark_certificate_revoked(
+/// The agent confirmed a new escrow version: it is what the device holds now.
+pub async fn set_secrets_version(
     conn: &mut PgConnection,
-    id: Uuid,
-    reason: &str,
+    serial: Serial,
+    version: i64,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE certificates SET status = 'revoked', revoked_at = now(), revocation_reason = $2 \
-         WHERE id = $1 AND status = 'issued'",
+        "UPDATE devices SET secrets_version = $2, last_seen_at = now(), updated_at = now() \
+         WHERE serial = $1",
     )
-    .bind(id)
-    .bind(reason)
+    .bind(serial.as_i64())
+    .bind(version)
     .execute(conn)
     .await
     .map(|_| ())
 }
 
-pub async fn expiring_certificates(db: &PgPool, days: i32) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM certificates WHERE status = 'issued' AND not_after < now() + make_interval(days => $1)",
+/// The enrollment's certificate is on the key: it is in service.
+pub async fn mark_enrolled(conn: &mut PgConnection, serial: Serial) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE devices SET state = $2, enrolled_at = now(), updated_at = now() WHERE serial = $1",
     )
-    .bind(days)
-    .fetch_one(db)
+    .bind(serial.as_i64())
+    .bind(DeviceState::Active)
+    .execute(conn)
     .await
+    .map(|_| ())
 }
 
-/// `2026-11-28 13:45 UTC`, for pages.
-pub fn fmt_time(t: &OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute()
+/// The key is in factory state again, now in state `to`; the owner stays
+/// only when `keep_owner`.
+pub async fn mark_wiped(
+    conn: &mut PgConnection,
+    serial: Serial,
+    to: DeviceState,
+    keep_owner: bool,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE devices SET state = $2, owner_id = CASE WHEN $3 THEN owner_id END, \
+         secrets_version = NULL, enrolled_at = NULL, updated_at = now() WHERE serial = $1",
     )
+    .bind(serial.as_i64())
+    .bind(to)
+    .bind(keep_owner)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
-impl CertificateRow {
-    pub fn not_after_str(&self) -> String {
-        fmt_time(&self.not_after)
-    }
-    pub fn not_before_str(&self) -> String {
-        fmt_time(&self.not_before)
-    }
-}
-
-impl OperationRow {
-    pub fn created_str(&self) -> String {
-        fmt_time(&self.created_at)
-    }
-    pub fn error_str(&self) -> &str {
-        self.error.as_deref().unwrap_or("")
-    }
+/// The latest audit events about a device, newest first, as JSON objects
+/// (`id`, `at`, `actor`, `action`, `details`).
+pub async fn audit_trail(
+    db: &PgPool,
+    serial: Serial,
+    limit: i64,
+) -> Result<Vec<Value>, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT json_build_object('id', id, 'at', created_at, 'actor', actor_name, 'action', action, 'details', details) \
+         FROM audit_log WHERE target_type = 'device' AND target_id = $1 ORDER BY id DESC LIMIT $2",
+    )
+    .bind(serial.to_string())
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 impl DeviceRow {

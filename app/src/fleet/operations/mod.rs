@@ -1,0 +1,271 @@
+//! Authorising YubiKey operations (DESIGN §6, §8): [`authorize`] an
+//! operation for the caller's agent, [`reissue`] the ticket of an unconfirmed
+//! secret change, and [`report`] the agent's result.
+//!
+//! A secret-changing operation follows one pattern: the operation row is
+//! committed first (pending), the new secret is written to OpenBao as a new KV
+//! version with check-and-set, then the row records that version and the
+//! ticket is signed. The device's confirmed version (`devices.secrets_version`)
+//! moves only when the agent's success is reported. Whatever fails in between,
+//! both the confirmed and the new version stay in OpenBao.
+
+mod authorize;
+mod reissue;
+mod report;
+
+pub use authorize::{authorize, AuthorizeError, OperationRequest};
+pub use reissue::{reissue, ReissueError};
+pub use report::{report, OperationResult, ReportError};
+
+use kleidia_protocol::agent::{
+    OperationParams, RotateManagementKeyParams, SetPinParams, SetPukParams, SignedRequest,
+    UnblockPinParams,
+};
+use kleidia_protocol::ticket::{
+    params_hash, EncryptedSecret, Operation, TicketClaims, TICKET_MAX_LIFETIME_SECS,
+};
+use rand::rngs::OsRng;
+use rsa::RsaPublicKey;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sqlx::PgPool;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::context::FleetContext;
+use super::db::{operations, DeviceRow, OperationRow};
+use super::escrow::{Escrow, EscrowError};
+use super::secrets::DeviceSecrets;
+use crate::auth::CurrentUser;
+use crate::domain::{OperationState, Serial};
+
+/// Lifetime of a ticket; the agent refuses anything longer than 120 s.
+const TICKET_LIFETIME_SECS: i64 = 90;
+
+/// What the page posts to the agent, and where.
+#[derive(Debug, Serialize)]
+pub struct AuthorizedOperation {
+    pub operation_id: Uuid,
+    pub operation: Operation,
+    pub serial: Serial,
+    /// Agent endpoint, e.g. `/piv/set-pin`.
+    pub agent_path: &'static str,
+    /// `{ "ticket": …, "params": … }`, posted unchanged to the agent.
+    pub request: Value,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// A signed ticket for `params`, and what the operation row records of it.
+struct Ticket {
+    ticket: String,
+    params_hash: String,
+    expires_at: OffsetDateTime,
+}
+
+/// Sign a ticket (`ticket_id`) for `op` on `serial` with exactly `params`,
+/// for the agent key `fingerprint`.
+fn sign_ticket(
+    ctx: &FleetContext,
+    ticket_id: Uuid,
+    op: Operation,
+    serial: Serial,
+    fingerprint: &str,
+    params: &Value,
+) -> anyhow::Result<Ticket> {
+    let hash = params_hash(params)?;
+    let now = OffsetDateTime::now_utc();
+    let expires = now + time::Duration::seconds(TICKET_LIFETIME_SECS.min(TICKET_MAX_LIFETIME_SECS));
+    let ticket = ctx.ticket_key.sign(&TicketClaims {
+        id: ticket_id,
+        operation: op,
+        serial: serial.get(),
+        agent_key_fingerprint: fingerprint.to_string(),
+        params_hash: hash.clone(),
+        issued_at: now.unix_timestamp(),
+        expires_at: expires.unix_timestamp(),
+    });
+    Ok(Ticket {
+        ticket,
+        params_hash: hash,
+        expires_at: expires,
+    })
+}
+
+impl Ticket {
+    fn authorized(
+        self,
+        operation_id: Uuid,
+        operation: Operation,
+        serial: Serial,
+        params: Value,
+    ) -> AuthorizedOperation {
+        AuthorizedOperation {
+            operation_id,
+            operation,
+            serial,
+            agent_path: operation.path(),
+            request: json!(SignedRequest {
+                ticket: self.ticket,
+                params
+            }),
+            expires_at: self.expires_at,
+        }
+    }
+}
+
+fn secret_changing(op: Operation) -> bool {
+    matches!(
+        op,
+        Operation::SetPin
+            | Operation::SetPuk
+            | Operation::UnblockPin
+            | Operation::RotateManagementKey
+    )
+}
+
+/// The agent parameters of a secret change: the value the device holds now
+/// and the new one, each encrypted to the agent key.
+fn secret_change_params(
+    op: Operation,
+    serial: Serial,
+    key: &RsaPublicKey,
+    current: &DeviceSecrets,
+    next: &DeviceSecrets,
+) -> anyhow::Result<Value> {
+    let serial = serial.get();
+    match op {
+        Operation::SetPin => to_value(SetPinParams {
+            serial,
+            current_pin: enc(key, &current.pin)?,
+            new_pin: enc(key, &next.pin)?,
+        }),
+        Operation::SetPuk => to_value(SetPukParams {
+            serial,
+            current_puk: enc(key, &current.puk)?,
+            new_puk: enc(key, &next.puk)?,
+        }),
+        Operation::UnblockPin => to_value(UnblockPinParams {
+            serial,
+            puk: enc(key, &current.puk)?,
+            new_pin: enc(key, &next.pin)?,
+        }),
+        Operation::RotateManagementKey => to_value(RotateManagementKeyParams {
+            serial,
+            current_management_key: enc(key, &current.management_key)?,
+            new_management_key: enc(key, &next.management_key)?,
+            algorithm: next.management_key_algorithm,
+            require_touch: false,
+        }),
+        _ => Err(missing_next()),
+    }
+}
+
+/// The values the device holds now: the confirmed escrow version, or the factory defaults.
+async fn confirmed_secrets(
+    escrow: &Escrow<'_>,
+    d: &DeviceRow,
+) -> Result<DeviceSecrets, EscrowError> {
+    match d.secrets_version {
+        None => Ok(DeviceSecrets::factory(d.firmware_5_7_or_later())),
+        Some(v) => escrow.read(d.serial, u64::try_from(v).unwrap_or(0)).await,
+    }
+}
+
+fn enc(key: &RsaPublicKey, s: &str) -> anyhow::Result<EncryptedSecret> {
+    EncryptedSecret::encrypt(key, s.as_bytes(), &mut OsRng)
+        .map_err(|e| anyhow::anyhow!("RSA-OAEP: {e:?}"))
+}
+
+fn to_value<P: OperationParams>(p: P) -> anyhow::Result<Value> {
+    Ok(serde_json::to_value(&p)?)
+}
+
+fn missing_next() -> anyhow::Error {
+    anyhow::anyhow!("operation parameters were not prepared")
+}
+
+/// An operation on this device that the caller started (or, for an
+/// operator, anyone did).
+#[derive(Debug, thiserror::Error)]
+pub enum OwnOperationError {
+    #[error("no operation {operation} on {serial}")]
+    NotFound { operation: Uuid, serial: Serial },
+    #[error("that operation was started by someone else")]
+    StartedBySomeoneElse,
+    #[error("operation {operation} is already {state}")]
+    AlreadyFinished {
+        operation: Uuid,
+        state: OperationState,
+    },
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+async fn own_operation(
+    db: &PgPool,
+    u: &CurrentUser,
+    serial: Serial,
+    id: Uuid,
+) -> Result<OperationRow, OwnOperationError> {
+    let op = operations::operation(db, id)
+        .await?
+        .filter(|o| o.device_serial == serial)
+        .ok_or(OwnOperationError::NotFound {
+            operation: id,
+            serial,
+        })?;
+    if op.actor_id != Some(u.user_id) && !super::access::is_operator(u) {
+        return Err(OwnOperationError::StartedBySomeoneElse);
+    }
+    Ok(op)
+}
+
+/// The operation still waits for its result.
+fn still_pending(op: &OperationRow) -> Result<(), OwnOperationError> {
+    if op.state != OperationState::Pending {
+        return Err(OwnOperationError::AlreadyFinished {
+            operation: op.id,
+            state: op.state,
+        });
+    }
+    Ok(())
+}
+
+/// RFC 4514 escaping of an attribute value.
+fn rfc4514_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for (i, c) in s.chars().enumerate() {
+        match c {
+            ',' | '+' | '"' | '\\' | '<' | '>' | ';' | '=' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' | ' ' if i == 0 => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    if out.ends_with(' ') {
+        out.pop();
+        out.push_str("\\ ");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subject_values_are_escaped_for_rfc4514() {
+        assert_eq!(rfc4514_escape("Alice Example"), "Alice Example");
+        assert_eq!(rfc4514_escape("Doe, John"), "Doe\\, John");
+        assert_eq!(rfc4514_escape("a=b+c"), "a\\=b\\+c");
+        assert_eq!(rfc4514_escape("#x"), "\\#x");
+        assert_eq!(rfc4514_escape("x\n"), "x");
+    }
+}

@@ -1,0 +1,133 @@
+//! Operations on a YubiKey through the caller's agent (`/api/yubikey/…`):
+//! authorise, resume an unconfirmed secret change, report the result, have
+//! the generated key's CSR signed; and `/enroll`, the wizard that runs them.
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse};
+use axum::Json;
+use serde::Deserialize;
+
+use super::devices::CHANGERS;
+use super::extract::{parse_uuid, JsonBody};
+use super::pages::{nav, render, Nav};
+use super::RouteDef;
+use crate::auth::{ClientMeta, CurrentUser};
+use crate::domain::Serial;
+use crate::error::AppError;
+use crate::fleet::certificates::{self, SignCsrRequest};
+use crate::fleet::operations::{self, OperationRequest, OperationResult};
+use crate::fleet::settings;
+use crate::state::AppState;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        RouteDef::post("/api/yubikey/{serial}/operations", CHANGERS, authorize),
+        RouteDef::get("/api/yubikey/{serial}/secrets", CHANGERS, secrets),
+        RouteDef::post(
+            "/api/yubikey/{serial}/operations/{op}/result",
+            CHANGERS,
+            report,
+        ),
+        RouteDef::post("/api/yubikey/{serial}/sign-csr", CHANGERS, sign_csr),
+        RouteDef::get("/enroll", CHANGERS, enroll_page),
+    ]
+}
+
+async fn authorize(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path(serial): Path<String>,
+    JsonBody(req): JsonBody<OperationRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let serial = Serial::parse(&serial)?;
+    let escrow = state.escrow();
+    let op = operations::authorize(&state.db, &escrow, &state.fleet, &me, &meta, serial, req);
+    Ok((StatusCode::CREATED, Json(op.await?)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SecretsQuery {
+    operation_id: String,
+}
+
+async fn secrets(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path(serial): Path<String>,
+    Query(q): Query<SecretsQuery>,
+) -> Result<impl IntoResponse, AppError> {
+    let serial = Serial::parse(&serial)?;
+    let op = parse_uuid(&q.operation_id, "operation_id")?;
+    let escrow = state.escrow();
+    let again = operations::reissue(&state.db, &escrow, &state.fleet, &me, &meta, serial, op);
+    Ok(Json(again.await?))
+}
+
+async fn report(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path((serial, op)): Path<(String, String)>,
+    JsonBody(r): JsonBody<OperationResult>,
+) -> Result<impl IntoResponse, AppError> {
+    let serial = Serial::parse(&serial)?;
+    let op = parse_uuid(&op, "operation id")?;
+    let pki = state.pki();
+    Ok(Json(
+        operations::report(&state.db, &pki, &me, &meta, serial, op, r).await?,
+    ))
+}
+
+async fn sign_csr(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path(serial): Path<String>,
+    JsonBody(req): JsonBody<SignCsrRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let serial = Serial::parse(&serial)?;
+    let pki = state.pki();
+    let signed = certificates::sign_csr(&state.db, &pki, &state.fleet, &me, &meta, serial, req);
+    Ok((StatusCode::CREATED, Json(signed.await?)))
+}
+
+#[derive(Template)]
+#[template(path = "enroll.html")]
+struct EnrollPage {
+    me: Option<Nav>,
+    pin_min: usize,
+    pin_max: usize,
+    serial: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnrollQuery {
+    #[serde(default)]
+    serial: Option<String>,
+}
+
+/// The enrollment wizard: everything happens in the browser between the
+/// server's API and the local agent (`static/agent.js`).
+async fn enroll_page(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Query(q): Query<EnrollQuery>,
+) -> Result<Html<String>, AppError> {
+    let p = settings::policy(&state.db).await?;
+    let serial = match q.serial.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        Some(s) => Serial::parse(s)?.to_string(),
+        None => String::new(),
+    };
+    render(&EnrollPage {
+        me: nav(&me),
+        pin_min: p.pin_min_length,
+        pin_max: p.pin_max_length,
+        serial,
+    })
+}

@@ -1,0 +1,145 @@
+//! The policy: `/settings` (page and form, admins), `/api/settings/policy`
+//! (read for staff, replace for admins) and `/api/policy/enrollment`, the
+//! keys enrollment generates.
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::{Form, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::extract::JsonBody;
+use super::pages::{nav, render, Nav};
+use super::RouteDef;
+use crate::auth::{Access, ClientMeta, CurrentUser};
+use crate::error::AppError;
+use crate::fleet::policy::{ManagementKeyAlgorithm, Policy};
+use crate::fleet::settings;
+use crate::state::AppState;
+
+pub fn routes() -> Vec<RouteDef> {
+    vec![
+        RouteDef::get("/settings", Access::ADMIN, settings_page),
+        RouteDef::post("/settings", Access::ADMIN, settings_form),
+        RouteDef::get("/api/settings/policy", Access::STAFF, get_policy),
+        RouteDef::put("/api/settings/policy", Access::ADMIN, put_policy),
+        RouteDef::get("/api/policy/enrollment", Access::SignedIn, enrollment_plan),
+    ]
+}
+
+#[derive(Template)]
+#[template(path = "settings.html")]
+struct SettingsPage {
+    me: Option<Nav>,
+    p: Policy,
+    policy_json: String,
+    saved: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SavedQuery {
+    #[serde(default)]
+    saved: Option<String>,
+}
+
+async fn settings_page(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    Query(q): Query<SavedQuery>,
+) -> Result<Html<String>, AppError> {
+    let p = settings::policy(&state.db).await?;
+    let policy_json = serde_json::to_string_pretty(&p).map_err(|e| AppError::Internal(e.into()))?;
+    render(&SettingsPage {
+        me: nav(&me),
+        p,
+        policy_json,
+        saved: q.saved.is_some(),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettingsForm {
+    pin_min_length: usize,
+    pin_max_length: usize,
+    management_key_algorithm: String,
+    certificate_lifetime_days: u32,
+    expiry_warning_days: u32,
+    #[serde(default)]
+    owners_may_unblock_pin: Option<String>,
+}
+
+async fn settings_form(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Form(f): Form<SettingsForm>,
+) -> Result<Response, AppError> {
+    let mut p = settings::policy(&state.db).await?;
+    p.pin_min_length = f.pin_min_length;
+    p.pin_max_length = f.pin_max_length;
+    p.management_key_algorithm = match f.management_key_algorithm.as_str() {
+        "aes192" => ManagementKeyAlgorithm::Aes192,
+        "aes256" => ManagementKeyAlgorithm::Aes256,
+        other => {
+            return Err(AppError::Unprocessable(format!(
+                "management key algorithm {other:?} is not allowed"
+            )))
+        }
+    };
+    p.certificate_lifetime_days = f.certificate_lifetime_days;
+    p.expiry_warning_days = f.expiry_warning_days;
+    p.owners_may_unblock_pin = f.owners_may_unblock_pin.is_some();
+    settings::save(&state.db, &me, &meta, p).await?;
+    Ok(Redirect::to("/settings?saved=1").into_response())
+}
+
+/// The form's value for the policy's management key algorithm.
+pub fn mgmt_alg(p: &Policy) -> &'static str {
+    match p.management_key_algorithm {
+        ManagementKeyAlgorithm::Aes256 => "aes256",
+        ManagementKeyAlgorithm::Aes192 => "aes192",
+        ManagementKeyAlgorithm::Aes128 => "aes128",
+        ManagementKeyAlgorithm::TripleDes => "3des",
+    }
+}
+
+async fn get_policy(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(settings::policy(&state.db).await?))
+}
+
+async fn put_policy(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    JsonBody(p): JsonBody<Policy>,
+) -> Result<impl IntoResponse, AppError> {
+    Ok(Json(settings::save(&state.db, &me, &meta, p).await?))
+}
+
+/// The keys enrollment generates, by policy: per slot the first allowed
+/// algorithm and PIN/touch policy.
+async fn enrollment_plan(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
+    let p = settings::policy(&state.db).await?;
+    let slots: Vec<Value> = p
+        .enrollment_slots
+        .iter()
+        .filter_map(|s| {
+            let sp = p.slots.get(s)?;
+            Some(json!({
+                "slot": s,
+                "algorithm": sp.algorithms.first()?,
+                "pin_policy": sp.pin_policies.first()?,
+                "touch_policy": sp.touch_policies.first()?,
+            }))
+        })
+        .collect();
+    Ok(Json(json!({
+        "slots": slots,
+        "pin_min_length": p.pin_min_length,
+        "pin_max_length": p.pin_max_length,
+        "owners_may_unblock_pin": p.owners_may_unblock_pin,
+    })))
+}
