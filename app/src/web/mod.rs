@@ -12,6 +12,7 @@ pub mod audit;
 pub mod auth;
 pub mod csrf;
 pub mod devices;
+pub mod error_pages;
 pub mod extract;
 pub mod fleet_api;
 mod health;
@@ -40,7 +41,7 @@ use tower_sessions::SessionManagerLayer;
 use crate::auth::store::PgSessionStore;
 use crate::auth::{self as authn, Access};
 use crate::db::sessions::SessionKind;
-use crate::error::{self, AppError};
+use crate::error::AppError;
 use crate::state::AppState;
 
 /// One route: method, path (axum syntax), access rule, handler.
@@ -175,7 +176,7 @@ pub fn router(state: AppState) -> Router {
             state.config.clone(),
             csrf::protect,
         ))
-        .layer(middleware::from_fn(error::negotiate))
+        .layer(middleware::from_fn(error_pages::negotiate))
         .layer(middleware::from_fn_with_state(
             HeaderValue::from_str(&security::csp(
                 &state.config.agent.url.origin().ascii_serialization(),

@@ -17,6 +17,11 @@ pub fn render<T: Template>(t: &T) -> Result<Html<String>, AppError> {
         .map_err(|e| AppError::Internal(anyhow::anyhow!("template: {e}")))
 }
 
+/// Percent-encode for a query value.
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
 /// What the layout needs to know about the signed-in person.
 #[derive(Debug, Clone)]
 pub struct Nav {
