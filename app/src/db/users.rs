@@ -5,7 +5,7 @@ use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::auth::Role;
+use crate::domain::Role;
 use crate::error::AppError;
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -14,7 +14,7 @@ pub struct UserRow {
     pub username: String,
     pub display_name: String,
     pub email: Option<String>,
-    pub role: String,
+    pub role: Role,
     pub password_hash: String,
     pub must_change_password: bool,
     pub disabled: bool,
@@ -40,17 +40,13 @@ pub struct UserView {
 }
 
 impl UserRow {
-    pub fn role(&self) -> Role {
-        Role::parse(&self.role).unwrap_or(Role::User)
-    }
-
     pub fn view(&self) -> UserView {
         UserView {
             id: self.id,
             username: self.username.clone(),
             display_name: self.display_name.clone(),
             email: self.email.clone(),
-            role: self.role(),
+            role: self.role,
             disabled: self.disabled,
             must_change_password: self.must_change_password,
             created_at: self.created_at,
@@ -166,7 +162,7 @@ pub async fn insert(db: impl PgExecutor<'_>, u: &NewUser) -> Result<UserRow, App
     .bind(&u.username)
     .bind(&u.display_name)
     .bind(&u.email)
-    .bind(u.role.as_str())
+    .bind(u.role)
     .bind(&u.password_hash)
     .bind(u.must_change_password)
     .fetch_one(db)
@@ -191,7 +187,7 @@ pub async fn update_profile(
         .bind(id)
         .bind(display_name)
         .bind(email)
-        .bind(role.as_str())
+        .bind(role)
         .execute(db)
         .await?;
     Ok(())

@@ -39,8 +39,8 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
 
 use crate::auth::store::PgSessionStore;
-use crate::auth::{self as authn, Access};
-use crate::db::sessions::SessionKind;
+use crate::auth::Access;
+use crate::domain::SessionKind;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -119,7 +119,7 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let user = match authn::resolve(&mut parts, &g.state).await {
+    let user = match extract::resolve(&mut parts, &g.state).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };

@@ -5,9 +5,12 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::{CurrentUser, MaybeUser, Role};
+use super::extract::MaybeUser;
+use crate::auth::CurrentUser;
+use crate::domain::Role;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -89,8 +92,7 @@ pub struct AuditLine {
     pub target: String,
 }
 
-async fn fleet_stats(state: &AppState, with_audit: bool) -> Result<FleetStats, AppError> {
-    let db = &state.db;
+async fn fleet_stats(db: &PgPool, with_audit: bool) -> Result<FleetStats, AppError> {
     let counts = crate::fleet::db::counts_by_state(db).await?;
     let by_state: Vec<(String, i64)> = crate::fleet::device::DeviceState::ALL
         .iter()
@@ -188,7 +190,7 @@ pub async fn index(
     .fetch_one(db)
     .await?;
     let fleet = if me.role.reads_all_users() {
-        Some(fleet_stats(&state, matches!(me.role, Role::Admin | Role::Auditor)).await?)
+        Some(fleet_stats(db, matches!(me.role, Role::Admin | Role::Auditor)).await?)
     } else {
         None
     };

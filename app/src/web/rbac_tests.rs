@@ -25,10 +25,10 @@ use uuid::Uuid;
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::Passwords;
-use crate::auth::Role;
 use crate::config::Config;
-use crate::db::sessions::{self, NewSession, SessionKind};
+use crate::db::sessions::{self, NewSession};
 use crate::db::users::{self, NewUser};
+use crate::domain::{Role, SessionKind};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::vault::Bao;

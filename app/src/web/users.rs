@@ -156,8 +156,8 @@ async fn update_user(
         Some(e) => users::validate_email(e.as_deref())?,
         None => cur.email.clone(),
     };
-    let role = input.role.unwrap_or(cur.role());
-    if cur.role() == Role::Admin && role != Role::Admin && !cur.disabled {
+    let role = input.role.unwrap_or(cur.role);
+    if cur.role == Role::Admin && role != Role::Admin && !cur.disabled {
         lock_admins(&mut tx).await?;
         if users::count_enabled_admins(&mut *tx).await? <= 1 {
             return Err(AppError::Conflict(
@@ -176,13 +176,13 @@ async fn update_user(
     if email != cur.email {
         changes.insert("email".into(), json!({"from": cur.email, "to": email}));
     }
-    if role != cur.role() {
+    if role != cur.role {
         changes.insert(
             "role".into(),
             json!({"from": cur.role, "to": role.as_str()}),
         );
     }
-    let action = if role != cur.role() {
+    let action = if role != cur.role {
         "user.role_change"
     } else {
         "user.update"
@@ -227,7 +227,7 @@ async fn set_disabled(
             "you cannot disable your own account".into(),
         ));
     }
-    if disabled && cur.role() == Role::Admin && !cur.disabled {
+    if disabled && cur.role == Role::Admin && !cur.disabled {
         lock_admins(&mut tx).await?;
         if users::count_enabled_admins(&mut *tx).await? <= 1 {
             return Err(AppError::Conflict(
@@ -419,7 +419,7 @@ struct CreateForm {
 }
 
 fn parse_role(s: &str) -> Result<Role, AppError> {
-    Role::parse(s).ok_or_else(|| AppError::Unprocessable(format!("unknown role {s:?}")))
+    Role::parse(s).map_err(|e| AppError::Unprocessable(e.to_string()))
 }
 
 async fn create_form(
