@@ -1,8 +1,9 @@
 //! Who is asking: the signed-in user (`CurrentUser`, found from the browser
 //! session cookie or a Bearer JWT by `web::extract`), route access rules,
-//! password hashing, JWTs, the PostgreSQL session
+//! account administration, password hashing, JWTs, the PostgreSQL session
 //! store and sign-in throttling.
 
+pub mod accounts;
 pub mod jwt;
 pub mod login;
 pub mod password;

@@ -17,6 +17,7 @@ pub mod extract;
 pub mod fleet_api;
 mod health;
 pub mod license;
+pub mod lockouts;
 pub mod openapi;
 pub mod pages;
 pub mod pki;
@@ -89,6 +90,7 @@ pub fn routes() -> Vec<RouteDef> {
     ];
     v.extend(auth::routes());
     v.extend(users::routes());
+    v.extend(lockouts::routes());
     v.extend(audit::routes());
     v.extend(fleet_api::routes());
     v.extend(devices::routes());
