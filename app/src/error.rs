@@ -11,6 +11,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kleidia_protocol::ErrorBody;
 
+use crate::audit::query::InvalidFilter;
+use crate::db::users::InsertUserError;
+use crate::domain::InvalidAccountField;
 use crate::vault::BaoError;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +115,27 @@ impl From<BaoError> for AppError {
             )
         } else {
             AppError::Internal(e.into())
+        }
+    }
+}
+
+impl From<InvalidAccountField> for AppError {
+    fn from(e: InvalidAccountField) -> Self {
+        AppError::Unprocessable(e.to_string())
+    }
+}
+
+impl From<InvalidFilter> for AppError {
+    fn from(e: InvalidFilter) -> Self {
+        AppError::Unprocessable(e.to_string())
+    }
+}
+
+impl From<InsertUserError> for AppError {
+    fn from(e: InsertUserError) -> Self {
+        match e {
+            InsertUserError::UsernameTaken(_) => AppError::Conflict(e.to_string()),
+            InsertUserError::Db(e) => e.into(),
         }
     }
 }

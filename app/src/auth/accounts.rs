@@ -18,7 +18,7 @@ use super::CurrentUser;
 use crate::audit::{self, AuditEvent, ClientMeta};
 use crate::db::users::{NewUser, UserRow};
 use crate::db::{sessions, users};
-use crate::domain::Role;
+use crate::domain::{DisplayName, EmailAddress, Role, Username};
 use crate::error::AppError;
 
 /// Who changes an account, for the audit log and the self-protection rules.
@@ -115,10 +115,10 @@ pub async fn create(
     by: ChangedBy<'_>,
     new: NewAccount,
 ) -> Result<WithPassword, AppError> {
-    let username = users::validate_username(&new.username)?;
+    let username = Username::parse(&new.username)?;
     let display_name =
-        users::validate_display_name(new.display_name.as_deref().unwrap_or(&username))?;
-    let email = users::validate_email(new.email.as_deref())?;
+        DisplayName::parse(new.display_name.as_deref().unwrap_or(username.as_str()))?;
+    let email = EmailAddress::parse_optional(new.email.as_deref())?;
     let (hash, one_time_password) = new.password.hashed(passwords).await?;
     let mut tx = db.begin().await?;
     let user = users::insert(
@@ -163,11 +163,11 @@ pub async fn update(
     let mut tx = db.begin().await?;
     let cur = locked(&mut tx, id).await?;
     let display_name = match &change.display_name {
-        Some(d) => users::validate_display_name(d)?,
+        Some(d) => DisplayName::parse(d)?.into_string(),
         None => cur.display_name.clone(),
     };
     let email = match &change.email {
-        Some(e) => users::validate_email(e.as_deref())?,
+        Some(e) => EmailAddress::parse_optional(e.as_deref())?.map(EmailAddress::into_string),
         None => cur.email.clone(),
     };
     let role = change.role.unwrap_or(cur.role);

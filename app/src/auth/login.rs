@@ -17,7 +17,7 @@ use crate::audit::{self, AuditEvent, ClientMeta};
 use crate::config::Config;
 use crate::db::sessions::{self, NewSession};
 use crate::db::users::{self, UserRow};
-use crate::domain::SessionKind;
+use crate::domain::{SessionKind, Username};
 use crate::error::AppError;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,10 +53,7 @@ pub struct LoggedIn {
 
 /// The throttling key of a username as typed (bounded, lower-case).
 fn account_key(username: &str) -> String {
-    users::normalize_username(username)
-        .chars()
-        .take(64)
-        .collect()
+    Username::normalize(username).chars().take(64).collect()
 }
 
 /// Check the credentials and, when they are right, create a session row of
@@ -181,7 +178,7 @@ mod tests {
 
     use super::*;
     use crate::db::users::NewUser;
-    use crate::domain::Role;
+    use crate::domain::{DisplayName, Role};
     use crate::state::AppState;
     use crate::web::rbac_tests::{make_user, test_state};
 
@@ -222,8 +219,8 @@ mod tests {
         let user = users::insert(
             &state.db,
             &NewUser {
-                username: "olga".into(),
-                display_name: "Olga".into(),
+                username: Username::parse("olga").unwrap(),
+                display_name: DisplayName::parse("Olga").unwrap(),
                 email: None,
                 role: Role::User,
                 password_hash: old.clone(),

@@ -3,6 +3,7 @@
 //! or compares strings.
 //!
 //! - `role`: `Role` and `SessionKind` (people and their sessions);
+//! - `user`: `Username`, `DisplayName`, `EmailAddress` (what an account is called);
 //! - `device`: `Serial` and `DeviceState`; `operation`: `OperationState`.
 //!
 //! The domain imports no other module of the app: it is the bottom layer.
@@ -10,8 +11,10 @@
 mod device;
 mod operation;
 mod role;
+mod user;
 
 pub use role::{ParseRoleError, ParseSessionKindError, Role, SessionKind};
+pub use user::{DisplayName, EmailAddress, InvalidAccountField, Username};
 
 /// `sqlx::Type`, `Encode` and `Decode` for a type kept in a PostgreSQL `text`
 /// column under its `as_str()` name and read back with its `FromStr`: a name
