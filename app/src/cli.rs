@@ -6,7 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
 
+use crate::auth::accounts::{self, ChangedBy, NewAccount, NewPassword};
+use crate::auth::password::Passwords;
 use crate::config::{Config, LogFormat};
+use crate::db::users;
+use crate::domain::Role;
+use crate::error::AppError;
 use crate::startup::{shutdown_signal, Application};
 use crate::vault::bootstrap::Bootstrap;
 use crate::vault::Bao;
@@ -68,7 +73,7 @@ pub enum UserCommand {
         #[arg(long)]
         username: String,
         #[arg(long, default_value = "user")]
-        role: crate::auth::Role,
+        role: Role,
         /// Defaults to the username.
         #[arg(long)]
         display_name: Option<String>,
@@ -241,59 +246,6 @@ async fn bootstrap(
     Ok(())
 }
 
-async fn user_create(
-    config: Config,
-    username: String,
-    role: crate::auth::Role,
-    display_name: Option<String>,
-    email: Option<String>,
-    generate: bool,
-) -> anyhow::Result<()> {
-    use crate::audit::{self, AuditEvent};
-    use crate::db::users::{self, NewUser};
-
-    let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.public_message());
-    let username = users::validate_username(&username).map_err(err)?;
-    let display_name =
-        users::validate_display_name(display_name.as_deref().unwrap_or(&username)).map_err(err)?;
-    let email = users::validate_email(email.as_deref()).map_err(err)?;
-    let (password, hash) = password_and_hash(generate).await?;
-    let pool = db::connect(&config.database).await?;
-    db::migrate(&pool).await?;
-    let mut tx = pool.begin().await?;
-    let row = users::insert(
-        &mut *tx,
-        &NewUser {
-            username,
-            display_name,
-            email,
-            role,
-            password_hash: hash,
-            must_change_password: generate,
-        },
-    )
-    .await
-    .map_err(err)?;
-    audit::record(
-        &mut tx,
-        AuditEvent::new("user.create")
-            .actor_named(None, "cli")
-            .target("user", row.id)
-            .details(serde_json::json!({"username": row.username, "role": row.role, "via": "cli"})),
-    )
-    .await?;
-    tx.commit().await?;
-    eprintln!(
-        "created user {} ({}) with id {}",
-        row.username, row.role, row.id
-    );
-    if generate {
-        eprintln!("one-time password (shown once; it must be changed at the first sign-in):");
-        println!("{password}");
-    }
-    Ok(())
-}
-
 /// `Ok(true)` when the chain is intact.
 async fn audit_verify(config: Config) -> anyhow::Result<bool> {
     let pool = db::connect(&config.database).await?;
@@ -313,24 +265,41 @@ async fn audit_verify(config: Config) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-/// The generated or typed (first line of stdin) password and its hash.
-async fn password_and_hash(generate: bool) -> anyhow::Result<(String, String)> {
-    use crate::auth::password::{check_new_password, generate_password, hash_blocking};
-    let err = |e: crate::error::AppError| anyhow::anyhow!("{}", e.public_message());
-    let password = if generate {
-        generate_password()
-    } else {
-        let mut line = String::new();
-        std::io::stdin().read_line(&mut line)?;
-        let pw = line.trim_end_matches(['\r', '\n']).to_string();
-        check_new_password(&pw).map_err(err)?;
-        pw
-    };
-    let pw = password.clone();
-    let hash = tokio::task::spawn_blocking(move || hash_blocking(&pw))
-        .await?
-        .map_err(err)?;
-    Ok((password, hash))
+async fn user_create(
+    config: Config,
+    username: String,
+    role: Role,
+    display_name: Option<String>,
+    email: Option<String>,
+    generate: bool,
+) -> anyhow::Result<()> {
+    let password = new_password(generate)?;
+    let pool = db::connect(&config.database).await?;
+    db::migrate(&pool).await?;
+    let created = accounts::create(
+        &pool,
+        &passwords().await?,
+        ChangedBy::Cli,
+        NewAccount {
+            username,
+            display_name,
+            email,
+            role,
+            password,
+            // A typed password is the admin's own; a generated one is changed
+            // at the first sign-in.
+            must_change_password: generate,
+        },
+    )
+    .await
+    .map_err(public)?;
+    let row = created.user;
+    eprintln!(
+        "created user {} ({}) with id {}",
+        row.username, row.role, row.id
+    );
+    show_once(created.one_time_password);
+    Ok(())
 }
 
 async fn user_reset_password(
@@ -338,37 +307,61 @@ async fn user_reset_password(
     username: String,
     generate: bool,
 ) -> anyhow::Result<()> {
-    use crate::audit::{self, AuditEvent};
-    use crate::db::{sessions, users};
-
     let pool = db::connect(&config.database).await?;
     db::migrate(&pool).await?;
     let Some(user) = users::by_username(&pool, &username).await? else {
         anyhow::bail!("there is no user {username:?}");
     };
-    let (password, hash) = password_and_hash(generate).await?;
-    let mut tx = pool.begin().await?;
-    users::set_password(&mut *tx, user.id, &hash, generate).await?;
-    let ended = sessions::delete_for_user(&mut *tx, user.id).await?;
-    audit::record(
-        &mut tx,
-        AuditEvent::new("user.password_reset")
-            .actor_named(None, "cli")
-            .target("user", user.id)
-            .details(serde_json::json!({"username": user.username, "sessions_ended": ended, "via": "cli"})),
+    let password = new_password(generate)?;
+    let reset = accounts::reset_password(
+        &pool,
+        &passwords().await?,
+        ChangedBy::Cli,
+        user.id,
+        password,
+        generate,
     )
-    .await?;
-    tx.commit().await?;
+    .await
+    .map_err(public)?;
     eprintln!(
-        "password of {} reset; {ended} session(s) ended",
-        user.username
+        "password of {} reset; {} session(s) ended",
+        reset.user.username, reset.sessions_ended
     );
-    if user.disabled {
+    if reset.user.disabled {
         eprintln!("note: the account is disabled; an admin can enable it");
     }
+    show_once(reset.one_time_password);
+    Ok(())
+}
+
+/// A refusal as the web words it; an internal error with its whole cause
+/// (the operator at the console is the one who reads the log).
+fn public(e: AppError) -> anyhow::Error {
+    match e {
+        AppError::Internal(e) => e,
+        other => anyhow::anyhow!("{}", other.public_message()),
+    }
+}
+
+async fn passwords() -> anyhow::Result<Passwords> {
+    Passwords::new(1).await.map_err(public)
+}
+
+/// A generated password, or the first line of standard input.
+fn new_password(generate: bool) -> anyhow::Result<NewPassword> {
     if generate {
+        return Ok(NewPassword::Generate);
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    Ok(NewPassword::Given(SecretString::from(pw)))
+}
+
+/// A generated password is the only thing on standard output.
+fn show_once(one_time_password: Option<String>) {
+    if let Some(password) = one_time_password {
         eprintln!("one-time password (shown once; it must be changed at the first sign-in):");
         println!("{password}");
     }
-    Ok(())
 }

@@ -18,7 +18,19 @@ use time::format_description::well_known::Rfc3339;
 use time::{OffsetDateTime, UtcOffset};
 use uuid::Uuid;
 
-use crate::auth::{ClientMeta, CurrentUser};
+/// Who did something, for the audit log (the signed-in `auth::CurrentUser`).
+pub trait Actor {
+    fn actor_id(&self) -> Uuid;
+    fn actor_name(&self) -> &str;
+}
+
+/// Where a request comes from, for the audit log and sign-in throttling
+/// (filled in by `web::extract`).
+#[derive(Debug, Clone, Default)]
+pub struct ClientMeta {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
 
 /// One event to record. Build with [`AuditEvent::new`] and the setters.
 #[derive(Debug, Clone)]
@@ -50,9 +62,9 @@ impl AuditEvent {
     }
 
     /// The signed-in user as the actor.
-    pub fn actor(mut self, user: &CurrentUser) -> Self {
-        self.actor_id = Some(user.user_id);
-        self.actor_name = user.username.clone();
+    pub fn actor(mut self, who: &impl Actor) -> Self {
+        self.actor_id = Some(who.actor_id());
+        self.actor_name = who.actor_name().to_string();
         self
     }
 

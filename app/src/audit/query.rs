@@ -9,7 +9,10 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::error::AppError;
+/// A filter value that is not understood; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidFilter(String);
 
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
@@ -41,7 +44,7 @@ pub struct AuditParams {
     pub limit: Option<i64>,
 }
 
-fn parse_time(field: &str, s: &Option<String>) -> Result<Option<OffsetDateTime>, AppError> {
+fn parse_time(field: &str, s: &Option<String>) -> Result<Option<OffsetDateTime>, InvalidFilter> {
     let Some(s) = non_empty(s) else {
         return Ok(None);
     };
@@ -55,14 +58,14 @@ fn parse_time(field: &str, s: &Option<String>) -> Result<Option<OffsetDateTime>,
         .or_else(|_| time::PrimitiveDateTime::parse(s, &with_secs))
         .map(|t| Some(t.assume_utc()))
         .map_err(|_| {
-            AppError::Unprocessable(format!(
+            InvalidFilter(format!(
                 "{field}: expected a time like 2026-11-28T13:00:00Z"
             ))
         })
 }
 
 impl AuditParams {
-    pub fn to_filter(&self) -> Result<AuditFilter, AppError> {
+    pub fn to_filter(&self) -> Result<AuditFilter, InvalidFilter> {
         Ok(AuditFilter {
             actor: self.actor.clone(),
             action: self.action.clone(),

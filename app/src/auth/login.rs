@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 use serde_json::json;
+use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+use super::password::Passwords;
 use super::throttle::{self, Scope};
-use super::ClientMeta;
-use crate::audit::{self, AuditEvent};
-use crate::db::sessions::{self, NewSession, SessionKind};
+use crate::audit::{self, AuditEvent, ClientMeta};
+use crate::config::Config;
+use crate::db::sessions::{self, NewSession};
 use crate::db::users::{self, UserRow};
+use crate::domain::{SessionKind, Username};
 use crate::error::AppError;
-use crate::state::AppState;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -51,16 +53,15 @@ pub struct LoggedIn {
 
 /// The throttling key of a username as typed (bounded, lower-case).
 fn account_key(username: &str) -> String {
-    users::normalize_username(username)
-        .chars()
-        .take(64)
-        .collect()
+    Username::normalize(username).chars().take(64).collect()
 }
 
 /// Check the credentials and, when they are right, create a session row of
 /// `kind` (with its `login.ok` audit row, in one transaction).
 pub async fn login(
-    state: &AppState,
+    db: &PgPool,
+    passwords: &Passwords,
+    cfg: &Config,
     username: &str,
     password: &SecretString,
     kind: SessionKind,
@@ -68,16 +69,12 @@ pub async fn login(
 ) -> Result<LoggedIn, LoginError> {
     let name = account_key(username);
     let client = meta.ip.clone().unwrap_or_else(|| "unknown".into());
-    let cfg = &state.config;
 
-    let locked = throttle::locked_until(
-        &state.db,
-        &[(Scope::Account, &name), (Scope::Client, &client)],
-    )
-    .await?;
+    let locked =
+        throttle::locked_until(db, &[(Scope::Account, &name), (Scope::Client, &client)]).await?;
     if let Some(until) = locked {
         audit::record_alone(
-            &state.db,
+            db,
             AuditEvent::new("login.failed")
                 .actor_named(None, &name)
                 .details(json!({"reason": "throttled", "via": kind.as_str()}))
@@ -87,9 +84,8 @@ pub async fn login(
         return Err(LoginError::Throttled { until });
     }
 
-    let user = users::by_username(&state.db, &name).await?;
-    let verified = state
-        .passwords
+    let user = users::by_username(db, &name).await?;
+    let verified = passwords
         .verify(password, user.as_ref().map(|u| u.password_hash.as_str()))
         .await?;
     let usable = matches!(&user, Some(u) if verified.ok && !u.disabled);
@@ -100,7 +96,7 @@ pub async fn login(
             Some(_) => "bad_password",
         };
         let actor = user.as_ref().map(|u| u.id);
-        let mut tx = state.db.begin().await?;
+        let mut tx = db.begin().await?;
         let acct = throttle::record_failure(&mut tx, &cfg.throttle, Scope::Account, &name).await?;
         let cl = throttle::record_failure(&mut tx, &cfg.throttle, Scope::Client, &client).await?;
         audit::record(
@@ -125,7 +121,7 @@ pub async fn login(
 
     // Rehash outside the transaction: it takes a while.
     let new_hash = if verified.needs_rehash {
-        Some(state.passwords.hash(password).await?)
+        Some(passwords.hash(password).await?)
     } else {
         None
     };
@@ -139,7 +135,7 @@ pub async fn login(
             (ttl, ttl)
         }
     };
-    let mut tx = state.db.begin().await?;
+    let mut tx = db.begin().await?;
     if let Some(h) = &new_hash {
         users::set_password(&mut *tx, user.id, h, user.must_change_password).await?;
     }
@@ -181,15 +177,32 @@ mod tests {
     use sqlx::PgPool;
 
     use super::*;
-    use crate::auth::Role;
     use crate::db::users::NewUser;
+    use crate::domain::{DisplayName, Role};
+    use crate::state::AppState;
     use crate::web::rbac_tests::{make_user, test_state};
 
-    fn meta(ip: &str) -> ClientMeta {
-        ClientMeta {
+    async fn try_login(
+        state: &AppState,
+        username: &str,
+        password: &SecretString,
+        kind: SessionKind,
+        ip: &str,
+    ) -> Result<LoggedIn, LoginError> {
+        let meta = ClientMeta {
             ip: Some(ip.into()),
             user_agent: None,
-        }
+        };
+        login(
+            &state.db,
+            &state.passwords,
+            &state.config,
+            username,
+            password,
+            kind,
+            &meta,
+        )
+        .await
     }
 
     #[sqlx::test(migrator = "crate::db::MIGRATOR")]
@@ -206,8 +219,8 @@ mod tests {
         let user = users::insert(
             &state.db,
             &NewUser {
-                username: "olga".into(),
-                display_name: "Olga".into(),
+                username: Username::parse("olga").unwrap(),
+                display_name: DisplayName::parse("Olga").unwrap(),
                 email: None,
                 role: Role::User,
                 password_hash: old.clone(),
@@ -217,15 +230,9 @@ mod tests {
         .await
         .unwrap();
         let pw = SecretString::from("olga's long password");
-        login(
-            &state,
-            "Olga ",
-            &pw,
-            SessionKind::Browser,
-            &meta("10.0.0.1"),
-        )
-        .await
-        .unwrap();
+        try_login(&state, "Olga ", &pw, SessionKind::Browser, "10.0.0.1")
+            .await
+            .unwrap();
         let stored = users::by_id(&state.db, user.id)
             .await
             .unwrap()
@@ -237,7 +244,7 @@ mod tests {
             "{stored}"
         );
         // And the new hash still takes the same password.
-        login(&state, "olga", &pw, SessionKind::Api, &meta("10.0.0.1"))
+        try_login(&state, "olga", &pw, SessionKind::Api, "10.0.0.1")
             .await
             .unwrap();
         let rehashed: Vec<bool> = sqlx::query_scalar(
@@ -259,24 +266,24 @@ mod tests {
         make_user(&state, "vera", Role::User).await;
         let wrong = SecretString::from("wrong");
         for name in ["a", "b", "c"] {
-            let e = login(&state, name, &wrong, SessionKind::Api, &meta("192.0.2.7"))
+            let e = try_login(&state, name, &wrong, SessionKind::Api, "192.0.2.7")
                 .await
                 .err()
                 .unwrap();
             assert!(matches!(e, LoginError::BadCredentials), "{e}");
         }
         let right = SecretString::from("a password nobody types");
-        let e = login(&state, "vera", &right, SessionKind::Api, &meta("192.0.2.7"))
+        let e = try_login(&state, "vera", &right, SessionKind::Api, "192.0.2.7")
             .await
             .err()
             .unwrap();
         assert!(matches!(e, LoginError::Throttled { .. }), "{e}");
         // Another address is not affected, and a success does not reset the
         // locked address.
-        login(&state, "vera", &right, SessionKind::Api, &meta("192.0.2.8"))
+        try_login(&state, "vera", &right, SessionKind::Api, "192.0.2.8")
             .await
             .unwrap();
-        let e = login(&state, "vera", &right, SessionKind::Api, &meta("192.0.2.7"))
+        let e = try_login(&state, "vera", &right, SessionKind::Api, "192.0.2.7")
             .await
             .err()
             .unwrap();

@@ -1,85 +1,25 @@
-//! Who is asking: roles, the signed-in user (`CurrentUser`, from the browser
-//! session cookie or a Bearer JWT), route access rules, password hashing,
-//! JWTs, the PostgreSQL session store and sign-in throttling.
+//! Who is asking: the signed-in user (`CurrentUser`, found from the browser
+//! session cookie or a Bearer JWT by `web::extract`), route access rules,
+//! account administration, password hashing, JWTs, the PostgreSQL session
+//! store and sign-in throttling.
 
+pub mod accounts;
 pub mod jwt;
 pub mod login;
 pub mod password;
 pub mod store;
 pub mod throttle;
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRequestParts};
-use axum::http::header::{AUTHORIZATION, USER_AGENT};
-use axum::http::request::Parts;
-use serde::{Deserialize, Serialize};
-use tower_sessions::Session;
 use uuid::Uuid;
 
-use crate::db::sessions::{self, SessionKind};
-use crate::error::AppError;
-use crate::state::AppState;
+use crate::audit;
+use crate::db::sessions::SessionUserRow;
+// Re-exported where callers have always found them.
+pub use crate::audit::ClientMeta;
+pub use crate::domain::{Role, SessionKind};
 
 /// Session data key holding the `user_sessions.id` of a browser session.
 pub const SESSION_KEY: &str = "kleidia.sid";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Everything, including user and settings administration.
-    Admin,
-    /// Operates other people's devices; no user or settings administration.
-    Helpdesk,
-    /// Reads everything, including the audit log; changes nothing.
-    Auditor,
-    /// Own devices only.
-    User,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Admin, Role::Helpdesk, Role::Auditor, Role::User];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Helpdesk => "helpdesk",
-            Role::Auditor => "auditor",
-            Role::User => "user",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        Role::ALL.into_iter().find(|r| r.as_str() == s)
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Role::Admin => "Administrator",
-            Role::Helpdesk => "Helpdesk",
-            Role::Auditor => "Auditor",
-            Role::User => "User",
-        }
-    }
-
-    /// May see other people's profiles (read-only unless admin).
-    pub fn reads_all_users(self) -> bool {
-        matches!(self, Role::Admin | Role::Helpdesk | Role::Auditor)
-    }
-}
-
-impl std::fmt::Display for Role {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Role::parse(s).ok_or_else(|| format!("unknown role {s:?} (admin, helpdesk, auditor, user)"))
-    }
-}
 
 /// The route-level rule every route declares (see `web::routes`). Object-level
 /// rules (a user sees only their own devices) are checked in the handler.
@@ -138,164 +78,34 @@ impl CurrentUser {
     }
 }
 
-impl FromRequestParts<AppState> for CurrentUser {
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        resolve(parts, state).await?.ok_or(AppError::Unauthorized)
-    }
-}
-
-/// The signed-in user, or `None` (pages that look different when signed in).
-pub struct MaybeUser(pub Option<CurrentUser>);
-
-impl FromRequestParts<AppState> for MaybeUser {
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(MaybeUser(resolve(parts, state).await?))
-    }
-}
-
-/// Find the user for this request and cache it in the request extensions.
-/// `Ok(None)` = not signed in (or the session/token is dead).
-pub async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Option<CurrentUser>, AppError> {
-    if let Some(u) = parts.extensions.get::<CurrentUser>() {
-        return Ok(Some(u.clone()));
-    }
-    let found = if let Some(h) = parts.headers.get(AUTHORIZATION) {
-        // A present but unusable Authorization header never falls back to
-        // the cookie: the client meant to use the token.
-        let Some(token) = h.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) else {
-            return Ok(None);
-        };
-        let Ok(claims) = state.jwt.verify(token.trim()) else {
-            return Ok(None);
-        };
-        match sessions::current_user(&state.db, claims.sid, SessionKind::Api).await? {
-            Some(u) if u.user_id.to_string() == claims.sub => Some(u),
-            _ => None,
+impl From<SessionUserRow> for CurrentUser {
+    fn from(r: SessionUserRow) -> Self {
+        CurrentUser {
+            user_id: r.user_id,
+            username: r.username,
+            display_name: r.display_name,
+            email: r.email,
+            role: r.role,
+            session_id: r.session_id,
+            via: r.kind,
+            must_change_password: r.must_change_password,
         }
-    } else if let Some(session) = parts.extensions.get::<Session>().cloned() {
-        let sid = session
-            .get::<Uuid>(SESSION_KEY)
-            .await
-            .map_err(|e| AppError::Unavailable(format!("session store: {e}")))?;
-        match sid {
-            Some(sid) => sessions::current_user(&state.db, sid, SessionKind::Browser).await?,
-            None => None,
-        }
-    } else {
-        None
-    };
-    let Some((user, last_seen)) = found.map(|u| {
-        let seen = u.last_seen_at;
-        (u.into_current(), seen)
-    }) else {
-        return Ok(None);
-    };
-    sessions::touch(
-        &state.db,
-        &state.config.session,
-        user.session_id,
-        user.via,
-        last_seen,
-    )
-    .await?;
-    parts.extensions.insert(user.clone());
-    Ok(Some(user))
-}
-
-/// Where a request comes from, for the audit log and throttling.
-#[derive(Debug, Clone, Default)]
-pub struct ClientMeta {
-    pub ip: Option<String>,
-    pub user_agent: Option<String>,
-}
-
-impl ClientMeta {
-    /// The peer address, or the configured proxy header's (see
-    /// `server.client_ip_header`), and the user agent.
-    pub fn from_parts(parts: &Parts, client_ip_header: Option<&str>) -> Self {
-        let from_header = client_ip_header.and_then(|name| {
-            let v = parts.headers.get(name)?.to_str().ok()?;
-            let last = v.rsplit(',').next()?.trim();
-            last.parse::<std::net::IpAddr>()
-                .ok()
-                .map(|ip| ip.to_string())
-        });
-        let ip = from_header.or_else(|| {
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|c| c.0.ip().to_string())
-        });
-        let user_agent = parts
-            .headers
-            .get(USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(300).collect());
-        Self { ip, user_agent }
     }
 }
 
-impl FromRequestParts<AppState> for ClientMeta {
-    type Rejection = std::convert::Infallible;
+impl audit::Actor for CurrentUser {
+    fn actor_id(&self) -> Uuid {
+        self.user_id
+    }
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        Ok(ClientMeta::from_parts(
-            parts,
-            state.config.server.client_ip_header.as_deref(),
-        ))
+    fn actor_name(&self) -> &str {
+        &self.username
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn roles_round_trip_through_their_names() {
-        for r in Role::ALL {
-            assert_eq!(Role::parse(r.as_str()), Some(r));
-            assert_eq!(
-                serde_json::to_value(r).ok(),
-                Some(serde_json::json!(r.as_str()))
-            );
-        }
-        assert_eq!(Role::parse("Admin"), None);
-        assert_eq!(Role::parse("root"), None);
-    }
-
-    #[test]
-    fn the_client_address_comes_from_the_configured_header_only() {
-        let req = axum::http::Request::builder()
-            .header("x-forwarded-for", "203.0.113.9, 198.51.100.4")
-            .header("user-agent", "curl/8")
-            .body(())
-            .unwrap_or_default();
-        let (mut parts, _) = req.into_parts();
-        parts
-            .extensions
-            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 4444))));
-        let peer = ClientMeta::from_parts(&parts, None);
-        assert_eq!(peer.ip.as_deref(), Some("10.0.0.1"));
-        assert_eq!(peer.user_agent.as_deref(), Some("curl/8"));
-        // The balancer appends the address it saw: the last entry counts.
-        let proxied = ClientMeta::from_parts(&parts, Some("x-forwarded-for"));
-        assert_eq!(proxied.ip.as_deref(), Some("198.51.100.4"));
-        let missing = ClientMeta::from_parts(&parts, Some("x-real-ip"));
-        assert_eq!(missing.ip.as_deref(), Some("10.0.0.1"));
-    }
 
     #[test]
     fn access_rules_deny_anonymous_callers_everything_but_public_routes() {

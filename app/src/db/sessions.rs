@@ -8,25 +8,8 @@ use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::auth::{CurrentUser, Role};
 use crate::config::SessionConfig;
-use crate::error::AppError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SessionKind {
-    Browser,
-    Api,
-}
-
-impl SessionKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SessionKind::Browser => "browser",
-            SessionKind::Api => "api",
-        }
-    }
-}
+use crate::domain::{Role, SessionKind};
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct SessionUserRow {
@@ -36,29 +19,9 @@ pub struct SessionUserRow {
     pub username: String,
     pub display_name: String,
     pub email: Option<String>,
-    pub role: String,
+    pub role: Role,
     pub must_change_password: bool,
-    pub kind: String,
-}
-
-impl SessionUserRow {
-    pub fn into_current(self) -> CurrentUser {
-        CurrentUser {
-            user_id: self.user_id,
-            username: self.username,
-            display_name: self.display_name,
-            email: self.email,
-            // The CHECK constraint allows only the four names.
-            role: Role::parse(&self.role).unwrap_or(Role::User),
-            session_id: self.session_id,
-            via: if self.kind == "api" {
-                SessionKind::Api
-            } else {
-                SessionKind::Browser
-            },
-            must_change_password: self.must_change_password,
-        }
-    }
+    pub kind: SessionKind,
 }
 
 /// The live session `id` of an enabled account, with its user.
@@ -66,8 +29,8 @@ pub async fn current_user(
     db: &PgPool,
     id: Uuid,
     kind: SessionKind,
-) -> Result<Option<SessionUserRow>, AppError> {
-    Ok(sqlx::query_as::<_, SessionUserRow>(
+) -> Result<Option<SessionUserRow>, sqlx::Error> {
+    sqlx::query_as::<_, SessionUserRow>(
         "SELECT s.id AS session_id, s.last_seen_at, s.kind, u.id AS user_id, u.username, \
                 u.display_name, u.email, u.role, u.must_change_password \
          FROM user_sessions s JOIN users u ON u.id = s.user_id \
@@ -75,9 +38,9 @@ pub async fn current_user(
            AND s.absolute_expires_at > now() AND NOT u.disabled",
     )
     .bind(id)
-    .bind(kind.as_str())
+    .bind(kind)
     .fetch_optional(db)
-    .await?)
+    .await
 }
 
 /// Record activity: moves a browser session's idle expiry forward (never past
@@ -88,7 +51,7 @@ pub async fn touch(
     id: Uuid,
     kind: SessionKind,
     last_seen: OffsetDateTime,
-) -> Result<(), AppError> {
+) -> Result<(), sqlx::Error> {
     let granularity = (cfg.idle_timeout_secs / 4).clamp(1, 60);
     let now = OffsetDateTime::now_utc();
     if now - last_seen < Duration::from_secs(granularity) {
@@ -135,7 +98,7 @@ pub async fn create(db: impl PgExecutor<'_>, s: NewSession<'_>) -> Result<Uuid, 
     )
     .bind(id)
     .bind(s.user_id)
-    .bind(s.kind.as_str())
+    .bind(s.kind)
     .bind(s.idle.min(s.absolute).as_secs_f64())
     .bind(s.absolute.as_secs_f64())
     .bind(s.ip)
@@ -177,7 +140,7 @@ pub async fn delete_expired(db: impl PgExecutor<'_>) -> Result<u64, sqlx::Error>
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct SessionInfo {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: SessionKind,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
     #[serde(with = "time::serde::rfc3339")]

@@ -5,8 +5,7 @@ use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::auth::Role;
-use crate::error::AppError;
+use crate::domain::{DisplayName, EmailAddress, Role, Username};
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct UserRow {
@@ -14,7 +13,7 @@ pub struct UserRow {
     pub username: String,
     pub display_name: String,
     pub email: Option<String>,
-    pub role: String,
+    pub role: Role,
     pub password_hash: String,
     pub must_change_password: bool,
     pub disabled: bool,
@@ -40,17 +39,13 @@ pub struct UserView {
 }
 
 impl UserRow {
-    pub fn role(&self) -> Role {
-        Role::parse(&self.role).unwrap_or(Role::User)
-    }
-
     pub fn view(&self) -> UserView {
         UserView {
             id: self.id,
             username: self.username.clone(),
             display_name: self.display_name.clone(),
             email: self.email.clone(),
-            role: self.role(),
+            role: self.role,
             disabled: self.disabled,
             must_change_password: self.must_change_password,
             created_at: self.created_at,
@@ -63,66 +58,12 @@ const COLUMNS: &str =
     "id, username, display_name, email, role, password_hash, must_change_password, \
                        disabled, created_at, updated_at, last_login_at";
 
-/// Usernames are compared lower-case; what people type is trimmed.
-pub fn normalize_username(s: &str) -> String {
-    s.trim().to_lowercase()
-}
-
-/// A valid username: 1–64 of a-z 0-9 . _ @ -, starting with a letter or digit.
-pub fn validate_username(s: &str) -> Result<String, AppError> {
-    let u = normalize_username(s);
-    let ok = !u.is_empty()
-        && u.len() <= 64
-        && u.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && u.chars().all(|c| {
-            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '@' | '-')
-        });
-    if ok {
-        Ok(u)
-    } else {
-        Err(AppError::Unprocessable(
-            "a username is 1 to 64 characters: letters, digits, '.', '_', '@' or '-'".into(),
-        ))
-    }
-}
-
-pub fn validate_display_name(s: &str) -> Result<String, AppError> {
-    let d = s.trim();
-    if d.is_empty() || d.chars().count() > 200 || d.chars().any(char::is_control) {
-        return Err(AppError::Unprocessable(
-            "the display name must be 1 to 200 characters without control characters".into(),
-        ));
-    }
-    Ok(d.to_string())
-}
-
-pub fn validate_email(s: Option<&str>) -> Result<Option<String>, AppError> {
-    match s.map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(e) => {
-            let valid = e.len() <= 254
-                && !e.chars().any(|c| c.is_whitespace() || c.is_control())
-                && e.split_once('@')
-                    .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'));
-            if valid {
-                Ok(Some(e.to_string()))
-            } else {
-                Err(AppError::Unprocessable(
-                    "that is not an email address".into(),
-                ))
-            }
-        }
-    }
-}
-
 pub async fn by_username(
     db: impl PgExecutor<'_>,
     username: &str,
 ) -> Result<Option<UserRow>, sqlx::Error> {
     sqlx::query_as::<_, UserRow>(&format!("SELECT {COLUMNS} FROM users WHERE username = $1"))
-        .bind(normalize_username(username))
+        .bind(Username::normalize(username))
         .fetch_optional(db)
         .await
 }
@@ -148,34 +89,41 @@ pub async fn by_id_for_update(
 }
 
 pub struct NewUser {
-    pub username: String,
-    pub display_name: String,
-    pub email: Option<String>,
+    pub username: Username,
+    pub display_name: DisplayName,
+    pub email: Option<EmailAddress>,
     pub role: Role,
     pub password_hash: String,
     pub must_change_password: bool,
 }
 
-/// Insert; a taken username is `Conflict`.
-pub async fn insert(db: impl PgExecutor<'_>, u: &NewUser) -> Result<UserRow, AppError> {
+#[derive(Debug, thiserror::Error)]
+pub enum InsertUserError {
+    #[error("the username {0} is already taken")]
+    UsernameTaken(String),
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+pub async fn insert(db: impl PgExecutor<'_>, u: &NewUser) -> Result<UserRow, InsertUserError> {
     let res = sqlx::query_as::<_, UserRow>(&format!(
         "INSERT INTO users (id, username, display_name, email, role, password_hash, must_change_password) \
          VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
     ))
     .bind(Uuid::new_v4())
-    .bind(&u.username)
-    .bind(&u.display_name)
-    .bind(&u.email)
-    .bind(u.role.as_str())
+    .bind(u.username.as_str())
+    .bind(u.display_name.as_str())
+    .bind(u.email.as_ref().map(EmailAddress::as_str))
+    .bind(u.role)
     .bind(&u.password_hash)
     .bind(u.must_change_password)
     .fetch_one(db)
     .await;
     match res {
         Ok(row) => Ok(row),
-        Err(sqlx::Error::Database(e)) if e.constraint() == Some("users_username_key") => Err(
-            AppError::Conflict(format!("the username {} is already taken", u.username)),
-        ),
+        Err(sqlx::Error::Database(e)) if e.constraint() == Some("users_username_key") => {
+            Err(InsertUserError::UsernameTaken(u.username.to_string()))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -191,7 +139,7 @@ pub async fn update_profile(
         .bind(id)
         .bind(display_name)
         .bind(email)
-        .bind(role.as_str())
+        .bind(role)
         .execute(db)
         .await?;
     Ok(())

@@ -3,10 +3,10 @@
 
 use askama::Template;
 use axum::extract::{Query, State};
-use axum::http::HeaderMap;
 use axum::response::Html;
 use axum::Json;
 
+use super::extract::HxRequest;
 use super::pages::{nav, render, Nav};
 use super::RouteDef;
 use crate::audit::query::{self, AuditEntry, AuditPage, AuditParams};
@@ -42,13 +42,13 @@ struct AuditRows {
 async fn audit_page(
     State(state): State<AppState>,
     me: CurrentUser,
-    headers: HeaderMap,
+    hx: HxRequest,
     Query(params): Query<AuditParams>,
 ) -> Result<Html<String>, AppError> {
     let filter = params.to_filter()?;
     let page = query::page(&state.db, &filter).await?;
     let query = params.query_string();
-    if headers.contains_key("hx-request") {
+    if hx.wants_partial() {
         return render(&AuditRows {
             entries: page.entries,
             next_before: page.next_before,

@@ -10,18 +10,21 @@ use axum::{Form, Json};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use sqlx::PgPool;
 use time::OffsetDateTime;
 use tower_sessions::Session;
 use uuid::Uuid;
 
+use super::extract::MaybeUser;
 use super::pages::{nav, render, Nav};
 use super::RouteDef;
 use crate::audit::{self, AuditEvent};
 use crate::auth::login::{login, LoginError};
 use crate::auth::password::check_new_password;
-use crate::auth::{Access, ClientMeta, CurrentUser, MaybeUser, SESSION_KEY};
-use crate::db::sessions::{self, SessionKind};
+use crate::auth::{Access, ClientMeta, CurrentUser, SESSION_KEY};
+use crate::db::sessions;
 use crate::db::users::{self, UserView};
+use crate::domain::SessionKind;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -100,7 +103,9 @@ async fn login_form(
 ) -> Result<Response, AppError> {
     let next = safe_next(f.next.as_deref());
     match login(
-        &state,
+        &state.db,
+        &state.passwords,
+        &state.config,
         &f.username,
         &f.password,
         SessionKind::Browser,
@@ -149,12 +154,8 @@ async fn login_form(
 }
 
 /// End the session this request runs on, with its audit row.
-async fn end_session(
-    state: &AppState,
-    me: &CurrentUser,
-    meta: &ClientMeta,
-) -> Result<(), AppError> {
-    let mut tx = state.db.begin().await?;
+async fn end_session(db: &PgPool, me: &CurrentUser, meta: &ClientMeta) -> Result<(), AppError> {
+    let mut tx = db.begin().await?;
     sessions::delete(&mut *tx, me.session_id).await?;
     audit::record(
         &mut tx,
@@ -175,7 +176,7 @@ async fn logout_form(
     session: Session,
     meta: ClientMeta,
 ) -> Result<Response, AppError> {
-    end_session(&state, &me, &meta).await?;
+    end_session(&state.db, &me, &meta).await?;
     session
         .flush()
         .await
@@ -206,7 +207,9 @@ async fn api_login(
     Json(body): Json<ApiLogin>,
 ) -> Result<Json<ApiToken>, AppError> {
     let done = login(
-        &state,
+        &state.db,
+        &state.passwords,
+        &state.config,
         &body.username,
         &body.password,
         SessionKind::Api,
@@ -232,7 +235,7 @@ async fn api_logout(
     session: Session,
     meta: ClientMeta,
 ) -> Result<StatusCode, AppError> {
-    end_session(&state, &me, &meta).await?;
+    end_session(&state.db, &me, &meta).await?;
     if me.via == SessionKind::Browser {
         session
             .flush()

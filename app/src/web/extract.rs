@@ -1,13 +1,133 @@
-//! Extractors shared by the handlers.
+//! Extractors shared by the handlers: who is asking ([`CurrentUser`],
+//! [`MaybeUser`]), where from ([`ClientMeta`]) and what htmx says
+//! ([`HxRequest`]).
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::header::{AUTHORIZATION, USER_AGENT};
 use axum::http::request::Parts;
 use axum::Json;
+use tower_sessions::Session;
 use uuid::Uuid;
 
+use crate::auth::{ClientMeta, CurrentUser, SessionKind, SESSION_KEY};
+use crate::db::sessions;
 use crate::error::AppError;
+use crate::state::AppState;
+
+impl FromRequestParts<AppState> for CurrentUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        resolve(parts, state).await?.ok_or(AppError::Unauthorized)
+    }
+}
+
+/// The signed-in user, or `None` (pages that look different when signed in).
+pub struct MaybeUser(pub Option<CurrentUser>);
+
+impl FromRequestParts<AppState> for MaybeUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(MaybeUser(resolve(parts, state).await?))
+    }
+}
+
+/// Find the user for this request and cache it in the request extensions.
+/// `Ok(None)` = not signed in (or the session/token is dead).
+pub async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Option<CurrentUser>, AppError> {
+    if let Some(u) = parts.extensions.get::<CurrentUser>() {
+        return Ok(Some(u.clone()));
+    }
+    let found = if let Some(h) = parts.headers.get(AUTHORIZATION) {
+        // A present but unusable Authorization header never falls back to
+        // the cookie: the client meant to use the token.
+        let Some(token) = h.to_str().ok().and_then(|s| s.strip_prefix("Bearer ")) else {
+            return Ok(None);
+        };
+        let Ok(claims) = state.jwt.verify(token.trim()) else {
+            return Ok(None);
+        };
+        match sessions::current_user(&state.db, claims.sid, SessionKind::Api).await? {
+            Some(u) if u.user_id.to_string() == claims.sub => Some(u),
+            _ => None,
+        }
+    } else if let Some(session) = parts.extensions.get::<Session>().cloned() {
+        let sid = session
+            .get::<Uuid>(SESSION_KEY)
+            .await
+            .map_err(|e| AppError::Unavailable(format!("session store: {e}")))?;
+        match sid {
+            Some(sid) => sessions::current_user(&state.db, sid, SessionKind::Browser).await?,
+            None => None,
+        }
+    } else {
+        None
+    };
+    let Some((user, last_seen)) = found.map(|u| {
+        let seen = u.last_seen_at;
+        (CurrentUser::from(u), seen)
+    }) else {
+        return Ok(None);
+    };
+    sessions::touch(
+        &state.db,
+        &state.config.session,
+        user.session_id,
+        user.via,
+        last_seen,
+    )
+    .await?;
+    parts.extensions.insert(user.clone());
+    Ok(Some(user))
+}
+
+/// The peer address, or the configured proxy header's (see
+/// `server.client_ip_header`), and the user agent.
+pub fn client_meta(parts: &Parts, client_ip_header: Option<&str>) -> ClientMeta {
+    let from_header = client_ip_header.and_then(|name| {
+        let v = parts.headers.get(name)?.to_str().ok()?;
+        let last = v.rsplit(',').next()?.trim();
+        last.parse::<std::net::IpAddr>()
+            .ok()
+            .map(|ip| ip.to_string())
+    });
+    let ip = from_header.or_else(|| {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string())
+    });
+    let user_agent = parts
+        .headers
+        .get(USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(|s| s.chars().take(300).collect());
+    ClientMeta { ip, user_agent }
+}
+
+impl FromRequestParts<AppState> for ClientMeta {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(client_meta(
+            parts,
+            state.config.server.client_ip_header.as_deref(),
+        ))
+    }
+}
 
 /// What htmx says about a request: `HX-Request` is set on every htmx call,
 /// `HX-Boosted` on a boosted link or form that replaces the whole body.
@@ -70,6 +190,27 @@ pub fn parse_uuid(s: &str, what: &str) -> Result<Uuid, AppError> {
 mod tests {
     use super::*;
     use axum::http::HeaderMap;
+
+    #[test]
+    fn the_client_address_comes_from_the_configured_header_only() {
+        let req = axum::http::Request::builder()
+            .header("x-forwarded-for", "203.0.113.9, 198.51.100.4")
+            .header("user-agent", "curl/8")
+            .body(())
+            .unwrap_or_default();
+        let (mut parts, _) = req.into_parts();
+        parts
+            .extensions
+            .insert(ConnectInfo(SocketAddr::from(([10, 0, 0, 1], 4444))));
+        let peer = client_meta(&parts, None);
+        assert_eq!(peer.ip.as_deref(), Some("10.0.0.1"));
+        assert_eq!(peer.user_agent.as_deref(), Some("curl/8"));
+        // The balancer appends the address it saw: the last entry counts.
+        let proxied = client_meta(&parts, Some("x-forwarded-for"));
+        assert_eq!(proxied.ip.as_deref(), Some("198.51.100.4"));
+        let missing = client_meta(&parts, Some("x-real-ip"));
+        assert_eq!(missing.ip.as_deref(), Some("10.0.0.1"));
+    }
 
     #[test]
     fn a_boosted_navigation_wants_the_whole_page() {

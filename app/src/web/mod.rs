@@ -14,10 +14,12 @@ pub mod auth;
 pub mod certificates;
 pub mod csrf;
 pub mod devices;
+pub mod error_pages;
 pub mod extract;
 mod fleet_errors;
 mod health;
 pub mod license;
+pub mod lockouts;
 pub mod openapi;
 pub mod operations;
 pub mod pages;
@@ -42,9 +44,9 @@ use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
 
 use crate::auth::store::PgSessionStore;
-use crate::auth::{self as authn, Access};
-use crate::db::sessions::SessionKind;
-use crate::error::{self, AppError};
+use crate::auth::Access;
+use crate::domain::SessionKind;
+use crate::error::AppError;
 use crate::state::AppState;
 
 /// One route: method, path (axum syntax), access rule, handler.
@@ -92,6 +94,7 @@ pub fn routes() -> Vec<RouteDef> {
     ];
     v.extend(auth::routes());
     v.extend(users::routes());
+    v.extend(lockouts::routes());
     v.extend(audit::routes());
     v.extend(devices::routes());
     v.extend(operations::routes());
@@ -125,7 +128,7 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let user = match authn::resolve(&mut parts, &g.state).await {
+    let user = match extract::resolve(&mut parts, &g.state).await {
         Ok(u) => u,
         Err(e) => return e.into_response(),
     };
@@ -182,7 +185,7 @@ pub fn router(state: AppState) -> Router {
             state.config.clone(),
             csrf::protect,
         ))
-        .layer(middleware::from_fn(error::negotiate))
+        .layer(middleware::from_fn(error_pages::negotiate))
         .layer(middleware::from_fn_with_state(
             HeaderValue::from_str(&security::csp(
                 &state.config.agent.url.origin().ascii_serialization(),

@@ -5,10 +5,12 @@ use askama::Template;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use sqlx::PgPool;
 use uuid::Uuid;
 
-use crate::auth::{CurrentUser, MaybeUser, Role};
-use crate::domain::DeviceState;
+use super::extract::MaybeUser;
+use crate::auth::CurrentUser;
+use crate::domain::{DeviceState, Role};
 use crate::error::AppError;
 use crate::fleet::db::{certificates, devices};
 use crate::state::AppState;
@@ -17,6 +19,11 @@ pub fn render<T: Template>(t: &T) -> Result<Html<String>, AppError> {
     t.render()
         .map(Html)
         .map_err(|e| AppError::Internal(anyhow::anyhow!("template: {e}")))
+}
+
+/// Percent-encode for a query value.
+pub fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 /// What the layout needs to know about the signed-in person.
@@ -86,8 +93,7 @@ pub struct AuditLine {
     pub target: String,
 }
 
-async fn fleet_stats(state: &AppState, with_audit: bool) -> Result<FleetStats, AppError> {
-    let db = &state.db;
+async fn fleet_stats(db: &PgPool, with_audit: bool) -> Result<FleetStats, AppError> {
     let counts = devices::counts_by_state(db).await?;
     let by_state: Vec<(String, i64)> = DeviceState::ALL
         .iter()
@@ -175,7 +181,7 @@ pub async fn index(
     .fetch_one(db)
     .await?;
     let fleet = if me.role.reads_all_users() {
-        Some(fleet_stats(&state, matches!(me.role, Role::Admin | Role::Auditor)).await?)
+        Some(fleet_stats(db, matches!(me.role, Role::Admin | Role::Auditor)).await?)
     } else {
         None
     };

@@ -25,10 +25,10 @@ use uuid::Uuid;
 
 use crate::auth::jwt::JwtKeys;
 use crate::auth::password::Passwords;
-use crate::auth::Role;
 use crate::config::Config;
-use crate::db::sessions::{self, NewSession, SessionKind};
+use crate::db::sessions::{self, NewSession};
 use crate::db::users::{self, NewUser};
+use crate::domain::{DisplayName, Role, SessionKind, Username};
 use crate::metrics::Metrics;
 use crate::state::AppState;
 use crate::vault::Bao;
@@ -175,8 +175,8 @@ pub async fn make_user(state: &AppState, name: &str, role: Role) -> Uuid {
     users::insert(
         &state.db,
         &NewUser {
-            username: name.into(),
-            display_name: format!("{name} display"),
+            username: Username::parse(name).unwrap(),
+            display_name: DisplayName::parse(&format!("{name} display")).unwrap(),
             email: None,
             role,
             password_hash: hash,

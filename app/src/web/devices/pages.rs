@@ -82,7 +82,7 @@ fn next_link(base: &str, f: &DeviceFilter, rows: &[DeviceRow]) -> Option<String>
         ("firmware", &f.firmware),
     ] {
         if let Some(v) = v.as_deref().filter(|s| !s.is_empty()) {
-            q.push(format!("{k}={}", crate::error::urlencode(v)));
+            q.push(format!("{k}={}", crate::web::pages::urlencode(v)));
         }
     }
     if let Some(d) = f.expiring_days {
