@@ -180,23 +180,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let pool = db::connect(&config.database).await?;
-    let before = applied_count(&pool).await;
-    db::migrate(&pool).await?;
-    let after = applied_count(&pool).await;
+    let m = db::roles::migrate_as_owner(&config.database).await?;
     println!(
         "migrate: {} applied now, {} in total",
-        after.saturating_sub(before),
-        after
+        m.applied_after.saturating_sub(m.applied_before),
+        m.applied_after
     );
+    if let Some(role) = m.granted_to {
+        println!("migrate: runtime role {role} granted its rights");
+    }
     Ok(())
-}
-
-async fn applied_count(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
-        .await
-        .unwrap_or(0)
 }
 
 async fn bootstrap(

@@ -112,10 +112,17 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL (may hold a password, so it is a secret).
+    /// PostgreSQL URL the server runs with (may hold a password, so it is a
+    /// secret). With `owner_url` set this is the runtime role: it gets only
+    /// the grants it needs and cannot alter the audit log's triggers.
     pub url: SecretString,
     /// Read the URL from this file instead (wins over `url`).
     pub url_file: Option<PathBuf>,
+    /// URL of the role that owns the schema: migrations run with it and grant
+    /// the runtime role of `url`. Unset: `url` is both (development only).
+    pub owner_url: Option<SecretString>,
+    /// Read the owner URL from this file instead (wins over `owner_url`).
+    pub owner_url_file: Option<PathBuf>,
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
     /// How long `serve`/`migrate` keep retrying to reach PostgreSQL at start.
@@ -127,6 +134,8 @@ impl Default for DatabaseConfig {
         Self {
             url: SecretString::from("postgres://kleidia:kleidia@127.0.0.1:5432/kleidia"),
             url_file: None,
+            owner_url: None,
+            owner_url_file: None,
             max_connections: 20,
             acquire_timeout_secs: 5,
             connect_retry_secs: 30,
@@ -354,6 +363,9 @@ impl Config {
     fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
         if let Some(p) = &self.database.url_file {
             self.database.url = read_secret_file("database.url_file", p)?;
+        }
+        if let Some(p) = &self.database.owner_url_file {
+            self.database.owner_url = Some(read_secret_file("database.owner_url_file", p)?);
         }
         if let Some(p) = &self.openbao.token_file {
             self.openbao.token = Some(read_secret_file("openbao.token_file", p)?);

@@ -27,8 +27,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = db::connect(&config.database).await?;
-        db::migrate(&db).await?;
+        let db = db::roles::connect_and_migrate(&config.database).await?;
         let bao = Bao::new(
             config.openbao.addr.clone(),
             config.openbao.token.clone(),
