@@ -105,8 +105,11 @@ pub enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; names every altered or deleted row and exits 1 if any.
+    /// Check the hash chain and the anchors in OpenBao (with `openbao.token`);
+    /// names every altered, deleted, cut or re-hashed row and exits 1 if any.
     Verify,
+    /// Anchor the chain head in OpenBao now (the server does it on its own).
+    Anchor,
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -162,6 +165,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Audit {
+            command: AuditCommand::Anchor,
+        } => crate::audit::anchor::command(&config).await,
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -287,23 +293,9 @@ async fn user_create(
     Ok(())
 }
 
-/// `Ok(true)` when the chain is intact.
+/// `Ok(true)` when the chain is intact and matches the anchors.
 async fn audit_verify(config: Config) -> anyhow::Result<bool> {
-    let pool = db::connect(&config.database).await?;
-    let report = crate::audit::verify(&pool).await?;
-    if report.problems.is_empty() {
-        println!("audit verify: {} rows, chain intact", report.rows);
-        return Ok(true);
-    }
-    println!(
-        "audit verify: {} rows checked, {} problem(s):",
-        report.rows,
-        report.problems.len()
-    );
-    for p in &report.problems {
-        println!("  {p}");
-    }
-    Ok(false)
+    crate::audit::verify::command(&config).await
 }
 
 /// The generated or typed (first line of stdin) password and its hash.

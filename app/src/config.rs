@@ -50,6 +50,26 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     pub attestation: AttestationConfig,
     pub agent: AgentConfig,
+    pub audit: AuditConfig,
+}
+
+/// Anchoring the audit chain head in OpenBao (see `crate::audit::anchor`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The server anchors the chain head at least this often (when it moved).
+    pub anchor_interval_secs: u64,
+    /// ... and as soon as this many events were appended since the last anchor.
+    pub anchor_every_events: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            anchor_interval_secs: 60,
+            anchor_every_events: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -161,6 +181,8 @@ pub struct OpenBaoConfig {
     pub pki_root_mount: String,
     /// PKI mount of the intermediate CA that signs YubiKey certificates.
     pub pki_mount: String,
+    /// Transit mount holding the audit anchor's HMAC key (`kleidia-audit`).
+    pub transit_mount: String,
     /// Per-request timeout towards OpenBao.
     pub timeout_secs: u64,
 }
@@ -176,6 +198,7 @@ impl Default for OpenBaoConfig {
             license_mount: "license".into(),
             pki_root_mount: "pki".into(),
             pki_mount: "pki_int".into(),
+            transit_mount: "transit".into(),
             timeout_secs: 5,
         }
     }
@@ -416,6 +439,12 @@ impl Config {
                     "license.url must be http or https, not {s}"
                 )))
             }
+        }
+        if self.audit.anchor_interval_secs == 0 || self.audit.anchor_every_events == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.anchor_interval_secs and audit.anchor_every_events must be at least 1"
+                    .into(),
+            ));
         }
         if self.auth.hash_concurrency == 0 {
             return Err(ConfigError::Invalid(
