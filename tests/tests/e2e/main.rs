@@ -2,6 +2,7 @@
 //! processes started from the workspace binaries. One module per feature.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod audit_anchor;
 mod audit_log;
 mod fleet;
 mod identity;
