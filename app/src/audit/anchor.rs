@@ -322,9 +322,7 @@ pub async fn anchor_once(
         let at = now
             .format(&Rfc3339)
             .map_err(|e| AnchorError::Malformed(e.to_string()))?;
-        let hmac = store
-            .hmac(&Anchor::message(last_id, &hash, &at))
-            .await?;
+        let hmac = store.hmac(&Anchor::message(last_id, &hash, &at)).await?;
         let anchor = Anchor {
             id: last_id,
             hash: hash.clone(),
@@ -398,7 +396,9 @@ pub async fn run(db: PgPool, store: AnchorStore, cfg: AuditConfig) {
 /// `kleidia audit anchor`: one pass now, with the app's token.
 pub async fn command(config: &Config) -> anyhow::Result<()> {
     let Some(store) = AnchorStore::from_config(config)? else {
-        anyhow::bail!("no OpenBao token: set openbao.token or openbao.token_file (the app's token)");
+        anyhow::bail!(
+            "no OpenBao token: set openbao.token or openbao.token_file (the app's token)"
+        );
     };
     let pool = crate::db::connect(&config.database).await?;
     match anchor_once(&pool, &store, OffsetDateTime::now_utc()).await? {

@@ -305,4 +305,3 @@ pub async fn verify(db: &PgPool) -> Result<VerifyReport, sqlx::Error> {
     report.last_id = prev_id;
     Ok(report)
 }
-

@@ -71,7 +71,11 @@ pub async fn migrate_as_owner(cfg: &DatabaseConfig) -> anyhow::Result<Migrated> 
             bail!(
                 "the role of {} does not own the schema and cannot migrate it: \
                  run `kleidia migrate` with database.owner_url",
-                if cfg.owner_url.is_some() { "database.owner_url" } else { "database.url" }
+                if cfg.owner_url.is_some() {
+                    "database.owner_url"
+                } else {
+                    "database.url"
+                }
             );
         }
         let applied_before = applied_count(&pool).await;

@@ -599,7 +599,12 @@ mod tests {
         assert!(p.contains("\"transit/hmac/kleidia-audit\""), "{p}");
         assert!(p.contains("\"transit/verify/kleidia-audit\""), "{p}");
         assert_eq!(p.matches("transit/").count(), 2, "{p}");
-        for never in ["transit/keys", "transit/export", "transit/backup", "transit/*"] {
+        for never in [
+            "transit/keys",
+            "transit/export",
+            "transit/backup",
+            "transit/*",
+        ] {
             assert!(!p.contains(never), "{never} in {p}");
         }
     }
