@@ -625,6 +625,31 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn the_owner_url_and_the_audit_anchor_keys_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = dir.path().join("owner-url");
+        std::fs::write(&owner, "postgres://kleidia:owner-secret@db/kleidia\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KLEIDIA_DATABASE_OWNER_URL_FILE", owner.display());
+            jail.set_env("KLEIDIA_AUDIT_ANCHOR_EVERY_EVENTS", "5");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                cfg.database.owner_url.as_ref().unwrap().expose_secret(),
+                "postgres://kleidia:owner-secret@db/kleidia"
+            );
+            assert!(!format!("{cfg:?}").contains("owner-secret"));
+            assert_eq!(cfg.audit.anchor_every_events, 5);
+            assert_eq!(cfg.audit.anchor_interval_secs, 60);
+            assert_eq!(cfg.openbao.transit_mount, "transit");
+            jail.set_env("KLEIDIA_AUDIT_ANCHOR_INTERVAL_SECS", "0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("audit.anchor_interval_secs"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
     fn a_missing_config_file_is_an_error() {
         let err = Config::load_from(Some(Path::new("/nonexistent/k.toml")), env_none())
             .unwrap_err()

@@ -305,3 +305,108 @@ pub async fn verify(db: &PgPool) -> Result<VerifyReport, sqlx::Error> {
     report.last_id = prev_id;
     Ok(report)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn report(problems: Vec<Problem>, anchor: AnchorStatus) -> VerifyReport {
+        VerifyReport {
+            rows: 12,
+            last_id: 12,
+            problems,
+            anchor,
+        }
+    }
+
+    #[test]
+    fn an_intact_log_says_how_far_the_anchor_reaches_and_what_only_the_chain_covers() {
+        let r = report(
+            vec![],
+            AnchorStatus::Covered {
+                id: 10,
+                at: "2026-11-30T00:00:00Z".into(),
+            },
+        );
+        assert!(r.ok());
+        assert_eq!(
+            r.render(),
+            "audit verify: 12 rows, chain intact\n\
+             anchor: rows 1 to 10 anchored in OpenBao at 2026-11-30T00:00:00Z (HMAC verified by OpenBao)\n\
+             after the anchor: rows 11 to 12 covered by the hash chain only, not yet by an anchor\n"
+        );
+        let r = report(
+            vec![],
+            AnchorStatus::Covered {
+                id: 11,
+                at: "t".into(),
+            },
+        );
+        assert!(r.render().contains("after the anchor: row 12 covered"));
+        let r = report(
+            vec![],
+            AnchorStatus::Covered {
+                id: 12,
+                at: "t".into(),
+            },
+        );
+        assert!(!r.render().contains("after the anchor"));
+    }
+
+    #[test]
+    fn every_problem_names_its_row_and_fails_the_run() {
+        let cases = [
+            (
+                Problem::Truncated {
+                    anchored: 12,
+                    last: 9,
+                },
+                "truncated: the log ends at row 9 but the anchor in OpenBao covers rows up to 12: rows 10 to 12 are gone",
+            ),
+            (
+                Problem::AnchoredRowGone { id: 7 },
+                "row 7 is gone, and the anchor in OpenBao covers it",
+            ),
+            (
+                Problem::Rewritten {
+                    id: 8,
+                    intact_up_to: Some(4),
+                },
+                "row 8 was rewritten: its hash is not the one anchored in OpenBao, so the chain was re-hashed at or before row 8 (after row 4, which still matches an earlier anchor)",
+            ),
+            (
+                Problem::AnchorMovedBack { from: 9, to: 3 },
+                "the anchor in OpenBao was moved back from row 9 to row 3",
+            ),
+        ];
+        for (p, text) in cases {
+            assert_eq!(p.to_string(), text);
+            let r = report(
+                vec![p],
+                AnchorStatus::Covered {
+                    id: 12,
+                    at: "t".into(),
+                },
+            );
+            assert!(!r.ok());
+            assert!(
+                r.render().contains(&format!("\n  {text}\n")),
+                "{}",
+                r.render()
+            );
+        }
+    }
+
+    #[test]
+    fn an_anchor_that_could_not_be_checked_fails_and_a_missing_token_is_named() {
+        let r = report(vec![], AnchorStatus::Unavailable("sealed".into()));
+        assert!(!r.ok());
+        assert!(r.render().contains("anchor: could not be checked: sealed"));
+        let r = report(vec![], AnchorStatus::NotChecked);
+        assert!(r.ok());
+        assert!(r
+            .render()
+            .contains("anchor: not checked (no OpenBao token configured)"));
+    }
+}
