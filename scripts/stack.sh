@@ -86,6 +86,11 @@ BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'kleidia_app') THEN
     CREATE ROLE kleidia_app LOGIN PASSWORD 'kleidia_app';
   END IF;
+  -- The owner may end the runtime role's sessions (fault tests cut the
+  -- server's connections); the runtime role gains nothing from this.
+  IF NOT pg_has_role('kleidia', 'kleidia_app', 'MEMBER') THEN
+    GRANT kleidia_app TO kleidia;
+  END IF;
 END $$;
 SQL
   if ! su postgres -c "psql -qAtc \"select 1 from pg_database where datname='kleidia'\"" | grep -q 1; then
