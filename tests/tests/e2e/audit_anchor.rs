@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use kleidia_tests::app::{kleidia_command, AppOptions, KleidiaApp};
-use kleidia_tests::bao::{bootstrapped_bao, BaoClient};
+use kleidia_tests::bao::{bootstrapped_bao, run_bootstrap, BaoClient};
 use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
 use kleidia_tests::{runtime_url_for, wait_until, TestBao, TestDb};
 use serde_json::{json, Value};
@@ -631,5 +631,26 @@ async fn a_single_database_url_still_works_and_warns_that_it_owns_the_audit_log(
         app.log().contains("owns audit_log"),
         "no warning about the single URL:\n{}",
         app.log()
+    );
+}
+
+#[tokio::test]
+async fn bootstrap_refuses_an_audit_key_that_could_leave_openbao() {
+    let tb = TestBao::spawn().await.unwrap();
+    let root = BaoClient::new(&tb.addr, &tb.token);
+    root.post("sys/mounts/transit", &json!({"type": "transit"}))
+        .await
+        .unwrap();
+    root.post(
+        "transit/keys/kleidia-audit",
+        &json!({"type": "hmac", "key_size": 32, "exportable": true}),
+    )
+    .await
+    .unwrap();
+    let (ok, out, err) = run_bootstrap(&tb.addr, &tb.token, "http://127.0.0.1:8080").unwrap();
+    assert!(!ok, "{out}");
+    assert!(
+        err.contains("transit/keys/kleidia-audit is exportable"),
+        "{out}\n{err}"
     );
 }
