@@ -69,7 +69,17 @@ ROOT_TOKEN=$BAO_TOKEN
 DEMO_DB=kleidia_demo
 PGOPTIONS='-c client_min_messages=warning' psql "$DATABASE_URL" -qAt -c "DROP DATABASE IF EXISTS $DEMO_DB WITH (FORCE)" >/dev/null
 psql "$DATABASE_URL" -qAt -c "CREATE DATABASE $DEMO_DB" >/dev/null
-DEMO_DATABASE_URL="${DATABASE_URL%/*}/$DEMO_DB"
+# Two roles (docs/security.md, "Audit log"): the owner from the stack's
+# DATABASE_URL migrates; the server runs as the runtime role, which cannot
+# disable the audit log's append-only triggers.
+DEMO_OWNER_URL="${DATABASE_URL%/*}/$DEMO_DB"
+if [ -n "${DATABASE_RUNTIME_URL:-}" ]; then
+  DEMO_DATABASE_URL="${DATABASE_RUNTIME_URL%/*}/$DEMO_DB"
+else
+  echo "demo: no DATABASE_RUNTIME_URL; the server runs as the owner (it will warn)" >&2
+  DEMO_DATABASE_URL=$DEMO_OWNER_URL
+fi
+(umask 077 && echo "$DEMO_OWNER_URL" >"$DEMO/database-owner-url")
 rm -rf "$DEMO/yubikey-0.json" "$DEMO/yubikey-1.json" "$DEMO/agent"
 
 # The software YubiKey's attestation root (kept across demos) is what the
@@ -86,6 +96,8 @@ bind = "127.0.0.1:8080"
 public_url = "$APP_URL"
 
 [database]
+# The runtime role. Migrations run as the owner, whose URL is kept out of this
+# file:  KLEIDIA_DATABASE_OWNER_URL_FILE=.demo/database-owner-url kleidia --config .demo/kleidia.toml migrate
 url = "$DEMO_DATABASE_URL"
 
 [openbao]
@@ -121,7 +133,7 @@ mint_token() { # policy file
 mint_token kleidia-app "$DEMO/app-token"
 mint_token kleidia-license "$DEMO/license-token"
 
-"$BIN/kleidia" --config "$DEMO/kleidia.toml" migrate
+KLEIDIA_DATABASE_OWNER_URL_FILE="$DEMO/database-owner-url" "$BIN/kleidia" --config "$DEMO/kleidia.toml" migrate
 
 # The first admin, with a one-time password (changed at the first sign-in).
 (umask 077 && "$BIN/kleidia" --config "$DEMO/kleidia.toml" user create --username admin --role admin \

@@ -8,6 +8,8 @@
 #
 # Environment:
 #   DATABASE_URL   use this PostgreSQL instead of starting the local cluster
+#                  (its role owns the schema; DATABASE_RUNTIME_URL, if set, is
+#                  the server's runtime role there)
 #   BAO_PORT       OpenBao dev server port (default 8200; it also binds BAO_PORT+1)
 #   BAO_TOKEN      root token for the dev server (default: random, kept in STATE_DIR/bao-token)
 #
@@ -58,6 +60,7 @@ pg_up() {
   if [ -n "${DATABASE_URL:-}" ]; then
     log "using DATABASE_URL from the environment"
     echo "$DATABASE_URL" >"$state/database-url"
+    echo "${DATABASE_RUNTIME_URL:-}" >"$state/database-runtime-url"
     return
   fi
   if ! pg_lsclusters -h 2>/dev/null | awk '{print $1" "$2" "$4}' | grep -q "^$PG_VERSION $PG_CLUSTER online"; then
@@ -70,12 +73,23 @@ pg_up() {
   wait_for 30 PostgreSQL su postgres -c "psql -qAtc 'select 1'"
   local port
   port=$(pg_lsclusters -h | awk -v v="$PG_VERSION" -v c="$PG_CLUSTER" '$1==v && $2==c {print $3}')
-  # The role may create databases: tests make a fresh database per test.
+  # Two roles (docs/security.md, "Audit log"): kleidia owns the schema and runs
+  # migrations; it may create databases, as tests make a fresh one per test.
+  # kleidia_app is the server's runtime role: no attributes, only the grants
+  # `kleidia migrate` gives it, so it cannot disable the audit log's triggers.
   su postgres -c "psql -qAt" <<'SQL' >/dev/null
 DO $$
 BEGIN
   IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'kleidia') THEN
     CREATE ROLE kleidia LOGIN CREATEDB PASSWORD 'kleidia';
+  END IF;
+  IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'kleidia_app') THEN
+    CREATE ROLE kleidia_app LOGIN PASSWORD 'kleidia_app';
+  END IF;
+  -- The owner may end the runtime role's sessions (fault tests cut the
+  -- server's connections); the runtime role gains nothing from this.
+  IF NOT pg_has_role('kleidia', 'kleidia_app', 'MEMBER') THEN
+    GRANT kleidia_app TO kleidia;
   END IF;
 END $$;
 SQL
@@ -84,6 +98,7 @@ SQL
     log "created database kleidia"
   fi
   echo "postgres://kleidia:kleidia@127.0.0.1:${port}/kleidia" >"$state/database-url"
+  echo "postgres://kleidia_app:kleidia_app@127.0.0.1:${port}/kleidia" >"$state/database-runtime-url"
 }
 
 pg_down() {
@@ -161,6 +176,9 @@ pcscd_down() {
 write_env() {
   {
     echo "export DATABASE_URL='$(cat "$state/database-url")'"
+    if [ -s "$state/database-runtime-url" ]; then
+      echo "export DATABASE_RUNTIME_URL='$(cat "$state/database-runtime-url")'"
+    fi
     echo "export BAO_ADDR='$(cat "$state/bao-addr")'"
     echo "export BAO_TOKEN='$(cat "$state/bao-token")'"
   } >"$state/env"

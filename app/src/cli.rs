@@ -110,8 +110,11 @@ pub enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check the hash chain; names every altered or deleted row and exits 1 if any.
+    /// Check the hash chain and the anchors in OpenBao (with `openbao.token`);
+    /// names every altered, deleted, cut or re-hashed row and exits 1 if any.
     Verify,
+    /// Anchor the chain head in OpenBao now (the server does it on its own).
+    Anchor,
 }
 
 pub async fn run(cli: Cli) -> ExitCode {
@@ -167,6 +170,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             Ok(false) => return ExitCode::FAILURE,
             Err(e) => Err(e),
         },
+        Command::Audit {
+            command: AuditCommand::Anchor,
+        } => crate::audit::anchor::command(&config).await,
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -185,23 +191,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {
-    let pool = db::connect(&config.database).await?;
-    let before = applied_count(&pool).await;
-    db::migrate(&pool).await?;
-    let after = applied_count(&pool).await;
+    let m = db::roles::migrate_as_owner(&config.database).await?;
     println!(
         "migrate: {} applied now, {} in total",
-        after.saturating_sub(before),
-        after
+        m.applied_after.saturating_sub(m.applied_before),
+        m.applied_after
     );
+    if let Some(role) = m.granted_to {
+        println!("migrate: runtime role {role} granted its rights");
+    }
     Ok(())
-}
-
-async fn applied_count(pool: &sqlx::PgPool) -> i64 {
-    sqlx::query_scalar::<_, i64>("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(pool)
-        .await
-        .unwrap_or(0)
 }
 
 async fn bootstrap(
@@ -246,23 +245,9 @@ async fn bootstrap(
     Ok(())
 }
 
-/// `Ok(true)` when the chain is intact.
+/// `Ok(true)` when the chain is intact and matches the anchors.
 async fn audit_verify(config: Config) -> anyhow::Result<bool> {
-    let pool = db::connect(&config.database).await?;
-    let report = crate::audit::verify(&pool).await?;
-    if report.problems.is_empty() {
-        println!("audit verify: {} rows, chain intact", report.rows);
-        return Ok(true);
-    }
-    println!(
-        "audit verify: {} rows checked, {} problem(s):",
-        report.rows,
-        report.problems.len()
-    );
-    for p in &report.problems {
-        println!("  {p}");
-    }
-    Ok(false)
+    crate::audit::verify::command(&config).await
 }
 
 async fn user_create(

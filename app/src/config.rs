@@ -28,6 +28,26 @@ pub struct Config {
     pub throttle: ThrottleConfig,
     pub attestation: AttestationConfig,
     pub agent: AgentConfig,
+    pub audit: AuditConfig,
+}
+
+/// Anchoring the audit chain head in OpenBao (see `crate::audit::anchor`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The server anchors the chain head at least this often (when it moved).
+    pub anchor_interval_secs: u64,
+    /// ... and as soon as this many events were appended since the last anchor.
+    pub anchor_every_events: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            anchor_interval_secs: 60,
+            anchor_every_events: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -91,10 +111,17 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// PostgreSQL URL (may hold a password, so it is a secret).
+    /// PostgreSQL URL the server runs with (may hold a password, so it is a
+    /// secret). With `owner_url` set this is the runtime role: it gets only
+    /// the grants it needs and cannot alter the audit log's triggers.
     pub url: SecretString,
     /// Read the URL from this file instead (wins over `url`).
     pub url_file: Option<PathBuf>,
+    /// URL of the role that owns the schema: migrations run with it and grant
+    /// the runtime role of `url`. Unset: `url` is both (development only).
+    pub owner_url: Option<SecretString>,
+    /// Read the owner URL from this file instead (wins over `owner_url`).
+    pub owner_url_file: Option<PathBuf>,
     pub max_connections: u32,
     pub acquire_timeout_secs: u64,
     /// How long `serve`/`migrate` keep retrying to reach PostgreSQL at start.
@@ -106,6 +133,8 @@ impl Default for DatabaseConfig {
         Self {
             url: SecretString::from("postgres://kleidia:kleidia@127.0.0.1:5432/kleidia"),
             url_file: None,
+            owner_url: None,
+            owner_url_file: None,
             max_connections: 20,
             acquire_timeout_secs: 5,
             connect_retry_secs: 30,
@@ -131,6 +160,8 @@ pub struct OpenBaoConfig {
     pub pki_root_mount: String,
     /// PKI mount of the intermediate CA that signs YubiKey certificates.
     pub pki_mount: String,
+    /// Transit mount holding the audit anchor's HMAC key (`kleidia-audit`).
+    pub transit_mount: String,
     /// Per-request timeout towards OpenBao.
     pub timeout_secs: u64,
 }
@@ -146,6 +177,7 @@ impl Default for OpenBaoConfig {
             license_mount: "license".into(),
             pki_root_mount: "pki".into(),
             pki_mount: "pki_int".into(),
+            transit_mount: "transit".into(),
             timeout_secs: 5,
         }
     }
@@ -305,6 +337,11 @@ impl Settings for Config {
         let (db, bao, lic) = (&mut self.database, &mut self.openbao, &mut self.license);
         resolve_secret_file(&mut db.url, db.url_file.as_deref(), "database.url_file")?;
         resolve_secret_file(
+            &mut db.owner_url,
+            db.owner_url_file.as_deref(),
+            "database.owner_url_file",
+        )?;
+        resolve_secret_file(
             &mut bao.token,
             bao.token_file.as_deref(),
             "openbao.token_file",
@@ -337,6 +374,11 @@ impl Settings for Config {
             return invalid("auth.jwt_ttl_secs must be at least 1 and auth.jwt_audience not empty");
         }
         http_url("license.url", &self.license.url)?;
+        if self.audit.anchor_interval_secs == 0 || self.audit.anchor_every_events == 0 {
+            return invalid(
+                "audit.anchor_interval_secs and audit.anchor_every_events must be at least 1",
+            );
+        }
         if self.auth.hash_concurrency == 0 {
             return invalid("auth.hash_concurrency must be at least 1");
         }
@@ -500,6 +542,31 @@ mod tests {
         let defaults = Config::load_from(None, env_none()).unwrap();
         assert_eq!(defaults.license.cache_secs, 30);
         assert!(defaults.license.api_token.is_none());
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn the_owner_url_and_the_audit_anchor_keys_come_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let owner = dir.path().join("owner-url");
+        std::fs::write(&owner, "postgres://kleidia:owner-secret@db/kleidia\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KLEIDIA_DATABASE_OWNER_URL_FILE", owner.display());
+            jail.set_env("KLEIDIA_AUDIT_ANCHOR_EVERY_EVENTS", "5");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert_eq!(
+                cfg.database.owner_url.as_ref().unwrap().expose_secret(),
+                "postgres://kleidia:owner-secret@db/kleidia"
+            );
+            assert!(!format!("{cfg:?}").contains("owner-secret"));
+            assert_eq!(cfg.audit.anchor_every_events, 5);
+            assert_eq!(cfg.audit.anchor_interval_secs, 60);
+            assert_eq!(cfg.openbao.transit_mount, "transit");
+            jail.set_env("KLEIDIA_AUDIT_ANCHOR_INTERVAL_SECS", "0");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("audit.anchor_interval_secs"), "{err}");
+            Ok(())
+        });
     }
 
     #[test]

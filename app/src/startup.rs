@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::audit::anchor::{self, AnchorStore};
 use crate::auth::jwt::{self, JwtKeys};
 use crate::auth::password::Passwords;
 use crate::config::Config;
@@ -28,8 +29,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
-        let db = db::connect(&config.database).await?;
-        db::migrate(&db).await?;
+        let db = db::roles::connect_and_migrate(&config.database).await?;
         let bao = Bao::new(
             config.openbao.addr.clone(),
             config.openbao.token.clone(),
@@ -105,6 +105,12 @@ impl Application {
         });
         let pool = self.state.db.clone();
         let sweeper = tokio::spawn(sweep(self.state.clone()));
+        let anchor_store = AnchorStore::new(self.state.bao.clone(), &self.state.config.openbao);
+        let anchorer = tokio::spawn(anchor::run(
+            pool.clone(),
+            anchor_store.clone(),
+            self.state.config.audit.clone(),
+        ));
         tokio::select! {
             res = server => res.context("HTTP server failed")?,
             _ = async {
@@ -116,6 +122,15 @@ impl Application {
             } => tracing::warn!(?grace, "grace period over; closing remaining connections"),
         }
         sweeper.abort();
+        anchorer.abort();
+        // The last events of this replica get anchored before it goes.
+        let last_anchor = anchor::anchor_logged(&pool, &anchor_store);
+        if tokio::time::timeout(self.state.config.openbao_timeout() * 2, last_anchor)
+            .await
+            .is_err()
+        {
+            tracing::warn!("anchoring the audit log at shutdown timed out");
+        }
         pool.close().await;
         tracing::info!("stopped");
         Ok(())

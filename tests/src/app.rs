@@ -50,7 +50,6 @@ impl KleidiaApp {
             .env("KLEIDIA_SERVER_BIND", format!("127.0.0.1:{port}"))
             .env("KLEIDIA_SERVER_PUBLIC_URL", &base_url)
             .env("KLEIDIA_SERVER_SHUTDOWN_GRACE_SECS", "5")
-            .env("KLEIDIA_DATABASE_URL", &opts.database_url)
             .env("KLEIDIA_OPENBAO_ADDR", &opts.bao_addr)
             .env("KLEIDIA_OPENBAO_TOKEN", &opts.bao_token)
             .env("KLEIDIA_OPENBAO_TIMEOUT_SECS", "2")
@@ -58,6 +57,14 @@ impl KleidiaApp {
             // No license service unless the test starts one: a closed port, so
             // a `make demo` running on this machine never answers for it.
             .env("KLEIDIA_LICENSE_URL", "http://127.0.0.1:9");
+        // Run as the runtime role and migrate as the owner when the stack
+        // has both (scripts/stack.sh); otherwise one URL is both.
+        match crate::runtime_url_for(&opts.database_url) {
+            Some(runtime) => cmd
+                .env("KLEIDIA_DATABASE_URL", runtime)
+                .env("KLEIDIA_DATABASE_OWNER_URL", &opts.database_url),
+            None => cmd.env("KLEIDIA_DATABASE_URL", &opts.database_url),
+        };
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }

@@ -129,6 +129,16 @@ impl Drop for TestDb {
     }
 }
 
+/// The server's runtime role on the stack's database `url` (a [`TestDb`]
+/// URL): `DATABASE_RUNTIME_URL` from `scripts/stack.sh` with that database.
+/// `None` when the stack has no runtime role (then one URL is both).
+pub fn runtime_url_for(url: &str) -> Option<String> {
+    let runtime = std::env::var("DATABASE_RUNTIME_URL").ok()?;
+    let name = url.split('?').next()?.rsplit('/').next()?;
+    let on_stack = replace_db_name(&std::env::var("DATABASE_URL").ok()?, name).ok()?;
+    (on_stack == url).then(|| replace_db_name(&runtime, name).ok())?
+}
+
 fn replace_db_name(url: &str, name: &str) -> Result<String> {
     let (base, query) = match url.split_once('?') {
         Some((b, q)) => (b, Some(q)),

@@ -8,8 +8,16 @@
 //! microseconds (what PostgreSQL stores). `audit_head` holds the last id and
 //! hash; writers lock it `FOR UPDATE`, which serialises appends (no forks, no
 //! id gaps) and lets `verify` notice a deleted last row.
+//!
+//! Whoever owns the table could still cut the tail or re-hash the chain, so
+//! the head is also anchored in OpenBao ([`anchor`]) and the server's
+//! database role may only read and append ([`crate::db::roles`]).
 
+pub mod anchor;
 pub mod query;
+pub mod verify;
+
+pub use verify::{verify, Problem, VerifyReport};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -141,6 +149,7 @@ pub async fn record(conn: &mut PgConnection, event: AuditEvent) -> Result<i64, s
         .bind(&hash)
         .execute(&mut *conn)
         .await?;
+    anchor::note_appended(row.id);
     Ok(row.id)
 }
 
@@ -244,89 +253,6 @@ fn canonical_json(v: &Value, out: &mut String) {
         }
         other => out.push_str(&other.to_string()),
     }
-}
-
-/// What `verify` found wrong.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Problem {
-    /// The row's content no longer matches its hash (or its hash was
-    /// recomputed and the next row no longer links to it).
-    Altered { id: i64 },
-    /// Rows `from..=to` are gone.
-    Missing { from: i64, to: i64 },
-}
-
-impl std::fmt::Display for Problem {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Problem::Altered { id } => write!(f, "row {id} was altered"),
-            Problem::Missing { from, to } if from == to => write!(f, "row {from} was deleted"),
-            Problem::Missing { from, to } => write!(f, "rows {from} to {to} were deleted"),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct VerifyReport {
-    pub rows: u64,
-    pub problems: Vec<Problem>,
-}
-
-/// Walk the whole chain in id order, in batches, and report every break.
-pub async fn verify(db: &PgPool) -> Result<VerifyReport, sqlx::Error> {
-    const BATCH: i64 = 5000;
-    let mut report = VerifyReport::default();
-    let mut prev_id = 0i64;
-    let mut prev_hash = vec![0u8; 32];
-    let mut prev_altered = false;
-    loop {
-        let rows: Vec<ChainRow> = sqlx::query_as(
-            "SELECT id, created_at, actor_id, actor_name, action, target_type, target_id, details, ip, \
-                    prev_hash, hash FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
-        )
-        .bind(prev_id)
-        .bind(BATCH)
-        .fetch_all(db)
-        .await?;
-        if rows.is_empty() {
-            break;
-        }
-        for row in rows {
-            report.rows += 1;
-            if row.id != prev_id + 1 {
-                report.problems.push(Problem::Missing {
-                    from: prev_id + 1,
-                    to: row.id - 1,
-                });
-            } else if row.prev_hash != prev_hash && prev_id > 0 && !prev_altered {
-                // No gap, yet the link is broken: the previous row was
-                // rewritten together with its hash.
-                report.problems.push(Problem::Altered { id: prev_id });
-            }
-            let altered = row.compute_hash() != row.hash;
-            if altered {
-                report.problems.push(Problem::Altered { id: row.id });
-            }
-            prev_altered = altered;
-            prev_id = row.id;
-            prev_hash = row.hash;
-        }
-    }
-    let head: Option<(i64, Vec<u8>)> =
-        sqlx::query_as("SELECT last_id, last_hash FROM audit_head WHERE singleton")
-            .fetch_optional(db)
-            .await?;
-    if let Some((last_id, last_hash)) = head {
-        if last_id > prev_id {
-            report.problems.push(Problem::Missing {
-                from: prev_id + 1,
-                to: last_id,
-            });
-        } else if last_id == prev_id && last_hash != prev_hash && !prev_altered && prev_id > 0 {
-            report.problems.push(Problem::Altered { id: prev_id });
-        }
-    }
-    Ok(report)
 }
 
 #[cfg(test)]

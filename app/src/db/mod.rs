@@ -1,5 +1,6 @@
 //! PostgreSQL: pool construction with start-up retries, and migrations.
 
+pub mod roles;
 pub mod sessions;
 pub mod users;
 
@@ -44,7 +45,12 @@ pub async fn connect(cfg: &DatabaseConfig) -> anyhow::Result<PgPool> {
     }
 }
 
+/// Apply pending migrations; a runtime role that does not own the schema
+/// only checks that none are pending (see [`roles`]).
 pub async fn migrate(pool: &PgPool) -> anyhow::Result<()> {
+    if !roles::may_migrate(pool).await? {
+        return roles::check_applied(pool).await;
+    }
     MIGRATOR
         .run(pool)
         .await

@@ -20,6 +20,8 @@ pub const ROLE_PIV_RSA: &str = "piv-rsa";
 
 pub const POLICY_APP: &str = "kleidia-app";
 pub const POLICY_LICENSE: &str = "kleidia-license";
+/// The transit key that MACs the audit anchor.
+pub const AUDIT_KEY: &str = crate::audit::anchor::KEY_NAME;
 
 /// Lifetime bounds (seconds).
 const ROOT_TTL: u64 = 10 * 365 * 24 * 3600;
@@ -135,6 +137,7 @@ impl Bootstrap<'_> {
         for (name, body) in piv_roles() {
             self.ensure_role(&mut r, name, body).await?;
         }
+        self.ensure_audit_anchor_key(&mut r).await?;
         self.ensure_policy(&mut r, POLICY_APP, &app_policy(m))
             .await?;
         self.ensure_policy(&mut r, POLICY_LICENSE, &license_policy(m))
@@ -203,6 +206,41 @@ impl Bootstrap<'_> {
             }
         }
         r.push(Outcome::InPlace, what);
+        Ok(())
+    }
+
+    /// The transit mount and the audit anchor's HMAC key (see
+    /// `crate::audit::anchor`): type `hmac`, never exportable, no plaintext
+    /// backup, not deletable. An existing key that could leave OpenBao is an
+    /// error: an anchor MACed with it proves nothing.
+    async fn ensure_audit_anchor_key(&self, r: &mut Report) -> Result<(), BootstrapError> {
+        let mount = &self.mounts.transit_mount;
+        self.ensure_mount(r, mount, "transit", None, None).await?;
+        let path = format!("{mount}/keys/{AUDIT_KEY}");
+        let what = format!("audit anchor HMAC key {path} (non-exportable)");
+        match self.bao.read(&path).await? {
+            None => {
+                self.bao
+                    .write(
+                        &path,
+                        &json!({"type": "hmac", "key_size": 32, "exportable": false,
+                                "allow_plaintext_backup": false}),
+                    )
+                    .await?;
+                r.push(Outcome::Created, what);
+            }
+            Some(found) => {
+                let d = found.get("data").unwrap_or(&found);
+                let flag = |k: &str| d.get(k).and_then(Value::as_bool).unwrap_or(true);
+                if flag("exportable") || flag("allow_plaintext_backup") {
+                    return Err(BootstrapError::Unexpected(format!(
+                        "{path} is exportable or may be backed up in plaintext; \
+                         the audit anchor needs a key that never leaves OpenBao"
+                    )));
+                }
+                r.push(Outcome::InPlace, what);
+            }
+        }
         Ok(())
     }
 
@@ -482,6 +520,7 @@ pub fn app_policy(m: &OpenBaoConfig) -> String {
     let kv = &m.kv_mount;
     let app = &m.app_mount;
     let int = &m.pki_mount;
+    let transit = &m.transit_mount;
     format!(
         r#"# Managed by `kleidia bootstrap`. Kleidia server (app) policy.
 path "{kv}/data/*" {{
@@ -514,6 +553,13 @@ path "{int}/cert/*" {{
 path "{int}/roles/*" {{
   capabilities = ["read"]
 }}
+# The audit anchor: MAC and check with the key, never read or export it.
+path "{transit}/hmac/{AUDIT_KEY}" {{
+  capabilities = ["update"]
+}}
+path "{transit}/verify/{AUDIT_KEY}" {{
+  capabilities = ["update"]
+}}
 "#
     )
 }
@@ -545,6 +591,22 @@ mod tests {
         assert!(!p.contains("sign-verbatim"), "{p}");
         assert!(!p.contains("\"license/"), "{p}");
         assert!(!p.contains("delete") && !p.contains("destroy") && !p.contains("sudo"));
+    }
+
+    #[test]
+    fn the_app_policy_may_only_mac_and_verify_with_the_audit_key() {
+        let p = app_policy(&OpenBaoConfig::default());
+        assert!(p.contains("\"transit/hmac/kleidia-audit\""), "{p}");
+        assert!(p.contains("\"transit/verify/kleidia-audit\""), "{p}");
+        assert_eq!(p.matches("transit/").count(), 2, "{p}");
+        for never in [
+            "transit/keys",
+            "transit/export",
+            "transit/backup",
+            "transit/*",
+        ] {
+            assert!(!p.contains(never), "{never} in {p}");
+        }
     }
 
     #[test]

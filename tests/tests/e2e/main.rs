@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod attestation_attacks;
+mod audit_anchor;
 mod audit_log;
 mod fleet;
 mod identity;
