@@ -25,9 +25,14 @@
 //! absent secret included); the application's log filter should quiet it
 //! (`vaultrs=off`): the errors reach the caller as [`Error`] anyway.
 
+mod auth;
+mod client;
 mod config;
 mod error;
+mod raw;
 
+pub use client::OpenBao;
 pub use config::{Auth, Config, Tls};
 pub use error::Error;
+pub use raw::Health;
 pub use secrecy::SecretString;
