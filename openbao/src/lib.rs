@@ -3,7 +3,7 @@
 //! file) with the token renewed in the background and a re-login when
 //! OpenBao no longer accepts it. TLS through rustls with a private CA.
 //!
-//! ```ignore
+//! ```no_run
 //! # async fn demo() -> Result<(), kleidia_openbao::Error> {
 //! use kleidia_openbao::{Auth, Config, OpenBao};
 //! let config = Config::new(
@@ -29,10 +29,16 @@ mod auth;
 mod client;
 mod config;
 mod error;
+mod kv2;
+mod pki;
 mod raw;
+mod setup;
 
 pub use client::OpenBao;
 pub use config::{Auth, Config, Tls};
 pub use error::Error;
+pub use kv2::{Kv2, Metadata, VersionMetadata, Versioned};
+pub use pki::{Pki, SignRequest, Signed};
 pub use raw::Health;
 pub use secrecy::SecretString;
+pub use setup::{JwtRole, MountInfo, TokenInfo, TokenSpec};
