@@ -1,0 +1,198 @@
+//! The calls vaultrs has no (working) function for, made through vaultrs'
+//! own request layer (a rustify `Endpoint` run with vaultrs' middleware, so
+//! the token, API version and error mapping are the same as for every other
+//! call). Kept in this one module:
+//!
+//! - `sys/health`: vaultrs 0.7's `ReadHealthResponse` requires fields OpenBao
+//!   does not send (`performance_standby`), and only the status code matters;
+//! - public PKI files (`<mount>/ca`, `/crl`, `/ca_chain`, `…/pem`): not JSON;
+//! - JSON on any path (`read`, `write`, `list`, `delete`) for endpoints that
+//!   vaultrs' typed requests cannot express (PKI issuers, role fields such as
+//!   `allowed_other_sans`, mount tuning, CRL auto-rebuild settings).
+
+use rustify::endpoint::Endpoint;
+use rustify::enums::{RequestMethod, RequestType, ResponseType};
+use rustify::errors::ClientError as RestError;
+use serde_json::Value;
+use vaultrs::client::Client as _;
+
+use crate::client::{OpenBao, Session};
+use crate::error::Error;
+
+/// One request: method, path (below `/v1/`), query, JSON body.
+struct Raw {
+    method: RequestMethod,
+    path: String,
+    query: Option<String>,
+    body: Option<Vec<u8>>,
+}
+
+impl Endpoint for Raw {
+    type Response = Value;
+    const REQUEST_BODY_TYPE: RequestType = RequestType::JSON;
+    const RESPONSE_BODY_TYPE: ResponseType = ResponseType::JSON;
+
+    fn path(&self) -> String {
+        self.path.clone()
+    }
+
+    fn method(&self) -> RequestMethod {
+        self.method.clone()
+    }
+
+    fn query(&self) -> Result<Option<String>, RestError> {
+        Ok(self.query.clone())
+    }
+
+    fn body(&self) -> Result<Option<Vec<u8>>, RestError> {
+        Ok(self.body.clone())
+    }
+}
+
+impl Raw {
+    /// `path` may carry a query (`secret/data/x?version=3`).
+    fn new(method: RequestMethod, path: &str, body: Option<&Value>) -> Self {
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p, Some(q.to_string())),
+            None => (path, None),
+        };
+        Raw {
+            method,
+            path: path.trim_matches('/').to_string(),
+            query,
+            body: body.map(|b| b.to_string().into_bytes()),
+        }
+    }
+
+    async fn send(self, session: &Session) -> Result<Vec<u8>, RestError> {
+        let result = self
+            .with_middleware(session.middle())
+            .exec(session.http())
+            .await?;
+        Ok(result.raw())
+    }
+}
+
+fn parse(path: &str, body: &[u8]) -> Result<Value, Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Value::Null);
+    }
+    serde_json::from_slice(body).map_err(|e| Error::unexpected(path, e))
+}
+
+fn path_only(path: &str) -> &str {
+    path.split_once('?').map_or(path, |(p, _)| p)
+}
+
+/// `sys/health` as Kleidia reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Ready,
+    Sealed,
+    Uninitialized,
+    Standby,
+}
+
+impl OpenBao {
+    /// GET `path` (below `/v1/`, may carry `?query`); the whole answer
+    /// (`{"data": …, …}`), or `None` on 404.
+    pub async fn read(&self, path: &str) -> Result<Option<Value>, Error> {
+        let p = path_only(path);
+        let r = self
+            .call(p, |s| async move {
+                Raw::new(RequestMethod::GET, path, None).send(&s).await
+            })
+            .await;
+        match r {
+            Ok(body) => parse(p, &body).map(Some),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// LIST `path`: the keys, or none on 404.
+    pub async fn list(&self, path: &str) -> Result<Vec<String>, Error> {
+        let r = self
+            .call(path, |s| async move {
+                Raw::new(RequestMethod::LIST, path, None).send(&s).await
+            })
+            .await;
+        let body = match r {
+            Ok(body) => parse(path, &body)?,
+            Err(Error::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(body
+            .pointer("/data/keys")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// POST `body` to `path`; the answer, `Null` when empty (204).
+    pub async fn write(&self, path: &str, body: &Value) -> Result<Value, Error> {
+        let p = path_only(path);
+        let body = self
+            .call(p, |s| async move {
+                Raw::new(RequestMethod::POST, path, Some(body))
+                    .send(&s)
+                    .await
+            })
+            .await?;
+        parse(p, &body)
+    }
+
+    /// DELETE `path`; a missing path counts as deleted.
+    pub async fn delete(&self, path: &str) -> Result<(), Error> {
+        let r = self
+            .call(path, |s| async move {
+                Raw::new(RequestMethod::DELETE, path, None).send(&s).await
+            })
+            .await;
+        match r {
+            Ok(_) | Err(Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// GET an unauthenticated endpoint's raw bytes without a token (CA
+    /// certificates and CRLs: `pki/ca`, `pki/crl/pem`, …); `None` on 404 or
+    /// an empty answer.
+    pub async fn fetch_public(&self, path: &str) -> Result<Option<Vec<u8>>, Error> {
+        let r = Raw::new(RequestMethod::GET, path, None)
+            .send(&self.anonymous())
+            .await
+            .map_err(|e| Error::from_rest(self.addr_str(), path_only(path), e));
+        match r {
+            Ok(body) => Ok((!body.is_empty()).then_some(body)),
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `sys/health`, without a token.
+    pub async fn health(&self) -> Result<Health, Error> {
+        let path = "sys/health";
+        let r = Raw::new(RequestMethod::GET, path, None)
+            .send(&self.anonymous())
+            .await;
+        match r {
+            Ok(_) => Ok(Health::Ready),
+            Err(RestError::ServerResponseError { code, content }) => match code {
+                429 | 472 | 473 => Ok(Health::Standby),
+                501 => Ok(Health::Uninitialized),
+                503 => Ok(Health::Sealed),
+                _ => Err(Error::from_rest(
+                    self.addr_str(),
+                    path,
+                    RestError::ServerResponseError { code, content },
+                )),
+            },
+            Err(e) => Err(Error::from_rest(self.addr_str(), path, e)),
+        }
+    }
+}
