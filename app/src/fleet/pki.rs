@@ -96,8 +96,14 @@ impl Pki<'_> {
         })
     }
 
-    /// Revoke a certificate; the cached CRL is dropped at once, so this
-    /// replica serves the new one from the next request.
+    /// Revoke a certificate and rebuild the CRL; the cached CRL is dropped at
+    /// once, so this replica serves the new one from the next request.
+    ///
+    /// With `auto_rebuild` on (bootstrap sets it, so the CRL never goes
+    /// stale) OpenBao no longer rebuilds the CRL on a revocation, only when
+    /// it nears its nextUpdate; hence the explicit rebuild. OCSP answers
+    /// "revoked" as soon as the revocation is stored. A failed rebuild fails
+    /// the call, and a retry revokes again (accepted) and rebuilds.
     pub async fn revoke(&self, serial_number: &str) -> Result<(), PkiError> {
         let r = self
             .bao
@@ -116,6 +122,12 @@ impl Pki<'_> {
             }) if message.contains("already") || message.contains("expired") => {}
             Err(e) => return Err(e.into()),
         }
+        self.rebuild_crl().await
+    }
+
+    /// Build a new CRL now (`crl/rotate`) and drop the cached documents.
+    pub async fn rebuild_crl(&self) -> Result<(), PkiError> {
+        self.bao.read(&format!("{}/crl/rotate", self.mount)).await?;
         self.cache.invalidate();
         Ok(())
     }
