@@ -10,7 +10,7 @@ use super::csr::{pem_to_der, VerifiedCsr};
 use super::pki_cache::PkiCache;
 use super::policy::KeyAlgorithm;
 use crate::vault::bootstrap::{piv_sign_request, ROLE_PIV_EC, ROLE_PIV_RSA};
-use crate::vault::{Bao, BaoError};
+use crate::vault::{Bao, BaoError, RawAnswer};
 
 /// Names that go into the certificate, all from Kleidia's user record.
 #[derive(Debug, Clone)]
@@ -130,6 +130,20 @@ impl Pki<'_> {
         self.bao.read(&format!("{}/crl/rotate", self.mount)).await?;
         self.cache.invalidate();
         Ok(())
+    }
+
+    /// Ask OpenBao's OCSP responder about a DER-encoded OCSP request
+    /// (unauthenticated, never cached here). OpenBao's answer comes back as
+    /// it is, including its own 4xx `malformedRequest` responses.
+    pub async fn ocsp(&self, request_der: Vec<u8>) -> Result<RawAnswer, PkiError> {
+        Ok(self
+            .bao
+            .post_raw(
+                &format!("{}/ocsp", self.mount),
+                "application/ocsp-request",
+                request_der,
+            )
+            .await?)
     }
 
     /// Raw bytes of an unauthenticated PKI endpoint of this mount (`ca`,
