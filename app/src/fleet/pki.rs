@@ -10,7 +10,7 @@ use super::csr::{pem_to_der, VerifiedCsr};
 use super::pki_cache::PkiCache;
 use super::policy::KeyAlgorithm;
 use crate::vault::bootstrap::{piv_sign_request, ROLE_PIV_EC, ROLE_PIV_RSA};
-use crate::vault::{Bao, BaoError};
+use crate::vault::{Bao, BaoError, RawAnswer};
 
 /// Names that go into the certificate, all from Kleidia's user record.
 #[derive(Debug, Clone)]
@@ -96,8 +96,14 @@ impl Pki<'_> {
         })
     }
 
-    /// Revoke a certificate; the cached CRL is dropped at once, so this
-    /// replica serves the new one from the next request.
+    /// Revoke a certificate and rebuild the CRL; the cached CRL is dropped at
+    /// once, so this replica serves the new one from the next request.
+    ///
+    /// With `auto_rebuild` on (bootstrap sets it, so the CRL never goes
+    /// stale) OpenBao no longer rebuilds the CRL on a revocation, only when
+    /// it nears its nextUpdate; hence the explicit rebuild. OCSP answers
+    /// "revoked" as soon as the revocation is stored. A failed rebuild fails
+    /// the call, and a retry revokes again (accepted) and rebuilds.
     pub async fn revoke(&self, serial_number: &str) -> Result<(), PkiError> {
         let r = self
             .bao
@@ -116,8 +122,28 @@ impl Pki<'_> {
             }) if message.contains("already") || message.contains("expired") => {}
             Err(e) => return Err(e.into()),
         }
+        self.rebuild_crl().await
+    }
+
+    /// Build a new CRL now (`crl/rotate`) and drop the cached documents.
+    pub async fn rebuild_crl(&self) -> Result<(), PkiError> {
+        self.bao.read(&format!("{}/crl/rotate", self.mount)).await?;
         self.cache.invalidate();
         Ok(())
+    }
+
+    /// Ask OpenBao's OCSP responder about a DER-encoded OCSP request
+    /// (unauthenticated, never cached here). OpenBao's answer comes back as
+    /// it is, including its own 4xx `malformedRequest` responses.
+    pub async fn ocsp(&self, request_der: Vec<u8>) -> Result<RawAnswer, PkiError> {
+        Ok(self
+            .bao
+            .post_raw(
+                &format!("{}/ocsp", self.mount),
+                "application/ocsp-request",
+                request_der,
+            )
+            .await?)
     }
 
     /// Raw bytes of an unauthenticated PKI endpoint of this mount (`ca`,

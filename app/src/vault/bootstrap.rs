@@ -126,14 +126,13 @@ impl Bootstrap<'_> {
             &format!("{base}/pki/crl"),
         )
         .await?;
-        self.ensure_config(
-            &mut r,
-            &format!("{}/config/crl", m.pki_mount),
-            "CRL settings",
-            json!({"expiry": "72h", "disable": false}),
-            &[("expiry", json!("72h")), ("disable", json!(false))],
-        )
-        .await?;
+        self.ensure_ocsp_url(&mut r, &m.pki_mount, &format!("{base}/pki/ocsp"))
+            .await?;
+        self.ensure_crl_lifetime(&mut r, &m.pki_mount, ISSUING_CRL)
+            .await?;
+        self.ensure_crl_lifetime(&mut r, &m.pki_root_mount, ROOT_CRL)
+            .await?;
+        self.ensure_auto_tidy(&mut r, &m.pki_mount).await?;
         for (name, body) in piv_roles() {
             self.ensure_role(&mut r, name, body).await?;
         }
@@ -375,6 +374,106 @@ impl Bootstrap<'_> {
         Ok(())
     }
 
+    /// `ocsp_servers` of the mount's URLs, so that every certificate it
+    /// issues names Kleidia's OCSP pass-through in its AIA. A write of
+    /// `config/urls` keeps the fields it does not name (checked on 2.7.2), so
+    /// this and [`Self::ensure_urls`] do not undo each other.
+    async fn ensure_ocsp_url(
+        &self,
+        r: &mut Report,
+        mount: &str,
+        ocsp: &str,
+    ) -> Result<(), BootstrapError> {
+        self.ensure_config(
+            r,
+            &format!("{mount}/config/urls"),
+            &format!("{mount}/ OCSP URL ({ocsp})"),
+            json!({"ocsp_servers": [ocsp]}),
+            &[("ocsp_servers", json!([ocsp]))],
+        )
+        .await
+    }
+
+    /// An auto-rebuilt CRL (see [`CrlLifetime`]). When the settings change,
+    /// the CRL is rebuilt at once: OpenBao applies a new expiry only to the
+    /// next CRL it builds, and an installation whose CRL is already stale
+    /// gets a fresh one now instead of at the next revocation.
+    async fn ensure_crl_lifetime(
+        &self,
+        r: &mut Report,
+        mount: &str,
+        life: CrlLifetime,
+    ) -> Result<(), BootstrapError> {
+        let expiry = format!("{}h", life.expiry_hours);
+        let grace = format!("{}h", life.grace_hours);
+        let before = r.steps.len();
+        self.ensure_config(
+            r,
+            &format!("{mount}/config/crl"),
+            &format!("{mount}/ CRL auto-rebuilt, expiry {expiry}, rebuilt {grace} before it"),
+            json!({
+                "disable": false,
+                "auto_rebuild": true,
+                "expiry": expiry,
+                "auto_rebuild_grace_period": grace,
+            }),
+            &[
+                ("disable", json!(false)),
+                ("auto_rebuild", json!(true)),
+                ("expiry", json!(expiry)),
+                ("auto_rebuild_grace_period", json!(grace)),
+            ],
+        )
+        .await?;
+        let changed = r.steps[before..]
+            .iter()
+            .any(|(o, _)| *o != Outcome::InPlace);
+        if changed {
+            self.bao.read(&format!("{mount}/crl/rotate")).await?;
+            r.push(
+                Outcome::Updated,
+                format!("{mount}/ CRL rebuilt with the new lifetime"),
+            );
+        }
+        Ok(())
+    }
+
+    /// Periodic tidy of the mount's certificate store: certificates (revoked
+    /// or not) are removed [`TIDY_SAFETY_BUFFER_SECS`] after they expire, which
+    /// also drops expired entries from the CRL. A revoked certificate stays on
+    /// the CRL until then (OpenBao tidies revoked entries only past NotAfter).
+    async fn ensure_auto_tidy(&self, r: &mut Report, mount: &str) -> Result<(), BootstrapError> {
+        let interval = TIDY_INTERVAL_SECS;
+        let buffer = TIDY_SAFETY_BUFFER_SECS;
+        // Written as "<n>s", read back as a number of seconds.
+        self.ensure_config(
+            r,
+            &format!("{mount}/config/auto-tidy"),
+            &format!(
+                "{mount}/ auto-tidy every {}h of certificates expired over {}h ago",
+                interval / 3600,
+                buffer / 3600
+            ),
+            json!({
+                "enabled": true,
+                "interval_duration": format!("{interval}s"),
+                "tidy_cert_store": true,
+                "tidy_revoked_certs": true,
+                "safety_buffer": format!("{buffer}s"),
+                "revoked_safety_buffer": format!("{buffer}s"),
+            }),
+            &[
+                ("enabled", json!(true)),
+                ("interval_duration", json!(interval)),
+                ("tidy_cert_store", json!(true)),
+                ("tidy_revoked_certs", json!(true)),
+                ("safety_buffer", json!(buffer)),
+                ("revoked_safety_buffer", json!(buffer)),
+            ],
+        )
+        .await
+    }
+
     async fn ensure_role(
         &self,
         r: &mut Report,
@@ -430,6 +529,46 @@ impl Bootstrap<'_> {
         Ok(())
     }
 }
+
+/// How long a CRL is valid (`expiry`, its nextUpdate) and how long before
+/// that OpenBao builds the next one (`auto_rebuild_grace_period`). OpenBao
+/// checks about once a minute and rebuilds when less than the grace period
+/// is left, so while it is up and unsealed the CRL's nextUpdate is always at
+/// least `grace` (minus that minute) ahead; the grace period is also how
+/// long OpenBao may be down or sealed before relying parties see a stale CRL. The expiry bounds how long a relying party that caches the CRL
+/// until nextUpdate keeps an old one (OCSP answers at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CrlLifetime {
+    pub expiry_hours: u64,
+    pub grace_hours: u64,
+}
+
+/// The issuing CA's CRL: valid 3 days (as before), rebuilt daily when two
+/// days are left: nextUpdate is always 2 to 3 days ahead, and an OpenBao
+/// outage of up to two days goes unnoticed by relying parties.
+pub const ISSUING_CRL: CrlLifetime = CrlLifetime {
+    expiry_hours: 72,
+    grace_hours: 48,
+};
+
+/// The root's CRL lists at most a revoked intermediate, and relying parties
+/// that check the whole chain (Windows does) need it fresh too: valid 30
+/// days, rebuilt when 20 are left.
+pub const ROOT_CRL: CrlLifetime = CrlLifetime {
+    expiry_hours: 30 * 24,
+    grace_hours: 20 * 24,
+};
+
+/// Auto-tidy: how often, and how long after expiry a certificate is removed.
+pub const TIDY_INTERVAL_SECS: u64 = 12 * 3600;
+pub const TIDY_SAFETY_BUFFER_SECS: u64 = 72 * 3600;
+
+// OpenBao refuses a grace period that is not strictly shorter than the
+// expiry, and checks once a minute: keep far more than that in hand.
+const _: () = {
+    assert!(ISSUING_CRL.grace_hours < ISSUING_CRL.expiry_hours && ISSUING_CRL.grace_hours >= 24);
+    assert!(ROOT_CRL.grace_hours < ROOT_CRL.expiry_hours && ROOT_CRL.grace_hours >= 24);
+};
 
 /// OpenBao returns `null` or `[]` for empty lists depending on the field.
 fn same_value(found: Option<&Value>, wanted: &Value) -> bool {

@@ -56,6 +56,15 @@ impl std::fmt::Debug for Bao {
     }
 }
 
+/// An answer of [`Bao::post_raw`], as OpenBao sent it.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// Health as reported by `sys/health`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BaoHealth {
@@ -232,6 +241,55 @@ impl Bao {
             return Err(Self::api_error(&Method::GET, path, status, &v));
         }
         Ok((!body.is_empty()).then(|| body.to_vec()))
+    }
+
+    /// POST raw bytes to an unauthenticated endpoint (the OCSP responder) and
+    /// hand back its answer uninterpreted, whatever the status, unless it is
+    /// OpenBao's own JSON error (sealed, down, …), which maps to [`BaoError`].
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<RawAnswer, BaoError> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .header(reqwest::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .send()
+            .await
+            .map_err(|source| BaoError::Unreachable {
+                addr: self.addr.to_string(),
+                source,
+            })?;
+        let status = resp.status();
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let content_type = header(reqwest::header::CONTENT_TYPE);
+        let cache_control = header(reqwest::header::CACHE_CONTROL);
+        let body = resp.bytes().await.map_err(|source| BaoError::Unreachable {
+            addr: self.addr.to_string(),
+            source,
+        })?;
+        if content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/json"))
+            && !status.is_success()
+        {
+            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+            return Err(Self::api_error(&Method::POST, path, status, &v));
+        }
+        Ok(RawAnswer {
+            status: status.as_u16(),
+            content_type,
+            cache_control,
+            body: body.to_vec(),
+        })
     }
 
     /// `sys/health` without a token; maps OpenBao's status codes.

@@ -118,6 +118,9 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/pki/crl.pem", PUBLIC),
     ("GET", "/pki/root/ca", PUBLIC),
     ("GET", "/pki/root/crl", PUBLIC),
+    // OCSP for relying parties: the same public access as the CRL.
+    ("GET", "/pki/ocsp/{*request}", PUBLIC),
+    ("POST", "/pki/ocsp", PUBLIC),
     // License: the page and uploads for admins, the status for staff.
     ("GET", "/license", ADMIN),
     ("POST", "/license", ADMIN),
@@ -264,7 +267,9 @@ async fn every_route_allows_exactly_the_roles_in_the_table(db: PgPool) {
                 .replace("{serial}", "12345678")
                 .replace("{op}", "00000000-0000-4000-8000-000000000001")
                 .replace("{cert}", "00000000-0000-4000-8000-000000000002")
-                .replace("{session}", "00000000-0000-4000-8000-000000000003");
+                .replace("{session}", "00000000-0000-4000-8000-000000000003")
+                // An empty DER SEQUENCE, base64.
+                .replace("{*request}", "MAA");
             let mut req = Request::builder()
                 .method(Method::from_bytes(method.as_bytes()).unwrap())
                 .uri(&uri)

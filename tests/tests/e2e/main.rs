@@ -9,5 +9,6 @@ mod fleet;
 mod identity;
 mod license;
 mod licensing;
+mod revocation;
 mod sessions;
 mod wiring;
