@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod audit_log;
+mod escrow_history;
 mod fleet;
 mod identity;
 mod license;
