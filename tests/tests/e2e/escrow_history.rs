@@ -6,7 +6,7 @@
 
 use kleidia_protocol::ticket::EncryptedSecret;
 use kleidia_tests::app::{AppOptions, KleidiaApp};
-use kleidia_tests::bao::{bootstrapped_bao, BaoClient};
+use kleidia_tests::bao::{bootstrapped_bao, run_bootstrap, BaoClient};
 use kleidia_tests::client::{cli_create_user, Api, Browser, ADMIN_PASSWORD};
 use kleidia_tests::{TestBao, TestDb};
 use rand::rngs::OsRng;
@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 const ABANDONED: usize = 50;
 
 struct Stack {
-    _bao: TestBao,
+    bao: TestBao,
     root_bao: BaoClient,
     db: TestDb,
     app: KleidiaApp,
@@ -44,7 +44,7 @@ impl Stack {
         .unwrap();
         cli_create_user(&db.url, "admin", "admin", ADMIN_PASSWORD).unwrap();
         Stack {
-            _bao: bao,
+            bao,
             root_bao,
             db,
             app,
@@ -293,4 +293,25 @@ async fn a_destroyed_confirmed_version_shows_as_damaged_and_the_key_can_still_be
     assert_eq!(s, StatusCode::OK, "{d}");
     assert_eq!(d["escrow_damaged"], Value::Null, "{d}");
     assert_eq!(d["device"]["secrets_version"], Value::Null, "{d}");
+}
+
+#[tokio::test]
+async fn bootstrap_fixes_the_version_window_of_an_existing_escrow_mount() {
+    let f = Stack::start().await;
+    // An installation from before: the mount keeps OpenBao's default.
+    f.root_bao
+        .post("yubikeys/config", &json!({"max_versions": 0}))
+        .await
+        .unwrap();
+    let (ok, out, err) = run_bootstrap(&f.bao.addr, &f.bao.token, "http://127.0.0.1:8080").unwrap();
+    assert!(ok, "{out}\n{err}");
+    assert!(
+        out.contains("updated   yubikeys/ keeps 20 versions per secret"),
+        "{out}"
+    );
+    let config = f.root_bao.get("yubikeys/config").await.unwrap();
+    assert_eq!(config["data"]["max_versions"], 20, "{config}");
+    let (ok, out, err) = run_bootstrap(&f.bao.addr, &f.bao.token, "http://127.0.0.1:8080").unwrap();
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains("nothing changed"), "{out}");
 }
