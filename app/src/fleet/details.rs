@@ -20,6 +20,9 @@ pub struct DeviceDetails {
     pub certificates: Vec<CertificateRow>,
     pub operations: Vec<OperationRow>,
     pub audit: Vec<Value>,
+    /// The confirmed escrow version, when OpenBao's metadata says it is
+    /// destroyed, deleted or gone: the key's secrets are lost (a wipe still works).
+    pub escrow_damaged: Option<i64>,
 }
 
 #[derive(Serialize)]
@@ -49,6 +52,13 @@ impl SecretVersion {
 }
 
 impl DeviceDetails {
+    pub fn credentials_str(&self) -> String {
+        match self.escrow_damaged {
+            Some(v) => format!("escrow damaged (version {v} unreadable)"),
+            None => self.device.credentials_str().to_string(),
+        }
+    }
+
     /// The unconfirmed secret change, if any (at most one per device).
     pub fn unconfirmed_change(&self) -> Option<&OperationRow> {
         self.operations
@@ -74,7 +84,14 @@ pub async fn device_details(
     serial: Serial,
 ) -> Result<DeviceDetails, DetailsError> {
     let device = access::load_visible(db, me, serial).await?;
+    // One metadata read: it says whether the confirmed version is still
+    // readable, without reading any secret value.
     let (_, versions) = escrow.versions(serial).await?;
+    let escrow_damaged = device.secrets_version.filter(|&c| {
+        !versions
+            .iter()
+            .any(|v| i64::try_from(v.version).ok() == Some(c) && v.readable())
+    });
     let operations = operations::operations_of(db, serial, 50).await?;
     let secret_versions = versions
         .into_iter()
@@ -101,5 +118,6 @@ pub async fn device_details(
         certificates,
         operations,
         audit,
+        escrow_damaged,
     })
 }

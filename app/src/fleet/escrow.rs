@@ -2,6 +2,12 @@
 //! change is a new version written with check-and-set, so two writers can
 //! never overwrite each other and no rotation replaces the only copy. The app's
 //! policy has no delete or destroy rights: old versions stay retrievable.
+//!
+//! OpenBao keeps a bounded window of versions per secret (bootstrap sets
+//! `max_versions`, see `vault::bootstrap::KV_MAX_VERSIONS`). Authorising a
+//! secret change first re-escrows the confirmed values as the latest version
+//! when abandoned attempts sit above it ([`Escrow::recopy`]), so at most one
+//! attempt is ever newer than the confirmed version and it never leaves the window.
 
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -27,6 +33,14 @@ pub struct VersionInfo {
     #[serde(with = "time::serde::rfc3339::option")]
     pub created_at: Option<OffsetDateTime>,
     pub destroyed: bool,
+    /// Soft-deleted (`deletion_time` set): unreadable until undeleted.
+    pub deleted: bool,
+}
+
+impl VersionInfo {
+    pub fn readable(&self) -> bool {
+        !self.destroyed && !self.deleted
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -71,6 +85,10 @@ impl Escrow<'_> {
                                 },
                             ),
                             destroyed: v.get("destroyed").and_then(Value::as_bool).unwrap_or(false),
+                            deleted: v
+                                .get("deletion_time")
+                                .and_then(Value::as_str)
+                                .is_some_and(|t| !t.is_empty()),
                         })
                     })
                     .collect()
@@ -102,9 +120,41 @@ impl Escrow<'_> {
         secrets: &DeviceSecrets,
         operation_id: uuid::Uuid,
     ) -> Result<u64, EscrowError> {
+        let stored = StoredSecrets {
+            secrets: secrets.clone(),
+            operation_id: Some(operation_id),
+            recopy_of: None,
+        };
+        self.write_cas(serial, expected_latest, stored).await
+    }
+
+    /// Re-escrow the confirmed values (`secrets`, read from version `of`) as
+    /// the next version, only if the latest is still `expected_latest`.
+    /// Returns the new version, which then becomes the confirmed one.
+    pub async fn recopy(
+        &self,
+        serial: Serial,
+        expected_latest: u64,
+        secrets: &DeviceSecrets,
+        of: u64,
+    ) -> Result<u64, EscrowError> {
+        let stored = StoredSecrets {
+            secrets: secrets.clone(),
+            operation_id: None,
+            recopy_of: Some(of),
+        };
+        self.write_cas(serial, expected_latest, stored).await
+    }
+
+    async fn write_cas(
+        &self,
+        serial: Serial,
+        expected_latest: u64,
+        stored: StoredSecrets,
+    ) -> Result<u64, EscrowError> {
         let body = json!({
             "options": {"cas": expected_latest},
-            "data": StoredSecrets { secrets: secrets.clone(), operation_id: Some(operation_id) },
+            "data": stored,
         });
         match self.bao.write(&self.data_path(serial), &body).await {
             Ok(v) => v
@@ -133,4 +183,7 @@ struct StoredSecrets {
     secrets: DeviceSecrets,
     #[serde(default)]
     operation_id: Option<uuid::Uuid>,
+    /// Set on a re-escrow: the confirmed version whose values this copies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    recopy_of: Option<u64>,
 }

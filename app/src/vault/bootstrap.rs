@@ -23,6 +23,14 @@ pub const POLICY_LICENSE: &str = "kleidia-license";
 /// The transit key that MACs the audit anchor.
 pub const AUDIT_KEY: &str = crate::audit::anchor::KEY_NAME;
 
+/// Versions OpenBao keeps of each escrow secret on the `yubikeys` mount, set
+/// explicitly so pruning is Kleidia's choice, never OpenBao's default (10).
+/// The confirmed version is always within it: before a secret change writes
+/// its attempt, authorisation re-escrows the confirmed values as the latest
+/// version if abandoned attempts sit above it, so the confirmed version is
+/// never more than one below the latest. The rest is history for the device page.
+pub const KV_MAX_VERSIONS: u64 = 20;
+
 /// Lifetime bounds (seconds).
 const ROOT_TTL: u64 = 10 * 365 * 24 * 3600;
 const INT_TTL: u64 = 5 * 365 * 24 * 3600;
@@ -104,6 +112,17 @@ impl Bootstrap<'_> {
             self.ensure_mount(&mut r, mount, "kv", Some("2"), None)
                 .await?;
         }
+        self.ensure_config(
+            &mut r,
+            &format!("{}/config", m.kv_mount),
+            &format!(
+                "{}/ keeps {KV_MAX_VERSIONS} versions per secret",
+                m.kv_mount
+            ),
+            json!({"max_versions": KV_MAX_VERSIONS}),
+            &[("max_versions", json!(KV_MAX_VERSIONS))],
+        )
+        .await?;
         self.ensure_mount(&mut r, &m.pki_root_mount, "pki", None, Some(ROOT_TTL))
             .await?;
         self.ensure_mount(&mut r, &m.pki_mount, "pki", None, Some(INT_TTL))

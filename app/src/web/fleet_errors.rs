@@ -86,7 +86,13 @@ impl From<EscrowError> for AppError {
             EscrowError::Conflict(s) => AppError::Conflict(format!(
                 "the escrowed secrets of {s} changed at the same time; nothing was applied, try again"
             )),
-            e @ EscrowError::Missing { .. } => internal(e),
+            EscrowError::Missing { serial, version } => {
+                tracing::error!(%serial, version, "escrow version unreadable");
+                AppError::Conflict(format!(
+                    "escrow version {version} of {serial} is missing or unreadable: the key's \
+                     secrets are lost; wiping it (reset) still works"
+                ))
+            }
         }
     }
 }

@@ -433,7 +433,12 @@ async fn an_unconfirmed_change_blocks_the_next_and_a_failure_keeps_both_versions
         .authorize(serial, json!({"operation": "rotate_management_key"}))
         .await;
     assert_eq!(s, StatusCode::CREATED);
-    assert_eq!(f.escrow_latest(serial).await, 3);
+    // The failed attempt (2) sits above the confirmed version, so the
+    // confirmed values are re-escrowed first (3, now confirmed), then the
+    // new attempt is written (4).
+    assert_eq!(f.device_row(serial).await.1, Some(3));
+    assert_eq!(f.escrow(serial, 3).await["puk"], puk1);
+    assert_eq!(f.escrow_latest(serial).await, 4);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 mod attestation_attacks;
 mod audit_anchor;
 mod audit_log;
+mod escrow_history;
 mod fleet;
 mod identity;
 mod license;

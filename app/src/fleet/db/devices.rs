@@ -316,6 +316,27 @@ pub async fn factory_count(db: &PgPool) -> Result<i64, sqlx::Error> {
 }
 
 /// The agent confirmed a new escrow version: it is what the device holds now.
+/// Move the confirmed escrow version from `from` to `to` (a re-escrow of the
+/// same values); false if the device no longer has `from` confirmed.
+pub async fn move_confirmed_version(
+    conn: &mut PgConnection,
+    serial: Serial,
+    from: u64,
+    to: i64,
+) -> Result<bool, sqlx::Error> {
+    let from = i64::try_from(from).unwrap_or(i64::MAX);
+    let r = sqlx::query(
+        "UPDATE devices SET secrets_version = $3, updated_at = now() \
+         WHERE serial = $1 AND secrets_version = $2",
+    )
+    .bind(serial.as_i64())
+    .bind(from)
+    .bind(to)
+    .execute(conn)
+    .await?;
+    Ok(r.rows_affected() == 1)
+}
+
 pub async fn set_secrets_version(
     conn: &mut PgConnection,
     serial: Serial,

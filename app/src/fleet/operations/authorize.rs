@@ -27,7 +27,7 @@ use crate::fleet::agent::{self, SessionKeyError};
 use crate::fleet::certificates::{owner_names, NamesError};
 use crate::fleet::context::FleetContext;
 use crate::fleet::db::operations::{self, NewOperation};
-use crate::fleet::db::{certificates, DeviceRow};
+use crate::fleet::db::{certificates, devices, DeviceRow};
 use crate::fleet::escrow::{Escrow, EscrowError};
 use crate::fleet::policy::{algorithm_name, KeyAlgorithm, PinPolicy, Policy, TouchPolicy};
 use crate::fleet::secrets::{self, acceptable_pin, DeviceSecrets};
@@ -140,7 +140,17 @@ pub async fn authorize(
     check_new_pin(&req, &policy)?;
     let (agent_key, fingerprint) = agent::session_key(db, u).await?;
     refuse_while_unconfirmed(db, serial, req.operation).await?;
-    let current = confirmed_secrets(escrow, &d).await?;
+    // A wipe and an attestation need no secret: they work even when the
+    // escrow is damaged, so the key stays recoverable.
+    let current = if needs_current_secrets(req.operation) {
+        Some(confirmed_secrets(escrow, &d).await?)
+    } else {
+        None
+    };
+    let mut d = d;
+    if let (true, Some(cur)) = (secret_changing(req.operation), &current) {
+        keep_confirmed_latest(db, escrow, u, meta, &mut d, cur).await?;
+    }
     let (plan, details) = plan(db, &req, &policy, serial).await?;
     let step = Authorizing {
         db,
@@ -155,19 +165,80 @@ pub async fn authorize(
     step.record_pending(&details).await?;
     // 2. A new secret is durable in OpenBao before any ticket exists.
     let next = if secret_changing(req.operation) {
-        Some(step.escrow_next(escrow, &policy, &req, &current).await?)
+        let cur = current.as_ref().ok_or_else(missing_next)?;
+        Some(step.escrow_next(escrow, &policy, &req, cur).await?)
     } else {
         None
     };
     // 3. The agent's parameters, encrypted to this session's agent key.
     let params = step
-        .agent_params(plan, &agent_key, &current, next.as_ref().map(|(n, _)| n))
+        .agent_params(
+            plan,
+            &agent_key,
+            current.as_ref(),
+            next.as_ref().map(|(n, _)| n),
+        )
         .await?;
     // 4. Record the new version and the ticket; only now does the page get it.
     let ticket = sign_ticket(ctx, step.id, step.op, serial, &fingerprint, &params)?;
     step.record_ticket(next.map(|(_, v)| v), &ticket, &params)
         .await?;
     Ok(ticket.authorized(step.id, step.op, serial, params))
+}
+
+/// Whether `op` sends the agent a value the device holds now (and so has to
+/// read the confirmed escrow version). A wipe and an attestation do not.
+fn needs_current_secrets(op: Operation) -> bool {
+    secret_changing(op) || matches!(op, Operation::GenerateCsr | Operation::ImportCertificate)
+}
+
+/// Before a secret change writes its attempt: if failed or abandoned
+/// attempts sit above the confirmed escrow version, copy the confirmed values
+/// forward as the latest version (check-and-set) and make that copy the
+/// confirmed version. So at most one attempt is ever newer than the
+/// confirmed version, and OpenBao's version window never prunes it
+/// (DESIGN §8). The copy is durable in OpenBao before the device row moves;
+/// if the row cannot move, the next authorisation copies again.
+async fn keep_confirmed_latest(
+    db: &PgPool,
+    escrow: &Escrow<'_>,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    d: &mut DeviceRow,
+    current: &DeviceSecrets,
+) -> Result<(), AuthorizeError> {
+    let Some(confirmed) = d.secrets_version.and_then(|v| u64::try_from(v).ok()) else {
+        // Factory credentials: nothing escrowed can be pruned.
+        return Ok(());
+    };
+    let serial = d.serial;
+    let (latest, _) = escrow.versions(serial).await?;
+    if latest == confirmed {
+        return Ok(());
+    }
+    let copied = escrow.recopy(serial, latest, current, confirmed).await?;
+    let copied_row = i64::try_from(copied)
+        .map_err(|_| anyhow::anyhow!("escrow version {copied} out of range"))?;
+    let mut tx = db.begin().await?;
+    if !devices::move_confirmed_version(&mut tx, serial, confirmed, copied_row).await? {
+        return Err(EscrowError::Conflict(serial).into());
+    }
+    audit::record(
+        &mut tx,
+        AuditEvent::new("escrow.recopy")
+            .actor(u)
+            .from_client(meta)
+            .target("device", serial)
+            .details(json!({
+                "from_version": confirmed,
+                "to_version": copied,
+                "latest_before": latest,
+            })),
+    )
+    .await?;
+    tx.commit().await?;
+    d.secrets_version = Some(copied_row);
+    Ok(())
 }
 
 fn check_new_pin(req: &OperationRequest, policy: &Policy) -> Result<(), AuthorizeError> {
@@ -351,14 +422,15 @@ impl Authorizing<'_> {
         &self,
         plan: Plan,
         agent_key: &RsaPublicKey,
-        current: &DeviceSecrets,
+        current: Option<&DeviceSecrets>,
         next: Option<&DeviceSecrets>,
     ) -> Result<Value, AuthorizeError> {
         let serial = self.d.serial;
+        let current = || current.ok_or_else(missing_next);
         let params = match (self.op, plan) {
             (op, _) if secret_changing(op) => {
                 let n = next.ok_or_else(missing_next)?;
-                secret_change_params(op, serial, agent_key, current, n)?
+                secret_change_params(op, serial, agent_key, current()?, n)?
             }
             (
                 _,
@@ -377,11 +449,11 @@ impl Authorizing<'_> {
                     pin_policy,
                     touch_policy,
                     subject: format!("CN={}", rfc4514_escape(&owner.common_name)),
-                    management_key: enc(agent_key, &current.management_key)?,
+                    management_key: enc(agent_key, &current()?.management_key)?,
                     pin: if pin_policy == PinPolicy::Never {
                         None
                     } else {
-                        Some(enc(agent_key, &current.pin)?)
+                        Some(enc(agent_key, &current()?.pin)?)
                     },
                 })?
             }
@@ -389,7 +461,7 @@ impl Authorizing<'_> {
                 serial: serial.get(),
                 slot,
                 certificate_pem: pem,
-                management_key: enc(agent_key, &current.management_key)?,
+                management_key: enc(agent_key, &current()?.management_key)?,
             })?,
             (_, Plan::Attest { slot }) => to_value(AttestParams {
                 serial: serial.get(),
