@@ -16,3 +16,6 @@ pub mod state;
 pub mod telemetry;
 pub mod vault;
 pub mod web;
+
+#[cfg(test)]
+mod layering;

@@ -3,6 +3,7 @@
 
 pub mod bootstrap;
 pub mod kv;
+pub mod layout;
 
 use std::time::Duration;
 
