@@ -445,14 +445,18 @@ impl TestApp {
             .await
     }
 
+    /// The software attestation root this installation trusts (for
+    /// software YubiKeys made under it).
+    pub fn attestation_root(&self) -> &AttestationRoot {
+        self.attestation_root
+            .as_ref()
+            .expect("started without .attestation_root()")
+    }
+
     /// A chain [slot attestation, device f9] for `key`, as a YubiKey with
     /// `serial` makes it under the root this installation trusts.
     pub fn attestation(&self, serial: u32, key: &PrivateKey, pin: u8, touch: u8) -> Vec<String> {
-        let root = self
-            .attestation_root
-            .as_ref()
-            .expect("started without .attestation_root()");
-        attestation_chain(root, serial, key, pin, touch)
+        attestation_chain(self.attestation_root(), serial, key, pin, touch)
     }
 }
 
