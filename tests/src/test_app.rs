@@ -360,12 +360,9 @@ impl TestApp {
 
     /// The key the app's tickets verify with, as an agent fetches it.
     pub async fn ticket_verifying_key(&self) -> TicketVerifyingKey {
-        let r: TicketKeyResponse = reqwest::get(self.url("/api/agent/ticket-key"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let (s, v) = self.api().ticket_key().await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let r: TicketKeyResponse = serde_json::from_value(v).unwrap();
         TicketVerifyingKey::from_response(&r).unwrap()
     }
 
