@@ -4,11 +4,15 @@
 //! Kleidia page in the browser would (with the Kleidia `Origin`).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
-use kleidia_protocol::agent::{OperationParams, PubKey, SignedRequest};
+use anyhow::Result;
+use kleidia_protocol::agent::{
+    AgentErrorBody, CheckDefaults, Discover, GenerateCsrParams, Health, KeyAlgorithm,
+    OperationParams, PinPolicy, PivInfo, PivSlot, PubKey, SetPinParams, SignedRequest, SystemInfo,
+    TouchPolicy, WellKnown,
+};
 use kleidia_protocol::ticket::{
     params_hash, parse_agent_public_key, EncryptedSecret, TicketClaims, TicketSigningKey,
 };
@@ -16,7 +20,8 @@ use reqwest::header::{HeaderMap, HeaderValue, CONTENT_TYPE, ORIGIN};
 use rsa::RsaPublicKey;
 use serde::Serialize;
 
-use crate::{bin_path, free_port, wait_until, ChildGuard};
+use crate::card::{default_mgm_hex, pin_retries, VirtualYubiKey, DEFAULT_PIN};
+use crate::{bin_path, free_port, read_log, unix_now, ChildGuard};
 
 /// The Kleidia URL the test agents are configured with (nothing listens there
 /// unless a test starts something).
@@ -58,14 +63,6 @@ pub struct TestAgent {
     _dir: Option<tempfile::TempDir>,
 }
 
-/// Seconds since the epoch.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
-
 impl TestAgent {
     pub async fn spawn() -> Result<Self> {
         Self::spawn_with(AgentOptions::default()).await
@@ -80,7 +77,7 @@ impl TestAgent {
         Ok(me)
     }
 
-    /// Start the agent binary; fails with its log if it does not come up.
+    /// The agent's command line for `opts`, `port` and `state_dir`.
     pub fn command(opts: &AgentOptions, port: u16, state_dir: &Path) -> Command {
         let mut cmd = Command::new(bin_path("kleidia-agent"));
         cmd.arg("--kleidia-url")
@@ -102,45 +99,21 @@ impl TestAgent {
         cmd
     }
 
-    async fn start(
+    /// Start the agent binary on `port`; fails with its log if it does not come up.
+    pub async fn start(
         opts: AgentOptions,
         port: u16,
         state_dir: PathBuf,
         log: PathBuf,
     ) -> Result<Self> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)?;
-        let child = Self::command(&opts, port, &state_dir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("start kleidia-agent")?;
-        let mut proc = ChildGuard::new("kleidia-agent", child);
+        let mut cmd = Self::command(&opts, port, &state_dir);
+        let mut proc = ChildGuard::spawn_logged("kleidia-agent", &mut cmd, &log)?;
         let base = format!("http://127.0.0.1:{port}");
+        proc.wait_healthy(&format!("{base}/health"), Duration::from_secs(60), &log)
+            .await?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()?;
-        let url = format!("{base}/health");
-        let up = wait_until(Duration::from_secs(60), || {
-            let http = http.clone();
-            let url = url.clone();
-            async move { matches!(http.get(url).send().await, Ok(r) if r.status().is_success()) }
-        })
-        .await;
-        if !up {
-            let exited = proc
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok())
-                .flatten();
-            bail!(
-                "kleidia-agent did not answer on {base} (exit: {exited:?}):\n{}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-        }
         let origin = reqwest::Url::parse(&opts.kleidia_url)?
             .origin()
             .ascii_serialization();
@@ -266,13 +239,141 @@ impl TestAgent {
     }
 
     pub async fn decryptions(&self) -> Result<u64> {
-        let h: kleidia_protocol::agent::Health = self.get("/health").await?.json().await?;
-        Ok(h.decryptions)
+        Ok(self.health().await.decryptions)
     }
 
     /// Everything the agent logged so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
+    }
+}
+
+/// The agent's read-only endpoints, typed (each asserts success).
+impl TestAgent {
+    /// `GET /.well-known/kleidia-agent`
+    pub async fn well_known(&self) -> WellKnown {
+        ok_json(self.get("/.well-known/kleidia-agent").await.unwrap()).await
+    }
+
+    /// `GET /pubkey`
+    pub async fn pubkey(&self) -> PubKey {
+        ok_json(self.get("/pubkey").await.unwrap()).await
+    }
+
+    /// `GET /health`
+    pub async fn health(&self) -> Health {
+        ok_json(self.get("/health").await.unwrap()).await
+    }
+
+    /// `GET /system/info`
+    pub async fn system_info(&self) -> SystemInfo {
+        ok_json(self.get("/system/info").await.unwrap()).await
+    }
+
+    /// `GET /discover`
+    pub async fn discover(&self) -> Discover {
+        ok_json(self.get("/discover").await.unwrap()).await
+    }
+
+    /// `GET /piv/info?serial=…`
+    pub async fn piv_info(&self, serial: u32) -> PivInfo {
+        ok_json(
+            self.get(&format!("/piv/info?serial={serial}"))
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// `GET /piv/check-defaults?serial=…`
+    pub async fn check_defaults(&self, serial: u32) -> CheckDefaults {
+        ok_json(
+            self.get(&format!("/piv/check-defaults?serial={serial}"))
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+/// Status and JSON error body of a failed response.
+pub async fn error_of(resp: reqwest::Response) -> (u16, AgentErrorBody) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("not an agent error body ({e}): {status} {text}"));
+    (status, body)
+}
+
+/// Assert a response is the given error and return its body.
+pub async fn expect_error(resp: reqwest::Response, status: u16, code: &str) -> AgentErrorBody {
+    let (s, body) = error_of(resp).await;
+    assert_eq!((s, body.error.as_str()), (status, code), "{}", body.message);
+    body
+}
+
+/// The JSON body of a successful response.
+pub async fn ok_json<T: serde::de::DeserializeOwned>(resp: reqwest::Response) -> T {
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert!(status.is_success(), "{status}: {text}");
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
+/// A software YubiKey in reader 0 and an agent with the test ticket key.
+pub struct AgentWithKey {
+    pub agent: TestAgent,
+    pub key: VirtualYubiKey,
+    pub dir: tempfile::TempDir,
+}
+
+impl AgentWithKey {
+    /// A factory-fresh YubiKey 5.7.1.
+    pub async fn new(serial: u32) -> Self {
+        Self::with_firmware(serial, "5.7.1").await
+    }
+
+    pub async fn with_firmware(serial: u32, firmware: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let key = VirtualYubiKey::plug(dir.path(), serial, firmware, 0).unwrap();
+        let agent = TestAgent::spawn().await.unwrap();
+        Self { agent, key, dir }
+    }
+
+    pub fn serial(&self) -> u32 {
+        self.key.serial
+    }
+
+    /// A PIN change from `current` to `new`, encrypted to the agent.
+    pub fn set_pin_params(&self, current: &[u8], new: &[u8]) -> SetPinParams {
+        SetPinParams {
+            serial: self.serial(),
+            current_pin: self.agent.encrypt(current),
+            new_pin: self.agent.encrypt(new),
+        }
+    }
+
+    /// A key generation in `slot` (PIN once, no touch) for `CN=alice`, with
+    /// the factory management key and PIN.
+    pub fn csr_params(&self, slot: PivSlot, algorithm: KeyAlgorithm) -> GenerateCsrParams {
+        GenerateCsrParams {
+            serial: self.serial(),
+            slot,
+            algorithm,
+            pin_policy: PinPolicy::Once,
+            touch_policy: TouchPolicy::Never,
+            subject: "CN=alice,O=Kleidia Test".into(),
+            management_key: self.agent.encrypt(default_mgm_hex().as_bytes()),
+            pin: Some(self.agent.encrypt(DEFAULT_PIN)),
+        }
+    }
+
+    /// Nothing was decrypted, no PIN try was used, the PIN is the factory one.
+    pub async fn assert_untouched(&self) {
+        assert_eq!(self.agent.decryptions().await.unwrap(), 0);
+        assert_eq!(pin_retries(self.serial()), 3);
+        let cd = self.agent.check_defaults(self.serial()).await;
+        assert_eq!(cd.defaults.pin, Some(true), "the PIN was not changed");
     }
 }
 

@@ -1,24 +1,60 @@
-//! Start the `kleidia` binary as a real process for a test.
+//! The `kleidia` binary as a real process: `kleidia serve` for a test, and
+//! its command-line subcommands.
 
+use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 
-use crate::{bin_path, free_port, wait_until, ChildGuard};
+use crate::{clean_command, free_port, read_log, ChildGuard};
 
 /// A `kleidia` command with every inherited `KLEIDIA_*` variable removed, so
 /// the test alone decides the configuration.
 pub fn kleidia_command() -> Command {
-    let mut c = Command::new(bin_path("kleidia"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("KLEIDIA_") {
-            c.env_remove(k);
-        }
+    clean_command("kleidia")
+}
+
+/// `kleidia ARGS…` against the database at `db_url`.
+pub fn kleidia_cli(db_url: &str, args: &[&str]) -> Output {
+    kleidia_command()
+        .args(args)
+        .env("KLEIDIA_DATABASE_URL", db_url)
+        .output()
+        .unwrap_or_else(|e| panic!("run kleidia {args:?}: {e}"))
+}
+
+/// `kleidia user create` with the password on stdin; returns stdout.
+pub fn cli_create_user(db_url: &str, username: &str, role: &str, password: &str) -> Result<String> {
+    let mut child = kleidia_command()
+        .args([
+            "user",
+            "create",
+            "--username",
+            username,
+            "--role",
+            role,
+            "--password-stdin",
+        ])
+        .env("KLEIDIA_DATABASE_URL", db_url)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(format!("{password}\n").as_bytes())?;
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!(
+            "user create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
-    c.stdin(Stdio::null());
-    c
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 pub struct AppOptions {
@@ -29,6 +65,7 @@ pub struct AppOptions {
     pub env: Vec<(String, String)>,
 }
 
+/// `kleidia serve`, killed when dropped.
 pub struct KleidiaApp {
     pub base_url: String,
     pub port: u16,
@@ -39,11 +76,12 @@ pub struct KleidiaApp {
 
 impl KleidiaApp {
     /// `kleidia serve` on a free port; returns once `/healthz` answers.
+    /// (Not port 0: the public URL, which is the JWT issuer and the origin
+    /// forms must come from, has to be known before the process starts.)
     pub async fn spawn(opts: AppOptions) -> Result<Self> {
         let port = free_port();
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("kleidia.log");
-        let log = std::fs::File::create(&log_path)?;
         let base_url = format!("http://127.0.0.1:{port}");
         let mut cmd = kleidia_command();
         cmd.arg("serve")
@@ -68,27 +106,22 @@ impl KleidiaApp {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
-        let child = cmd.stdout(log.try_clone()?).stderr(log).spawn()?;
-        let mut me = Self {
-            base_url: base_url.clone(),
+        let mut proc = ChildGuard::spawn_logged("kleidia serve", &mut cmd, &log_path)?;
+        let healthz = format!("{base_url}/healthz");
+        if let Err(e) = proc
+            .wait_healthy(&healthz, Duration::from_secs(60), &log_path)
+            .await
+        {
+            proc.kill();
+            return Err(e);
+        }
+        Ok(Self {
+            base_url,
             port,
-            proc: ChildGuard::new("kleidia", child),
+            proc,
             log_path,
             _dir: dir,
-        };
-        let http = reqwest::Client::new();
-        let up = wait_until(Duration::from_secs(60), || {
-            let http = http.clone();
-            let url = format!("{base_url}/healthz");
-            async move { matches!(http.get(url).send().await, Ok(r) if r.status().is_success()) }
         })
-        .await;
-        if !up {
-            let log = me.log();
-            me.proc.kill();
-            bail!("kleidia serve did not come up on {base_url}; log:\n{log}");
-        }
-        Ok(me)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -97,6 +130,6 @@ impl KleidiaApp {
 
     /// Everything the process wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        read_log(&self.log_path)
     }
 }

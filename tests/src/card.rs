@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{bin_path, ChildGuard};
+use crate::{bin_path, read_log, ChildGuard};
 
 /// The two readers of the vpcd entry, by index (port 35963 and 35964).
 pub const READERS: [&str; 2] = ["Virtual PCD 00 00", "Virtual PCD 00 01"];
@@ -28,9 +28,16 @@ pub const DEFAULT_MGM_KEY: [u8; 24] = [
 /// Serialises the tests of one process that plug virtual keys: nextest runs
 /// each test in its own process (and the `pcsc` group keeps those apart),
 /// this lock does the same under plain `cargo test`.
-pub fn lock() -> std::sync::MutexGuard<'static, ()> {
-    static CARD_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    CARD_LOCK.lock().unwrap_or_else(|e| e.into_inner())
+static CARD_LOCK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// [`CARD_LOCK`] for an async test.
+pub async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
+    CARD_LOCK.lock().await
+}
+
+/// [`CARD_LOCK`] for a test without a runtime.
+pub fn lock_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    CARD_LOCK.blocking_lock()
 }
 
 /// The two vpcd readers belong to one test at a time across every process on
@@ -164,36 +171,25 @@ impl VirtualYubiKey {
         root: &Path,
         log: &Path,
     ) -> Result<ChildGuard> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)?;
-        let child = Command::new(bin_path("kleidia-virtual-yubikey"))
-            .arg("--serial")
+        let mut cmd = Command::new(bin_path("kleidia-virtual-yubikey"));
+        cmd.arg("--serial")
             .arg(serial.to_string())
             .args(["--firmware", firmware, "--reader", &reader.to_string()])
             .arg("--state")
             .arg(state)
             .arg("--attestation-root")
-            .arg(root)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out)
-            .spawn()
-            .context("start kleidia-virtual-yubikey")?;
-        Ok(ChildGuard::new(format!("virtual-yubikey-{serial}"), child))
+            .arg(root);
+        ChildGuard::spawn_logged(&format!("virtual-yubikey-{serial}"), &mut cmd, log)
     }
 
     fn wait_plugged(&mut self) -> Result<()> {
         let deadline = Instant::now() + Duration::from_secs(15);
         while !card_present(self.reader_name())? {
-            if let Some(child) = self.proc.child.as_mut() {
-                if let Some(status) = child.try_wait()? {
-                    bail!(
-                        "kleidia-virtual-yubikey exited with {status}:\n{}",
-                        self.log()
-                    );
-                }
+            if let Some(status) = self.proc.exited() {
+                bail!(
+                    "kleidia-virtual-yubikey exited with {status}:\n{}",
+                    self.log()
+                );
             }
             if Instant::now() > deadline {
                 bail!(
@@ -281,7 +277,7 @@ impl VirtualYubiKey {
 
     /// What the emulator printed so far.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
     }
 }
 
@@ -314,4 +310,45 @@ pub fn yubico_piv_tool(reader: &str, args: &[&str]) -> Result<String> {
     let mut all = vec!["-r", reader];
     all.extend_from_slice(args);
     run_tool("yubico-piv-tool", &all)
+}
+
+/// The key with `serial`, through pcscd. Retries for a few seconds: the
+/// agent may still be closing its PC/SC session of the last operation.
+pub fn open(serial: u32) -> yubikey::YubiKey {
+    let mut last = None;
+    for _ in 0..50 {
+        match yubikey::YubiKey::open_by_serial(yubikey::Serial(serial)) {
+            Ok(yk) => return yk,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("open YubiKey {serial}: {last:?}");
+}
+
+/// PIN retries left, read with the `yubikey` crate (an empty VERIFY).
+pub fn pin_retries(serial: u32) -> u8 {
+    open(serial).get_pin_retries().unwrap()
+}
+
+/// Whether `pin` verifies on the card now.
+pub fn pin_verifies(serial: u32, pin: &str) -> bool {
+    open(serial).verify_pin(pin.as_bytes()).is_ok()
+}
+
+/// The factory management key in hex, as the server sends it to the agent.
+pub fn default_mgm_hex() -> String {
+    hex::encode(DEFAULT_MGM_KEY)
+}
+
+/// The line of `ykman … info` output that starts with `prefix`.
+pub fn info_line<'a>(text: &'a str, prefix: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line {prefix:?} in:\n{text}"))
+}
+
+/// The factory management key of this key's firmware (3DES before 5.7, AES-192 from 5.7).
+pub fn default_mgm(yk: &yubikey::YubiKey) -> yubikey::MgmKey {
+    yubikey::MgmKey::get_default(yk).unwrap()
 }

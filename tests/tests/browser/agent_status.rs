@@ -15,7 +15,7 @@ async fn the_page_says_when_the_agent_is_not_running_and_when_it_trusts_another_
     chrome.wait_for("form[action=\"/login\"]").await.unwrap();
     chrome.screenshot("login").await.unwrap();
     chrome
-        .login(&stack.app.base_url, "carol", &password)
+        .login(stack.app.base_url(), "carol", &password)
         .await
         .unwrap();
     chrome.wait_agent_state("running").await.unwrap();

@@ -2,10 +2,8 @@
 //! a factory key, change its PIN, lose it, wipe it.
 
 use kleidia_tests::browser::{openssl, Chrome, Stack};
-use kleidia_tests::card::{ykman, DEFAULT_PIN, DEFAULT_PUK};
-use kleidia_tests::client::ADMIN_PASSWORD;
-
-use super::{check, enrollment_outcome, open, pin_verifies, start_enrollment, steps};
+use kleidia_tests::card::{open, pin_verifies, ykman, DEFAULT_PIN, DEFAULT_PUK};
+use kleidia_tests::ADMIN_PASSWORD;
 
 const SERIAL: u32 = 41000001;
 const FIRST_PIN: &str = "471925";
@@ -38,7 +36,7 @@ async fn a_user_enrolls_a_factory_key_changes_its_pin_and_an_admin_marks_it_lost
 
     // Sign in: the dashboard finds the agent and registers it.
     chrome
-        .login(&stack.app.base_url, "alice", &password)
+        .login(stack.app.base_url(), "alice", &password)
         .await
         .unwrap();
     chrome.wait_agent_state("running").await.unwrap();
@@ -48,12 +46,11 @@ async fn a_user_enrolls_a_factory_key_changes_its_pin_and_an_admin_marks_it_lost
     chrome.goto(&stack.url("/enroll")).await.unwrap();
     chrome.wait_agent_state("running").await.unwrap();
     chrome.screenshot("enroll").await.unwrap();
-    start_enrollment(&chrome, SERIAL, FIRST_PIN).await;
-    let (class, text) = enrollment_outcome(&chrome).await;
+    chrome.start_enrollment(SERIAL, FIRST_PIN).await;
+    let (class, text) = chrome.enrollment_outcome().await;
     chrome.screenshot("enroll-done").await.unwrap();
-    let done = steps(&chrome, "#enroll-steps").await;
-    check(
-        &stack,
+    let done = chrome.steps("#enroll-steps").await;
+    stack.check(
         class.contains("ok"),
         &format!("enrollment failed: {text}; steps {done:?}"),
     );
@@ -173,19 +170,8 @@ async fn a_user_enrolls_a_factory_key_changes_its_pin_and_an_admin_marks_it_lost
         .click(&format!("{form} button[type=submit]"))
         .await
         .unwrap();
-    let result = chrome
-        .wait_for("#action-result.ok, #action-result.error")
-        .await
-        .unwrap();
-    let (class, text) = (
-        result.attr("class").await.unwrap().unwrap_or_default(),
-        result.text().await.unwrap(),
-    );
-    check(
-        &stack,
-        class.contains("ok"),
-        &format!("PIN change failed: {text}"),
-    );
+    let (class, text) = chrome.action_result().await;
+    stack.check(class.contains("ok"), &format!("PIN change failed: {text}"));
     assert!(text.contains("The PIN was changed"), "{text}");
     assert!(
         pin_verifies(SERIAL, SECOND_PIN),
@@ -196,7 +182,7 @@ async fn a_user_enrolls_a_factory_key_changes_its_pin_and_an_admin_marks_it_lost
     // An admin marks it lost on the device page: its certificate is revoked.
     chrome.logout().await.unwrap();
     chrome
-        .login(&stack.app.base_url, "admin", ADMIN_PASSWORD)
+        .login(stack.app.base_url(), "admin", ADMIN_PASSWORD)
         .await
         .unwrap();
     chrome.goto(&stack.url("/devices")).await.unwrap();
@@ -278,19 +264,8 @@ async fn a_user_enrolls_a_factory_key_changes_its_pin_and_an_admin_marks_it_lost
         question.contains(&format!("Wipe YubiKey {SERIAL}?")),
         "{question}"
     );
-    let result = chrome
-        .wait_for("#action-result.ok, #action-result.error")
-        .await
-        .unwrap();
-    let (class, text) = (
-        result.attr("class").await.unwrap().unwrap_or_default(),
-        result.text().await.unwrap(),
-    );
-    check(
-        &stack,
-        class.contains("ok"),
-        &format!("wipe failed: {text}"),
-    );
+    let (class, text) = chrome.action_result().await;
+    stack.check(class.contains("ok"), &format!("wipe failed: {text}"));
     chrome.wait_for(".badge.state-returned").await.unwrap();
     chrome.screenshot("device-returned").await.unwrap();
 

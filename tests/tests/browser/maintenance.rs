@@ -2,9 +2,7 @@
 //! helpdesk PIN unblock with the escrowed PUK.
 
 use kleidia_tests::browser::{openssl, Chrome, Stack};
-use kleidia_tests::card::ykman;
-
-use super::{check, enrollment_outcome, open, pin_verifies, start_enrollment};
+use kleidia_tests::card::{open, pin_verifies, ykman};
 
 const SERIAL: u32 = 41000004;
 const PIN: &str = "529164";
@@ -18,17 +16,8 @@ async fn action(stack: &Stack, chrome: &Chrome, name: &str) -> String {
         .click(&format!("{form} button[type=submit]"))
         .await
         .unwrap();
-    let result = chrome
-        .wait_for("#action-result.ok, #action-result.error")
-        .await
-        .unwrap();
-    let class = result.attr("class").await.unwrap().unwrap_or_default();
-    let text = result.text().await.unwrap();
-    check(
-        stack,
-        class.contains("ok"),
-        &format!("{name} failed: {text}"),
-    );
+    let (class, text) = chrome.action_result().await;
+    stack.check(class.contains("ok"), &format!("{name} failed: {text}"));
     text
 }
 
@@ -67,14 +56,11 @@ async fn the_owner_renews_and_rotates_from_the_device_page_and_helpdesk_unblocks
         .unwrap();
     let chrome = Chrome::start().await.unwrap();
     chrome
-        .login(&stack.app.base_url, "dave", &password)
-        .await
-        .unwrap();
-    chrome.goto(&stack.url("/enroll")).await.unwrap();
-    chrome.wait_agent_state("running").await.unwrap();
-    start_enrollment(&chrome, SERIAL, PIN).await;
-    let (class, text) = enrollment_outcome(&chrome).await;
-    check(&stack, class.contains("ok"), &format!("enrollment: {text}"));
+        .open_enrollment(stack.app.base_url(), "dave", &password)
+        .await;
+    chrome.start_enrollment(SERIAL, PIN).await;
+    let (class, text) = chrome.enrollment_outcome().await;
+    stack.check(class.contains("ok"), &format!("enrollment: {text}"));
     let first = stack.escrow(SERIAL).await.unwrap();
     let first_cert = slot_9a_serial(&stack);
 
@@ -146,7 +132,7 @@ async fn the_owner_renews_and_rotates_from_the_device_page_and_helpdesk_unblocks
     }
     chrome.logout().await.unwrap();
     chrome
-        .login(&stack.app.base_url, "hanna", &helpdesk)
+        .login(stack.app.base_url(), "hanna", &helpdesk)
         .await
         .unwrap();
     open_device_page(&stack, &chrome).await;

@@ -4,40 +4,44 @@
 use std::time::Duration;
 
 use kleidia_tests::browser::{Chrome, Stack};
-use kleidia_tests::card::ykman;
-
-use super::{check, enrollment_outcome, open, pin_verifies, start_enrollment, steps};
+use kleidia_tests::card::{open, pin_verifies, ykman};
 
 const SERIAL: u32 = 41000002;
 const PIN: &str = "395827";
 
-#[tokio::test]
-async fn an_enrollment_cut_off_by_the_agent_dying_is_explained_on_the_device_page_and_resumed_without_losing_a_secret(
-) {
-    let mut stack = Stack::start(SERIAL).await.unwrap();
-    let password = stack
-        .create_user("bob", "user", "Bob Example")
-        .await
-        .unwrap();
+/// `username` (a user called `display`) starts enrolling the factory key `serial`, and the
+/// agent is killed once the PIN step is done. Returns the enrollment's
+/// outcome (result box class and text).
+async fn enrollment_cut_off_after_the_pin(
+    serial: u32,
+    username: &str,
+    display: &str,
+) -> (Stack, Chrome, (String, String)) {
+    let mut stack = Stack::start(serial).await.unwrap();
+    let password = stack.create_user(username, "user", display).await.unwrap();
     let chrome = Chrome::start().await.unwrap();
     chrome
-        .login(&stack.app.base_url, "bob", &password)
-        .await
-        .unwrap();
-    chrome.goto(&stack.url("/enroll")).await.unwrap();
-    chrome.wait_agent_state("running").await.unwrap();
-    start_enrollment(&chrome, SERIAL, PIN).await;
-
-    // The PIN is set and escrowed; the agent dies right after.
+        .open_enrollment(stack.app.base_url(), username, &password)
+        .await;
+    chrome.start_enrollment(serial, PIN).await;
     chrome
         .wait_for("#enroll-steps li[data-step=\"pin\"].done")
         .await
         .unwrap();
     stack.agent.kill();
-    let (class, text) = enrollment_outcome(&chrome).await;
+    let outcome = chrome.enrollment_outcome().await;
+    (stack, chrome, outcome)
+}
+
+#[tokio::test]
+async fn an_enrollment_cut_off_by_the_agent_dying_is_explained_on_the_device_page_and_resumed_without_losing_a_secret(
+) {
+    // The PIN is set and escrowed; the agent dies right after.
+    let (mut stack, chrome, (class, text)) =
+        enrollment_cut_off_after_the_pin(SERIAL, "bob", "Bob Example").await;
     chrome.wait_agent_state("not-running").await.unwrap();
     chrome.screenshot("enroll-interrupted").await.unwrap();
-    let cut = steps(&chrome, "#enroll-steps").await;
+    let cut = chrome.steps("#enroll-steps").await;
     assert!(class.contains("error"), "{class}: {text}");
     assert!(text.contains("Nothing is lost"), "{text}");
     assert!(
@@ -83,12 +87,11 @@ async fn an_enrollment_cut_off_by_the_agent_dying_is_explained_on_the_device_pag
         )
         .await
         .unwrap();
-    start_enrollment(&chrome, SERIAL, PIN).await;
-    let (class, text) = enrollment_outcome(&chrome).await;
+    chrome.start_enrollment(SERIAL, PIN).await;
+    let (class, text) = chrome.enrollment_outcome().await;
     chrome.screenshot("enroll-resumed").await.unwrap();
-    let resumed = steps(&chrome, "#enroll-steps").await;
-    check(
-        &stack,
+    let resumed = chrome.steps("#enroll-steps").await;
+    stack.check(
         class.contains("ok"),
         &format!("resume failed: {text}; steps {resumed:?}"),
     );
@@ -120,25 +123,8 @@ async fn an_enrollment_cut_off_by_the_agent_dying_is_explained_on_the_device_pag
 async fn an_interrupted_enrollment_rolled_back_from_the_device_page_leaves_a_factory_key_registered_to_its_owner(
 ) {
     const SERIAL: u32 = 41000005;
-    let mut stack = Stack::start(SERIAL).await.unwrap();
-    let password = stack
-        .create_user("erin", "user", "Erin Example")
-        .await
-        .unwrap();
-    let chrome = Chrome::start().await.unwrap();
-    chrome
-        .login(&stack.app.base_url, "erin", &password)
-        .await
-        .unwrap();
-    chrome.goto(&stack.url("/enroll")).await.unwrap();
-    chrome.wait_agent_state("running").await.unwrap();
-    start_enrollment(&chrome, SERIAL, PIN).await;
-    chrome
-        .wait_for("#enroll-steps li[data-step=\"pin\"].done")
-        .await
-        .unwrap();
-    stack.agent.kill();
-    let (class, _) = enrollment_outcome(&chrome).await;
+    let (mut stack, chrome, (class, _)) =
+        enrollment_cut_off_after_the_pin(SERIAL, "erin", "Erin Example").await;
     assert!(class.contains("error"));
     stack.agent.start().await.unwrap();
 
@@ -154,21 +140,8 @@ async fn an_interrupted_enrollment_rolled_back_from_the_device_page_leaves_a_fac
         .unwrap();
     let question = chrome.accept_confirm().await.unwrap();
     assert!(question.starts_with("Roll back"), "{question}");
-    let result = chrome
-        .wait_for("#action-result.ok, #action-result.error")
-        .await
-        .unwrap();
-    let text = result.text().await.unwrap();
-    check(
-        &stack,
-        result
-            .attr("class")
-            .await
-            .unwrap()
-            .unwrap_or_default()
-            .contains("ok"),
-        &format!("roll back failed: {text}"),
-    );
+    let (class, text) = chrome.action_result().await;
+    stack.check(class.contains("ok"), &format!("roll back failed: {text}"));
 
     // Factory state on the card; still registered to Erin, nothing escrowed in use.
     let info = ykman(stack.key().reader_name(), &["piv", "info"]).unwrap();

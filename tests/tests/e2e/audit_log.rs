@@ -1,63 +1,34 @@
 //! The audit log is hash-chained: `kleidia audit verify` passes on an
 //! untouched log and names exactly the rows altered or deleted with SQL.
 
-use kleidia_tests::app::kleidia_command;
-use kleidia_tests::client::{Env, ADMIN_PASSWORD};
+use kleidia_tests::{TestApp, ADMIN_PASSWORD};
 use reqwest::StatusCode;
 use serde_json::json;
 
-fn verify(db_url: &str) -> (bool, String) {
-    let out = kleidia_command()
-        .args(["audit", "verify"])
-        .env("KLEIDIA_DATABASE_URL", db_url)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[tokio::test]
 async fn audit_verify_names_exactly_the_altered_and_the_deleted_row() {
-    let env = Env::start(&[]).await.unwrap();
+    let app = TestApp::spawn().await;
     // Some history: sign-ins, a failure, a user, a logout.
-    let mut api = env.api();
+    let mut api = app.api();
     for _ in 0..3 {
         api.login("admin", ADMIN_PASSWORD).await.unwrap();
     }
-    let (s, _) = env
-        .api()
-        .post_json(
-            "/api/auth/login",
-            &json!({"username": "admin", "password": "wrong"}),
-        )
-        .await;
+    let (s, _) = app.api().post_login("admin", "wrong").await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     let (s, _) = api
-        .post_json(
-            "/api/users",
-            &json!({"username": "bob", "display_name": "Bob", "role": "user"}),
-        )
+        .create_user(&json!({"username": "bob", "display_name": "Bob", "role": "user"}))
         .await;
     assert_eq!(s, StatusCode::CREATED);
-    api.post_json("/api/auth/logout", &json!({})).await;
+    api.logout().await;
 
-    let pool = env.db.pool().await.unwrap();
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let rows = app.db.count("audit_log").await;
     assert!(rows >= 7, "{rows}");
-    let (ok, out) = verify(&env.db.url);
+    let (ok, out) = app.audit_verify();
     assert!(ok, "{out}");
     assert!(out.contains(&format!("{rows} rows, chain intact")), "{out}");
 
     // The application can neither update nor delete audit rows.
+    let pool = app.db.pool().await.unwrap();
     let err = sqlx::query("UPDATE audit_log SET actor_name = 'x' WHERE id = 2")
         .execute(&pool)
         .await
@@ -80,7 +51,7 @@ async fn audit_verify_names_exactly_the_altered_and_the_deleted_row() {
         .unwrap();
     drop(conn);
 
-    let (ok, out) = verify(&env.db.url);
+    let (ok, out) = app.audit_verify();
     assert!(!ok, "{out}");
     let problems: Vec<&str> = out
         .lines()
@@ -96,11 +67,11 @@ async fn audit_verify_names_exactly_the_altered_and_the_deleted_row() {
 
 #[tokio::test]
 async fn deleting_the_newest_rows_is_noticed_through_the_chain_head() {
-    let env = Env::start(&[]).await.unwrap();
-    let mut api = env.api();
+    let app = TestApp::spawn().await;
+    let mut api = app.api();
     api.login("admin", ADMIN_PASSWORD).await.unwrap();
     api.login("admin", ADMIN_PASSWORD).await.unwrap();
-    let pool = env.db.pool().await.unwrap();
+    let pool = app.db.pool().await.unwrap();
     let last: i64 = sqlx::query_scalar("SELECT max(id) FROM audit_log")
         .fetch_one(&pool)
         .await
@@ -116,34 +87,29 @@ async fn deleting_the_newest_rows_is_noticed_through_the_chain_head() {
         .await
         .unwrap();
     drop(conn);
-    let (ok, out) = verify(&env.db.url);
+    let (ok, out) = app.audit_verify();
     assert!(!ok, "{out}");
     assert!(out.contains(&format!("row {last} was deleted")), "{out}");
 }
 
 #[tokio::test]
 async fn the_audit_api_filters_and_pages_without_gaps_or_repeats() {
-    let env = Env::start(&[]).await.unwrap();
-    let mut api = env.api();
+    let app = TestApp::spawn().await;
+    let mut api = app.api();
     for _ in 0..7 {
         api.login("admin", ADMIN_PASSWORD).await.unwrap();
     }
     for _ in 0..2 {
-        env.api()
-            .post_json(
-                "/api/auth/login",
-                &json!({"username": "admin", "password": "nope"}),
-            )
-            .await;
+        app.api().post_login("admin", "nope").await;
     }
     let mut seen = Vec::new();
     let mut before: Option<i64> = None;
     loop {
         let q = match before {
-            Some(b) => format!("/api/audit?action=login.ok&limit=3&before={b}"),
-            None => "/api/audit?action=login.ok&limit=3".to_string(),
+            Some(b) => format!("action=login.ok&limit=3&before={b}"),
+            None => "action=login.ok&limit=3".to_string(),
         };
-        let (s, page) = api.get(&q).await;
+        let (s, page) = api.audit(&q).await;
         assert_eq!(s, StatusCode::OK, "{page}");
         for e in page["entries"].as_array().unwrap() {
             assert_eq!(e["action"], "login.ok");
@@ -159,16 +125,16 @@ async fn the_audit_api_filters_and_pages_without_gaps_or_repeats() {
         seen.windows(2).all(|w| w[0] > w[1]),
         "newest first, no repeats: {seen:?}"
     );
-    let (_, failed) = api.get("/api/audit?action=login.*&actor=admin").await;
+    let (_, failed) = api.audit("action=login.*&actor=admin").await;
     assert_eq!(failed["entries"].as_array().unwrap().len(), 9);
     let (_, none) = api
-        .get("/api/audit?from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z")
+        .audit("from=2000-01-01T00:00:00Z&to=2000-01-02T00:00:00Z")
         .await;
     assert_eq!(none["entries"].as_array().unwrap().len(), 0);
     let (_, today) = api
-        .get("/api/audit?from=2000-01-01T00:00:00Z&action=login.failed")
+        .audit("from=2000-01-01T00:00:00Z&action=login.failed")
         .await;
     assert_eq!(today["entries"].as_array().unwrap().len(), 2);
-    let (s, _) = api.get("/api/audit?frm=x").await;
+    let (s, _) = api.audit("frm=x").await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "unknown query keys are refused");
 }

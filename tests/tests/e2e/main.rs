@@ -1,15 +1,22 @@
 //! End-to-end tests against real PostgreSQL and OpenBao with the Kleidia
-//! processes started from the workspace binaries. One module per feature.
+//! processes started from the workspace binaries, through the harness in
+//! `tests/src` (`kleidia_tests::TestApp`). One module per feature.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod attestation_attacks;
 mod audit_anchor;
 mod audit_log;
+mod certificates;
+mod devices;
 mod escrow_history;
-mod fleet;
-mod identity;
-mod license;
-mod licensing;
+mod license_enforcement;
+mod license_service;
+mod license_status_and_upload;
+mod operations;
+mod outages;
 mod revocation;
 mod sessions;
+mod sign_in;
+mod users;
+mod web_hardening;
 mod wiring;

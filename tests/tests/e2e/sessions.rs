@@ -3,88 +3,74 @@
 
 use std::time::Duration;
 
-use kleidia_tests::client::{Env, ADMIN_PASSWORD};
+use kleidia_tests::client::{Api, Browser};
+use kleidia_tests::{TestApp, ADMIN_PASSWORD};
 use reqwest::StatusCode;
-use serde_json::Value;
 
 #[tokio::test]
 async fn a_session_from_one_app_process_works_on_another_and_survives_a_restart() {
-    let mut env = Env::start(&[]).await.unwrap();
+    let mut app = TestApp::spawn().await;
     // Replicas share the public URL (it is the JWT issuer) and the database.
-    let public = env.app.base_url.clone();
+    let public = app.base_url().to_string();
     let same_url = [("KLEIDIA_SERVER_PUBLIC_URL", public.as_str())];
-    let second = Env::spawn_on(&env.db, &same_url).await.unwrap();
-    let b = env.browser();
+    let second = app.spawn_another(&same_url).await;
+    let b = app.browser();
     assert_eq!(
         b.login("admin", ADMIN_PASSWORD).await.status(),
         StatusCode::SEE_OTHER
     );
-    let mut api = env.api();
+    let mut api = app.api();
     api.login("admin", ADMIN_PASSWORD).await.unwrap();
+    let token = api.token.clone().unwrap();
 
     // Same browser (cookies are per host, not per port), other process.
-    let r = b.http.get(second.url("/api/auth/me")).send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let me: Value = r.json().await.unwrap();
+    let on_second = Browser::new(&second.base_url);
+    on_second.set_cookie(&format!("{}; Path=/", b.cookie_header().unwrap()));
+    let (s, me) = on_second.me().await;
+    assert_eq!(s, StatusCode::OK);
     assert_eq!(me["user"]["username"], "admin");
     assert_eq!(me["via"], "browser");
     // The JWT too: both processes share the signing key through OpenBao.
-    let r = api
-        .http
-        .get(second.url("/api/auth/me"))
-        .bearer_auth(api.token.as_ref().unwrap())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(
+        Api::with_token(&second.base_url, &token).me().await.0,
+        StatusCode::OK
+    );
 
     // Restart the first process: the session and the token still work.
-    let status = env.app.proc.stop().unwrap();
+    let status = app.server.proc.stop().unwrap();
     assert!(status.success());
-    env.app = Env::spawn_on(&env.db, &same_url).await.unwrap();
-    let b2 = kleidia_tests::client::Browser::new(&env.app.base_url);
+    app.server = app.spawn_another(&same_url).await;
+    let b2 = app.browser();
     b2.set_cookie(&format!("{}; Path=/", b.cookie_header().unwrap()));
-    assert_eq!(b2.get("/api/auth/me").await.status(), StatusCode::OK);
-    let api2 =
-        kleidia_tests::client::Api::with_token(&env.app.base_url, api.token.as_ref().unwrap());
-    assert_eq!(api2.get("/api/auth/me").await.0, StatusCode::OK);
+    assert_eq!(b2.me().await.0, StatusCode::OK);
+    let api2 = Api::with_token(app.base_url(), &token);
+    assert_eq!(api2.me().await.0, StatusCode::OK);
 
     // Logging out on one process ends the session everywhere.
-    let r = b
-        .http
-        .post(second.url("/logout"))
-        .header("origin", &second.base_url)
-        .send()
-        .await
-        .unwrap();
+    let r = on_second.logout().await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
-    assert_eq!(
-        b2.get("/api/auth/me").await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(b2.me().await.0, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
 async fn an_idle_session_ends_on_the_server_and_an_active_one_does_not() {
-    let env = Env::start(&[("KLEIDIA_SESSION_IDLE_TIMEOUT_SECS", "4")])
-        .await
-        .unwrap();
-    let idle = env.browser();
-    let active = env.browser();
+    let app = TestApp::builder()
+        .env("KLEIDIA_SESSION_IDLE_TIMEOUT_SECS", "4")
+        .start()
+        .await;
+    let idle = app.browser();
+    let active = app.browser();
     idle.login("admin", ADMIN_PASSWORD).await;
     active.login("admin", ADMIN_PASSWORD).await;
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        assert_eq!(active.get("/api/auth/me").await.status(), StatusCode::OK);
+        assert_eq!(active.me().await.0, StatusCode::OK);
     }
-    assert_eq!(
-        idle.get("/api/auth/me").await.status(),
-        StatusCode::UNAUTHORIZED
-    );
-    assert_eq!(active.get("/api/auth/me").await.status(), StatusCode::OK);
+    assert_eq!(idle.me().await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(active.me().await.0, StatusCode::OK);
     // The cookie of the idle session is not Secure over http and not
     // persistent; the server alone decides.
-    let r = env.browser().login("admin", ADMIN_PASSWORD).await;
+    let r = app.browser().login("admin", ADMIN_PASSWORD).await;
     let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(set_cookie.starts_with("kleidia_session="), "{set_cookie}");
     assert!(
@@ -99,10 +85,11 @@ async fn an_idle_session_ends_on_the_server_and_an_active_one_does_not() {
 
 #[tokio::test]
 async fn over_https_the_cookie_is_secure_and_host_prefixed() {
-    let env = Env::start(&[("KLEIDIA_SESSION_COOKIE_SECURE", "always")])
-        .await
-        .unwrap();
-    let r = env.browser().login("admin", ADMIN_PASSWORD).await;
+    let app = TestApp::builder()
+        .env("KLEIDIA_SESSION_COOKIE_SECURE", "always")
+        .start()
+        .await;
+    let r = app.browser().login("admin", ADMIN_PASSWORD).await;
     let set_cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(
         set_cookie.starts_with("__Host-kleidia_session="),
@@ -117,19 +104,18 @@ async fn over_https_the_cookie_is_secure_and_host_prefixed() {
 
 #[tokio::test]
 async fn a_session_ends_at_its_absolute_timeout_however_active_it_is() {
-    let env = Env::start(&[
-        ("KLEIDIA_SESSION_IDLE_TIMEOUT_SECS", "60"),
-        ("KLEIDIA_SESSION_ABSOLUTE_TIMEOUT_SECS", "4"),
-    ])
-    .await
-    .unwrap();
-    let b = env.browser();
+    let app = TestApp::builder()
+        .env("KLEIDIA_SESSION_IDLE_TIMEOUT_SECS", "60")
+        .env("KLEIDIA_SESSION_ABSOLUTE_TIMEOUT_SECS", "4")
+        .start()
+        .await;
+    let b = app.browser();
     b.login("admin", ADMIN_PASSWORD).await;
-    assert_eq!(b.get("/api/auth/me").await.status(), StatusCode::OK);
+    assert_eq!(b.me().await.0, StatusCode::OK);
     let mut statuses = Vec::new();
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_secs(1)).await;
-        statuses.push(b.get("/api/auth/me").await.status().as_u16());
+        statuses.push(b.me().await.0.as_u16());
     }
     assert_eq!(statuses.first(), Some(&200), "{statuses:?}");
     assert_eq!(statuses.last(), Some(&401), "{statuses:?}");

@@ -3,70 +3,53 @@
 
 use std::time::{Duration, Instant};
 
-use kleidia_tests::app::{kleidia_command, AppOptions, KleidiaApp};
+use kleidia_tests::app::{kleidia_cli, kleidia_command};
 use kleidia_tests::bao::{bootstrapped_bao, run_bootstrap, BaoClient};
-use kleidia_tests::{TestBao, TestDb};
+use kleidia_tests::{openssl, TestApp, TestBao, TestDb};
+use reqwest::StatusCode;
 use serde_json::{json, Value};
 
-async fn app_on(db: &TestDb, bao: &TestBao) -> KleidiaApp {
-    KleidiaApp::spawn(AppOptions {
-        database_url: db.url.clone(),
-        bao_addr: bao.addr.clone(),
-        bao_token: bao.token.clone(),
-        env: vec![],
-    })
-    .await
-    .expect("kleidia serve starts")
+/// `kleidia serve` on a fresh database and a fresh OpenBao nobody bootstrapped.
+async fn bare_app() -> TestApp {
+    TestApp::builder()
+        .bare_openbao()
+        .without_admin()
+        .start()
+        .await
 }
 
 #[tokio::test]
 async fn readyz_is_ok_with_both_services_and_names_openbao_when_it_stops() {
-    let db = TestDb::new().await.unwrap();
-    let mut bao = TestBao::spawn().await.unwrap();
-    let app = app_on(&db, &bao).await;
-    let http = reqwest::Client::new();
+    let mut app = bare_app().await;
+    let anon = app.api();
 
-    let r = http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    let body: Value = r.json().await.unwrap();
+    let (s, body) = anon.get("/readyz").await;
+    assert_eq!(s, StatusCode::OK);
     assert_eq!(body["checks"]["postgres"], "ok", "{body}");
     assert_eq!(body["checks"]["openbao"], "ok", "{body}");
 
-    bao.proc.stop();
+    app.stop_openbao();
 
-    let r = http.get(app.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 503);
-    let body: Value = r.json().await.unwrap();
+    let (s, body) = anon.get("/readyz").await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body["failed"], json!(["openbao"]), "{body}");
     assert_eq!(body["checks"]["postgres"], "ok", "{body}");
     assert_ne!(body["checks"]["openbao"], "ok", "{body}");
 
     // The process is still alive: /healthz is about the process, not its dependencies.
-    let r = http.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!(anon.get("/healthz").await.0, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status_and_show_the_pool() {
-    let db = TestDb::new().await.unwrap();
-    let bao = TestBao::spawn().await.unwrap();
-    let app = app_on(&db, &bao).await;
-    let http = reqwest::Client::new();
+    let app = bare_app().await;
+    let anon = app.api();
     for _ in 0..3 {
-        http.get(app.url("/healthz")).send().await.unwrap();
+        anon.get("/healthz").await;
     }
-    http.get(app.url("/no/such/page/12345"))
-        .send()
-        .await
-        .unwrap();
-    let text = http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    anon.get("/no/such/page/12345").await;
+    let (_, text) = anon.get("/metrics").await;
+    let text = text.as_str().unwrap();
     let line = text
         .lines()
         .find(|l| {
@@ -96,9 +79,7 @@ async fn metrics_count_requests_by_route_and_status_and_show_the_pool() {
 
 #[tokio::test]
 async fn the_first_page_renders_with_security_headers() {
-    let db = TestDb::new().await.unwrap();
-    let bao = TestBao::spawn().await.unwrap();
-    let app = app_on(&db, &bao).await;
+    let app = bare_app().await;
     let r = reqwest::get(app.url("/")).await.unwrap();
     assert_eq!(r.status(), 200);
     let h = r.headers().clone();
@@ -127,12 +108,10 @@ async fn the_first_page_renders_with_security_headers() {
 
 #[tokio::test]
 async fn sigterm_stops_the_server_cleanly_and_secrets_never_reach_the_log() {
-    let db = TestDb::new().await.unwrap();
-    let bao = TestBao::spawn().await.unwrap();
-    let mut app = app_on(&db, &bao).await;
-    reqwest::get(app.url("/readyz")).await.unwrap();
+    let mut app = bare_app().await;
+    app.api().get("/readyz").await;
     let started = Instant::now();
-    let status = app.proc.stop().expect("process was running");
+    let status = app.server.proc.stop().expect("process was running");
     assert!(
         status.success(),
         "exit status {status:?}; log:\n{}",
@@ -144,7 +123,7 @@ async fn sigterm_stops_the_server_cleanly_and_secrets_never_reach_the_log() {
     assert!(log.contains("stopped"), "{log}");
     // The OpenBao token and the database password are in the configuration, at
     // debug level nothing prints them.
-    assert!(!log.contains(&bao.token), "token leaked:\n{log}");
+    assert!(!log.contains(app.app_bao_token()), "token leaked:\n{log}");
     assert!(
         !log.contains("kleidia:kleidia@"),
         "database password leaked:\n{log}"
@@ -182,13 +161,7 @@ async fn an_unknown_config_key_is_a_startup_error_naming_it() {
 #[tokio::test]
 async fn migrations_apply_to_an_empty_database_and_a_second_run_applies_nothing() {
     let db = TestDb::new().await.unwrap();
-    let run = || {
-        kleidia_command()
-            .arg("migrate")
-            .env("KLEIDIA_DATABASE_URL", &db.url)
-            .output()
-            .unwrap()
-    };
+    let run = || kleidia_cli(&db.url, &["migrate"]);
     let files = std::fs::read_dir(kleidia_tests::workspace_root().join("migrations"))
         .unwrap()
         .filter(|e| {
@@ -208,12 +181,9 @@ async fn migrations_apply_to_an_empty_database_and_a_second_run_applies_nothing(
         "{stdout}"
     );
 
-    let pool = db.pool().await.unwrap();
-    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let applied = db.count("_sqlx_migrations WHERE success").await;
     assert_eq!(applied as usize, files);
+    let pool = db.pool().await.unwrap();
     let settings: Option<String> =
         sqlx::query_scalar("SELECT to_regclass('public.settings')::text")
             .fetch_one(&pool)
@@ -249,10 +219,6 @@ async fn layout(bao: &BaoClient) -> Value {
         bao.call("LIST", "pki_int/issuers", None).await.unwrap().1["data"]["keys"].clone();
     out["urls"] = bao.get("pki_int/config/urls").await.unwrap()["data"].clone();
     out
-}
-
-fn openssl(args: &[&str], dir: &std::path::Path) -> String {
-    kleidia_tests::openssl(dir, args).unwrap()
 }
 
 #[tokio::test]
@@ -292,6 +258,7 @@ async fn bootstrap_twice_changes_nothing_and_the_piv_role_ignores_names_in_the_c
     // A CSR that asks for evil.example everywhere, and to be a CA.
     let dir = tempfile::tempdir().unwrap();
     openssl(
+        dir.path(),
         &[
             "req",
             "-new",
@@ -311,8 +278,8 @@ async fn bootstrap_twice_changes_nothing_and_the_piv_role_ignores_names_in_the_c
             "-addext",
             "basicConstraints=critical,CA:TRUE",
         ],
-        dir.path(),
-    );
+    )
+    .unwrap();
     let csr = std::fs::read_to_string(dir.path().join("csr.pem")).unwrap();
     // Sign with the app's own policy, as Kleidia will.
     let app_token = root.token_with_policies(&["kleidia-app"]).await.unwrap();
@@ -343,7 +310,7 @@ async fn bootstrap_twice_changes_nothing_and_the_piv_role_ignores_names_in_the_c
         .unwrap();
     std::fs::write(dir.path().join("chain.pem"), &chain).unwrap();
 
-    let text = openssl(&["x509", "-in", "cert.pem", "-noout", "-text"], dir.path());
+    let text = openssl(dir.path(), &["x509", "-in", "cert.pem", "-noout", "-text"]).unwrap();
     assert!(
         !text.contains("evil"),
         "the CSR's names leaked into:\n{text}"
@@ -361,6 +328,7 @@ async fn bootstrap_twice_changes_nothing_and_the_piv_role_ignores_names_in_the_c
         .to_string();
     std::fs::write(dir.path().join("root.pem"), root_pem).unwrap();
     let v = openssl(
+        dir.path(),
         &[
             "verify",
             "-CAfile",
@@ -371,18 +339,19 @@ async fn bootstrap_twice_changes_nothing_and_the_piv_role_ignores_names_in_the_c
             "sslclient",
             "cert.pem",
         ],
-        dir.path(),
-    );
+    )
+    .unwrap();
     assert!(v.contains("cert.pem: OK"), "{v}");
 
     // Key types outside the role are refused: Ed25519 is not a PIV key.
     openssl(
+        dir.path(),
         &[
             "req", "-new", "-newkey", "ed25519", "-nodes", "-keyout", "ed.pem", "-out", "ed.csr",
             "-subj", "/CN=x",
         ],
-        dir.path(),
-    );
+    )
+    .unwrap();
     let ed = std::fs::read_to_string(dir.path().join("ed.csr")).unwrap();
     let (s, _) = app
         .call(

@@ -1,0 +1,515 @@
+//! [`TestApp`]: one Kleidia installation for a test, like zero2prod's
+//! `spawn_app()`: `kleidia serve` on a fresh database with a first admin,
+//! talking to the shared OpenBao or to one of its own, optionally with the
+//! license service and a software attestation root. Its clients have one
+//! method per endpoint (`endpoints.rs`).
+
+use std::path::Path;
+use std::process::Output;
+use std::time::SystemTime;
+
+use anyhow::Result;
+use kleidia_protocol::ticket::{TicketKeyResponse, TicketVerifyingKey};
+use kleidia_virtual_yubikey::attest::AttestationRoot;
+use kleidia_virtual_yubikey::keys::PrivateKey;
+use rand::rngs::OsRng;
+use reqwest::StatusCode;
+use rsa::RsaPrivateKey;
+use serde_json::{json, Value};
+
+use crate::app::{cli_create_user, kleidia_cli, AppOptions, KleidiaApp};
+use crate::bao::{bootstrapped_bao, shared_bao, BaoClient, TestBao};
+use crate::client::{Api, Browser};
+use crate::license::{LicenseOptions, LicenseService, LicenseSpec};
+use crate::pki::attestation_chain;
+use crate::{unix_now, Person, TestDb};
+
+/// The password of the `admin` every [`TestApp`] starts with.
+pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OpenBao {
+    /// The test stack's server, with its token.
+    Shared,
+    /// A server of the test's own, laid out by `kleidia bootstrap`; the app
+    /// gets a token with the `kleidia-app` policy only.
+    Bootstrapped,
+    /// A server of the test's own as it starts; the app gets the root token.
+    Bare,
+}
+
+/// What a [`TestApp`] runs with; `TestApp::builder()…start()`.
+pub struct TestAppBuilder {
+    openbao: OpenBao,
+    license_service: bool,
+    attestation_root: bool,
+    admin: bool,
+    env: Vec<(String, String)>,
+}
+
+impl TestAppBuilder {
+    /// An OpenBao of its own, bootstrapped (for tests that stop it, read
+    /// the escrow, or sign certificates).
+    pub fn own_openbao(mut self) -> Self {
+        self.openbao = OpenBao::Bootstrapped;
+        self
+    }
+
+    /// An OpenBao of its own that nobody bootstrapped; the app uses its root token.
+    pub fn bare_openbao(mut self) -> Self {
+        self.openbao = OpenBao::Bare;
+        self
+    }
+
+    /// The real license service (with a token that carries only the
+    /// `kleidia-license` policy and an API token shared with the app), and
+    /// no license status cache in the app. Implies [`Self::own_openbao`].
+    pub fn license_service(mut self) -> Self {
+        self.openbao = OpenBao::Bootstrapped;
+        self.license_service = true;
+        self
+    }
+
+    /// A software attestation root the app trusts ([`TestApp::attestation`]).
+    pub fn attestation_root(mut self) -> Self {
+        self.attestation_root = true;
+        self
+    }
+
+    /// No first admin.
+    pub fn without_admin(mut self) -> Self {
+        self.admin = false;
+        self
+    }
+
+    /// An extra `KLEIDIA_*` variable for `kleidia serve`.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    pub async fn start(self) -> TestApp {
+        self.try_start()
+            .await
+            .unwrap_or_else(|e| panic!("start the test installation: {e:#}"))
+    }
+
+    pub async fn try_start(self) -> Result<TestApp> {
+        let dir = tempfile::tempdir()?;
+        let (bao, root_bao, app_bao_token) = match self.openbao {
+            OpenBao::Shared => {
+                let (addr, token) = shared_bao();
+                (None, BaoClient::new(&addr, &token), token)
+            }
+            OpenBao::Bootstrapped => {
+                let (bao, root) = bootstrapped_bao().await?;
+                let token = root.token_with_policies(&["kleidia-app"]).await?;
+                (Some(bao), root, token)
+            }
+            OpenBao::Bare => {
+                let bao = TestBao::spawn().await?;
+                let root = BaoClient::new(&bao.addr, &bao.token);
+                let token = bao.token.clone();
+                (Some(bao), root, token)
+            }
+        };
+        let mut env: Vec<(String, String)> = Vec::new();
+        let mut license = None;
+        let mut license_options = None;
+        if self.license_service {
+            let bao_token = root_bao.token_with_policies(&["kleidia-license"]).await?;
+            let api_token = format!("license-api-{}", uuid::Uuid::new_v4().simple());
+            let opts = LicenseOptions::new(&root_bao.addr, &bao_token).api_token(&api_token);
+            let svc = LicenseService::start(&opts)?.ready().await?;
+            env.extend([
+                ("KLEIDIA_LICENSE_URL".into(), svc.base.clone()),
+                ("KLEIDIA_LICENSE_API_TOKEN".into(), api_token),
+                ("KLEIDIA_LICENSE_CACHE_SECS".into(), "0".into()),
+                ("KLEIDIA_LICENSE_TIMEOUT_SECS".into(), "2".into()),
+            ]);
+            license = Some(svc);
+            license_options = Some(opts);
+        }
+        let mut attestation_root = None;
+        if self.attestation_root {
+            let root = AttestationRoot::generate(SystemTime::now(), &mut OsRng)?;
+            let roots = dir.path().join("attestation-roots.pem");
+            std::fs::write(&roots, root.cert_pem()?)?;
+            env.push((
+                "KLEIDIA_ATTESTATION_ROOTS_FILE".into(),
+                roots.display().to_string(),
+            ));
+            attestation_root = Some(root);
+        }
+        env.extend(self.env);
+        let db = TestDb::new().await?;
+        let server = KleidiaApp::spawn(AppOptions {
+            database_url: db.url.clone(),
+            bao_addr: root_bao.addr.clone(),
+            bao_token: app_bao_token.clone(),
+            env: env.clone(),
+        })
+        .await?;
+        if self.admin {
+            cli_create_user(&db.url, "admin", "admin", ADMIN_PASSWORD)?;
+        }
+        Ok(TestApp {
+            server,
+            license,
+            license_options,
+            bao,
+            root_bao,
+            app_bao_token,
+            db,
+            attestation_root,
+            env,
+            dir,
+        })
+    }
+}
+
+/// A user created by [`TestApp::create_user`], past the forced first
+/// password change.
+pub struct NewUser {
+    pub id: String,
+    /// As `POST /api/users` returned it.
+    pub user: Value,
+    /// What the user now signs in with.
+    pub password: String,
+}
+
+/// One installation. Fields drop in order: the app before the services it uses.
+pub struct TestApp {
+    pub server: KleidiaApp,
+    license: Option<LicenseService>,
+    license_options: Option<LicenseOptions>,
+    bao: Option<TestBao>,
+    root_bao: BaoClient,
+    app_bao_token: String,
+    pub db: TestDb,
+    attestation_root: Option<AttestationRoot>,
+    env: Vec<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub fn builder() -> TestAppBuilder {
+        TestAppBuilder {
+            openbao: OpenBao::Shared,
+            license_service: false,
+            attestation_root: false,
+            admin: true,
+            env: Vec::new(),
+        }
+    }
+
+    /// The plain installation: shared OpenBao, a first admin.
+    pub async fn spawn() -> TestApp {
+        Self::builder().start().await
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.server.base_url
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        self.server.url(path)
+    }
+
+    /// What `kleidia serve` logged so far.
+    pub fn log(&self) -> String {
+        self.server.log()
+    }
+
+    /// A folder that lives as long as the installation.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// An API client that is not signed in.
+    pub fn api(&self) -> Api {
+        Api::new(self.base_url())
+    }
+
+    /// A browser that is not signed in.
+    pub fn browser(&self) -> Browser {
+        Browser::new(self.base_url())
+    }
+
+    /// An admin API client, signed in.
+    pub async fn admin_api(&self) -> Api {
+        let mut a = self.api();
+        a.login("admin", ADMIN_PASSWORD)
+            .await
+            .expect("admin API login");
+        a
+    }
+
+    /// A browser with the admin signed in.
+    pub async fn admin_browser(&self) -> Browser {
+        let b = self.browser();
+        let r = b.login("admin", ADMIN_PASSWORD).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "admin sign-in");
+        b
+    }
+
+    /// A user created through the API by the admin with `password`, who
+    /// then changed it (passwords an admin chose must be changed at first
+    /// sign-in) to `{password}-2`.
+    pub async fn create_user(
+        &self,
+        username: &str,
+        role: &str,
+        display_name: &str,
+        password: &str,
+    ) -> NewUser {
+        let admin = self.admin_api().await;
+        let (s, v) = admin
+            .create_user(&json!({"username": username, "role": role, "display_name": display_name,
+                                 "email": format!("{username}@corp.example"), "password": password}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "create user {username}: {v}");
+        let b = self.browser();
+        let r = b.login(username, password).await;
+        assert_eq!(
+            r.headers()["location"],
+            "/account/password",
+            "first sign-in of {username}"
+        );
+        let new = format!("{password}-2");
+        let r = b.change_password(password, &new).await;
+        assert_eq!(
+            r.status(),
+            StatusCode::SEE_OTHER,
+            "password change of {username}"
+        );
+        NewUser {
+            id: v["user"]["id"].as_str().unwrap().to_string(),
+            user: v["user"].clone(),
+            password: new,
+        }
+    }
+
+    /// A signed-in API user with an agent key (RSA 3072, played by the test)
+    /// registered on their session.
+    pub async fn person(&self, username: &str, role: &str, display_name: &str) -> Person {
+        let admin = self.admin_api().await;
+        let password = format!("{username}-long-password-1");
+        let (s, v) = admin
+            .create_user(&json!({"username": username, "role": role, "display_name": display_name,
+                                 "email": format!("{username}@corp.example"), "password": password}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let user_id = v["user"]["id"].as_str().unwrap().to_string();
+        let mut api = self.api();
+        api.login(username, &password).await.unwrap();
+        let agent_key = RsaPrivateKey::new(&mut OsRng, 3072).unwrap();
+        let person = Person {
+            api,
+            agent_key,
+            user_id,
+        };
+        let sid = person.session_id();
+        let (s, v) = person
+            .api
+            .register_agent(&sid, &person.agent_key_pem())
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        person
+    }
+
+    /// Another `kleidia serve` on the same database and OpenBao, with the
+    /// same settings plus `extra`.
+    pub async fn spawn_another(&self, extra: &[(&str, &str)]) -> KleidiaApp {
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        KleidiaApp::spawn(AppOptions {
+            database_url: self.db.url.clone(),
+            bao_addr: self.root_bao.addr.clone(),
+            bao_token: self.app_bao_token.clone(),
+            env,
+        })
+        .await
+        .expect("another kleidia serve")
+    }
+
+    /// `kleidia ARGS…` on this installation's database.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        kleidia_cli(&self.db.url, args)
+    }
+
+    /// `kleidia audit verify`: whether it passed, and what it printed.
+    pub fn audit_verify(&self) -> (bool, String) {
+        let out = self.cli(&["audit", "verify"]);
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+
+    /// `GET path` without signing in; the body as bytes (asserts success).
+    pub async fn fetch(&self, path: &str) -> Vec<u8> {
+        let r = reqwest::get(self.url(path)).await.unwrap();
+        assert!(r.status().is_success(), "GET {path}: {}", r.status());
+        r.bytes().await.unwrap().to_vec()
+    }
+
+    /// The key the app's tickets verify with, as an agent fetches it.
+    pub async fn ticket_verifying_key(&self) -> TicketVerifyingKey {
+        let (s, v) = self.api().ticket_key().await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        let r: TicketKeyResponse = serde_json::from_value(v).unwrap();
+        TicketVerifyingKey::from_response(&r).unwrap()
+    }
+
+    /// `GET /api/devices/{serial}` as the admin (asserts 200).
+    pub async fn device(&self, serial: u32) -> Value {
+        let (s, v) = self.admin_api().await.device(serial).await;
+        assert_eq!(s, StatusCode::OK, "GET /api/devices/{serial}: {v}");
+        v
+    }
+
+    /// `details` of every audit row with `action`, oldest first.
+    pub async fn audit_details(&self, action: &str) -> Vec<Value> {
+        let pool = self.db.pool().await.unwrap();
+        sqlx::query_scalar("SELECT details FROM audit_log WHERE action = $1 ORDER BY id")
+            .bind(action)
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+    }
+
+    /// The device's row: (state, confirmed secrets version, owner id).
+    pub async fn device_row(&self, serial: u32) -> (String, Option<i64>, Option<String>) {
+        let pool = self.db.pool().await.unwrap();
+        sqlx::query_as(
+            "SELECT state, secrets_version, owner_id::text FROM devices WHERE serial = $1",
+        )
+        .bind(i64::from(serial))
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    }
+}
+
+/// OpenBao as the installation's own auditor sees it.
+impl TestApp {
+    /// A client with the root token (the stack's token when shared).
+    pub fn root_bao(&self) -> &BaoClient {
+        &self.root_bao
+    }
+
+    /// The token `kleidia serve` was given.
+    pub fn app_bao_token(&self) -> &str {
+        &self.app_bao_token
+    }
+
+    /// Stop this installation's own OpenBao, as an outage would.
+    pub fn stop_openbao(&mut self) {
+        self.bao
+            .as_mut()
+            .expect("stop_openbao needs an OpenBao of the test's own")
+            .proc
+            .stop();
+    }
+
+    /// Version `version` of the escrowed secrets of `serial`.
+    pub async fn escrow(&self, serial: u32, version: u64) -> Value {
+        self.root_bao
+            .get(&format!("yubikeys/data/{serial}/secrets?version={version}"))
+            .await
+            .unwrap()["data"]["data"]
+            .clone()
+    }
+
+    /// The newest escrowed secrets of `serial`.
+    pub async fn current_escrow(&self, serial: u32) -> Value {
+        self.root_bao
+            .get(&format!("yubikeys/data/{serial}/secrets"))
+            .await
+            .unwrap()["data"]["data"]
+            .clone()
+    }
+
+    /// The newest escrow version of `serial` (0: nothing escrowed).
+    pub async fn escrow_version(&self, serial: u32) -> u64 {
+        self.root_bao
+            .kv_version("yubikeys", &format!("{serial}/secrets"))
+            .await
+    }
+
+    /// The software attestation root this installation trusts (for
+    /// software YubiKeys made under it).
+    pub fn attestation_root(&self) -> &AttestationRoot {
+        self.attestation_root
+            .as_ref()
+            .expect("started without .attestation_root()")
+    }
+
+    /// A chain [slot attestation, device f9] for `key`, as a YubiKey with
+    /// `serial` makes it under the root this installation trusts.
+    pub fn attestation(&self, serial: u32, key: &PrivateKey, pin: u8, touch: u8) -> Vec<String> {
+        attestation_chain(self.attestation_root(), serial, key, pin, touch)
+    }
+}
+
+/// The license service of an installation started with `.license_service()`.
+impl TestApp {
+    fn license_options(&self) -> &LicenseOptions {
+        self.license_options
+            .as_ref()
+            .expect("started without .license_service()")
+    }
+
+    /// The running license service.
+    pub fn license_service(&self) -> &LicenseService {
+        self.license
+            .as_ref()
+            .expect("the license service is stopped")
+    }
+
+    pub fn stop_license_service(&mut self) {
+        if let Some(l) = self.license.take() {
+            l.stop();
+        }
+    }
+
+    /// Restart it on the same port and OpenBao, with `extra` variables.
+    pub async fn restart_license_service(&mut self, extra: &[(&str, String)]) {
+        self.stop_license_service();
+        let mut opts = self.license_options().clone();
+        for (k, v) in extra {
+            opts = opts.env(k, v);
+        }
+        self.license = Some(opts.spawn().await);
+    }
+
+    /// A license file for this installation, signed with the TEST vendor
+    /// key, issued a day ago.
+    pub async fn issue_license(
+        &self,
+        license_id: &str,
+        not_after: i64,
+        max_users: u32,
+        max_devices: u32,
+    ) -> Vec<u8> {
+        let installation = self.license_service().installation_id().await;
+        let mut spec = LicenseSpec::new(license_id, &installation, not_after);
+        spec.issued = unix_now() - crate::license::DAY;
+        spec.max_users = max_users;
+        spec.max_devices = max_devices;
+        spec.features.clear();
+        std::fs::read(spec.issue(self.dir())).unwrap()
+    }
+
+    /// Current KV version of the service's license list (0: nothing stored).
+    pub async fn stored_licenses_version(&self) -> u64 {
+        self.root_bao
+            .kv_version("license", "kleidia/licenses")
+            .await
+    }
+}
