@@ -5,9 +5,7 @@
 
 use serde_json::{json, Value};
 
-use super::layout::{
-    app_policy, license_policy, piv_roles, AUDIT_KEY, POLICY_APP, POLICY_LICENSE,
-};
+use super::layout::{app_policy, license_policy, piv_roles, AUDIT_KEY, POLICY_APP, POLICY_LICENSE};
 // Where the fleet's signing code has always found them.
 pub use super::layout::{piv_sign_request, ROLE_PIV_EC, ROLE_PIV_RSA};
 use super::{Bao, BaoError};
