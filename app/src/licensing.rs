@@ -34,7 +34,6 @@ use sqlx::PgPool;
 
 use crate::config::Config;
 use crate::error::AppError;
-use crate::state::AppState;
 
 /// The license client for `config.license`.
 pub fn client(config: &Config) -> anyhow::Result<Arc<LicenseClient>> {
@@ -119,18 +118,18 @@ pub fn user_allowed(status: &LicenseStatus, users: i64) -> Result<(), AppError> 
 }
 
 /// Call before a new device enters the fleet.
-pub async fn check_new_enrollment(state: &AppState) -> Result<(), AppError> {
-    let status = state.license.status().await;
-    let u = usage(&state.db).await?;
+pub async fn check_new_enrollment(license: &LicenseClient, db: &PgPool) -> Result<(), AppError> {
+    let status = license.status().await;
+    let u = usage(db).await?;
     enrollment_allowed(&status, u.devices).inspect_err(|e| {
         tracing::warn!(status = %status.status, devices = u.devices, reason = %e, "new enrollment refused by the license");
     })
 }
 
 /// Call before a user account is created or a disabled one enabled.
-pub async fn check_new_user(state: &AppState) -> Result<(), AppError> {
-    let status = state.license.status().await;
-    let u = usage(&state.db).await?;
+pub async fn check_new_user(license: &LicenseClient, db: &PgPool) -> Result<(), AppError> {
+    let status = license.status().await;
+    let u = usage(db).await?;
     user_allowed(&status, u.users).inspect_err(|e| {
         tracing::warn!(status = %status.status, users = u.users, reason = %e, "new user refused by the license");
     })

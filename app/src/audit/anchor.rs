@@ -32,7 +32,7 @@ use crate::config::{AuditConfig, Config, OpenBaoConfig};
 use crate::vault::{Bao, BaoError};
 
 /// The transit key (HMAC type, non-exportable) created by `kleidia bootstrap`.
-pub const KEY_NAME: &str = "kleidia-audit";
+pub const KEY_NAME: &str = crate::vault::layout::AUDIT_KEY;
 /// The anchor's path in the app's KV v2 mount.
 pub const ANCHOR_PATH: &str = "kleidia/audit-anchor";
 

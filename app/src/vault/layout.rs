@@ -20,7 +20,7 @@ pub const ROLE_PIV_RSA: &str = "piv-rsa";
 pub const POLICY_APP: &str = "kleidia-app";
 pub const POLICY_LICENSE: &str = "kleidia-license";
 /// The transit key that MACs the audit anchor.
-pub const AUDIT_KEY: &str = crate::audit::anchor::KEY_NAME;
+pub const AUDIT_KEY: &str = "kleidia-audit";
 
 /// Longest a PIV certificate may live; Kleidia's policy may ask for less.
 pub const PIV_MAX_TTL: u64 = 365 * 24 * 3600;

@@ -76,7 +76,7 @@ async fn register(
     meta: ClientMeta,
     JsonBody(req): JsonBody<RegisterDevice>,
 ) -> Result<impl IntoResponse, AppError> {
-    let license = licensing::check_new_enrollment(&state);
+    let license = licensing::check_new_enrollment(&state.license, &state.db);
     let d = registry::register(&state.db, license, &me, &meta, req).await?;
     Ok((StatusCode::CREATED, Json(d)))
 }

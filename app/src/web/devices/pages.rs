@@ -174,7 +174,7 @@ async fn register_form(
         form_factor: None,
         owner_id,
     };
-    let license = licensing::check_new_enrollment(&state);
+    let license = licensing::check_new_enrollment(&state.license, &state.db);
     registry::register(&state.db, license, &me, &meta, req).await?;
     Ok(Redirect::to(&format!("/devices/{serial}")).into_response())
 }

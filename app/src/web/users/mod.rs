@@ -71,7 +71,7 @@ async fn create(
     by: ChangedBy<'_>,
     new: NewAccount,
 ) -> Result<accounts::WithPassword, AppError> {
-    crate::licensing::check_new_user(state).await?;
+    crate::licensing::check_new_user(&state.license, &state.db).await?;
     accounts::create(&state.db, &state.passwords, by, new).await
 }
 
@@ -87,7 +87,7 @@ async fn set_disabled(
             .await?
             .is_some_and(|u| u.disabled)
     {
-        crate::licensing::check_new_user(state).await?;
+        crate::licensing::check_new_user(&state.license, &state.db).await?;
     }
     accounts::set_disabled(&state.db, by, id, disabled).await
 }
