@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use tower_sessions::Session;
 use uuid::Uuid;
 
+use super::auth_next::safe_next;
 use super::extract::MaybeUser;
 use super::pages::{nav, render, Nav};
 use super::RouteDef;
@@ -48,21 +49,6 @@ struct LoginPage {
     error: Option<String>,
     next: String,
     username: String,
-}
-
-/// Only local paths: never an open redirect to another site.
-fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.contains('\\')
-                && !n.starts_with("/login") =>
-        {
-            n.to_string()
-        }
-        _ => "/".into(),
-    }
 }
 
 #[derive(Deserialize, Default)]

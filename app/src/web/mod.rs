@@ -11,6 +11,7 @@ pub mod agent;
 mod assets;
 pub mod audit;
 pub mod auth;
+mod auth_next;
 pub mod certificates;
 pub mod csrf;
 pub mod devices;

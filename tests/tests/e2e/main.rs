@@ -17,6 +17,7 @@ mod outages;
 mod revocation;
 mod sessions;
 mod sign_in;
+mod sign_in_redirects;
 mod users;
 mod web_hardening;
 mod wiring;
