@@ -46,6 +46,15 @@ impl Api {
         self.get("/api/auth/me").await
     }
 
+    /// `POST /api/auth/password`: change this account's own password.
+    pub async fn change_password(&self, current: &str, new: &str) -> (StatusCode, Value) {
+        self.post_json(
+            "/api/auth/password",
+            &json!({"current": current, "new": new}),
+        )
+        .await
+    }
+
     /// `POST /api/auth/logout`
     pub async fn logout(&self) -> (StatusCode, Value) {
         self.post_json("/api/auth/logout", &json!({})).await

@@ -39,6 +39,7 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::post("/api/auth/login", Access::Public, api_login),
         RouteDef::post("/api/auth/logout", Access::SignedIn, api_logout),
         RouteDef::get("/api/auth/me", Access::SignedIn, api_me),
+        RouteDef::post("/api/auth/password", Access::SignedIn, api_password),
     ]
 }
 
@@ -280,38 +281,90 @@ async fn password_form(
     Form(f): Form<PasswordForm>,
 ) -> Result<Response, AppError> {
     use secrecy::ExposeSecret;
-    let fail = |msg: String| -> Result<Response, AppError> {
-        Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            render(&PasswordPage {
-                me: nav(&me),
-                forced: me.must_change_password,
-                error: Some(msg),
-            })?,
-        )
-            .into_response())
-    };
+    if f.new.expose_secret() != f.confirm.expose_secret() {
+        return password_form_error(&me, "The new password and its confirmation differ.".into());
+    }
+    match change_own_password(&state, &me, &meta, &f.current, &f.new).await? {
+        Ok(()) => Ok(Redirect::to("/").into_response()),
+        Err(msg) => password_form_error(&me, msg),
+    }
+}
+
+fn password_form_error(me: &CurrentUser, msg: String) -> Result<Response, AppError> {
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        render(&PasswordPage {
+            me: nav(me),
+            forced: me.must_change_password,
+            error: Some(msg),
+        })?,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiPassword {
+    current: SecretString,
+    new: SecretString,
+}
+
+/// `POST /api/auth/password`: change one's own password (the only thing an
+/// API session may do besides `/api/auth/me` and logging out while the
+/// account still has a one-time password). 204 on success; other sessions
+/// of the account end, the calling one goes on.
+async fn api_password(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Json(body): Json<ApiPassword>,
+) -> Result<StatusCode, AppError> {
+    match change_own_password(&state, &me, &meta, &body.current, &body.new).await? {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(msg) => Err(AppError::Unprocessable(msg)),
+    }
+}
+
+/// Check the current password and the new one, store it, end the account's
+/// other sessions and audit. The inner `Err` is a message for the user
+/// (nothing changed).
+async fn change_own_password(
+    state: &AppState,
+    me: &CurrentUser,
+    meta: &ClientMeta,
+    current: &SecretString,
+    new: &SecretString,
+) -> Result<Result<(), String>, AppError> {
+    use secrecy::ExposeSecret;
     let user = users::by_id(&state.db, me.user_id)
         .await?
         .ok_or(AppError::Unauthorized)?;
     if !state
         .passwords
-        .verify(&f.current, Some(&user.password_hash))
+        .verify(current, Some(&user.password_hash))
         .await?
         .ok
     {
-        return fail("The current password is wrong.".into());
+        audit::record_alone(
+            &state.db,
+            AuditEvent::new("user.password_change_failed")
+                .actor(me)
+                .target("user", me.user_id)
+                .details(json!({"reason": "wrong_current_password", "via": me.via.as_str()}))
+                .from_client(meta),
+        )
+        .await?;
+        return Ok(Err("The current password is wrong.".into()));
     }
-    if f.new.expose_secret() != f.confirm.expose_secret() {
-        return fail("The new password and its confirmation differ.".into());
+    if new.expose_secret() == current.expose_secret() {
+        return Ok(Err(
+            "Choose a password different from the current one.".into()
+        ));
     }
-    if f.new.expose_secret() == f.current.expose_secret() {
-        return fail("Choose a password different from the current one.".into());
+    if let Err(e) = check_new_password(new.expose_secret()) {
+        return Ok(Err(e.public_message()));
     }
-    if let Err(e) = check_new_password(f.new.expose_secret()) {
-        return fail(e.public_message());
-    }
-    let hash = state.passwords.hash(&f.new).await?;
+    let hash = state.passwords.hash(new).await?;
     let mut tx = state.db.begin().await?;
     users::set_password(&mut *tx, me.user_id, &hash, false).await?;
     // Other sessions of this account end; this one goes on.
@@ -324,12 +377,12 @@ async fn password_form(
     audit::record(
         &mut tx,
         AuditEvent::new("user.password_change")
-            .actor(&me)
+            .actor(me)
             .target("user", me.user_id)
-            .details(json!({"other_sessions_ended": ended}))
-            .from_client(&meta),
+            .details(json!({"other_sessions_ended": ended, "via": me.via.as_str()}))
+            .from_client(meta),
     )
     .await?;
     tx.commit().await?;
-    Ok(Redirect::to("/").into_response())
+    Ok(Ok(()))
 }

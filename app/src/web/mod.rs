@@ -121,9 +121,21 @@ struct Guard {
     access: Access,
 }
 
+/// What a signed-in account that still has a one-time password may reach:
+/// changing it, who am I, and signing out. Pages lead to the password form,
+/// everything else (the whole API, whichever way the session was made) is
+/// refused with 403.
+const ALLOWED_BEFORE_PASSWORD_CHANGE: [&str; 5] = [
+    "/account/password",
+    "/logout",
+    "/api/auth/password",
+    "/api/auth/logout",
+    "/api/auth/me",
+];
+
 /// Enforces a route's [`Access`]: 401 without a live session, 403 for a
-/// role the rule does not list. Pages of someone who must change their
-/// password lead to the password form first.
+/// role the rule does not list. Someone who must change their password
+/// reaches only [`ALLOWED_BEFORE_PASSWORD_CHANGE`].
 async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     if g.access == Access::Public {
         return next.run(req).await;
@@ -140,11 +152,18 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
             Some(_) => AppError::Forbidden("your role does not allow this".into()).into_response(),
         };
     }
-    if let Some(u) = &user {
+    if let Some(u) = user.as_ref().filter(|u| u.must_change_password) {
         let path = parts.uri.path();
-        let exempt = path.starts_with("/api/") || path == "/account/password" || path == "/logout";
-        if u.must_change_password && u.via == SessionKind::Browser && !exempt {
-            return Redirect::to("/account/password").into_response();
+        if !ALLOWED_BEFORE_PASSWORD_CHANGE.contains(&path) {
+            if u.via == SessionKind::Browser && !path.starts_with("/api/") {
+                return Redirect::to("/account/password").into_response();
+            }
+            return AppError::Forbidden(
+                "this account still has a one-time password: change it first \
+                 (POST /api/auth/password, or the Change password page)"
+                    .into(),
+            )
+            .into_response();
         }
     }
     next.run(Request::from_parts(parts, body)).await

@@ -56,6 +56,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/auth/login", PUBLIC),
     ("POST", "/api/auth/logout", ALL),
     ("GET", "/api/auth/me", ALL),
+    ("POST", "/api/auth/password", ALL),
     ("GET", "/users", STAFF),
     ("GET", "/users/new", ADMIN),
     ("POST", "/users", ADMIN),

@@ -343,6 +343,11 @@ async fn a_slot_attestation_forged_with_a_genuine_slot_key_gets_no_certificate()
     assert_eq!(s, StatusCode::CREATED, "{v}");
     let mut api = Api::new(&stack.app.base_url);
     api.login("mallory", password).await.unwrap();
+    // The admin chose the password: it must be changed before anything else.
+    let (s, v) = api
+        .change_password(password, "mallory-chose-this-one")
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     let agent_key = RsaPrivateKey::new(&mut OsRng, 3072).unwrap();
     let sid = api.session_id.clone().unwrap();
     let (s, v) = api

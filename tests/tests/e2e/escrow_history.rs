@@ -66,6 +66,11 @@ impl Stack {
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let mut api = Api::new(&self.app.base_url);
         api.login(username, &password).await.unwrap();
+        // The admin chose the password: it must be changed before anything else.
+        let (s, v) = api
+            .change_password(&password, &format!("{password}-2"))
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
         let key = RsaPrivateKey::new(&mut OsRng, 3072).unwrap();
         let pem = key
             .to_public_key()

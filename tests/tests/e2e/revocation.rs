@@ -106,6 +106,9 @@ impl Site {
         assert_eq!(s, StatusCode::CREATED, "{v}");
         let mut rita = Api::new(&self.app.base_url);
         rita.login("rita", password).await.unwrap();
+        // The admin chose the password: it must be changed before anything else.
+        let (s, v) = rita.change_password(password, "rita-chose-this-one").await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
         let agent_key = RsaPrivateKey::new(&mut OsRng, 3072).unwrap();
         let agent_pem = agent_key
             .to_public_key()
