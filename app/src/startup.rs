@@ -59,6 +59,7 @@ impl Application {
         };
         tracing::info!(cas = %roots.summary(), "trusted PIV attestation CAs");
         let license = crate::licensing::client(&config)?;
+        crate::licensing::keep_last_verified(&license, &db).await;
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;

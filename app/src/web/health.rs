@@ -1,5 +1,7 @@
 //! `/healthz` (the process is alive), `/readyz` (PostgreSQL and OpenBao are
-//! reachable) and `/metrics` (Prometheus text format).
+//! reachable; the license service's state is reported but never makes the
+//! app unready, since the license never blocks work on enrolled keys) and
+//! `/metrics` (Prometheus text format).
 
 use std::time::Duration;
 
@@ -8,6 +10,8 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+
+use kleidia_license_client::ProblemKind;
 
 use crate::state::AppState;
 use crate::vault::BaoHealth;
@@ -19,7 +23,11 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (pg, bao) = tokio::join!(check_postgres(&state), check_openbao(&state));
+    let (pg, bao, license) = tokio::join!(
+        check_postgres(&state),
+        check_openbao(&state),
+        check_license(&state)
+    );
     let mut failed = Vec::new();
     if pg.is_err() {
         failed.push("postgres");
@@ -31,10 +39,16 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
     };
+    let warnings: Vec<&str> = if license.is_err() {
+        vec!["license"]
+    } else {
+        vec![]
+    };
     let body = json!({
         "status": if failed.is_empty() { "ready" } else { "not ready" },
         "failed": failed,
-        "checks": { "postgres": show(&pg), "openbao": show(&bao) },
+        "warnings": warnings,
+        "checks": { "postgres": show(&pg), "openbao": show(&bao), "license": show(&license) },
     });
     let status = if failed.is_empty() {
         StatusCode::OK
@@ -67,6 +81,31 @@ async fn check_openbao(state: &AppState) -> Result<(), String> {
             Err("unreachable".into())
         }
         Err(_) => Err("timed out".into()),
+    }
+}
+
+/// The license service: `ok`, or why it gave no status. A 401/403 is a
+/// configuration error (the app's token), not an outage.
+async fn check_license(state: &AppState) -> Result<(), String> {
+    if tokio::time::timeout(CHECK_TIMEOUT, state.license.status())
+        .await
+        .is_err()
+    {
+        return Err("timed out".into());
+    }
+    match state.license.problem().await {
+        None => Ok(()),
+        Some(p) => Err(match p.kind {
+            ProblemKind::Configuration => format!("configuration error: {}", p.message),
+            ProblemKind::Unreachable => format!(
+                "unreachable ({}); the last verified status applies",
+                p.message
+            ),
+            ProblemKind::ServiceError => format!(
+                "service error ({}); the last verified status applies",
+                p.message
+            ),
+        }),
     }
 }
 

@@ -10,6 +10,7 @@ mod certificates;
 mod devices;
 mod escrow_history;
 mod license_enforcement;
+mod license_fallback;
 mod license_service;
 mod license_status_and_upload;
 mod one_time_passwords;
