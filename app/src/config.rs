@@ -94,6 +94,15 @@ pub struct ServerConfig {
     /// request comes through that proxy, or clients can pick their address
     /// (and dodge the per-client sign-in throttle).
     pub client_ip_header: Option<String>,
+    /// `Host` names the server answers besides `public_url`'s (`name` for
+    /// any port, or `name:port`). Every other Host is refused (421), which
+    /// defeats DNS rebinding. `/healthz` and `/readyz` answer any Host
+    /// (probes address the pod), and `/metrics` needs `metrics_token`.
+    pub allowed_hosts: Vec<String>,
+    /// Bearer token for `GET /metrics` (secret). Unset: `/metrics` is 404.
+    pub metrics_token: Option<SecretString>,
+    /// Read the metrics token from this file instead (wins over `metrics_token`).
+    pub metrics_token_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +113,9 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 20,
             max_body_bytes: 256 * 1024,
             client_ip_header: None,
+            allowed_hosts: Vec::new(),
+            metrics_token: None,
+            metrics_token_file: None,
         }
     }
 }
@@ -334,6 +346,12 @@ impl Settings for Config {
     const SECTIONS: bool = true;
 
     fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        let srv = &mut self.server;
+        resolve_secret_file(
+            &mut srv.metrics_token,
+            srv.metrics_token_file.as_deref(),
+            "server.metrics_token_file",
+        )?;
         let (db, bao, lic) = (&mut self.database, &mut self.openbao, &mut self.license);
         resolve_secret_file(&mut db.url, db.url_file.as_deref(), "database.url_file")?;
         resolve_secret_file(
@@ -386,6 +404,37 @@ impl Settings for Config {
     }
 }
 
+/// `name[:port]` or `[v6]:port` → (name, port); `None` when malformed.
+fn split_host(h: &str) -> Option<(&str, Option<u16>)> {
+    let h = h.trim();
+    let (name, port) = if let Some(rest) = h.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let name = &h[..inside.len() + 2];
+        match after.strip_prefix(':') {
+            Some(p) => (name, Some(p)),
+            None if after.is_empty() => (name, None),
+            None => return None,
+        }
+    } else {
+        match h.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (h, None),
+        }
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+    {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => None,
+    };
+    Some((name, port))
+}
+
 fn http_url(key: &str, url: &url::Url) -> Result<(), ConfigError> {
     match url.scheme() {
         "http" | "https" => Ok(()),
@@ -403,6 +452,34 @@ impl Config {
 
     fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
         loader::load(file, env)
+    }
+
+    /// Whether a request's `Host` header names this server: `public_url`'s
+    /// host and port (the scheme's default port when the Host has none), or
+    /// one of `server.allowed_hosts`. Case-insensitive.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let public = &self.server.public_url;
+        let default_port = public.port_or_known_default().unwrap_or(80);
+        let Some((name, port)) = split_host(host) else {
+            return false;
+        };
+        let scheme_default = match public.scheme() {
+            "https" => 443,
+            _ => 80,
+        };
+        let port = port.unwrap_or(scheme_default);
+        let public_host = public.host_str().unwrap_or_default();
+        if name.eq_ignore_ascii_case(public_host) && port == default_port {
+            return true;
+        }
+        self.server
+            .allowed_hosts
+            .iter()
+            .any(|a| match split_host(a) {
+                Some((n, None)) => n.eq_ignore_ascii_case(name),
+                Some((n, Some(p))) => n.eq_ignore_ascii_case(name) && p == port,
+                None => false,
+            })
     }
 
     /// Whether the session cookie is `Secure` (and then `__Host-` prefixed).
@@ -446,6 +523,38 @@ mod tests {
 
     fn env_none() -> Env {
         Env::prefixed("KLEIDIA_TEST_NOTHING_AT_ALL_")
+    }
+
+    #[test]
+    fn only_the_public_host_and_the_configured_names_are_this_server() {
+        let mut cfg = Config::default();
+        cfg.server.public_url = url::Url::parse("https://Kleidia.example.com").unwrap();
+        cfg.server.allowed_hosts = vec!["kleidia.internal".into(), "10.0.0.5:8443".into()];
+        for ok in [
+            "kleidia.example.com",
+            "KLEIDIA.example.com:443",
+            "kleidia.internal:8080",
+            "kleidia.internal",
+            "10.0.0.5:8443",
+        ] {
+            assert!(cfg.host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "kleidia.example.com:8443",
+            "kleidia.example.com.evil.example",
+            "10.0.0.5",
+            "10.0.0.5:8080",
+            "kleidia.example.com:notaport",
+            "kleidia.example.com/x",
+            "user@kleidia.example.com",
+        ] {
+            assert!(!cfg.host_allowed(bad), "{bad}");
+        }
+        cfg.server.public_url = url::Url::parse("http://[::1]:8080").unwrap();
+        assert!(cfg.host_allowed("[::1]:8080"));
+        assert!(!cfg.host_allowed("[::1]:8081"));
     }
 
     #[test]

@@ -6,12 +6,14 @@
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
 use kleidia_license_client::ProblemKind;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
 use crate::vault::BaoHealth;
@@ -109,7 +111,25 @@ async fn check_license(state: &AppState) -> Result<(), String> {
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// `GET /metrics` with `Authorization: Bearer <server.metrics_token>`; 404
+/// when no token is configured, 401 for a missing or wrong one.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(want) = &state.config.server.metrics_token else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Comparing digests: the time taken says nothing about the token.
+    if Sha256::digest(given.as_bytes()) != Sha256::digest(want.expose_secret().as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+        )
+            .into_response();
+    }
     match state.metrics.render(&state.db) {
         Ok(text) => (
             [(

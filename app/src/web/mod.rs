@@ -214,6 +214,10 @@ pub fn router(state: AppState) -> Router {
             security::headers,
         ))
         .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.config.clone(),
+            csrf::check_host,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -9,6 +9,7 @@ mod audit_log;
 mod certificates;
 mod devices;
 mod escrow_history;
+mod host_check;
 mod license_enforcement;
 mod license_fallback;
 mod license_service;
