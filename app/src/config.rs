@@ -295,6 +295,9 @@ pub struct AuthConfig {
     pub jwt_audience: String,
     /// Argon2id computations allowed at once (each takes 19 MiB and a core).
     pub hash_concurrency: usize,
+    /// Sign-ins that may wait for one beyond those; more at once get 503
+    /// with `Retry-After` before anything is checked or counted.
+    pub hash_queue: usize,
 }
 
 impl Default for AuthConfig {
@@ -303,6 +306,8 @@ impl Default for AuthConfig {
             jwt_ttl_secs: 15 * 60,
             jwt_audience: "kleidia-api".into(),
             hash_concurrency: 2,
+            // The same as `auth::password::DEFAULT_HASH_QUEUE`.
+            hash_queue: 64,
         }
     }
 }

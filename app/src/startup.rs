@@ -45,7 +45,8 @@ impl Application {
         );
         let passwords = Passwords::new(config.auth.hash_concurrency)
             .await
-            .map_err(|e| anyhow::anyhow!("preparing password hashing: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("preparing password hashing: {e}"))?
+            .with_queue(config.auth.hash_queue);
         let ticket_key = fleet::context::load_ticket_key(&bao, &config.openbao.app_mount).await?;
         let roots = match &config.attestation.roots_file {
             Some(p) => {

@@ -119,22 +119,27 @@ async fn login_form(
             };
             Ok(Redirect::to(&to).into_response())
         }
-        Err(e @ (LoginError::BadCredentials | LoginError::Throttled { .. })) => {
+        Err(e @ (LoginError::BadCredentials | LoginError::Throttled { .. } | LoginError::Busy)) => {
             let status = match e {
                 LoginError::BadCredentials => StatusCode::UNAUTHORIZED,
+                LoginError::Busy => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::TOO_MANY_REQUESTS,
             };
             let page = render(&LoginPage {
                 me: None,
                 error: Some(match e {
                     LoginError::BadCredentials => "The username or password is wrong.".into(),
+                    LoginError::Busy => "Too many sign-ins at this moment. Try again in a few seconds.".into(),
                     _ => "Too many failed sign-ins. Wait a few minutes and try again, or ask an administrator."
                         .into(),
                 }),
                 next,
                 username: f.username.chars().take(64).collect(),
             })?;
-            Ok((status, page).into_response())
+            Ok(with_retry_after(
+                (status, page).into_response(),
+                e.retry_after(),
+            ))
         }
         Err(LoginError::App(e)) => Err(e),
     }
@@ -188,12 +193,21 @@ struct ApiToken {
     user: UserView,
 }
 
+/// `Retry-After` (seconds) on a throttled (429) or busy (503) answer.
+fn with_retry_after(mut r: Response, retry_after: Option<u64>) -> Response {
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+    }
+    r
+}
+
 async fn api_login(
     State(state): State<AppState>,
     meta: ClientMeta,
     Json(body): Json<ApiLogin>,
-) -> Result<Json<ApiToken>, AppError> {
-    let done = login(
+) -> Result<Response, AppError> {
+    let done = match login(
         &state.db,
         &state.passwords,
         &state.config,
@@ -202,7 +216,14 @@ async fn api_login(
         SessionKind::Api,
         &meta,
     )
-    .await?;
+    .await
+    {
+        Ok(done) => done,
+        Err(e) => {
+            let retry = e.retry_after();
+            return Ok(with_retry_after(AppError::from(e).into_response(), retry));
+        }
+    };
     let (token, expires_at) = state
         .jwt
         .issue(done.user.id, done.session_id, OffsetDateTime::now_utc())
@@ -213,7 +234,8 @@ async fn api_login(
         expires_at,
         session_id: done.session_id,
         user: done.user.view(),
-    }))
+    })
+    .into_response())
 }
 
 async fn api_logout(

@@ -17,6 +17,7 @@ mod license_status_and_upload;
 mod one_time_passwords;
 mod operations;
 mod outages;
+mod parallel_guesses;
 mod revocation;
 mod sessions;
 mod sign_in;
