@@ -73,6 +73,9 @@ pub struct AppOptions {
     pub bao_token: String,
     /// Extra `KLEIDIA_*` variables.
     pub env: Vec<(String, String)>,
+    /// Serve HTTPS (`server.tls_*` among `env`) with a certificate from this
+    /// CA (PEM): the public URL is https and the health check trusts it.
+    pub https_ca: Option<Vec<u8>>,
 }
 
 /// `kleidia serve`, killed when dropped.
@@ -92,7 +95,12 @@ impl KleidiaApp {
         let port = opts.port;
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("kleidia.log");
-        let base_url = format!("http://127.0.0.1:{port}");
+        let scheme = if opts.https_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base_url = format!("{scheme}://127.0.0.1:{port}");
         let mut cmd = kleidia_command();
         cmd.arg("serve")
             .env("KLEIDIA_SERVER_BIND", format!("127.0.0.1:{port}"))
@@ -112,10 +120,17 @@ impl KleidiaApp {
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &opts.https_ca {
+            http = http
+                .add_root_certificate(reqwest::Certificate::from_pem(ca)?)
+                .tls_built_in_root_certs(false);
+        }
+        let http = http.build()?;
         let mut proc = ChildGuard::spawn_logged("kleidia serve", &mut cmd, &log_path)?;
         let healthz = format!("{base_url}/healthz");
         if let Err(e) = proc
-            .wait_healthy(&healthz, Duration::from_secs(60), &log_path)
+            .wait_healthy_with(&http, &healthz, Duration::from_secs(60), &log_path)
             .await
         {
             proc.kill();

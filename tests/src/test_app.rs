@@ -59,6 +59,7 @@ pub struct TestAppBuilder {
     attestation_root: bool,
     admin: bool,
     env: Vec<(String, String)>,
+    https_ca: Option<Vec<u8>>,
 }
 
 impl TestAppBuilder {
@@ -107,6 +108,25 @@ impl TestAppBuilder {
         self
     }
 
+    /// Serve HTTPS with this certificate and key (PEM files, reloaded on
+    /// SIGHUP: [`TestApp::sighup`]), issued by the CA `ca_pem` for
+    /// 127.0.0.1; the public URL is https. Its clients are the test's own
+    /// (`api()`/`browser()` do not trust the CA).
+    pub fn https(mut self, cert_file: &Path, key_file: &Path, ca_pem: &[u8]) -> Self {
+        self.env.extend([
+            (
+                "KLEIDIA_SERVER_TLS_CERT_FILE".into(),
+                cert_file.display().to_string(),
+            ),
+            (
+                "KLEIDIA_SERVER_TLS_KEY_FILE".into(),
+                key_file.display().to_string(),
+            ),
+        ]);
+        self.https_ca = Some(ca_pem.to_vec());
+        self
+    }
+
     /// No first admin.
     pub fn without_admin(mut self) -> Self {
         self.admin = false;
@@ -130,7 +150,12 @@ impl TestAppBuilder {
         // The port first: `kleidia bootstrap` writes the app's public URL
         // into the CA's OCSP and CRL URLs.
         let port = free_port();
-        let public_url = format!("http://127.0.0.1:{port}");
+        let scheme = if self.https_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let public_url = format!("{scheme}://127.0.0.1:{port}");
         let (bao, root_bao, app_bao_token) = match self.openbao {
             OpenBao::Shared => {
                 let (addr, token) = shared_bao();
@@ -185,15 +210,16 @@ impl TestAppBuilder {
             )?),
             DbRoles::Single => None,
         };
-        let server = KleidiaApp::spawn(app_options(
+        let mut options = app_options(
             port,
             &db,
             runtime_url.as_deref(),
             &root_bao,
             &app_bao_token,
             env.clone(),
-        ))
-        .await?;
+        );
+        options.https_ca = self.https_ca.clone();
+        let server = KleidiaApp::spawn(options).await?;
         if self.admin {
             let url = match self.db_roles {
                 DbRoles::Runtime => runtime_url.as_deref().unwrap_or(&db.url),
@@ -203,6 +229,7 @@ impl TestAppBuilder {
         }
         Ok(TestApp {
             server,
+            https_ca: self.https_ca,
             runtime_url,
             license,
             license_options,
@@ -234,6 +261,7 @@ fn app_options(
         bao_addr: bao.addr.clone(),
         bao_token: bao_token.to_string(),
         env,
+        https_ca: None,
     }
 }
 
@@ -250,6 +278,7 @@ pub struct NewUser {
 /// One installation. Fields drop in order: the app before the services it uses.
 pub struct TestApp {
     pub server: KleidiaApp,
+    https_ca: Option<Vec<u8>>,
     runtime_url: Option<String>,
     license: Option<LicenseService>,
     license_options: Option<LicenseOptions>,
@@ -271,6 +300,7 @@ impl TestApp {
             attestation_root: false,
             admin: true,
             env: Vec::new(),
+            https_ca: None,
         }
     }
 
@@ -285,6 +315,11 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         self.server.url(path)
+    }
+
+    /// SIGHUP to `kleidia serve` (reloads the TLS certificate and key).
+    pub fn sighup(&self) {
+        self.server.proc.signal(nix::sys::signal::Signal::SIGHUP);
     }
 
     /// What `kleidia serve` logged so far.
@@ -394,16 +429,18 @@ impl TestApp {
     pub async fn spawn_another(&self, extra: &[(&str, &str)]) -> KleidiaApp {
         let mut env = self.env.clone();
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        KleidiaApp::spawn(app_options(
+        let mut options = app_options(
             free_port(),
             &self.db,
             self.runtime_url.as_deref(),
             &self.root_bao,
             &self.app_bao_token,
             env,
-        ))
-        .await
-        .expect("another kleidia serve")
+        );
+        options.https_ca = self.https_ca.clone();
+        KleidiaApp::spawn(options)
+            .await
+            .expect("another kleidia serve")
     }
 
     /// The runtime role's database URL the server runs with (started with

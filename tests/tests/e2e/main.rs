@@ -9,6 +9,7 @@ mod audit_log;
 mod certificates;
 mod devices;
 mod escrow_history;
+mod https_listener;
 mod license_enforcement;
 mod license_service;
 mod license_status_and_upload;
