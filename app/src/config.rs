@@ -103,6 +103,12 @@ pub struct ServerConfig {
     pub metrics_token: Option<SecretString>,
     /// Read the metrics token from this file instead (wins over `metrics_token`).
     pub metrics_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first), for sites
+    /// without a load balancer terminating TLS. Needs `tls_key_file` and an
+    /// https `public_url`. SIGHUP reloads both files.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +122,8 @@ impl Default for ServerConfig {
             allowed_hosts: Vec::new(),
             metrics_token: None,
             metrics_token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -379,6 +387,16 @@ impl Settings for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
         http_url("server.public_url", &self.server.public_url)?;
+        match (&self.server.tls_cert_file, &self.server.tls_key_file) {
+            (None, None) => {}
+            (Some(_), Some(_)) if self.server.public_url.scheme() == "https" => {}
+            (Some(_), Some(_)) => {
+                return invalid(
+                    "server.tls_cert_file is set: server.public_url must be https (the session cookie is Secure only then)",
+                )
+            }
+            _ => return invalid("server.tls_cert_file and server.tls_key_file go together"),
+        }
         match self.agent.url.host_str() {
             Some("127.0.0.1" | "localhost" | "[::1]") if self.agent.url.scheme() == "http" => {}
             _ => return invalid(
@@ -608,6 +626,32 @@ mod tests {
         cfg.session.cookie_secure = CookieSecure::Never;
         assert!(!cfg.cookie_secure());
         assert_eq!(cfg.jwt_issuer(), "https://kleidia.example");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_an_https_public_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        let load = |server: &str| {
+            std::fs::write(&p, format!("[server]\n{server}")).unwrap();
+            Config::load_from(Some(&p), env_none())
+        };
+        let both =
+            "tls_cert_file = \"/etc/kleidia/tls.crt\"\ntls_key_file = \"/etc/kleidia/tls.key\"\n";
+        let cfg = load(&format!("{both}public_url = \"https://kleidia.example\"\n")).unwrap();
+        assert_eq!(
+            cfg.server.tls_key_file.as_deref(),
+            Some(Path::new("/etc/kleidia/tls.key"))
+        );
+        assert!(cfg.cookie_secure());
+        let err = load(both).unwrap_err().to_string();
+        assert!(err.contains("public_url must be https"), "{err}");
+        let err = load(
+            "tls_cert_file = \"/etc/kleidia/tls.crt\"\npublic_url = \"https://kleidia.example\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("go together"), "{err}");
     }
 
     #[test]

@@ -126,8 +126,14 @@ pub fn run_bootstrap(addr: &str, token: &str, public_url: &str) -> Result<(bool,
 /// A test-owned OpenBao with Kleidia's layout (`kleidia bootstrap`), and a
 /// client with its root token.
 pub async fn bootstrapped_bao() -> Result<(TestBao, BaoClient)> {
+    bootstrapped_bao_for("http://127.0.0.1:8080").await
+}
+
+/// The same, bootstrapped for an app at `public_url` (the OCSP and CRL
+/// URLs its certificates name).
+pub async fn bootstrapped_bao_for(public_url: &str) -> Result<(TestBao, BaoClient)> {
     let bao = TestBao::spawn().await?;
-    let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, "http://127.0.0.1:8080")?;
+    let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, public_url)?;
     if !ok {
         bail!("kleidia bootstrap failed:\n{out}\n{err}");
     }

@@ -10,6 +10,7 @@ mod certificates;
 mod devices;
 mod escrow_history;
 mod host_check;
+mod https_listener;
 mod license_enforcement;
 mod license_fallback;
 mod license_service;
