@@ -47,7 +47,7 @@ CREATE INDEX certificate_approvals_created_idx ON certificate_approvals (created
 CREATE FUNCTION certificate_approvals_guard() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP IN ('DELETE', 'TRUNCATE') THEN
-        RAISE EXCEPTION 'certificate_approvals rows are never deleted';
+        RAISE EXCEPTION 'a certificate approval is never deleted';
     END IF;
     IF NEW.id <> OLD.id OR NEW.device_serial <> OLD.device_serial OR NEW.slot <> OLD.slot
        OR NEW.requester_id <> OLD.requester_id OR NEW.requester_name <> OLD.requester_name

@@ -216,3 +216,118 @@ pub async fn mark_used(
     .await?;
     Ok(r.rows_affected() == 1)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use sqlx::PgPool;
+
+    use super::*;
+    use crate::fleet::db::devices::{self, NewDevice};
+
+    /// The table lets a request only move forward, whatever SQL the
+    /// runtime role sends: no deleting, no rewriting the request, no going
+    /// back, no second decision or use, no extension, no self-approval.
+    #[sqlx::test(migrator = "crate::db::MIGRATOR")]
+    async fn an_approval_only_moves_forward_and_is_used_once(db: PgPool) {
+        let serial = Serial::new(4343).unwrap();
+        let mut conn = db.acquire().await.unwrap();
+        devices::insert_device(
+            &mut conn,
+            &NewDevice {
+                serial,
+                model: "YubiKey 5",
+                firmware: Some("5.7.1"),
+                form_factor: None,
+                owner_id: None,
+            },
+        )
+        .await
+        .unwrap();
+        let (id, requester, owner) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        insert(
+            &mut conn,
+            &NewApproval {
+                id,
+                serial,
+                slot: PivSlot::Authentication,
+                requester_id: requester,
+                requester_name: "hugo",
+                owner_id: owner,
+                expires_at: OffsetDateTime::now_utc() + time::Duration::hours(24),
+            },
+        )
+        .await
+        .unwrap();
+        let found = open_request(&db, serial, requester, PivSlot::Authentication, owner)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.status, ApprovalStatus::Pending);
+        // Not yet approved: it cannot be used.
+        assert!(!mark_used(&mut conn, id, Uuid::new_v4()).await.unwrap());
+        // The requester never decides (CHECK), whatever the caller did.
+        assert!(
+            decide(&mut conn, id, ApprovalStatus::Approved, requester, "hugo")
+                .await
+                .is_err()
+        );
+        let admin = Uuid::new_v4();
+        assert!(
+            decide(&mut conn, id, ApprovalStatus::Approved, admin, "bea")
+                .await
+                .unwrap()
+        );
+        assert!(
+            !decide(&mut conn, id, ApprovalStatus::Rejected, admin, "bea")
+                .await
+                .unwrap()
+        );
+        let op = Uuid::new_v4();
+        assert!(mark_used(&mut conn, id, op).await.unwrap());
+        assert!(!mark_used(&mut conn, id, Uuid::new_v4()).await.unwrap());
+        let a = approval(&db, id).await.unwrap().unwrap();
+        assert_eq!(a.status, ApprovalStatus::Used);
+        assert_eq!(a.operation_id, Some(op));
+
+        for (what, sql) in [
+            ("delete", "DELETE FROM certificate_approvals WHERE id = $1"),
+            ("truncate", "TRUNCATE certificate_approvals"),
+            (
+                "go back",
+                "UPDATE certificate_approvals SET status = 'approved', operation_id = NULL, \
+                 used_at = NULL WHERE id = $1",
+            ),
+            (
+                "use again",
+                "UPDATE certificate_approvals SET operation_id = gen_random_uuid() WHERE id = $1",
+            ),
+            (
+                "redecide",
+                "UPDATE certificate_approvals SET decided_by = gen_random_uuid() WHERE id = $1",
+            ),
+            (
+                "rewrite",
+                "UPDATE certificate_approvals SET requester_id = gen_random_uuid() WHERE id = $1",
+            ),
+            (
+                "extend",
+                "UPDATE certificate_approvals SET expires_at = expires_at + interval '1 day' \
+                 WHERE id = $1",
+            ),
+        ] {
+            let q = sqlx::query(sql);
+            let q = if sql.contains("$1") { q.bind(id) } else { q };
+            let e = q.execute(&db).await.err();
+            assert!(
+                e.as_ref()
+                    .is_some_and(|e| e.to_string().contains("certificate approval")),
+                "{what}: {e:?}"
+            );
+        }
+        let after = approval(&db, id).await.unwrap().unwrap();
+        assert_eq!(after.status, ApprovalStatus::Used);
+        assert_eq!(after.requester_id, requester);
+        assert_eq!(after.expires_at, a.expires_at);
+    }
+}
