@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::access::{self, LookupError, OperationDenied};
+use super::approvals;
 use super::attestation::{self, Attested};
 use super::context::FleetContext;
 use super::csr::{verify_csr, VerifiedCsr};
@@ -109,6 +110,9 @@ pub enum SignCsrError {
     /// The CSR, its key or its attestation is not acceptable (audited).
     #[error("{0}")]
     Refused(String),
+    /// The key generation has no approval of the device's current owner (audited).
+    #[error("{0}")]
+    NotApproved(String),
     #[error(transparent)]
     Names(#[from] NamesError),
     #[error(transparent)]
@@ -158,18 +162,24 @@ pub async fn sign_csr(
         return Err(SignCsrError::AlreadyIssued);
     }
     let spec = KeySpec::of(&op);
+    let refusal = |reason: String| {
+        audit::record_alone(
+            db,
+            AuditEvent::new("certificate.refused")
+                .actor(u)
+                .from_client(meta)
+                .target("device", serial)
+                .details(json!({"operation_id": req.operation_id, "reason": reason})),
+        )
+    };
+    if let Some(reason) = approvals::signing_refusal(db, &d, &op, &spec.slot_name, &policy).await? {
+        let _ = refusal(reason.clone()).await;
+        return Err(SignCsrError::NotApproved(reason));
+    }
     let (csr, slot, attested) = match check_csr(ctx, &policy, &spec, serial, &req) {
         Ok(checked) => checked,
         Err(reason) => {
-            let _ = audit::record_alone(
-                db,
-                AuditEvent::new("certificate.refused")
-                    .actor(u)
-                    .from_client(meta)
-                    .target("device", serial)
-                    .details(json!({"operation_id": req.operation_id, "reason": reason})),
-            )
-            .await;
+            let _ = refusal(reason.clone()).await;
             return Err(SignCsrError::Refused(reason));
         }
     };
@@ -202,6 +212,7 @@ pub async fn sign_csr(
         },
     )
     .await?;
+    let approval_id = op.details.get("approval_id").cloned();
     audit::record(
         &mut tx,
         AuditEvent::new("certificate.issue")
@@ -216,6 +227,7 @@ pub async fn sign_csr(
                 "algorithm": algorithm,
                 "attested_firmware": attested.firmware.map(|(a, b, c)| format!("{a}.{b}.{c}")),
                 "not_after": issued.not_after.unix_timestamp(),
+                "approval_id": approval_id,
             })),
     )
     .await?;

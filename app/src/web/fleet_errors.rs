@@ -8,6 +8,7 @@ use crate::domain::{InvalidSerial, UnknownDeviceState};
 use crate::error::AppError;
 use crate::fleet::access::{LookupError, OperationDenied};
 use crate::fleet::agent::{RegisterAgentError, SessionKeyError};
+use crate::fleet::approvals::{DecideError, GateError};
 use crate::fleet::certificates::{NamesError, RevokeError, SignCsrError};
 use crate::fleet::db::devices::InsertDeviceError;
 use crate::fleet::details::DetailsError;
@@ -237,6 +238,7 @@ impl From<AuthorizeError> for AppError {
             E::Denied(e) => e.into(),
             E::Agent(e) => e.into(),
             E::Names(e) => e.into(),
+            E::Approval(e) => e.into(),
             E::Escrow(e) => e.into(),
             E::Internal(e) => AppError::Internal(e),
             E::Db(e) => e.into(),
@@ -282,6 +284,7 @@ impl From<SignCsrError> for AppError {
             E::StartedBySomeoneElse => AppError::Forbidden(e.to_string()),
             E::GenerationFailed | E::AlreadyIssued => AppError::Conflict(e.to_string()),
             E::Refused(reason) => AppError::Unprocessable(reason),
+            E::NotApproved(reason) => AppError::Forbidden(reason),
             E::Lookup(e) => e.into(),
             E::Policy(e) => e.into(),
             E::Denied(e) => e.into(),
@@ -300,6 +303,26 @@ impl From<RevokeError> for AppError {
             RevokeError::BadReason(e) => e.into(),
             RevokeError::Pki(e) => e.into(),
             RevokeError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<GateError> for AppError {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::Db(e) => e.into(),
+            e @ GateError::Pending { .. } => AppError::Conflict(e.to_string()),
+        }
+    }
+}
+
+impl From<DecideError> for AppError {
+    fn from(e: DecideError) -> Self {
+        match e {
+            DecideError::NotFound(_) => AppError::NotFound(e.to_string()),
+            DecideError::OwnRequest | DecideError::NotDecider => AppError::Forbidden(e.to_string()),
+            DecideError::NotPending { .. } => AppError::Conflict(e.to_string()),
+            DecideError::Db(e) => e.into(),
         }
     }
 }

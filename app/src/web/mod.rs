@@ -8,6 +8,7 @@
 //! [`routes`].
 
 pub mod agent;
+pub mod approvals;
 mod assets;
 pub mod audit;
 pub mod auth;
@@ -100,6 +101,7 @@ pub fn routes() -> Vec<RouteDef> {
     v.extend(devices::routes());
     v.extend(operations::routes());
     v.extend(certificates::routes());
+    v.extend(approvals::routes());
     v.extend(agent::routes());
     v.extend(settings::routes());
     v.extend(pki::routes());

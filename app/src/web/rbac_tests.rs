@@ -94,6 +94,13 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ),
     ("POST", "/api/yubikey/{serial}/sign-csr", CHANGERS),
     ("POST", "/api/certificates/{cert}/revoke", OPERATORS),
+    // Object-level rules: tests/e2e/certificate_approval.rs.
+    ("GET", "/approvals", ALL),
+    ("POST", "/approvals/{approval}/approve", ALL),
+    ("POST", "/approvals/{approval}/reject", ALL),
+    ("GET", "/api/certificate-approvals", ALL),
+    ("POST", "/api/certificate-approvals/{approval}/approve", ALL),
+    ("POST", "/api/certificate-approvals/{approval}/reject", ALL),
     ("POST", "/api/session/{session}/register-agent", ALL),
     ("GET", "/api/agent/ticket-key", PUBLIC),
     ("GET", "/api/openapi.json", PUBLIC),
@@ -268,6 +275,7 @@ async fn every_route_allows_exactly_the_roles_in_the_table(db: PgPool) {
                 .replace("{serial}", "12345678")
                 .replace("{op}", "00000000-0000-4000-8000-000000000001")
                 .replace("{cert}", "00000000-0000-4000-8000-000000000002")
+                .replace("{approval}", "00000000-0000-4000-8000-000000000004")
                 .replace("{session}", "00000000-0000-4000-8000-000000000003")
                 // An empty DER SEQUENCE, base64.
                 .replace("{*request}", "MAA");

@@ -24,6 +24,7 @@ use crate::domain::OperationState;
 use crate::domain::Serial;
 use crate::fleet::access::{self, LookupError, OperationDenied};
 use crate::fleet::agent::{self, SessionKeyError};
+use crate::fleet::approvals::{self, GateError};
 use crate::fleet::certificates::{owner_names, NamesError};
 use crate::fleet::context::FleetContext;
 use crate::fleet::db::operations::{self, NewOperation};
@@ -86,6 +87,8 @@ pub enum AuthorizeError {
     SlotRequired,
     #[error(transparent)]
     Names(#[from] NamesError),
+    #[error(transparent)]
+    Approval(#[from] GateError),
     #[error(transparent)]
     Escrow(#[from] EscrowError),
     #[error(transparent)]
@@ -151,13 +154,21 @@ pub async fn authorize(
     if let (true, Some(cur)) = (secret_changing(req.operation), &current) {
         keep_confirmed_latest(db, escrow, u, meta, &mut d, cur).await?;
     }
-    let (plan, details) = plan(db, &req, &policy, serial).await?;
+    let (plan, mut details) = plan(db, &req, &policy, serial).await?;
+    let id = Uuid::new_v4();
+    // A key certified in another person's name waits for their approval.
+    if let Plan::GenerateKey { slot, .. } = plan {
+        if let Some(a) = approvals::admit_key_generation(db, u, meta, &d, slot, &policy, id).await?
+        {
+            details["approval_id"] = json!(a);
+        }
+    }
     let step = Authorizing {
         db,
         u,
         meta,
         d: &d,
-        id: Uuid::new_v4(),
+        id,
         op: req.operation,
         fingerprint: &fingerprint,
     };
