@@ -84,4 +84,10 @@ run "GET /api/devices?q=1009 (search)" "/api/devices?q=1009&limit=50" auth
 run "GET /api/devices?factory=true" "/api/devices?factory=true&limit=50" auth
 run "GET /pki/ca_chain (cached)" /pki/ca_chain
 run "GET /api/agent/ticket-key" /api/agent/ticket-key
+
+# The presence step (docs/security.md): challenge, proof verify, per operation.
+python3 -c 'import cryptography' 2>/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-cryptography >/dev/null
+python3 scripts/bench_presence.py "http://127.0.0.1:$PORT" admin bench-admin-password-1 \
+  "$DB_URL" "${BENCH_PRESENCE_OPS:-200}" | tee -a "$OUT/results.txt"
 echo "results in $OUT/results.txt"

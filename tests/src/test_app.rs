@@ -153,6 +153,7 @@ impl TestAppBuilder {
         if self.admin {
             cli_create_user(&db.url, "admin", "admin", ADMIN_PASSWORD)?;
         }
+        let cards = crate::person::Cards::new(&db.url);
         Ok(TestApp {
             server,
             license,
@@ -164,6 +165,7 @@ impl TestAppBuilder {
             attestation_root,
             env,
             dir,
+            cards,
         })
     }
 }
@@ -190,6 +192,8 @@ pub struct TestApp {
     attestation_root: Option<AttestationRoot>,
     env: Vec<(String, String)>,
     dir: tempfile::TempDir,
+    /// The cards the test plays (their presence keys).
+    pub cards: crate::person::Cards,
 }
 
 impl TestApp {
@@ -308,6 +312,7 @@ impl TestApp {
             api,
             agent_key,
             user_id,
+            cards: self.cards.clone(),
         };
         let sid = person.session_id();
         let (s, v) = person

@@ -126,7 +126,7 @@ async fn secrets(
     let op = parse_uuid(&q.operation_id, "operation_id")?;
     // Resuming releases secrets too: a presence challenge first.
     let c = operations::resume_challenge(&state.db, &state.fleet, &me, &meta, serial, op);
-    Ok(Json(c.await?))
+    Ok((StatusCode::ACCEPTED, Json(c.await?)))
 }
 
 async fn report(

@@ -14,6 +14,7 @@ mod license_service;
 mod license_status_and_upload;
 mod operations;
 mod outages;
+mod presence_attacks;
 mod revocation;
 mod sessions;
 mod sign_in;

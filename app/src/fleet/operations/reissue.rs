@@ -48,6 +48,7 @@ pub enum ReissueError {
     Db(#[from] sqlx::Error),
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn reissue(
     db: &PgPool,
     escrow: &Escrow<'_>,
