@@ -126,23 +126,7 @@ impl Person {
     /// when the server asks for it: the final answer (the ticket, or the
     /// refusal).
     pub async fn authorize(&self, serial: u32, body: Value) -> (StatusCode, Value) {
-        let (s, v) = self.api.authorize(serial, &body).await;
-        if !is_presence_challenge(s, &v) {
-            return (s, v);
-        }
-        let v = if v["establish"] == true {
-            // The server asks the card to make its presence key: the test's
-            // card has one already, recorded as an earlier enrollment would.
-            self.cards.record(serial).await;
-            let (s, v) = self.api.authorize(serial, &body).await;
-            if !is_presence_challenge(s, &v) {
-                return (s, v);
-            }
-            v
-        } else {
-            v
-        };
-        self.prove_presence(serial, &v, body.get("new_pin")).await
+        authorize_with_card(&self.api, &self.cards, &self.fingerprint(), serial, &body).await
     }
 
     /// The ticket of an unconfirmed change again (`GET …/secrets`), through
@@ -152,33 +136,15 @@ impl Person {
         if !is_presence_challenge(s, &v) {
             return (s, v);
         }
-        self.prove_presence(serial, &v, None).await
-    }
-
-    /// Answer a presence challenge as this person's agent with the card `serial`.
-    pub async fn prove_presence(
-        &self,
-        serial: u32,
-        challenge: &Value,
-        new_pin: Option<&Value>,
-    ) -> (StatusCode, Value) {
-        let fp = self.fingerprint();
-        let signature = sign_presence(&self.cards.key(serial), challenge, &fp);
-        let mut body = json!({
-            "challenge_id": challenge["challenge_id"],
-            "proof": {"signature": signature, "agent_key_fingerprint": fp,
-                      "ticket_id": challenge["challenge_id"]},
-        });
-        if let Some(p) = new_pin {
-            body["new_pin"] = p.clone();
-        }
-        let op = challenge["operation_id"].as_str().unwrap();
-        self.api
-            .post_json(
-                &format!("/api/yubikey/{serial}/operations/{op}/presence"),
-                &body,
-            )
-            .await
+        prove_presence(
+            &self.api,
+            &self.cards,
+            &self.fingerprint(),
+            serial,
+            &v,
+            None,
+        )
+        .await
     }
 
     /// Report the agent's outcome: success, or a wrong PIN.
@@ -200,4 +166,60 @@ impl Person {
 /// The server answered with a presence challenge (202).
 pub fn is_presence_challenge(s: StatusCode, v: &Value) -> bool {
     s == StatusCode::ACCEPTED && v["presence_required"] == true
+}
+
+/// `POST …/operations` from an agent the test plays (`api`, whose session
+/// registered the agent key with `fingerprint`), playing the card `serial`
+/// of `cards` through the presence step when the server asks for it: the
+/// final answer (the ticket, or the refusal).
+pub async fn authorize_with_card(
+    api: &Api,
+    cards: &Cards,
+    fingerprint: &str,
+    serial: u32,
+    body: &Value,
+) -> (StatusCode, Value) {
+    let (s, v) = api.authorize(serial, body).await;
+    if !is_presence_challenge(s, &v) {
+        return (s, v);
+    }
+    let v = if v["establish"] == true {
+        // The server asks the card to make its presence key: the test's
+        // card has one already, recorded as an earlier enrollment would.
+        cards.record(serial).await;
+        let (s, v) = api.authorize(serial, body).await;
+        if !is_presence_challenge(s, &v) {
+            return (s, v);
+        }
+        v
+    } else {
+        v
+    };
+    prove_presence(api, cards, fingerprint, serial, &v, body.get("new_pin")).await
+}
+
+/// Answer a presence challenge as the agent of `api`'s session with the card `serial`.
+pub async fn prove_presence(
+    api: &Api,
+    cards: &Cards,
+    fingerprint: &str,
+    serial: u32,
+    challenge: &Value,
+    new_pin: Option<&Value>,
+) -> (StatusCode, Value) {
+    let signature = sign_presence(&cards.key(serial), challenge, fingerprint);
+    let mut body = json!({
+        "challenge_id": challenge["challenge_id"],
+        "proof": {"signature": signature, "agent_key_fingerprint": fingerprint,
+                  "ticket_id": challenge["challenge_id"]},
+    });
+    if let Some(p) = new_pin {
+        body["new_pin"] = p.clone();
+    }
+    let op = challenge["operation_id"].as_str().unwrap();
+    api.post_json(
+        &format!("/api/yubikey/{serial}/operations/{op}/presence"),
+        &body,
+    )
+    .await
 }

@@ -91,6 +91,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "/api/yubikey/{serial}/operations/{op}/result",
         CHANGERS,
     ),
+    (
+        "POST",
+        "/api/yubikey/{serial}/operations/{op}/presence",
+        CHANGERS,
+    ),
     ("POST", "/api/yubikey/{serial}/sign-csr", CHANGERS),
     ("POST", "/api/certificates/{cert}/revoke", OPERATORS),
     ("POST", "/api/session/{session}/register-agent", ALL),

@@ -13,11 +13,11 @@ use std::time::SystemTime;
 
 use der::asn1::{BitString, ObjectIdentifier, OctetString, SetOfVec};
 use der::{Decode, Encode};
-use kleidia_protocol::ticket::EncryptedSecret;
+use kleidia_protocol::ticket::{agent_key_fingerprint, EncryptedSecret};
 use kleidia_tests::app::{AppOptions, KleidiaApp};
 use kleidia_tests::bao::{bootstrapped_bao, BaoClient};
 use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
-use kleidia_tests::{TestBao, TestDb};
+use kleidia_tests::{authorize_with_card, Cards, TestBao, TestDb};
 use kleidia_virtual_yubikey::attest::{pem, AttestationRoot};
 use kleidia_virtual_yubikey::card::{Card, AID_PIV};
 use kleidia_virtual_yubikey::piv::{mgm_decrypt, mgm_encrypt};
@@ -362,13 +362,17 @@ async fn a_slot_attestation_forged_with_a_genuine_slot_key_gets_no_certificate()
     let mut yk = YubiKey::factory(&root, serial);
 
     // An honest key generation, as the agent would run it.
-    let (s, op) = api
-        .post_json(
-            &format!("/api/yubikey/{serial}/operations"),
-            &json!({"operation": "generate_csr", "slot": "9a", "algorithm": "ecc_p256",
-                    "pin_policy": "once", "touch_policy": "never"}),
-        )
-        .await;
+    // (Through the presence step, with her card's presence key.)
+    let fp = agent_key_fingerprint(&agent_key.to_public_key()).unwrap();
+    let (s, op) = authorize_with_card(
+        &api,
+        &Cards::new(&stack.db.url),
+        &fp,
+        serial,
+        &json!({"operation": "generate_csr", "slot": "9a", "algorithm": "ecc_p256",
+                "pin_policy": "once", "touch_policy": "never"}),
+    )
+    .await;
     assert_eq!(s, StatusCode::CREATED, "{op}");
     let op_id = op["operation_id"].as_str().unwrap().to_string();
     let decrypt = |v: &Value| {

@@ -4,11 +4,11 @@
 //! device whose confirmed version is unreadable can still be wiped. The
 //! agent is played by this test with a software RSA key.
 
-use kleidia_protocol::ticket::EncryptedSecret;
+use kleidia_protocol::ticket::{agent_key_fingerprint, EncryptedSecret};
 use kleidia_tests::app::{AppOptions, KleidiaApp};
 use kleidia_tests::bao::{bootstrapped_bao, run_bootstrap, BaoClient};
 use kleidia_tests::client::{cli_create_user, Api, Browser, ADMIN_PASSWORD};
-use kleidia_tests::{TestBao, TestDb};
+use kleidia_tests::{authorize_with_card, Cards, TestBao, TestDb};
 use rand::rngs::OsRng;
 use rand::Rng;
 use reqwest::StatusCode;
@@ -79,7 +79,8 @@ impl Stack {
             )
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
-        Agent { api, key }
+        let cards = Cards::new(&self.db.url);
+        Agent { api, key, cards }
     }
 
     async fn confirmed_version(&self, serial: u32) -> u64 {
@@ -132,6 +133,8 @@ impl Stack {
 struct Agent {
     api: Api,
     key: RsaPrivateKey,
+    /// The card the test plays through the presence step.
+    cards: Cards,
 }
 
 impl Agent {
@@ -152,9 +155,8 @@ impl Agent {
     }
 
     async fn authorize(&self, serial: u32, body: Value) -> (StatusCode, Value) {
-        self.api
-            .post_json(&format!("/api/yubikey/{serial}/operations"), &body)
-            .await
+        let fp = agent_key_fingerprint(&self.key.to_public_key()).unwrap();
+        authorize_with_card(&self.api, &self.cards, &fp, serial, &body).await
     }
 
     /// Authorise an operation (201 expected); its id and agent parameters.

@@ -11,10 +11,11 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use kleidia_protocol::ticket::agent_key_fingerprint;
 use kleidia_tests::app::{AppOptions, KleidiaApp};
 use kleidia_tests::bao::{run_bootstrap, BaoClient};
 use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
-use kleidia_tests::{TestBao, TestDb};
+use kleidia_tests::{authorize_with_card, Cards, TestBao, TestDb};
 use kleidia_virtual_yubikey::attest::{attest, pem, AttestationRoot, AttestedKey};
 use kleidia_virtual_yubikey::keys::{alg, PrivateKey};
 use kleidia_virtual_yubikey::state::Firmware;
@@ -128,13 +129,16 @@ impl Site {
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
-        let (s, op) = rita
-            .post_json(
-                &format!("/api/yubikey/{serial}/operations"),
-                &json!({"operation": "generate_csr", "slot": "9a", "algorithm": "ecc_p256",
-                        "pin_policy": "once", "touch_policy": "never"}),
-            )
-            .await;
+        let fp = agent_key_fingerprint(&agent_key.to_public_key()).unwrap();
+        let (s, op) = authorize_with_card(
+            &rita,
+            &Cards::new(&self._db.url),
+            &fp,
+            serial,
+            &json!({"operation": "generate_csr", "slot": "9a", "algorithm": "ecc_p256",
+                    "pin_policy": "once", "touch_policy": "never"}),
+        )
+        .await;
         assert_eq!(s, StatusCode::CREATED, "{op}");
 
         // The "card": a P-256 key, its CSR and its attestation chain.
