@@ -75,7 +75,7 @@ def main():
     )
 
     t_ch, t_sig, t_pr, t_base = [], [], [], []
-    body = {"operation": "generate_csr", "slot": "9a", "pin_policy": "never"}
+    body = {"operation": "generate_csr", "slot": "9a"}
     for _ in range(N):
         t0 = time.perf_counter()
         s, ch = call("POST", f"/api/yubikey/{SERIAL}/operations", body)
