@@ -9,7 +9,7 @@ use yubikey::{PinPolicy, TouchPolicy};
 use super::keys::attestation_chain;
 use super::open::{open, release};
 use super::secrets::authenticate;
-use super::{other_err, CardError, ReaderPolicy};
+use super::{has_metadata, other_err, CardError, ReaderPolicy};
 
 const SLOT: SlotId = SlotId::Retired(RetiredSlotId::R20);
 
@@ -49,6 +49,13 @@ pub fn prove_presence(
             .map_err(|e| CardError::Card(e.to_string()))?;
         Some((pem, attestation_chain(&mut yk, SLOT)?))
     } else {
+        // An empty slot answers GENERAL AUTHENTICATE with a generic error;
+        // the metadata says so precisely (firmware 5.3+).
+        if has_metadata(&yk) {
+            if let Err(yubikey::Error::NotFound) = piv::metadata(&mut yk, SLOT) {
+                return Err(CardError::NoPresenceKey);
+            }
+        }
         None
     };
     let signature = match piv::sign_data(&mut yk, digest, AlgorithmId::EccP256, SLOT) {
