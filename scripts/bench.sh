@@ -103,4 +103,9 @@ printf '%-34s %10s logins/s   refused (503) %6s   p99 %8s   peak RSS %6s KiB\n' 
   "POST /api/auth/login x200 parallel" \
   "$(python3 -c "print(round(($total - $refused) / $DURATION, 1))")" "$refused" "$p99" \
   "$(awk '/VmHWM/ {print $2}' "/proc/$app_pid/status")" | tee -a "$OUT/results.txt"
+# The presence step (docs/security.md): challenge, proof verify, per operation.
+python3 -c 'import cryptography' 2>/dev/null ||
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-cryptography >/dev/null
+python3 scripts/bench_presence.py "http://127.0.0.1:$PORT" admin bench-admin-password-1 \
+  "$DB_URL" "${BENCH_PRESENCE_OPS:-200}" | tee -a "$OUT/results.txt"
 echo "results in $OUT/results.txt"

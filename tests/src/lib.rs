@@ -28,7 +28,9 @@ mod test_app;
 
 pub use bao::{shared_bao, TestBao};
 pub use db::TestDb;
-pub use person::Person;
+pub use person::{
+    authorize_with_card, is_presence_challenge, prove_presence, sign_presence, Cards, Person,
+};
 pub use process::{
     bin_path, clean_command, free_port, openssl, read_log, stack_var, unix_now, wait_until,
     workspace_root, ChildGuard,

@@ -227,6 +227,7 @@ impl TestAppBuilder {
             };
             cli_create_user(url, "admin", "admin", ADMIN_PASSWORD)?;
         }
+        let cards = crate::person::Cards::new(&db.url);
         Ok(TestApp {
             server,
             https_ca: self.https_ca,
@@ -240,6 +241,7 @@ impl TestAppBuilder {
             attestation_root,
             env,
             dir,
+            cards,
         })
     }
 }
@@ -289,6 +291,8 @@ pub struct TestApp {
     attestation_root: Option<AttestationRoot>,
     env: Vec<(String, String)>,
     dir: tempfile::TempDir,
+    /// The cards the test plays (their presence keys).
+    pub cards: crate::person::Cards,
 }
 
 impl TestApp {
@@ -424,6 +428,7 @@ impl TestApp {
             api,
             agent_key,
             user_id,
+            cards: self.cards.clone(),
         };
         let sid = person.session_id();
         let (s, v) = person

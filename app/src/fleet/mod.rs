@@ -28,6 +28,7 @@ pub mod operations;
 pub mod pki;
 pub mod pki_cache;
 pub mod policy;
+pub mod presence;
 pub mod registry;
 pub mod secrets;
 pub mod settings;

@@ -15,6 +15,7 @@ use crate::fleet::details::DetailsError;
 use crate::fleet::escrow::EscrowError;
 use crate::fleet::operations::{AuthorizeError, OwnOperationError, ReissueError, ReportError};
 use crate::fleet::pki::PkiError;
+use crate::fleet::presence::PresenceError;
 use crate::fleet::registry::{AssignError, BadReason, OwnerError, RegisterError, TransitionError};
 use crate::fleet::settings::{PolicyError, SavePolicyError};
 
@@ -240,6 +241,30 @@ impl From<AuthorizeError> for AppError {
             E::Names(e) => e.into(),
             E::Approval(e) => e.into(),
             E::Escrow(e) => e.into(),
+            E::PresenceRequired(_) | E::PinWithheld(_) => AppError::Forbidden(e.to_string()),
+            E::Presence(e) => (*e).into(),
+            E::Internal(e) => AppError::Internal(e),
+            E::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<PresenceError> for AppError {
+    fn from(e: PresenceError) -> Self {
+        use PresenceError as E;
+        match e {
+            E::NoChallenge(_) => AppError::NotFound(e.to_string()),
+            E::Replayed
+            | E::Expired
+            | E::AgentKeyChanged
+            | E::EstablishedMeanwhile
+            | E::NotEstablished(_) => AppError::Conflict(e.to_string()),
+            E::OtherSession | E::WrongOperation | E::WrongAgentKey | E::BadSignature => {
+                AppError::Forbidden(e.to_string())
+            }
+            E::Malformed(_) => AppError::BadRequest(e.to_string()),
+            E::Attestation(_) => AppError::Unprocessable(e.to_string()),
+            E::Agent(e) => e.into(),
             E::Internal(e) => AppError::Internal(e),
             E::Db(e) => e.into(),
         }
@@ -251,6 +276,8 @@ impl From<ReissueError> for AppError {
         use ReissueError as E;
         match e {
             E::NotResumable => AppError::Conflict(e.to_string()),
+            E::PresenceRequired => AppError::Forbidden(e.to_string()),
+            E::Presence(e) => (*e).into(),
             E::Lookup(e) => e.into(),
             E::Operation(e) => e.into(),
             E::Policy(e) => e.into(),

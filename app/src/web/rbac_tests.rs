@@ -92,6 +92,11 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "/api/yubikey/{serial}/operations/{op}/result",
         CHANGERS,
     ),
+    (
+        "POST",
+        "/api/yubikey/{serial}/operations/{op}/presence",
+        CHANGERS,
+    ),
     ("POST", "/api/yubikey/{serial}/sign-csr", CHANGERS),
     ("POST", "/api/certificates/{cert}/revoke", OPERATORS),
     // Object-level rules: tests/e2e/certificate_approval.rs.

@@ -20,6 +20,7 @@ mod one_time_passwords;
 mod operations;
 mod outages;
 mod parallel_guesses;
+mod presence_attacks;
 mod revocation;
 mod sessions;
 mod sign_in;
