@@ -228,11 +228,9 @@ async fn bootstrap(
             "no OpenBao token: set openbao.token_file, KLEIDIA_OPENBAO_TOKEN or BAO_TOKEN"
         );
     };
-    let bao = Bao::new(
-        config.openbao.addr.clone(),
-        Some(token),
-        config.openbao_timeout(),
-    )?;
+    let mut client = config.openbao.client_config();
+    client.auth = kleidia_openbao::Auth::Token(token);
+    let bao = Bao::new(client)?;
     println!("bootstrap: OpenBao at {}", config.openbao.addr);
     let report = Bootstrap {
         bao: &bao,

@@ -165,7 +165,7 @@ impl Bootstrap<'_> {
         let existing = match existing {
             Ok(v) => v,
             // Older servers answer 400 for a missing mount instead of 404.
-            Err(BaoError::Api { status: 400, .. }) => None,
+            Err(BaoError::Other { status: 400, .. } | BaoError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };
         let Some(found) = existing else {
