@@ -10,8 +10,9 @@ use serde::{Deserialize, Serialize};
 use crate::config::Auth;
 use crate::error::Error;
 
-/// Where a Kubernetes pod finds its projected service-account token.
-pub const SERVICE_ACCOUNT_TOKEN_FILE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+/// Where Kleidia's pods mount their projected service-account token (audience
+/// `openbao`, so a token meant for the Kubernetes API is not accepted).
+pub const SERVICE_ACCOUNT_TOKEN_FILE: &str = "/var/run/secrets/openbao/token";
 
 /// `openbao.auth`: how the client logs in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]

@@ -36,7 +36,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn push(&mut self, o: Outcome, what: impl Into<String>) {
+    pub(crate) fn push(&mut self, o: Outcome, what: impl Into<String>) {
         self.steps.push((o, what.into()));
     }
 
@@ -177,6 +177,7 @@ impl Bootstrap<'_> {
                 body["config"] = json!({"max_lease_ttl": format!("{t}s")});
             }
             self.bao.write(&format!("sys/mounts/{path}"), &body).await?;
+            super::wait_kv_upgraded(self.bao, path, version).await?;
             r.push(Outcome::Created, what);
             return Ok(());
         };

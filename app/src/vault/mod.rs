@@ -9,6 +9,7 @@
 pub mod bootstrap;
 pub mod kv;
 pub mod layout;
+pub mod machine;
 
 pub use kleidia_openbao::{Error as BaoError, Health as BaoHealth, OpenBao as Bao, RawAnswer};
 
@@ -28,4 +29,28 @@ pub fn anonymous(config: &OpenBaoConfig) -> Result<Bao, BaoError> {
     let mut c = config.client_config();
     c.auth = kleidia_openbao::Auth::None;
     Bao::new(c)
+}
+
+/// A new KV v2 mount on a server with persistent storage answers 400
+/// "Upgrading from non-versioned to versioned data" for a moment after it is
+/// mounted; wait (up to 30 s) until its `config` reads.
+pub(crate) async fn wait_kv_upgraded(
+    bao: &Bao,
+    mount: &str,
+    version: Option<&str>,
+) -> Result<(), BaoError> {
+    if version != Some("2") {
+        return Ok(());
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        match bao.read(&format!("{mount}/config")).await {
+            Err(BaoError::Other { message, .. })
+                if message.contains("Upgrading") && std::time::Instant::now() < deadline =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            r => return r.map(|_| ()),
+        }
+    }
 }

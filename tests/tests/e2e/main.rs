@@ -12,6 +12,7 @@ mod escrow_history;
 mod license_enforcement;
 mod license_service;
 mod license_status_and_upload;
+mod openbao_auth;
 mod operations;
 mod outages;
 mod revocation;
