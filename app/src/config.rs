@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::Env;
+use kleidia_openbao::{AuthMethod, AuthSettings, SERVICE_ACCOUNT_TOKEN_FILE};
 use kleidia_protocol::config::{self as loader, resolve_secret_file, Settings};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -166,10 +167,34 @@ impl Default for DatabaseConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct OpenBaoConfig {
     pub addr: url::Url,
+    /// How the app logs in: `token` (a token or token file; development and
+    /// bootstrap), `approle` (`role_id_file`, `secret_id_file`) or `jwt`
+    /// (a Kubernetes service-account token, `jwt_role`, `jwt_token_file`).
+    /// The token is renewed in the background and the login repeated when
+    /// OpenBao no longer accepts it.
+    pub auth: AuthMethod,
     /// Token with the `kleidia-app` policy (a root token only in dev mode).
     pub token: Option<SecretString>,
-    /// Read the token from this file instead (wins over `token`).
+    /// Read the token from this file instead (wins over `token`); read again
+    /// when OpenBao stops accepting the token.
     pub token_file: Option<PathBuf>,
+    /// AppRole auth mount (`auth = "approle"`).
+    pub approle_mount: String,
+    /// File holding the AppRole role_id (written by `kleidia bootstrap --approle-out`).
+    pub role_id_file: Option<PathBuf>,
+    /// File holding the AppRole secret_id; read again at every login.
+    pub secret_id_file: Option<PathBuf>,
+    /// JWT auth mount (`auth = "jwt"`).
+    pub jwt_mount: String,
+    /// JWT auth role (created by `kleidia bootstrap --jwt-pubkey …`).
+    pub jwt_role: String,
+    /// The projected service-account token; read again at every login.
+    pub jwt_token_file: PathBuf,
+    /// PEM bundle of the CA(s) that issued OpenBao's TLS certificate. When
+    /// set, only these (plus the system roots with `system_roots`) are trusted.
+    pub ca_file: Option<PathBuf>,
+    /// Also trust the system's trust store.
+    pub system_roots: bool,
     /// KV v2 mount for escrowed YubiKey secrets.
     pub kv_mount: String,
     /// KV v2 mount for Kleidia's own secrets (under `kleidia/`).
@@ -190,8 +215,17 @@ impl Default for OpenBaoConfig {
     fn default() -> Self {
         Self {
             addr: default_url("http://127.0.0.1:8200"),
+            auth: AuthMethod::Token,
             token: None,
             token_file: None,
+            approle_mount: "approle".into(),
+            role_id_file: None,
+            secret_id_file: None,
+            jwt_mount: "jwt".into(),
+            jwt_role: "kleidia-app".into(),
+            jwt_token_file: SERVICE_ACCOUNT_TOKEN_FILE.into(),
+            ca_file: None,
+            system_roots: false,
             kv_mount: "yubikeys".into(),
             app_mount: "secret".into(),
             license_mount: "license".into(),
@@ -200,6 +234,39 @@ impl Default for OpenBaoConfig {
             transit_mount: "transit".into(),
             timeout_secs: 5,
         }
+    }
+}
+
+impl OpenBaoConfig {
+    /// The login method as configured.
+    pub fn auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            method: self.auth,
+            token: self.token.clone(),
+            token_file: self.token_file.clone(),
+            approle_mount: Some(self.approle_mount.clone()),
+            role_id_file: self.role_id_file.clone(),
+            secret_id_file: self.secret_id_file.clone(),
+            jwt_mount: Some(self.jwt_mount.clone()),
+            jwt_role: Some(self.jwt_role.clone()),
+            jwt_token_file: Some(self.jwt_token_file.clone()),
+        }
+    }
+
+    /// The shared client's settings: address, login, TLS, timeout.
+    /// `validate` has checked that the login method has what it needs.
+    pub fn client_config(&self) -> kleidia_openbao::Config {
+        let auth = self
+            .auth_settings()
+            .to_auth("openbao.")
+            .unwrap_or(kleidia_openbao::Auth::None);
+        let mut c = kleidia_openbao::Config::new(self.addr.clone(), auth);
+        c.tls = kleidia_openbao::Tls {
+            ca_file: self.ca_file.clone(),
+            system_roots: self.system_roots,
+        };
+        c.timeout = Duration::from_secs(self.timeout_secs.max(1));
+        c
     }
 }
 
@@ -415,6 +482,11 @@ impl Settings for Config {
             return invalid("auth.jwt_ttl_secs must be at least 1 and auth.jwt_audience not empty");
         }
         http_url("license.url", &self.license.url)?;
+        http_url("openbao.addr", &self.openbao.addr)?;
+        self.openbao
+            .auth_settings()
+            .to_auth("openbao.")
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.audit.anchor_interval_secs == 0 || self.audit.anchor_every_events == 0 {
             return invalid(
                 "audit.anchor_interval_secs and audit.anchor_every_events must be at least 1",

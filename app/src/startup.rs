@@ -37,12 +37,7 @@ pub struct Application {
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = db::roles::connect_and_migrate(&config.database).await?;
-        let bao = Bao::new(
-            config.openbao.addr.clone(),
-            config.openbao.token.clone(),
-            config.openbao_timeout(),
-        )
-        .context("building the OpenBao client")?;
+        let bao = crate::vault::client(&config.openbao).context("building the OpenBao client")?;
         let jwt_secret = load_jwt_secret(&bao, &config).await?;
         let jwt = JwtKeys::new(
             &jwt_secret,

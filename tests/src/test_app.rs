@@ -18,7 +18,9 @@ use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
 
 use crate::app::{cli_create_user, kleidia_cli, AppOptions, KleidiaApp};
-use crate::bao::{bootstrapped_bao_for, run_bootstrap, shared_bao, BaoClient, TestBao};
+use crate::bao::{
+    bootstrap_bao, bootstrapped_bao_for, run_bootstrap, shared_bao, BaoClient, TestBao,
+};
 use crate::client::{Api, Browser};
 use crate::license::{LicenseOptions, LicenseService, LicenseSpec};
 use crate::pki::attestation_chain;
@@ -36,6 +38,9 @@ enum OpenBao {
     Bootstrapped,
     /// A server of the test's own as it starts; the app gets the root token.
     Bare,
+    /// A server of the test's own with raft storage (restartable, sealable:
+    /// [`TestApp::openbao`]), laid out by `kleidia bootstrap`.
+    Persistent,
 }
 
 /// Which database role `kleidia serve` runs as.
@@ -60,9 +65,31 @@ pub struct TestAppBuilder {
     admin: bool,
     env: Vec<(String, String)>,
     https_ca: Option<Vec<u8>>,
+    /// Log the app in with AppRole: (token TTL, max TTL) in seconds.
+    approle: Option<(u64, u64)>,
 }
 
 impl TestAppBuilder {
+    /// An OpenBao of its own with raft storage, initialised and unsealed,
+    /// bootstrapped: it can be restarted, sealed and unsealed
+    /// ([`TestApp::openbao`]).
+    pub fn persistent_openbao(mut self) -> Self {
+        self.openbao = OpenBao::Persistent;
+        self
+    }
+
+    /// The app logs in with AppRole (the files `kleidia bootstrap
+    /// --approle-out` writes) instead of a token; its tokens live `ttl`
+    /// seconds, renewed up to `max_ttl`. Needs an OpenBao of the test's own
+    /// (implies [`Self::own_openbao`] unless a persistent one is asked for).
+    pub fn approle(mut self, ttl: u64, max_ttl: u64) -> Self {
+        if self.openbao != OpenBao::Persistent {
+            self.openbao = OpenBao::Bootstrapped;
+        }
+        self.approle = Some((ttl, max_ttl));
+        self
+    }
+
     /// An OpenBao of its own, bootstrapped for this app's public URL (for
     /// tests that stop it, read the escrow, or sign certificates: the CA's
     /// OCSP and CRL URLs name this app).
@@ -156,14 +183,46 @@ impl TestAppBuilder {
             "http"
         };
         let public_url = format!("{scheme}://127.0.0.1:{port}");
+        let approle_dir = dir.path().join("approle");
+        let approle_args: Vec<String> = match self.approle {
+            Some((ttl, max)) => vec![
+                "--approle-out".into(),
+                approle_dir.display().to_string(),
+                "--token-ttl".into(),
+                ttl.to_string(),
+                "--token-max-ttl".into(),
+                max.to_string(),
+            ],
+            None => Vec::new(),
+        };
+        let approle_args: Vec<&str> = approle_args.iter().map(String::as_str).collect();
         let (bao, root_bao, app_bao_token) = match self.openbao {
             OpenBao::Shared => {
                 let (addr, token) = shared_bao();
                 (None, BaoClient::new(&addr, &token), token)
             }
+            OpenBao::Bootstrapped if self.approle.is_some() => {
+                let (bao, root) =
+                    bootstrap_bao(TestBao::spawn().await?, &public_url, &approle_args).await?;
+                (Some(bao), root, String::new())
+            }
             OpenBao::Bootstrapped => {
                 let (bao, root) = bootstrapped_bao_for(&public_url).await?;
                 let token = root.token_with_policies(&["kleidia-app"]).await?;
+                (Some(bao), root, token)
+            }
+            OpenBao::Persistent => {
+                let (bao, root) = bootstrap_bao(
+                    TestBao::spawn_persistent().await?,
+                    &public_url,
+                    &approle_args,
+                )
+                .await?;
+                let token = if self.approle.is_some() {
+                    String::new()
+                } else {
+                    root.token_with_policies(&["kleidia-app"]).await?
+                };
                 (Some(bao), root, token)
             }
             OpenBao::Bare => {
@@ -200,6 +259,20 @@ impl TestAppBuilder {
                 roots.display().to_string(),
             ));
             attestation_root = Some(root);
+        }
+        if self.approle.is_some() {
+            let app = approle_dir.join("kleidia-app");
+            env.extend([
+                ("KLEIDIA_OPENBAO_AUTH".into(), "approle".into()),
+                (
+                    "KLEIDIA_OPENBAO_ROLE_ID_FILE".into(),
+                    app.join("role_id").display().to_string(),
+                ),
+                (
+                    "KLEIDIA_OPENBAO_SECRET_ID_FILE".into(),
+                    app.join("secret_id").display().to_string(),
+                ),
+            ]);
         }
         env.extend(self.env);
         let db = TestDb::new().await?;
@@ -305,6 +378,7 @@ impl TestApp {
             admin: true,
             env: Vec::new(),
             https_ca: None,
+            approle: None,
         }
     }
 
@@ -568,6 +642,13 @@ impl TestApp {
             .iter()
             .map(|k| k.as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// This installation's own OpenBao (restart, seal, unseal).
+    pub fn openbao(&mut self) -> &mut TestBao {
+        self.bao
+            .as_mut()
+            .expect("an OpenBao of the test's own (own_openbao, persistent_openbao)")
     }
 
     /// Stop this installation's own OpenBao, as an outage would.

@@ -2,6 +2,11 @@
 //! reachable; the license service's state is reported but never makes the
 //! app unready, since the license never blocks work on enrolled keys) and
 //! `/metrics` (Prometheus text format).
+//!
+//! `/readyz` is 503 ("not ready") only without PostgreSQL, which every page
+//! needs. OpenBao down or sealed is "degraded" (200): sign-in, the fleet
+//! and audit pages keep working, secret operations answer 503 naming the
+//! cause, and the JSON says why (`checks.openbao`, `reason`).
 
 use std::time::Duration;
 
@@ -46,17 +51,25 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         vec![]
     };
-    let body = json!({
-        "status": if failed.is_empty() { "ready" } else { "not ready" },
+    let (word, status) = if pg.is_err() {
+        ("not ready", StatusCode::SERVICE_UNAVAILABLE)
+    } else if bao.is_err() {
+        ("degraded", StatusCode::OK)
+    } else {
+        ("ready", StatusCode::OK)
+    };
+    let mut body = json!({
+        "status": word,
         "failed": failed,
         "warnings": warnings,
         "checks": { "postgres": show(&pg), "openbao": show(&bao), "license": show(&license) },
     });
-    let status = if failed.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
+    if let Err(why) = &bao {
+        body["reason"] = json!(format!(
+            "OpenBao is {why}: secret operations (PINs, certificates, escrow) are refused \
+             until it is back; pages that do not need it keep working"
+        ));
+    }
     (status, Json(body)).into_response()
 }
 
@@ -82,7 +95,7 @@ async fn check_openbao(state: &AppState) -> Result<(), String> {
             tracing::warn!(error = %e, "readiness: OpenBao check failed");
             Err("unreachable".into())
         }
-        Err(_) => Err("timed out".into()),
+        Err(_) => Err("not answering (timed out)".into()),
     }
 }
 

@@ -152,12 +152,12 @@ pub async fn test_state(db: PgPool) -> AppState {
         config.auth.jwt_audience.clone(),
         Duration::from_secs(600),
     );
-    let bao = Bao::new(
+    let mut bao_config = kleidia_openbao::Config::new(
         url::Url::parse("http://127.0.0.1:9").unwrap(),
-        None,
-        Duration::from_millis(200),
-    )
-    .unwrap();
+        kleidia_openbao::Auth::None,
+    );
+    bao_config.timeout = Duration::from_millis(200);
+    let bao = Bao::new(bao_config).unwrap();
     AppState {
         config: Arc::new(config),
         db,
