@@ -177,6 +177,9 @@ impl Bootstrap<'_> {
                 body["config"] = json!({"max_lease_ttl": format!("{t}s")});
             }
             self.bao.write(&format!("sys/mounts/{path}"), &body).await?;
+            if version == Some("2") {
+                self.wait_kv2_upgraded(path).await?;
+            }
             r.push(Outcome::Created, what);
             return Ok(());
         };
@@ -211,6 +214,27 @@ impl Bootstrap<'_> {
         }
         r.push(Outcome::InPlace, what);
         Ok(())
+    }
+
+    /// A new KV v2 mount answers 400 "Upgrading from non-versioned to
+    /// versioned data" until its upgrade has run: at once on a dev server, a
+    /// second or two later on raft storage. Wait for it (up to 30 s), so the
+    /// next step does not fail on a fresh production server.
+    async fn wait_kv2_upgraded(&self, path: &str) -> Result<(), BootstrapError> {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            match self.bao.read(&format!("{path}/config")).await {
+                Err(BaoError::Api {
+                    status: 400,
+                    message,
+                    ..
+                }) if message.contains("Upgrading") && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e.into()),
+                Ok(_) => return Ok(()),
+            }
+        }
     }
 
     /// The transit mount and the audit anchor's HMAC key (see
