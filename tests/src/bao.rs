@@ -389,7 +389,7 @@ impl TestBao {
 }
 
 /// A port p where p and p+1 were both free a moment ago.
-fn free_port_pair() -> u16 {
+pub(crate) fn free_port_pair() -> u16 {
     loop {
         let p = free_port();
         if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {

@@ -24,6 +24,7 @@ pub mod license;
 mod person;
 pub mod pki;
 mod process;
+pub mod raft;
 mod test_app;
 
 pub use bao::{shared_bao, TestBao};

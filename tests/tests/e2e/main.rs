@@ -6,6 +6,7 @@
 mod attestation_attacks;
 mod audit_anchor;
 mod audit_log;
+mod backup_audit;
 mod certificate_approval;
 mod certificates;
 mod devices;
