@@ -26,12 +26,7 @@ pub fn kleidia_cli(db_url: &str, args: &[&str]) -> Output {
 }
 
 /// `kleidia user create` with the password on stdin; returns stdout.
-pub(crate) fn cli_create_user(
-    db_url: &str,
-    username: &str,
-    role: &str,
-    password: &str,
-) -> Result<String> {
+pub fn cli_create_user(db_url: &str, username: &str, role: &str, password: &str) -> Result<String> {
     let mut child = kleidia_command()
         .args([
             "user",

@@ -11,11 +11,14 @@ use std::path::Path;
 
 use kleidia_protocol::agent::GeneratedCsr;
 use kleidia_tests::agent::{ok_json, AgentOptions, TestAgent};
+use kleidia_tests::app::cli_create_user;
 use kleidia_tests::app::{kleidia_command, AppOptions, KleidiaApp};
 use kleidia_tests::card::{lock, pin_verifies, VirtualYubiKey};
-use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
+use kleidia_tests::client::Api;
 use kleidia_tests::raft::{run_script, RaftBao};
-use kleidia_tests::{bin_path, openssl, runtime_url_for, stack_var, TestDb};
+use kleidia_tests::{
+    bin_path, free_port, openssl, runtime_url_for, stack_var, TestDb, ADMIN_PASSWORD,
+};
 use reqwest::StatusCode;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
@@ -40,8 +43,12 @@ impl Site {
     }
 
     async fn serve(&self) -> KleidiaApp {
+        let runtime = runtime_url_for(&self.db.url);
         KleidiaApp::spawn(AppOptions {
-            database_url: self.db.url.clone(),
+            port: free_port(),
+            database_url: runtime.clone().unwrap_or_else(|| self.db.url.clone()),
+            owner_url: runtime.map(|_| self.db.url.clone()),
+            https_ca: None,
             bao_addr: self.bao.addr.clone(),
             bao_token: self.app_token.clone(),
             env: vec![("KLEIDIA_ATTESTATION_ROOTS_FILE".into(), self.roots.clone())],

@@ -6,10 +6,10 @@
 
 use std::path::Path;
 
-use kleidia_tests::app::{kleidia_command, AppOptions, KleidiaApp};
-use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
+use kleidia_tests::app::{cli_create_user, kleidia_command, AppOptions, KleidiaApp};
+use kleidia_tests::client::Api;
 use kleidia_tests::raft::{run_script, RaftBao};
-use kleidia_tests::{runtime_url_for, stack_var, TestDb};
+use kleidia_tests::{free_port, runtime_url_for, stack_var, TestDb, ADMIN_PASSWORD};
 
 fn audit(db: &TestDb, bao: &RaftBao, token: &str, cmd: &str) -> (bool, String) {
     let out = kleidia_command()
@@ -67,8 +67,12 @@ async fn a_restore_that_loses_anchored_rows_says_which_rows_are_gone() {
         .unwrap();
     let backup_token = bao.backup_token().await.unwrap();
     let db = TestDb::new().await.unwrap();
+    let runtime = runtime_url_for(&db.url);
     let mut app = KleidiaApp::spawn(AppOptions {
-        database_url: db.url.clone(),
+        port: free_port(),
+        database_url: runtime.clone().unwrap_or_else(|| db.url.clone()),
+        owner_url: runtime.map(|_| db.url.clone()),
+        https_ca: None,
         bao_addr: bao.addr.clone(),
         bao_token: app_token.clone(),
         env: vec![],
