@@ -121,6 +121,7 @@ impl Site {
 /// Alice, signed in, with `agent`'s key registered on her session.
 async fn alice(app: &KleidiaApp, agent: &TestAgent, first: bool) -> Api {
     let password = "alice-long-password-1";
+    let chosen = "alice-chose-this-one-1";
     if first {
         let mut admin = Api::new(&app.base_url);
         admin.login("admin", ADMIN_PASSWORD).await.unwrap();
@@ -131,9 +132,14 @@ async fn alice(app: &KleidiaApp, agent: &TestAgent, first: bool) -> Api {
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{v}");
+        // The admin chose that password: Alice changes it before anything else.
+        let mut api = Api::new(&app.base_url);
+        api.login("alice", password).await.unwrap();
+        let (s, v) = api.change_password(password, chosen).await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     }
     let mut api = Api::new(&app.base_url);
-    api.login("alice", password).await.unwrap();
+    api.login("alice", chosen).await.unwrap();
     let pem = agent.public_key.to_public_key_pem(LineEnding::LF).unwrap();
     let sid = api.session_id.clone().unwrap();
     let (s, v) = api.register_agent(&sid, &pem).await;
@@ -144,8 +150,29 @@ async fn alice(app: &KleidiaApp, agent: &TestAgent, first: bool) -> Api {
 /// Authorise `body` on Kleidia and run it on the card through the real
 /// agent, as the enrollment page does; the operation id and the agent's answer.
 async fn run_on_card(api: &Api, agent: &TestAgent, body: Value) -> (String, reqwest::Response) {
-    let (s, op) = api.authorize(SERIAL, &body).await;
-    assert_eq!(s, StatusCode::CREATED, "{body}: {op}");
+    let (s, mut op) = api.authorize(SERIAL, &body).await;
+    if s == StatusCode::ACCEPTED && op["presence_required"] == true {
+        // The card proves its presence through the agent, as agent.js does.
+        let path = op["agent_path"].as_str().unwrap();
+        let r = agent.post(path, &op["request"]).await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        let proof: Value = r.json().await.unwrap();
+        let mut answer = json!({"challenge_id": op["challenge_id"], "proof": proof});
+        if let Some(pin) = body.get("new_pin") {
+            answer["new_pin"] = pin.clone();
+        }
+        let id = op["operation_id"].as_str().unwrap().to_string();
+        let (s2, v) = api
+            .post_json(
+                &format!("/api/yubikey/{SERIAL}/operations/{id}/presence"),
+                &answer,
+            )
+            .await;
+        assert_eq!(s2, StatusCode::CREATED, "{body}: presence: {v}");
+        op = v;
+    } else {
+        assert_eq!(s, StatusCode::CREATED, "{body}: {op}");
+    }
     let path = op["agent_path"].as_str().unwrap();
     let r = agent.post(path, &op["request"]).await.unwrap();
     assert!(r.status().is_success(), "{path}: {}", r.status());

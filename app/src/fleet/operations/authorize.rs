@@ -189,8 +189,9 @@ pub async fn challenge(
 
 /// Least privilege (docs/security.md): a device's current PIN is released
 /// only to its owner. Someone else changes a PIN with unblock_pin (the PUK
-/// and a new PIN), and makes a key that needs the PIN only while the device
-/// is being enrolled (its PIN is then the one set by that enrollment).
+/// and a new PIN), and sets a PIN or makes a key that needs the PIN only
+/// while the device is being enrolled (its PIN is then the factory default
+/// or the one set by that enrollment).
 fn least_privilege(
     u: &CurrentUser,
     d: &DeviceRow,
@@ -200,9 +201,14 @@ fn least_privilege(
         return Ok(());
     }
     match req.operation {
-        Operation::SetPin => Err(AuthorizeError::PinWithheld(
+        // A factory key being enrolled still has the public factory PIN.
+        Operation::SetPin
+            if !(d.state == DeviceState::Registered && d.secrets_version.is_none()) =>
+        {
+            Err(AuthorizeError::PinWithheld(
             "the current PIN of someone else's YubiKey is released to nobody: reset it with unblock_pin (the escrowed PUK and a new PIN) instead",
-        )),
+            ))
+        }
         Operation::GenerateCsr
             if req.pin_policy.unwrap_or(PinPolicy::Once) != PinPolicy::Never
                 && d.state != DeviceState::Registered =>
