@@ -22,7 +22,7 @@ use super::registry::{checked_reason, BadReason};
 use super::settings::{self, PolicyError};
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ClientMeta, CurrentUser};
-use crate::domain::{OperationState, Serial};
+use crate::domain::{EmailAddress, OperationState, Serial};
 
 /// Revoke every issued certificate of a device in OpenBao; returns their ids
 /// for the database update.
@@ -51,6 +51,10 @@ pub enum NamesError {
     NoOwner(Serial),
     #[error("the device's owner no longer exists")]
     OwnerGone,
+    /// An address stored before emails were checked strictly: it could add
+    /// names to the certificate, so nothing is signed until it is corrected.
+    #[error("the owner's email address {0:?} cannot go into a certificate (one plain local@domain address only); correct it on the user's page")]
+    UnsafeEmail(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -61,6 +65,9 @@ pub async fn owner_names(db: &PgPool, d: &DeviceRow) -> Result<CertificateNames,
     let o = crate::db::users::by_id(db, owner)
         .await?
         .ok_or(NamesError::OwnerGone)?;
+    if let Some(e) = o.email.as_deref().filter(|e| !EmailAddress::is_valid(e)) {
+        return Err(NamesError::UnsafeEmail(e.to_string()));
+    }
     Ok(CertificateNames {
         common_name: o.display_name.clone(),
         upn: o.email.clone(),

@@ -219,6 +219,7 @@ impl From<NamesError> for AppError {
     fn from(e: NamesError) -> Self {
         match e {
             NamesError::Db(e) => e.into(),
+            e @ NamesError::UnsafeEmail(_) => AppError::Unprocessable(e.to_string()),
             e => AppError::Conflict(e.to_string()),
         }
     }
