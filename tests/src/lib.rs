@@ -42,7 +42,7 @@ pub use test_app::{NewUser, TestApp, TestAppBuilder, ADMIN_PASSWORD};
 /// (`DATABASE_RUNTIME_URL` from `scripts/stack.sh`), or `None` when the stack
 /// has no role split or the database is elsewhere: the server then runs with
 /// the one URL.
-pub fn runtime_url_for(url: &str) -> Option<String> {
+pub(crate) fn runtime_url_for(url: &str) -> Option<String> {
     let runtime = std::env::var("DATABASE_RUNTIME_URL").ok()?;
     let name = url.split('?').next()?.rsplit('/').next()?;
     let on_stack = db::replace_db_name(&std::env::var("DATABASE_URL").ok()?, name).ok()?;

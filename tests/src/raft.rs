@@ -11,8 +11,9 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
+use crate::app::{kleidia_command, AppOptions, KleidiaApp};
 use crate::bao::{run_bootstrap, BaoClient};
-use crate::{read_log, wait_until, ChildGuard};
+use crate::{free_port, read_log, runtime_url_for, wait_until, ChildGuard, TestDb};
 
 /// The keys `sys/init` hands out once.
 #[derive(Clone, Debug)]
@@ -219,6 +220,54 @@ ui           = false
     pub fn root(&self) -> BaoClient {
         self.client(&self.keys.root_token)
     }
+
+    /// `kleidia serve` on `db` and this OpenBao with `token`, as an
+    /// installation runs it: the runtime role, migrating as the owner, when
+    /// the stack has both (scripts/stack.sh); otherwise the owner alone.
+    pub async fn serve(
+        &self,
+        db: &TestDb,
+        token: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<KleidiaApp> {
+        let runtime = runtime_url_for(&db.url);
+        KleidiaApp::spawn(AppOptions {
+            port: free_port(),
+            database_url: app_db_url(db),
+            owner_url: runtime.map(|_| db.url.clone()),
+            https_ca: None,
+            bao_addr: self.addr.clone(),
+            bao_token: token.to_string(),
+            env,
+        })
+        .await
+    }
+
+    /// `kleidia audit CMD` as an auditor runs it (the app's database role,
+    /// `token`): (success, stdout + stderr).
+    pub fn audit(&self, db: &TestDb, token: &str, cmd: &str) -> (bool, String) {
+        let out = kleidia_command()
+            .args(["audit", cmd])
+            .env("KLEIDIA_DATABASE_URL", app_db_url(db))
+            .env("KLEIDIA_OPENBAO_ADDR", &self.addr)
+            .env("KLEIDIA_OPENBAO_TOKEN", token)
+            .output()
+            .expect("run kleidia audit");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    }
+}
+
+/// The URL `kleidia serve` and `kleidia audit` use for `db`: the stack's
+/// runtime role when it has one, otherwise the owner's.
+pub fn app_db_url(db: &TestDb) -> String {
+    runtime_url_for(&db.url).unwrap_or_else(|| db.url.clone())
 }
 
 /// `scripts/NAME ARGS…` (backup.sh, restore.sh) with only `env` plus PATH and

@@ -11,14 +11,11 @@ use std::path::Path;
 
 use kleidia_protocol::agent::GeneratedCsr;
 use kleidia_tests::agent::{ok_json, AgentOptions, TestAgent};
-use kleidia_tests::app::cli_create_user;
-use kleidia_tests::app::{kleidia_command, AppOptions, KleidiaApp};
+use kleidia_tests::app::{cli_create_user, KleidiaApp};
 use kleidia_tests::card::{lock, pin_verifies, VirtualYubiKey};
 use kleidia_tests::client::Api;
-use kleidia_tests::raft::{run_script, RaftBao};
-use kleidia_tests::{
-    bin_path, free_port, openssl, runtime_url_for, stack_var, TestDb, ADMIN_PASSWORD,
-};
+use kleidia_tests::raft::{app_db_url, run_script, RaftBao};
+use kleidia_tests::{bin_path, openssl, stack_var, TestDb, ADMIN_PASSWORD};
 use reqwest::StatusCode;
 use rsa::pkcs8::{EncodePublicKey, LineEnding};
 use serde_json::{json, Value};
@@ -39,41 +36,20 @@ struct Site {
 
 impl Site {
     fn app_db_url(&self) -> String {
-        runtime_url_for(&self.db.url).unwrap_or_else(|| self.db.url.clone())
+        app_db_url(&self.db)
     }
 
     async fn serve(&self) -> KleidiaApp {
-        let runtime = runtime_url_for(&self.db.url);
-        KleidiaApp::spawn(AppOptions {
-            port: free_port(),
-            database_url: runtime.clone().unwrap_or_else(|| self.db.url.clone()),
-            owner_url: runtime.map(|_| self.db.url.clone()),
-            https_ca: None,
-            bao_addr: self.bao.addr.clone(),
-            bao_token: self.app_token.clone(),
-            env: vec![("KLEIDIA_ATTESTATION_ROOTS_FILE".into(), self.roots.clone())],
-        })
-        .await
-        .unwrap()
+        let env = vec![("KLEIDIA_ATTESTATION_ROOTS_FILE".into(), self.roots.clone())];
+        self.bao
+            .serve(&self.db, &self.app_token, env)
+            .await
+            .unwrap()
     }
 
     /// `kleidia audit …` as an auditor runs it (runtime role, app token).
     fn audit(&self, cmd: &str) -> (bool, String) {
-        let out = kleidia_command()
-            .args(["audit", cmd])
-            .env("KLEIDIA_DATABASE_URL", self.app_db_url())
-            .env("KLEIDIA_OPENBAO_ADDR", &self.bao.addr)
-            .env("KLEIDIA_OPENBAO_TOKEN", &self.app_token)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        self.bao.audit(&self.db, &self.app_token, cmd)
     }
 
     /// The device's confirmed escrow version in PostgreSQL.

@@ -6,31 +6,10 @@
 
 use std::path::Path;
 
-use kleidia_tests::app::{cli_create_user, kleidia_command, AppOptions, KleidiaApp};
+use kleidia_tests::app::cli_create_user;
 use kleidia_tests::client::Api;
-use kleidia_tests::raft::{run_script, RaftBao};
-use kleidia_tests::{free_port, runtime_url_for, stack_var, TestDb, ADMIN_PASSWORD};
-
-fn audit(db: &TestDb, bao: &RaftBao, token: &str, cmd: &str) -> (bool, String) {
-    let out = kleidia_command()
-        .args(["audit", cmd])
-        .env(
-            "KLEIDIA_DATABASE_URL",
-            runtime_url_for(&db.url).unwrap_or_else(|| db.url.clone()),
-        )
-        .env("KLEIDIA_OPENBAO_ADDR", &bao.addr)
-        .env("KLEIDIA_OPENBAO_TOKEN", token)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
+use kleidia_tests::raft::{app_db_url, run_script, RaftBao};
+use kleidia_tests::{stack_var, TestDb, ADMIN_PASSWORD};
 
 fn backup(dir: &Path, db: &TestDb, bao: &RaftBao, token: &str) -> String {
     let d = dir.display().to_string();
@@ -67,20 +46,9 @@ async fn a_restore_that_loses_anchored_rows_says_which_rows_are_gone() {
         .unwrap();
     let backup_token = bao.backup_token().await.unwrap();
     let db = TestDb::new().await.unwrap();
-    let runtime = runtime_url_for(&db.url);
-    let mut app = KleidiaApp::spawn(AppOptions {
-        port: free_port(),
-        database_url: runtime.clone().unwrap_or_else(|| db.url.clone()),
-        owner_url: runtime.map(|_| db.url.clone()),
-        https_ca: None,
-        bao_addr: bao.addr.clone(),
-        bao_token: app_token.clone(),
-        env: vec![],
-    })
-    .await
-    .unwrap();
+    let mut app = bao.serve(&db, &app_token, vec![]).await.unwrap();
     cli_create_user(&db.url, "admin", "admin", ADMIN_PASSWORD).unwrap();
-    let (ok, out) = audit(&db, &bao, &app_token, "anchor");
+    let (ok, out) = bao.audit(&db, &app_token, "anchor");
     assert!(ok, "{out}");
     let work = tempfile::tempdir().unwrap();
     let first = backup(&work.path().join("a"), &db, &bao, &backup_token);
@@ -94,7 +62,7 @@ async fn a_restore_that_loses_anchored_rows_says_which_rows_are_gone() {
             .await
             .unwrap();
     }
-    let (ok, out) = audit(&db, &bao, &app_token, "anchor");
+    let (ok, out) = bao.audit(&db, &app_token, "anchor");
     assert!(ok, "{out}");
     let second = backup(&work.path().join("b"), &db, &bao, &backup_token);
     let anchored: u64 = field(&second, "audit_anchor_after_snapshot")
@@ -142,7 +110,7 @@ async fn a_restore_that_loses_anchored_rows_says_which_rows_are_gone() {
         }
     }
     let kleidia = kleidia_tests::bin_path("kleidia").display().to_string();
-    let app_db = runtime_url_for(&db.url).unwrap_or_else(|| db.url.clone());
+    let app_db = app_db_url(&db);
     let m = mixed.display().to_string();
     let (out, text) = run_script(
         "restore.sh",
@@ -171,7 +139,7 @@ async fn a_restore_that_loses_anchored_rows_says_which_rows_are_gone() {
     );
 
     // The evidence stays: verify keeps failing the same way.
-    let (ok, out) = audit(&db, &bao, &app_token, "verify");
+    let (ok, out) = bao.audit(&db, &app_token, "verify");
     assert!(!ok, "{out}");
     assert!(
         out.contains(&format!("rows {} to {anchored} are gone", dumped + 1)),
