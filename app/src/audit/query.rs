@@ -114,6 +114,22 @@ pub struct AuditEntry {
     pub ip: Option<String>,
 }
 
+impl AuditEntry {
+    /// The details as lines for the audit page: one `(key, value)` per
+    /// top-level field, strings shown bare and anything else as compact JSON.
+    pub fn detail_lines(&self) -> Vec<(String, String)> {
+        let show = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match &self.details {
+            serde_json::Value::Null => vec![],
+            serde_json::Value::Object(m) => m.iter().map(|(k, v)| (k.clone(), show(v))).collect(),
+            other => vec![(String::new(), show(other))],
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,

@@ -27,9 +27,23 @@ const ASSETS: &[Asset] = &[
         mime: "text/css; charset=utf-8",
         body: include_bytes!("../../../static/app.css"),
     },
+    Asset {
+        name: "favicon.ico",
+        mime: "image/x-icon",
+        body: include_bytes!("../../../static/favicon.ico"),
+    },
 ];
 
 pub async fn serve(Path(file): Path<String>) -> Response {
+    asset(&file)
+}
+
+/// `/favicon.ico`, which browsers ask for whatever the page names.
+pub async fn favicon() -> Response {
+    asset("favicon.ico")
+}
+
+fn asset(file: &str) -> Response {
     match ASSETS.iter().find(|a| a.name == file) {
         Some(a) => (
             [

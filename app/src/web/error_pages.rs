@@ -11,6 +11,8 @@
 //! Under `/api`, extractor rejections get the same JSON body as every other
 //! error ([`json_rejection`]).
 
+use std::sync::{Arc, Mutex};
+
 use askama::Template;
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode};
@@ -71,8 +73,28 @@ fn html(status: StatusCode, body: Result<String, askama::Error>) -> Response {
     }
 }
 
+/// Who the request turned out to be, filled in by `extract::resolve` when a
+/// handler looked the user up, so an error page (a 403, a 404 on a device)
+/// keeps the signed-in header instead of offering "Sign in".
+#[derive(Clone, Default)]
+pub struct SignedIn(Arc<Mutex<Option<Nav>>>);
+
+impl SignedIn {
+    pub fn set(&self, user: &crate::auth::CurrentUser) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(Nav::from(user));
+        }
+    }
+
+    fn take(&self) -> Option<Nav> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
+}
+
 /// Middleware: re-render tagged error responses for browsers (see the module docs).
-pub async fn negotiate(req: Request, next: Next) -> Response {
+pub async fn negotiate(mut req: Request, next: Next) -> Response {
+    let signed_in = SignedIn::default();
+    req.extensions_mut().insert(signed_in.clone());
     let path = req.uri().path().to_string();
     let is_api = path == "/api" || path.starts_with("/api/");
     let is_htmx = HxRequest::from_headers(req.headers()).htmx;
@@ -138,7 +160,7 @@ pub async fn negotiate(req: Request, next: Next) -> Response {
     html(
         status,
         ErrorPage {
-            me: None,
+            me: signed_in.take(),
             status: status.as_u16(),
             title: title_for(status),
             message: info.message,

@@ -87,6 +87,9 @@ pub async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Option<Curre
         last_seen,
     )
     .await?;
+    if let Some(slot) = parts.extensions.get::<super::error_pages::SignedIn>() {
+        slot.set(&user);
+    }
     parts.extensions.insert(user.clone());
     Ok(Some(user))
 }

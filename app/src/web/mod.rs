@@ -91,6 +91,7 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::get("/readyz", Access::Public, health::readyz),
         RouteDef::get("/metrics", Access::Public, health::metrics),
         RouteDef::get("/static/{file}", Access::Public, assets::serve),
+        RouteDef::get("/favicon.ico", Access::Public, assets::favicon),
         RouteDef::get("/", Access::SignedIn, pages::index),
         RouteDef::get("/api/openapi.json", Access::Public, openapi::serve),
     ];

@@ -37,6 +37,9 @@ pub struct Nav {
     pub is_admin: bool,
     pub reads_users: bool,
     pub reads_audit: bool,
+    /// False while the user must still choose their own password: every
+    /// page but the password form is closed to them, so no menu is offered.
+    pub menu: bool,
 }
 
 impl From<&CurrentUser> for Nav {
@@ -50,6 +53,7 @@ impl From<&CurrentUser> for Nav {
             is_admin: u.role == Role::Admin,
             reads_users: u.role.reads_all_users(),
             reads_audit: matches!(u.role, Role::Admin | Role::Auditor),
+            menu: !u.must_change_password,
         }
     }
 }

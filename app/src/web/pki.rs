@@ -51,13 +51,19 @@ async fn serve(
             ..state.pki()
         },
     };
-    let Some(body) = pki.document(what).await? else {
+    let Some(mut body) = pki.document(what).await? else {
         return Ok((
             StatusCode::NOT_FOUND,
             "the CA is not set up (run kleidia bootstrap)",
         )
             .into_response());
     };
+    // PEM documents end with a newline, as `openssl` writes them; OpenBao's
+    // chain does not, and `cat chain.pem other.pem` would then glue two
+    // armour lines together.
+    if mime == "application/x-pem-file" && !body.is_empty() && !body.ends_with(b"\n") {
+        body.push(b'\n');
+    }
     Ok((
         [
             (header::CONTENT_TYPE, mime),

@@ -47,6 +47,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/readyz", PUBLIC),
     ("GET", "/metrics", PUBLIC),
     ("GET", "/static/{file}", PUBLIC),
+    ("GET", "/favicon.ico", PUBLIC),
     ("GET", "/", ALL),
     ("GET", "/login", PUBLIC),
     ("POST", "/login", PUBLIC),
