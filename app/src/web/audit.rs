@@ -29,6 +29,8 @@ struct AuditHtml {
     entries: Vec<AuditEntry>,
     next_before: Option<i64>,
     query: String,
+    /// The filters without the page size, for the export links.
+    export_query: String,
 }
 
 #[derive(Template)]
@@ -55,8 +57,14 @@ async fn audit_page(
             query,
         });
     }
+    let export_query = AuditParams {
+        limit: None,
+        ..params.clone()
+    }
+    .query_string();
     render(&AuditHtml {
         me: nav(&me),
+        export_query,
         params,
         entries: page.entries,
         next_before: page.next_before,

@@ -17,6 +17,7 @@ pub mod certificates;
 pub mod csrf;
 pub mod devices;
 pub mod error_pages;
+pub mod export;
 pub mod extract;
 mod fleet_errors;
 mod health;
@@ -99,6 +100,7 @@ pub fn routes() -> Vec<RouteDef> {
     v.extend(users::routes());
     v.extend(lockouts::routes());
     v.extend(audit::routes());
+    v.extend(export::routes());
     v.extend(devices::routes());
     v.extend(operations::routes());
     v.extend(certificates::routes());

@@ -78,6 +78,10 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/lockouts", ADMIN),
     ("DELETE", "/api/lockouts/{scope}/{key}", ADMIN),
     ("GET", "/audit", AUDIT),
+    ("GET", "/api/export/devices.csv", STAFF),
+    ("GET", "/api/export/devices.jsonl", STAFF),
+    ("GET", "/api/export/audit.csv", AUDIT),
+    ("GET", "/api/export/audit.jsonl", AUDIT),
     ("GET", "/api/audit", AUDIT),
     // Devices, operations, certificates (object-level rules: tests/e2e/fleet.rs).
     ("GET", "/api/devices", STAFF),

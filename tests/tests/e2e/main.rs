@@ -11,6 +11,7 @@ mod certificate_approval;
 mod certificates;
 mod devices;
 mod escrow_history;
+mod exports;
 mod host_check;
 mod https_listener;
 mod license_enforcement;

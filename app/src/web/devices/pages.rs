@@ -43,6 +43,7 @@ struct DevicesPage {
     f: FilterView,
     rows: Vec<DeviceRow>,
     next: Option<String>,
+    export: Option<String>,
     states: [DeviceState; 7],
     can_register: bool,
     can_register_for_others: bool,
@@ -53,6 +54,9 @@ struct DevicesPage {
 struct DevicesTable {
     rows: Vec<DeviceRow>,
     next: Option<String>,
+    /// The filters as a query string for the export links (the whole
+    /// fleet's list only); `None` on "My YubiKeys".
+    export: Option<String>,
 }
 
 #[derive(Default)]
@@ -75,6 +79,13 @@ fn next_link(base: &str, f: &DeviceFilter, rows: &[DeviceRow]) -> Option<String>
     }
     let last = rows.last()?.serial;
     let mut q = vec![format!("after={last}")];
+    q.extend(filter_pairs(f));
+    Some(format!("{base}?{}", q.join("&")))
+}
+
+/// The filters (not the cursor) as `key=value` pairs.
+fn filter_pairs(f: &DeviceFilter) -> Vec<String> {
+    let mut q = Vec::new();
     for (k, v) in [
         ("q", &f.q),
         ("state", &f.state),
@@ -91,7 +102,7 @@ fn next_link(base: &str, f: &DeviceFilter, rows: &[DeviceRow]) -> Option<String>
     if let Some(b) = f.factory {
         q.push(format!("factory={b}"));
     }
-    Some(format!("{base}?{}", q.join("&")))
+    q
 }
 
 async fn list_common(
@@ -105,8 +116,9 @@ async fn list_common(
     let wanted = f.state()?;
     let rows = devices::search(&state.db, &f, wanted, only_mine.then_some(me.user_id)).await?;
     let next = next_link(base, &f, &rows);
+    let export = (!only_mine && me.role.reads_all_users()).then(|| filter_pairs(&f).join("&"));
     if hx.wants_partial() {
-        return Ok(render(&DevicesTable { rows, next })?.into_response());
+        return Ok(render(&DevicesTable { rows, next, export })?.into_response());
     }
     Ok(render(&DevicesPage {
         me: nav(me),
@@ -120,6 +132,7 @@ async fn list_common(
         },
         rows,
         next,
+        export,
         states: DeviceState::ALL,
         can_register: me.role != Role::Auditor,
         can_register_for_others: access::is_operator(me),
