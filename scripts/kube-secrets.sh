@@ -4,11 +4,13 @@
 # exists is kept, so running it again changes nothing; delete one file and
 # run it again to rotate that value (docs/deploy.md, "Rotating secrets").
 #   scripts/kube-secrets.sh dev|production
+# KLEIDIA_KUSTOMIZE_DIR names another copy of kustomize/ (make image-test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 overlay=${1:?usage: scripts/kube-secrets.sh OVERLAY}
-dir=kustomize/overlays/$overlay/secrets
-[ -d "kustomize/overlays/$overlay" ] || { echo "kube-secrets: no overlay $overlay" >&2; exit 2; }
+root=${KLEIDIA_KUSTOMIZE_DIR:-kustomize}
+dir=$root/overlays/$overlay/secrets
+[ -d "$root/overlays/$overlay" ] || { echo "kube-secrets: no overlay $overlay in $root" >&2; exit 2; }
 mkdir -p "$dir"
 chmod 700 "$dir"
 umask 077
