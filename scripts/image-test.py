@@ -273,12 +273,17 @@ def main():
     overlay = yaml.safe_load((render_dir / "overlays/dev/kustomization.yaml").read_text())
     images = {}
     for i in overlay["images"]:
+        # The overlay pins the digests of the build that wrote them; run the
+        # images this run built: the overlay's tag, else (pinned by digest)
+        # the dev tag of the license service (the dev overlay's TEST-key
+        # image), else the one tag built.
+        same = sorted(b for b in built if b.split(":")[0] == i["name"])
         tag = i.get("newTag")
-        # Digests in the overlay are those of the build that wrote them; run
-        # the images this run built, under the overlay's tags.
-        ref = next((b for b in built if b.split(":")[0] == i["name"] and (tag is None or b.endswith(":" + tag))), None)
-        ref = ref or next(b for b in built if b.split(":")[0] == i["name"] and b.endswith("-dev-testkey") == i["name"].endswith("license"))
-        images[i["name"]] = "localhost/" + ref
+        pick = [b for b in same if tag and b.endswith(":" + tag)] or [b for b in same if b.endswith("-dev-testkey")] or same
+        if not pick:
+            raise RuntimeError(f"image {i['name']} was not built")
+        images[i["name"]] = "localhost/" + pick[0]
+    log("images: " + ", ".join(sorted(images.values())))
     work = pathlib.Path(tempfile.mkdtemp(prefix="kleidia-image-test-"))
     cluster = Cluster(render_dir, images, work)
     podman("pod", "rm", "--force", "--ignore", POD, check_rc=False)

@@ -30,6 +30,11 @@ SUITE=bookworm
 started=$(date +%s)
 log() { echo "image: [$(($(date +%s) - started))s] $*"; }
 
+# The production vendor key is used for the production license binary only;
+# every other cargo build here (and the tests') compiles the TEST key.
+PUBKEY=${KLEIDIA_LICENSE_PUBKEY_FILE:+$(realpath "$KLEIDIA_LICENSE_PUBKEY_FILE")}
+unset KLEIDIA_LICENSE_PUBKEY_FILE KLEIDIA_LICENSE_PUBKEY
+
 # 1. Binaries.
 out=target/image
 mkdir -p "$out"
@@ -47,13 +52,13 @@ case "$PROFILE" in
 esac
 strip -o "$out/kleidia" "$bin/kleidia"
 strip -o "$out/kleidia-license-test" "$bin/kleidia-license"
-if [ -n "${KLEIDIA_LICENSE_PUBKEY_FILE:-}" ]; then
+rm -f "$out/kleidia-license-production"
+if [ -n "$PUBKEY" ]; then
   [ "$PROFILE" = release ] || { echo "image: the production license image is a release build" >&2; exit 2; }
-  KLEIDIA_LICENSE_PUBKEY_FILE=$(realpath "$KLEIDIA_LICENSE_PUBKEY_FILE") \
-    cargo build --release --locked --bin kleidia-license
+  KLEIDIA_LICENSE_PUBKEY_FILE=$PUBKEY cargo build --release --locked --bin kleidia-license
   strip -o "$out/kleidia-license-production" "$bin/kleidia-license"
   # Build the TEST-key binary back, so target/release is as before.
-  env -u KLEIDIA_LICENSE_PUBKEY_FILE cargo build --release --locked --bin kleidia-license
+  cargo build --release --locked --bin kleidia-license
 fi
 # Which key does each license binary trust? A license signed with the TEST
 # key must verify in the test binary and must not in the production one.
@@ -63,7 +68,7 @@ trap 'rm -rf "$probe"' EXIT
   --customer probe --not-after 2099-01-01 --max-devices 1 --max-users 1 --out "$probe/l.json" >/dev/null
 "$out/kleidia-license-test" inspect "$probe/l.json" >/dev/null ||
   { echo "image: the dev license binary does not trust the TEST key" >&2; exit 1; }
-if [ -f "$out/kleidia-license-production" ] && [ -n "${KLEIDIA_LICENSE_PUBKEY_FILE:-}" ]; then
+if [ -n "$PUBKEY" ]; then
   if "$out/kleidia-license-production" inspect "$probe/l.json" >/dev/null 2>&1; then
     echo "image: the production license binary trusts the TEST key" >&2; exit 1
   fi
@@ -120,9 +125,9 @@ rt=(--build-arg "BASE=localhost/kleidia/base-runtime:$SUITE" --build-arg BINARIE
 build "localhost/kleidia/kleidia:$VERSION" containers/kleidia.Containerfile . "${rt[@]}"
 build "localhost/kleidia/kleidia-license:$VERSION-dev-testkey" containers/kleidia-license.Containerfile . \
   "${rt[@]}" --build-arg LICENSE_KEY=test
-if [ -n "${KLEIDIA_LICENSE_PUBKEY_FILE:-}" ]; then
+if [ -n "$PUBKEY" ]; then
   build "localhost/kleidia/kleidia-license:$VERSION" containers/kleidia-license.Containerfile . \
-    "${rt[@]}" --build-arg LICENSE_KEY=production --secret "id=license_pubkey,src=$KLEIDIA_LICENSE_PUBKEY_FILE"
+    "${rt[@]}" --build-arg LICENSE_KEY=production --secret "id=license_pubkey,src=$PUBKEY"
 fi
 build "localhost/kleidia/openbao:$OPENBAO_VERSION" containers/openbao.Containerfile . \
   "${rt[@]}" --build-arg "OPENBAO_VERSION=$OPENBAO_VERSION"
