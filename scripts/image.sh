@@ -144,4 +144,6 @@ for ref in "kleidia/kleidia:$VERSION" "kleidia/kleidia-license:$VERSION-dev-test
   echo "$ref $digest" >>"$out/digests"
   printf 'image: %-45s %4d MB  %s\n' "$ref" $((size / 1000000)) "$digest"
 done
+# Earlier builds' images, now untagged, would pile up in vfs storage.
+$P image prune --force >/dev/null
 log "done"
