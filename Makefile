@@ -1,13 +1,16 @@
 # Kleidia entry points. See README.md.
 SHELL := /bin/bash
 
-.PHONY: help demo test lint fmt bench build deps stack-up stack-down
+.PHONY: help demo test lint fmt bench build deps stack-up stack-down image image-test kube-validate
 
 help:
 	@echo "make demo   run Kleidia on http://127.0.0.1:8080 with a software YubiKey (Ctrl-C stops it)"
 	@echo "make test   bring up PostgreSQL, OpenBao and pcscd, run the whole test suite"
 	@echo "make lint   rustfmt check and clippy with warnings as errors"
 	@echo "make bench  throughput and memory benchmarks"
+	@echo "make image  container images (podman, Debian base by mmdebstrap); docs/deploy.md"
+	@echo "make image-test  build the images and start them as the cluster would (in make test)"
+	@echo "make kube-validate  render, schema-check, checkov and invariants of kustomize/ (in make test)"
 
 demo:
 	scripts/demo.sh
@@ -36,3 +39,12 @@ stack-up: deps
 
 stack-down:
 	scripts/stack.sh down .stack
+
+image: deps
+	scripts/image.sh
+
+image-test: deps
+	scripts/image-test.sh
+
+kube-validate: deps
+	scripts/kube-validate.sh

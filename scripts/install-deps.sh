@@ -17,6 +17,15 @@ APT_PACKAGES=(
   openssl
   pkg-config
   curl
+  # Container images and their smoke test (make image, make image-test):
+  # podman with runc (crun cannot run on hybrid cgroups), a Debian base made
+  # by mmdebstrap from Debian's packages (no registry is needed).
+  podman
+  mmdebstrap
+  uidmap
+  runc
+  catatonit
+  python3-venv
 )
 
 missing=()
@@ -48,6 +57,21 @@ fi
 
 if ! command -v bao >/dev/null 2>&1; then
   echo "install-deps: bao not on PATH after pip install" >&2
+  exit 1
+fi
+
+# The manifest validators (make kube-validate), pinned, in their own venv.
+# shellcheck source=scripts/kube-tools.sh
+. "$(dirname "$0")/kube-tools.sh"
+if ! "$KUBE_VENV/bin/python" -m pip show -q "${KUBE_TOOLS[@]%%==*}" >/dev/null 2>&1 ||
+  [ "$(cat "$KUBE_VENV/.tools" 2>/dev/null)" != "${KUBE_TOOLS[*]}" ]; then
+  echo "install-deps: installing ${KUBE_TOOLS[*]} into $KUBE_VENV"
+  python3 -m venv "$KUBE_VENV"
+  "$KUBE_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${KUBE_TOOLS[@]}"
+  echo "${KUBE_TOOLS[*]}" >"$KUBE_VENV/.tools"
+fi
+if ! command -v kubectl >/dev/null 2>&1; then
+  echo "install-deps: kubectl (with kustomize) is missing; it renders the manifests" >&2
   exit 1
 fi
 

@@ -22,6 +22,12 @@ psql "$DATABASE_URL" -qAt -c "select datname from pg_database where datname like
 
 cargo build --workspace --bins --locked
 
+# The Kubernetes manifests (render, schemas, checkov, invariants), then the
+# images built from the debug binaries just compiled (no release build: it
+# would cost CI minutes) and started the way the cluster would.
+scripts/kube-validate.sh
+KLEIDIA_IMAGE_PROFILE=${KLEIDIA_IMAGE_PROFILE:-debug} scripts/image-test.sh
+
 # The shared OpenBao gets Kleidia's layout once; tests that need a pristine or
 # stoppable server start their own.
 KLEIDIA_OPENBAO_ADDR=$BAO_ADDR target/debug/kleidia bootstrap >/dev/null
