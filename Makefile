@@ -1,13 +1,14 @@
 # Kleidia entry points. See README.md.
 SHELL := /bin/bash
 
-.PHONY: help demo test lint fmt bench build deps stack-up stack-down
+.PHONY: help demo test lint fmt bench fuzz build deps stack-up stack-down
 
 help:
 	@echo "make demo   run Kleidia on http://127.0.0.1:8080 with a software YubiKey (Ctrl-C stops it)"
 	@echo "make test   bring up PostgreSQL, OpenBao and pcscd, run the whole test suite"
 	@echo "make lint   rustfmt check, clippy with warnings as errors, cargo-deny"
 	@echo "make bench  throughput and memory benchmarks"
+	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (60) and minimise the corpus"
 
 demo:
 	scripts/demo.sh
@@ -26,6 +27,9 @@ fmt:
 
 bench:
 	scripts/bench.sh
+
+fuzz:
+	scripts/fuzz.sh
 
 build: deps
 	cargo build --workspace --bins --locked

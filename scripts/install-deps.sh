@@ -4,6 +4,7 @@
 #
 # Extras, for the make targets that need them (never for `make test`):
 #   scripts/install-deps.sh lint   also cargo-deny (`make lint`)
+#   scripts/install-deps.sh fuzz   also cargo-fuzz (`make fuzz`)
 set -euo pipefail
 
 APT_PACKAGES=(
@@ -58,8 +59,9 @@ fi
 for extra in "$@"; do
   case "$extra" in
     lint) tool=cargo-deny version=0.20.2 ;;
+    fuzz) tool=cargo-fuzz version=0.13.2 ;;
     *)
-      echo "install-deps: unknown extra '$extra' (lint)" >&2
+      echo "install-deps: unknown extra '$extra' (lint, fuzz)" >&2
       exit 2
       ;;
   esac
