@@ -1,16 +1,17 @@
 # Kleidia entry points. See README.md.
 SHELL := /bin/bash
 
-.PHONY: help demo test lint fmt bench build deps stack-up stack-down image image-test kube-validate
+.PHONY: help demo test lint fmt bench fuzz build deps stack-up stack-down image image-test kube-validate
 
 help:
 	@echo "make demo   run Kleidia on http://127.0.0.1:8080 with a software YubiKey (Ctrl-C stops it)"
 	@echo "make test   bring up PostgreSQL, OpenBao and pcscd, run the whole test suite"
-	@echo "make lint   rustfmt check and clippy with warnings as errors"
+	@echo "make lint   rustfmt check, clippy with warnings as errors, cargo-deny"
 	@echo "make bench  throughput and memory benchmarks"
 	@echo "make image  container images (podman, Debian base by mmdebstrap); docs/deploy.md"
 	@echo "make image-test  build the images and start them as the cluster would (in make test)"
 	@echo "make kube-validate  render, schema-check, checkov and invariants of kustomize/ (in make test)"
+	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (60) and minimise the corpus"
 
 demo:
 	scripts/demo.sh
@@ -18,15 +19,20 @@ demo:
 test:
 	scripts/test.sh
 
-lint: deps
+lint:
+	scripts/install-deps.sh lint
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
+	scripts/deny.sh
 
 fmt:
 	cargo fmt --all
 
 bench:
 	scripts/bench.sh
+
+fuzz:
+	scripts/fuzz.sh
 
 build: deps
 	cargo build --workspace --bins --locked

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
 # Install everything Kleidia's tests and demo need on a fresh Debian 12 machine.
 # Idempotent and non-interactive: a second run installs nothing.
+#
+# Extras, for the make targets that need them (never for `make test`):
+#   scripts/install-deps.sh lint   also cargo-deny (`make lint`)
+#   scripts/install-deps.sh fuzz   also cargo-fuzz (`make fuzz`)
 set -euo pipefail
 
 APT_PACKAGES=(
@@ -74,5 +78,20 @@ if ! command -v kubectl >/dev/null 2>&1; then
   echo "install-deps: kubectl (with kustomize) is missing; it renders the manifests" >&2
   exit 1
 fi
+# Cargo tools, pinned; built from crates.io with their own lock files.
+for extra in "$@"; do
+  case "$extra" in
+    lint) tool=cargo-deny version=0.20.2 ;;
+    fuzz) tool=cargo-fuzz version=0.13.2 ;;
+    *)
+      echo "install-deps: unknown extra '$extra' (lint, fuzz)" >&2
+      exit 2
+      ;;
+  esac
+  if ! command -v "$tool" >/dev/null 2>&1; then
+    echo "install-deps: installing $tool $version (cargo install --locked)"
+    cargo install --locked --quiet "$tool@$version"
+  fi
+done
 
 echo "install-deps: all dependencies present"

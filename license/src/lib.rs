@@ -10,6 +10,8 @@
 pub mod clock;
 pub mod config;
 pub mod document;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod service;
 pub mod startup;

@@ -8,6 +8,8 @@
 pub mod agent;
 #[cfg(feature = "config")]
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod license;
 pub mod ticket;
 

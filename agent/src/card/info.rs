@@ -68,7 +68,7 @@ pub fn check_defaults(
     Ok((supported, c.defaults))
 }
 
-fn cert_info(cert: &x509_cert::Certificate) -> SlotCertificate {
+pub(super) fn cert_info(cert: &x509_cert::Certificate) -> SlotCertificate {
     let tbs = cert.tbs_certificate();
     let v = tbs.validity();
     SlotCertificate {

@@ -2,6 +2,8 @@
 //! run these in `spawn_blocking`. Secrets come in as bytes that the caller
 //! zeroizes; nothing here logs them.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod info;
 mod keys;
 mod open;

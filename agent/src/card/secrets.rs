@@ -67,7 +67,7 @@ fn change(
 }
 
 /// Parse a management key given as hex for `alg`.
-fn parse_mgm(hex_key: &[u8], alg: MgmAlgorithmId) -> Result<MgmKey, CardError> {
+pub(super) fn parse_mgm(hex_key: &[u8], alg: MgmAlgorithmId) -> Result<MgmKey, CardError> {
     let text = std::str::from_utf8(hex_key)
         .map_err(|_| CardError::InvalidSecret("a management key must be hex"))?;
     let bytes = zeroize::Zeroizing::new(

@@ -8,6 +8,8 @@
 pub mod apdu;
 pub mod attest;
 pub mod card;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod keys;
 pub mod piv;
 pub mod run;

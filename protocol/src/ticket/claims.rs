@@ -87,15 +87,17 @@ impl TicketClaims {
     /// Check everything except the signature (done by [`TicketVerifyingKey::verify`](super::TicketVerifyingKey::verify))
     /// and replay (the agent's used-ticket store).
     pub fn check(&self, want: &TicketExpectation<'_>) -> Result<(), TicketError> {
-        if self.expires_at - self.issued_at > TICKET_MAX_LIFETIME_SECS
-            || self.expires_at < self.issued_at
-        {
+        // Checked: with the extremes of i64 the difference would overflow
+        // (a panic in debug builds, in release a wrap to a small lifetime
+        // that passed this check).
+        let lifetime = self.expires_at.checked_sub(self.issued_at);
+        if !matches!(lifetime, Some(0..=TICKET_MAX_LIFETIME_SECS)) {
             return Err(TicketError::LifetimeTooLong);
         }
         if want.now >= self.expires_at {
             return Err(TicketError::Expired);
         }
-        if self.issued_at > want.now + TICKET_CLOCK_SKEW_SECS {
+        if self.issued_at > want.now.saturating_add(TICKET_CLOCK_SKEW_SECS) {
             return Err(TicketError::NotYetValid);
         }
         if self.operation != want.operation {
@@ -219,6 +221,21 @@ pub(super) mod tests {
         let mut w = want(&c, 1_001);
         w.params_hash = &other_fp;
         assert_eq!(c.check(&w), Err(TicketError::ParamsMismatch));
+    }
+
+    #[test]
+    fn a_lifetime_at_the_extremes_of_the_clock_is_refused_without_overflowing() {
+        // The `ticket` fuzz target panicked on this (fuzz/regressions/ticket/claims-lifetime-overflow).
+        let mut c = claims(1_000);
+        c.issued_at = i64::MIN;
+        c.expires_at = i64::MAX;
+        for now in [i64::MIN, 0, 1_000, i64::MAX] {
+            assert_eq!(c.check(&want(&c, now)), Err(TicketError::LifetimeTooLong));
+        }
+        let mut c = claims(i64::MAX - 60);
+        c.expires_at = i64::MAX;
+        assert_eq!(c.check(&want(&c, i64::MAX - 30)), Ok(()));
+        assert_eq!(c.check(&want(&c, i64::MAX)), Err(TicketError::Expired));
     }
 
     #[test]
