@@ -182,7 +182,7 @@
 
   // Send an unconfirmed secret change again (new ticket, same new value).
   async function resume(serial, opId) {
-    const first = await api('GET', '/api/yubikey/' + serial + '/secrets?operation_id=' + encodeURIComponent(opId));
+    const first = await api('POST', '/api/yubikey/' + serial + '/secrets', { operation_id: opId });
     const op = await presence(serial, first);
     await carry(serial, opId, op);
   }

@@ -129,7 +129,7 @@ impl Person {
         authorize_with_card(&self.api, &self.cards, &self.fingerprint(), serial, &body).await
     }
 
-    /// The ticket of an unconfirmed change again (`GET …/secrets`), through
+    /// The ticket of an unconfirmed change again (`POST …/secrets`), through
     /// the presence step.
     pub async fn resume(&self, serial: u32, operation_id: &str) -> (StatusCode, Value) {
         let (s, v) = self.api.secrets(serial, operation_id).await;

@@ -86,7 +86,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/devices/{serial}/state", CHANGERS),
     ("PUT", "/api/devices/{serial}/owner", OPERATORS),
     ("POST", "/api/yubikey/{serial}/operations", CHANGERS),
-    ("GET", "/api/yubikey/{serial}/secrets", CHANGERS),
+    ("POST", "/api/yubikey/{serial}/secrets", CHANGERS),
     (
         "POST",
         "/api/yubikey/{serial}/operations/{op}/result",

@@ -24,6 +24,7 @@ mod outages;
 mod parallel_guesses;
 mod presence_attacks;
 mod revocation;
+mod secrets_resume_post;
 mod sessions;
 mod sign_in;
 mod sign_in_redirects;
