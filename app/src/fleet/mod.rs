@@ -7,6 +7,7 @@
 //!
 //! - `access`: who may see and do what to a device;
 //! - `registry`: register, move through the lifecycle, assign an owner;
+//! - `claim`: a plain user registers a card to themselves by showing it;
 //! - `operations`: authorise, reissue and report agent operations;
 //! - `certificates`: sign an attested key's CSR, revoke;
 //! - `approvals`: a certificate in another person's name waits for their approval;
@@ -19,6 +20,7 @@ pub mod agent;
 pub mod approvals;
 pub mod attestation;
 pub mod certificates;
+pub mod claim;
 pub mod context;
 pub mod csr;
 pub mod db;

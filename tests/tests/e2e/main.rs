@@ -25,6 +25,7 @@ mod parallel_guesses;
 mod presence_attacks;
 mod revocation;
 mod secrets_resume_post;
+mod serial_squatting;
 mod sessions;
 mod sign_in;
 mod sign_in_redirects;
