@@ -7,6 +7,7 @@
 //!
 //! - `access`: who may see and do what to a device;
 //! - `registry`: register, move through the lifecycle, assign an owner;
+//! - `offboarding`: what disabling a user does to their devices and certificates;
 //! - `claim`: a plain user registers a card to themselves by showing it;
 //! - `operations`: authorise, reissue and report agent operations;
 //! - `certificates`: sign an attested key's CSR, revoke;
@@ -26,6 +27,7 @@ pub mod csr;
 pub mod db;
 pub mod details;
 pub mod escrow;
+pub mod offboarding;
 pub mod operations;
 pub mod pki;
 pub mod pki_cache;

@@ -14,6 +14,7 @@ use crate::fleet::claim::ClaimError;
 use crate::fleet::db::devices::InsertDeviceError;
 use crate::fleet::details::DetailsError;
 use crate::fleet::escrow::EscrowError;
+use crate::fleet::offboarding::OffboardError;
 use crate::fleet::operations::{AuthorizeError, OwnOperationError, ReissueError, ReportError};
 use crate::fleet::pki::PkiError;
 use crate::fleet::presence::PresenceError;
@@ -140,6 +141,16 @@ impl From<RegisterError> for AppError {
             RegisterError::Insert(e) => e.into(),
             RegisterError::Db(e) => e.into(),
             RegisterError::Vanished => AppError::Internal(anyhow::anyhow!(e.to_string())),
+        }
+    }
+}
+
+impl From<OffboardError> for AppError {
+    fn from(e: OffboardError) -> Self {
+        match e {
+            OffboardError::Pki(_) => AppError::Unavailable(e.to_string()),
+            OffboardError::Policy(e) => e.into(),
+            OffboardError::Db(e) => e.into(),
         }
     }
 }

@@ -17,6 +17,7 @@ mod license_enforcement;
 mod license_fallback;
 mod license_service;
 mod license_status_and_upload;
+mod offboarding;
 mod one_time_passwords;
 mod openbao_auth;
 mod operations;
