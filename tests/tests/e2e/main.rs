@@ -28,6 +28,7 @@ mod revocation;
 mod secrets_resume_post;
 mod serial_squatting;
 mod sessions;
+mod shared_proxy_throttle;
 mod sign_in;
 mod sign_in_redirects;
 mod users;
