@@ -182,7 +182,7 @@
 
   // Send an unconfirmed secret change again (new ticket, same new value).
   async function resume(serial, opId) {
-    const first = await api('GET', '/api/yubikey/' + serial + '/secrets?operation_id=' + encodeURIComponent(opId));
+    const first = await api('POST', '/api/yubikey/' + serial + '/secrets', { operation_id: opId });
     const op = await presence(serial, first);
     await carry(serial, opId, op);
   }
@@ -267,7 +267,15 @@
       if (dev) {
         s.skip('already registered (' + dev.device.state + ')');
       } else {
-        await api('POST', '/api/devices', { serial: Number(serial), firmware: yk.firmware, form_factor: yk.form_factor || null });
+        // The card shows itself: it makes its attested presence key and
+        // signs the server's challenge; the server registers the serial
+        // that attestation names.
+        const claim = await api('POST', '/api/devices/claim', { serial: Number(serial) });
+        const proof = await agent('POST', claim.agent_path, claim.request);
+        await api('POST', '/api/devices', {
+          serial: Number(serial), firmware: yk.firmware, form_factor: yk.form_factor || null,
+          challenge_id: claim.challenge_id, proof: proof
+        });
         s.done();
         dev = await device(serial);
       }

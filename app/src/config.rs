@@ -390,9 +390,11 @@ impl Default for AuthConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ThrottleConfig {
-    /// Failed sign-ins for one username before it is locked for a while.
+    /// Failed sign-ins of one username from one client address before that
+    /// pair is locked for a while (others at the address are not).
     pub account_free_failures: u32,
-    /// Failed sign-ins from one client address before it is locked.
+    /// Distinct usernames failing from one client address (password
+    /// spraying) before the address is slowed down.
     pub client_free_failures: u32,
     /// First lock duration; it doubles with every further failure.
     pub base_delay_secs: u64,

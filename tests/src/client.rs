@@ -76,6 +76,7 @@ impl Browser {
 }
 
 /// A JSON API client with an optional Bearer token.
+#[derive(Clone)]
 pub struct Api {
     pub http: reqwest::Client,
     pub base: String,

@@ -212,12 +212,13 @@ impl Api {
         .await
     }
 
-    /// `GET /api/yubikey/{serial}/secrets?operation_id=…`: the secrets of a
-    /// pending operation again, under a new ticket.
+    /// `POST /api/yubikey/{serial}/secrets` `{operation_id}`: the secrets of
+    /// a pending operation again, under a new ticket (after the presence step).
     pub async fn secrets(&self, serial: u32, operation_id: &str) -> (StatusCode, Value) {
-        self.get(&format!(
-            "/api/yubikey/{serial}/secrets?operation_id={operation_id}"
-        ))
+        self.post_json(
+            &format!("/api/yubikey/{serial}/secrets"),
+            &json!({"operation_id": operation_id}),
+        )
         .await
     }
 

@@ -23,6 +23,8 @@ pub struct Person {
     pub agent_key: RsaPrivateKey,
     pub user_id: String,
     pub cards: Cards,
+    /// The admin who pre-registers this person's YubiKeys ([`Person::register`]).
+    pub registrar: Api,
 }
 
 /// The YubiKeys the e2e tests play in software, shared by everyone of one
@@ -106,9 +108,13 @@ impl Person {
         String::from_utf8(ct.decrypt(&self.agent_key).unwrap().to_vec()).unwrap()
     }
 
-    /// Register a YubiKey 5.7.1.
+    /// Have a YubiKey 5.7.1 registered to this person: pre-registered by
+    /// the admin (a plain user registers only a card they show, with its
+    /// attestation: `e2e/serial_squatting.rs` plays that).
     pub async fn register(&self, serial: u32) -> (StatusCode, Value) {
-        self.api.register_device(serial, "5.7.1").await
+        self.registrar
+            .register_device_for(serial, "5.7.1", &self.user_id)
+            .await
     }
 
     /// Register a YubiKey 5.7.1, which must succeed.
@@ -129,7 +135,7 @@ impl Person {
         authorize_with_card(&self.api, &self.cards, &self.fingerprint(), serial, &body).await
     }
 
-    /// The ticket of an unconfirmed change again (`GET …/secrets`), through
+    /// The ticket of an unconfirmed change again (`POST …/secrets`), through
     /// the presence step.
     pub async fn resume(&self, serial: u32, operation_id: &str) -> (StatusCode, Value) {
         let (s, v) = self.api.secrets(serial, operation_id).await;

@@ -503,6 +503,7 @@ impl TestApp {
             agent_key,
             user_id,
             cards: self.cards.clone(),
+            registrar: admin,
         };
         let sid = person.session_id();
         let (s, v) = person

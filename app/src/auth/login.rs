@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::password::Passwords;
-use super::throttle::{self, Reserved, Scope};
+use super::throttle::{self, Reserved};
 use crate::audit::{self, AuditEvent, ClientMeta};
 use crate::config::Config;
 use crate::db::sessions::{self, NewSession};
@@ -82,7 +82,9 @@ fn account_key(username: &str) -> String {
 /// counted), then is counted as a failure of the account before the
 /// password is checked ([`throttle::reserve`]), so no number of parallel
 /// requests gets more than `account_free_failures` verdicts per lock
-/// window. A success clears the account's counter.
+/// window. Counters are per (client address, account), plus a count of
+/// distinct failing accounts per address that slows down spraying; a
+/// success clears the pair (see [`throttle`]).
 pub async fn login(
     db: &PgPool,
     passwords: &Passwords,
@@ -103,12 +105,13 @@ pub async fn login(
         return Err(LoginError::Busy);
     };
     let acct_lock = match throttle::reserve(db, &cfg.throttle, &name, &client).await? {
-        Reserved::Locked(until) => {
+        Reserved::Locked(until, scope) => {
             audit::record_alone(
                 db,
                 AuditEvent::new("login.failed")
                     .actor_named(None, &name)
-                    .details(json!({"reason": "throttled", "via": kind.as_str()}))
+                    .details(json!({"reason": "throttled", "scope": scope.as_str(),
+                                    "via": kind.as_str()}))
                     .from_client(meta),
             )
             .await?;
@@ -134,7 +137,7 @@ pub async fn login(
         // The account's failure was counted by the reservation.
         let mut tx = db.begin().await?;
         let client_lock =
-            throttle::record_failure(&mut tx, &cfg.throttle, Scope::Client, &client).await?;
+            throttle::record_client_failure(&mut tx, &cfg.throttle, &client, &name).await?;
         audit::record(
             &mut tx,
             AuditEvent::new("login.failed")
@@ -175,7 +178,7 @@ pub async fn login(
     if let Some(h) = &new_hash {
         users::set_password(&mut *tx, user.id, h, user.must_change_password).await?;
     }
-    throttle::clear(&mut tx, Scope::Account, &name).await?;
+    throttle::clear_success(&mut tx, &client, &name).await?;
     users::record_login(&mut *tx, user.id).await?;
     let session_id = sessions::create(
         &mut *tx,

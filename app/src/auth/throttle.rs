@@ -1,13 +1,24 @@
-//! Sign-in throttling: per account (keyed by the username as typed, so an
-//! unknown name behaves exactly like a real one) and per client address.
-//! After `*_free_failures` failures a key is locked for `base_delay_secs`,
-//! doubling with each further failure up to `max_delay_secs`; counters start
-//! again after `reset_after_secs` without a failure. Every attempt is
-//! counted as a failure of the account before its password is checked
-//! ([`reserve`]), so parallel guesses cannot overtake the account's lock.
-//! A success clears the account's counter but not the client's, so an
-//! attacker with one valid account cannot reset their address between
-//! guesses.
+//! Sign-in throttling that never turns one person's typos into a lockout
+//! for everybody behind the same proxy (issue 14 §2).
+//!
+//! - **Lockout, per (client address, account)** (scope `account`, key
+//!   `"<client> <account>"`, the account as typed so an unknown name behaves
+//!   like a real one): after `account_free_failures` failures the pair is
+//!   locked for `base_delay_secs`, doubling with each further failure up to
+//!   `max_delay_secs`. Every attempt is counted before its password is
+//!   checked ([`reserve`]), so parallel guesses cannot overtake the lock. A
+//!   success clears the pair. Someone else at the same address, or the same
+//!   person elsewhere, is not affected.
+//! - **Spraying, per client address** (scope `client`): the number of
+//!   *distinct* accounts that failed from the address
+//!   ([`record_client_failure`]). At `client_free_failures` of them the
+//!   address is slowed down (429 with `Retry-After`, the same doubling
+//!   delays). One person mistyping their own password many times is one
+//!   account and never gets there; a spray over many accounts does. A
+//!   success clears that account from the address's count, so people
+//!   signing in normally behind a proxy do not add up.
+//!
+//! Counters start again after `reset_after_secs` without a failure.
 
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -39,6 +50,11 @@ impl Scope {
     }
 }
 
+/// The lockout key of `account` (as typed, normalised) from `client`.
+pub fn account_key(client: &str, account: &str) -> String {
+    format!("{client} {account}")
+}
+
 /// The lock for the `n`th consecutive failure, if any.
 pub fn lock_for(cfg: &ThrottleConfig, scope: Scope, failures: u32) -> Option<std::time::Duration> {
     let free = match scope {
@@ -64,7 +80,7 @@ pub enum Reserved {
     Go {
         account_locked_until: Option<OffsetDateTime>,
     },
-    Locked(OffsetDateTime),
+    Locked(OffsetDateTime, Scope),
 }
 
 /// Count this attempt as a failure of the account *before* the password is
@@ -73,10 +89,10 @@ pub enum Reserved {
 /// attempts per account get past this between two locks; the attempt that
 /// reaches the limit sets the lock itself. A success clears the account.
 ///
-/// The client's counter is still counted after the verdict
-/// ([`record_failure`]): reserving it too would turn many people signing in
-/// at once behind one proxy into a lock for all of them. Its overshoot is
-/// bounded by the hash queue.
+/// The client's count of failing accounts is kept after the verdict
+/// ([`record_client_failure`]): reserving it too would turn many people
+/// signing in at once behind one proxy into a slow-down for all of them.
+/// Its overshoot is bounded by the hash queue.
 pub async fn reserve(
     db: &PgPool,
     cfg: &ThrottleConfig,
@@ -94,9 +110,10 @@ pub async fn reserve(
     .flatten();
     if let Some(until) = client_lock {
         tx.rollback().await?;
-        return Ok(Reserved::Locked(until));
+        return Ok(Reserved::Locked(until, Scope::Client));
     }
     let scope = Scope::Account;
+    let account = &account_key(client, account);
     sqlx::query(
         "INSERT INTO login_throttle (scope, key, failures, first_failure_at, last_failure_at) \
          VALUES ($1, $2, 0, now(), now()) ON CONFLICT (scope, key) DO NOTHING",
@@ -117,7 +134,7 @@ pub async fn reserve(
     .await?;
     if let Some(until) = locked_until {
         tx.rollback().await?;
-        return Ok(Reserved::Locked(until));
+        return Ok(Reserved::Locked(until, Scope::Account));
     }
     let n = if stale { 1 } else { failures.max(0) + 1 };
     let lock = lock_for(cfg, scope, n as u32).map(|d| d.as_secs_f64());
@@ -142,46 +159,86 @@ pub async fn reserve(
     })
 }
 
-/// Count one failure; returns the lock it caused, if any.
-pub async fn record_failure(
+/// Count a failure of `account` from `client` towards the address's
+/// spraying limit (distinct failing accounts); returns the slow-down it
+/// caused, if any.
+pub async fn record_client_failure(
     conn: &mut PgConnection,
     cfg: &ThrottleConfig,
-    scope: Scope,
-    key: &str,
+    client: &str,
+    account: &str,
 ) -> Result<Option<OffsetDateTime>, sqlx::Error> {
-    let failures: i32 = sqlx::query_scalar(
-        "INSERT INTO login_throttle (scope, key, failures, first_failure_at, last_failure_at) \
-         VALUES ($1, $2, 1, now(), now()) \
-         ON CONFLICT (scope, key) DO UPDATE SET \
-           failures = CASE WHEN login_throttle.last_failure_at < now() - make_interval(secs => $3) \
-                           THEN 1 ELSE login_throttle.failures + 1 END, \
-           first_failure_at = CASE WHEN login_throttle.last_failure_at < now() - make_interval(secs => $3) \
-                           THEN now() ELSE login_throttle.first_failure_at END, \
-           last_failure_at = now() \
-         RETURNING failures",
+    sqlx::query(
+        "INSERT INTO login_client_failures (client, account, last_failure_at) \
+         VALUES ($1, $2, now()) \
+         ON CONFLICT (client, account) DO UPDATE SET last_failure_at = now()",
     )
-    .bind(scope.as_str())
-    .bind(key)
+    .bind(client)
+    .bind(account)
+    .execute(&mut *conn)
+    .await?;
+    let distinct: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM login_client_failures \
+         WHERE client = $1 AND last_failure_at > now() - make_interval(secs => $2)",
+    )
+    .bind(client)
     .bind(cfg.reset_after_secs as f64)
     .fetch_one(&mut *conn)
     .await?;
-    let Some(lock) = lock_for(cfg, scope, failures.max(0) as u32) else {
-        return Ok(None);
-    };
+    let distinct = u32::try_from(distinct).unwrap_or(u32::MAX);
+    let lock = lock_for(cfg, Scope::Client, distinct).map(|d| d.as_secs_f64());
     let until: Option<OffsetDateTime> = sqlx::query_scalar(
-        "UPDATE login_throttle SET locked_until = now() + make_interval(secs => $3) \
-         WHERE scope = $1 AND key = $2 RETURNING locked_until",
+        "INSERT INTO login_throttle (scope, key, failures, first_failure_at, last_failure_at, locked_until) \
+         VALUES ('client', $1, $2, now(), now(), \
+                 CASE WHEN $3::float8 IS NULL THEN NULL ELSE now() + make_interval(secs => $3::float8) END) \
+         ON CONFLICT (scope, key) DO UPDATE SET failures = EXCLUDED.failures, \
+           last_failure_at = now(), \
+           locked_until = COALESCE(EXCLUDED.locked_until, login_throttle.locked_until) \
+         RETURNING CASE WHEN locked_until > now() THEN locked_until END",
     )
-    .bind(scope.as_str())
-    .bind(key)
-    .bind(lock.as_secs_f64())
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten();
-    Ok(until)
+    .bind(client)
+    .bind(i32::try_from(distinct).unwrap_or(i32::MAX))
+    .bind(lock)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(lock.and(until))
 }
 
+/// A success of `account` from `client`: the pair's lockout counter and the
+/// account's place in the address's spraying count are cleared.
+pub async fn clear_success(
+    conn: &mut PgConnection,
+    client: &str,
+    account: &str,
+) -> Result<(), sqlx::Error> {
+    clear(&mut *conn, Scope::Account, &account_key(client, account)).await?;
+    sqlx::query("DELETE FROM login_client_failures WHERE client = $1 AND account = $2")
+        .bind(client)
+        .bind(account)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Lift a lock: a pair (`account` scope, `"<client> <account>"`; or just
+/// the account name, for every address) or an address (`client`, whose
+/// spraying count starts again).
 pub async fn clear(conn: &mut PgConnection, scope: Scope, key: &str) -> Result<bool, sqlx::Error> {
+    if scope == Scope::Client {
+        sqlx::query("DELETE FROM login_client_failures WHERE client = $1")
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    } else if !key.contains(' ') {
+        return Ok(sqlx::query(
+            "DELETE FROM login_throttle WHERE scope = 'account' AND split_part(key, ' ', 2) = $1",
+        )
+        .bind(key)
+        .execute(conn)
+        .await?
+        .rows_affected()
+            > 0);
+    }
     Ok(
         sqlx::query("DELETE FROM login_throttle WHERE scope = $1 AND key = $2")
             .bind(scope.as_str())
@@ -219,6 +276,12 @@ pub async fn list(db: &PgPool, cfg: &ThrottleConfig) -> Result<Vec<Lockout>, sql
 
 /// Forget counters that have run out.
 pub async fn delete_stale(db: &PgPool, cfg: &ThrottleConfig) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM login_client_failures WHERE last_failure_at < now() - make_interval(secs => $1)",
+    )
+    .bind(cfg.reset_after_secs as f64)
+    .execute(db)
+    .await?;
     Ok(sqlx::query(
         "DELETE FROM login_throttle WHERE last_failure_at < now() - make_interval(secs => $1) \
          AND (locked_until IS NULL OR locked_until < now())",

@@ -159,11 +159,13 @@ impl DeviceState {
         )
     }
 
-    /// States whose certificates are revoked when entered.
+    /// States whose certificates are revoked when entered. `Returned`
+    /// too: a key back in the pool must not still sign as its last holder
+    /// (issue 14 §10), whatever the offboarding policy.
     pub fn revokes_certificates(self) -> bool {
         matches!(
             self,
-            DeviceState::Lost | DeviceState::Revoked | DeviceState::Retired
+            DeviceState::Lost | DeviceState::Revoked | DeviceState::Retired | DeviceState::Returned
         )
     }
 

@@ -7,6 +7,7 @@ use sqlx::PgPool;
 
 use super::db::{devices, DeviceRow};
 use super::policy::Policy;
+use crate::audit::{self, AuditEvent};
 use crate::auth::{CurrentUser, Role};
 use crate::domain::{DeviceState, Serial};
 
@@ -43,13 +44,15 @@ pub fn may_transition(u: &CurrentUser, d: &DeviceRow, to: DeviceState) -> bool {
 pub enum LookupError {
     #[error("no device with serial {0}")]
     NotFound(Serial),
-    #[error("device {0} is not yours")]
-    NotYours(Serial),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
-/// The device, if the caller may see it.
+/// The device, if the caller may see it. Someone else's device is
+/// [`LookupError::NotFound`] to a plain user, exactly like a serial nobody
+/// registered (issue 14 §6: answers do not reveal who has which serial).
+/// The attempt is audited (`device.access_refused`) off the request's path,
+/// so neither the answer nor its timing depends on the device existing.
 pub async fn load_visible(
     db: &PgPool,
     u: &CurrentUser,
@@ -59,7 +62,17 @@ pub async fn load_visible(
         .await?
         .ok_or(LookupError::NotFound(serial))?;
     if !may_read(u, &d) {
-        return Err(LookupError::NotYours(serial));
+        let event = AuditEvent::new("device.access_refused")
+            .actor(u)
+            .target("device", serial)
+            .details(serde_json::json!({"reason": "not the owner"}));
+        let db = db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = audit::record_alone(&db, event).await {
+                tracing::error!(error = %e, "could not audit a refused device lookup");
+            }
+        });
+        return Err(LookupError::NotFound(serial));
     }
     Ok(d)
 }

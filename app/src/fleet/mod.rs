@@ -7,6 +7,8 @@
 //!
 //! - `access`: who may see and do what to a device;
 //! - `registry`: register, move through the lifecycle, assign an owner;
+//! - `offboarding`: what disabling a user does to their devices and certificates;
+//! - `claim`: a plain user registers a card to themselves by showing it;
 //! - `operations`: authorise, reissue and report agent operations;
 //! - `certificates`: sign an attested key's CSR, revoke;
 //! - `approvals`: a certificate in another person's name waits for their approval;
@@ -19,11 +21,13 @@ pub mod agent;
 pub mod approvals;
 pub mod attestation;
 pub mod certificates;
+pub mod claim;
 pub mod context;
 pub mod csr;
 pub mod db;
 pub mod details;
 pub mod escrow;
+pub mod offboarding;
 pub mod operations;
 pub mod pki;
 pub mod pki_cache;

@@ -46,6 +46,32 @@ impl CertificateApproval {
     }
 }
 
+/// What disabling a user does to their YubiKeys (issue 14 §10). A device
+/// moved to `returned` has its certificates revoked whatever this says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Offboarding {
+    /// Sessions end; devices and certificates stay valid (before issue 14).
+    SessionsOnly,
+    /// Devices are suspended (Kleidia releases no secret and runs no
+    /// operation on them); certificates stay valid in the CA and are listed
+    /// as held. OpenBao's PKI has no certificateHold (a revocation there is
+    /// final), so a hold is Kleidia's: re-enable and reactivate, or revoke.
+    SuspendAndHold,
+    /// Devices are suspended and their certificates revoked (on the CRL).
+    SuspendAndRevoke,
+}
+
+impl Offboarding {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Offboarding::SessionsOnly => "sessions_only",
+            Offboarding::SuspendAndHold => "suspend_and_hold",
+            Offboarding::SuspendAndRevoke => "suspend_and_revoke",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
@@ -64,6 +90,9 @@ pub struct Policy {
     /// the setting existed reads the default, so existing installations are
     /// protected too.
     pub certificate_approval: CertificateApproval,
+    /// What disabling a user does to their devices; a stored policy from
+    /// before the setting existed reads the default (revoke).
+    pub offboarding: Offboarding,
 }
 
 impl Default for Policy {
@@ -98,6 +127,7 @@ impl Default for Policy {
             owners_may_unblock_pin: false,
             expiry_warning_days: 30,
             certificate_approval: CertificateApproval::OwnerOrSecondAdmin,
+            offboarding: Offboarding::SuspendAndRevoke,
         }
     }
 }

@@ -451,7 +451,7 @@ async fn check(
             "signature is not a base64 DER ECDSA P-256 signature",
         ))?;
     let (key, established) = if row.establish {
-        let (key, spki) = attested_key(ctx, serial, &sub.proof)?;
+        let (key, spki, _) = attested_key(ctx, serial, &sub.proof)?;
         (key, Some(spki))
     } else {
         let spki = presence_key(db, serial)
@@ -470,11 +470,11 @@ async fn check(
 /// A factory card's new presence key: P-256, attested by the card with
 /// this serial under the configured attestation roots, PIN and touch policy
 /// never.
-fn attested_key(
+pub(super) fn attested_key(
     ctx: &FleetContext,
     serial: Serial,
     proof: &PresenceProof,
-) -> Result<(VerifyingKey, Vec<u8>), PresenceError> {
+) -> Result<(VerifyingKey, Vec<u8>, attestation::Attested), PresenceError> {
     let (Some(pem), Some(chain)) = (&proof.public_key_pem, &proof.attestation_chain_pem) else {
         return Err(PresenceError::Malformed(
             "a new presence key needs public_key_pem and attestation_chain_pem",
@@ -497,7 +497,7 @@ fn attested_key(
             "a presence key must have PIN policy never and touch policy never".into(),
         ));
     }
-    Ok((key, spki))
+    Ok((key, spki, attested))
 }
 
 /// The DER inside one PEM block.

@@ -10,6 +10,8 @@ use uuid::Uuid;
 
 use super::access::{self, LookupError};
 use super::certificates::revoke_device_certificates;
+use super::claim::{self, ClaimError, ClaimProof};
+use super::context::FleetContext;
 use super::db::devices::{self, InsertDeviceError, NewDevice};
 use super::db::{certificates, DeviceRow};
 use super::pki::{Pki, PkiError};
@@ -59,7 +61,10 @@ async fn enabled_user(db: impl PgExecutor<'_>, id: Uuid) -> Result<UserRow, Owne
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterDevice {
-    pub serial: Serial,
+    /// Required from admins and helpdesk. A plain user's device gets the
+    /// serial its card's attestation names; one given here must agree.
+    #[serde(default)]
+    pub serial: Option<Serial>,
     #[serde(default)]
     pub model: Option<String>,
     #[serde(default)]
@@ -69,6 +74,11 @@ pub struct RegisterDevice {
     /// Defaults to the caller. Only admins and helpdesk may name someone else.
     #[serde(default)]
     pub owner_id: Option<Uuid>,
+    /// A plain user's proof that they hold the card (see [`claim`]).
+    #[serde(default)]
+    pub challenge_id: Option<Uuid>,
+    #[serde(default)]
+    pub proof: Option<kleidia_protocol::agent::PresenceProof>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +87,10 @@ pub enum RegisterError {
     NotYourself,
     #[error("auditors change nothing")]
     Auditor,
+    #[error("give the serial of the YubiKey to register")]
+    NoSerial,
+    #[error(transparent)]
+    Claim(#[from] ClaimError),
     /// The license does not allow another device (its message says why).
     #[error(transparent)]
     License(AppError),
@@ -93,8 +107,44 @@ pub enum RegisterError {
 /// Register a YubiKey. `license_check` runs once the caller's rights are
 /// established, before anything is written: the license decides whether
 /// one more device may enter the fleet.
+///
+/// Admins and helpdesk register any serial to anyone (pre-registration, an
+/// audited act of theirs). A plain user registers only a card they show:
+/// the serial is the one its attestation names ([`claim::verify`]), and its
+/// presence key is recorded with the device. Refusals are audited
+/// (`device.register_refused`).
 pub async fn register(
     db: &PgPool,
+    ctx: &FleetContext,
+    license_check: impl Future<Output = Result<(), AppError>>,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    req: RegisterDevice,
+) -> Result<DeviceRow, RegisterError> {
+    let claimed = req.serial;
+    let r = register_checked(db, ctx, license_check, u, meta, req).await;
+    if let Err(e) = &r {
+        let refusal = match e {
+            RegisterError::NotYourself | RegisterError::Auditor => true,
+            RegisterError::Claim(c) => c.is_refusal(),
+            _ => false,
+        };
+        if refusal {
+            let event = AuditEvent::new("device.register_refused")
+                .actor(u)
+                .from_client(meta)
+                .details(json!({"serial": claimed, "reason": e.to_string()}));
+            if let Err(a) = audit::record_alone(db, event).await {
+                tracing::error!(error = %a, "could not audit a refused registration");
+            }
+        }
+    }
+    r
+}
+
+async fn register_checked(
+    db: &PgPool,
+    ctx: &FleetContext,
     license_check: impl Future<Output = Result<(), AppError>>,
     u: &CurrentUser,
     meta: &ClientMeta,
@@ -107,6 +157,27 @@ pub async fn register(
         Role::User => return Err(RegisterError::NotYourself),
         Role::Auditor => return Err(RegisterError::Auditor),
     }
+    // Anyone who shows the card has its serial and presence key taken from
+    // it; only admins and helpdesk may register without it.
+    let shown = match (req.challenge_id, req.proof.clone()) {
+        (Some(challenge_id), Some(proof)) => {
+            let p = ClaimProof {
+                challenge_id,
+                proof,
+            };
+            Some(claim::verify(db, ctx, u, &p, req.serial).await?)
+        }
+        _ if access::is_operator(u) => None,
+        _ => return Err(ClaimError::NeedsCard.into()),
+    };
+    let serial = match &shown {
+        Some(s) => s.serial,
+        None => req.serial.ok_or(RegisterError::NoSerial)?,
+    };
+    let firmware = req
+        .firmware
+        .clone()
+        .or_else(|| shown.as_ref().and_then(|s| s.firmware.clone()));
     license_check.await.map_err(RegisterError::License)?;
     let mut tx = db.begin().await?;
     let owner_row = enabled_user(&mut *tx, owner).await?;
@@ -119,28 +190,43 @@ pub async fn register(
     devices::insert_device(
         &mut tx,
         &NewDevice {
-            serial: req.serial,
+            serial,
             model,
-            firmware: req.firmware.as_deref(),
+            firmware: firmware.as_deref(),
             form_factor: req.form_factor.as_deref(),
             owner_id: Some(owner),
         },
     )
     .await?;
+    if let Some(s) = &shown {
+        sqlx::query(
+            "UPDATE devices SET presence_public_key = $2, presence_established_at = now() \
+             WHERE serial = $1",
+        )
+        .bind(serial.as_i64())
+        .bind(&s.presence_key)
+        .execute(&mut *tx)
+        .await?;
+    }
     audit::record(
         &mut tx,
         AuditEvent::new("device.register")
             .actor(u)
             .from_client(meta)
-            .target("device", req.serial)
-            .details(
-                json!({"owner": owner_row.username, "model": model, "firmware": req.firmware}),
-            ),
+            .target("device", serial)
+            .details(json!({
+                "owner": owner_row.username,
+                "model": model,
+                "firmware": firmware,
+                // Shown: the card's attestation named this serial. Otherwise
+                // an admin or helpdesk pre-registered it.
+                "attested": shown.is_some(),
+            })),
     )
     .await?;
     tx.commit().await?;
-    tracing::info!(serial = %req.serial, owner = %owner_row.username, "device registered");
-    devices::device(db, req.serial)
+    tracing::info!(%serial, owner = %owner_row.username, "device registered");
+    devices::device(db, serial)
         .await?
         .ok_or(RegisterError::Vanished)
 }

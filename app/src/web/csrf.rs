@@ -16,6 +16,11 @@
 //! - A request with `Authorization: Bearer` passes: browsers never add that
 //!   header on their own, and a cross-origin script cannot without CORS,
 //!   which Kleidia does not allow.
+//!
+//! A refused request that carries the session cookie (one that would have
+//! acted as somebody) is audited (`request.cross_site_refused`). One
+//! without it cannot act for anyone and is only logged, so that anonymous
+//! traffic cannot fill the audit log.
 
 use std::sync::Arc;
 
@@ -27,16 +32,33 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kleidia_protocol::ErrorBody;
 
+use crate::audit::{self, AuditEvent};
 use crate::config::Config;
 use crate::error::AppError;
+use crate::state::AppState;
 
 pub fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 
-pub async fn protect(State(config): State<Arc<Config>>, req: Request, next: Next) -> Response {
+pub async fn protect(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match cross_site(&state.config, &req) {
+        None => next.run(req).await,
+        Some(why) => {
+            let event = refusal(&state, &req, &why);
+            drop(req);
+            if let Some(event) = event {
+                record(&state.db, event).await;
+            }
+            AppError::Forbidden("cross-site request refused".into()).into_response()
+        }
+    }
+}
+
+/// Why `req` must be refused as cross-site, if it must.
+fn cross_site(config: &Config, req: &Request) -> Option<String> {
     if is_safe(req.method()) {
-        return next.run(req).await;
+        return None;
     }
     let h = req.headers();
     let bearer = h
@@ -44,16 +66,12 @@ pub async fn protect(State(config): State<Arc<Config>>, req: Request, next: Next
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("Bearer "));
     if bearer {
-        return next.run(req).await;
+        return None;
     }
     if let Some(site) = h.get("sec-fetch-site") {
         let site = site.to_str().unwrap_or("");
         if site != "same-origin" && site != "none" {
-            return refuse(
-                req.method(),
-                req.uri().path(),
-                &format!("Sec-Fetch-Site: {site}"),
-            );
+            return Some(format!("Sec-Fetch-Site: {site}"));
         }
     }
     if let Some(origin) = h.get(ORIGIN) {
@@ -67,10 +85,10 @@ pub async fn protect(State(config): State<Arc<Config>>, req: Request, next: Next
                 !host.is_empty() && o.eq_ignore_ascii_case(host) && config.host_allowed(host)
             });
         if origin != public && !same_host {
-            return refuse(req.method(), req.uri().path(), &format!("Origin: {origin}"));
+            return Some(format!("Origin: {origin}"));
         }
     }
-    next.run(req).await
+    None
 }
 
 /// Paths that answer whatever the `Host`: the probes (Kubernetes addresses
@@ -116,7 +134,42 @@ pub async fn check_host(State(config): State<Arc<Config>>, req: Request, next: N
         .into_response()
 }
 
-fn refuse(method: &Method, path: &str, why: &str) -> Response {
-    tracing::warn!(%method, path, why, "cross-site request refused");
-    AppError::Forbidden("cross-site request refused".into()).into_response()
+/// Log the refusal; the audit event to record if the request carried the
+/// session cookie.
+fn refusal(state: &AppState, req: &Request, why: &str) -> Option<AuditEvent> {
+    let (method, path) = (req.method().as_str(), req.uri().path());
+    tracing::warn!(method, path, why, "cross-site request refused");
+    if !carries_session_cookie(req, state.config.session_cookie_name()) {
+        return None;
+    }
+    let meta = super::extract::client_meta_of(
+        req.headers(),
+        req.extensions(),
+        state.config.server.client_ip_header.as_deref(),
+    );
+    let event = AuditEvent::new("request.cross_site_refused")
+        .actor_named(None, "unknown")
+        .details(serde_json::json!({
+            "method": method,
+            "path": path.chars().take(200).collect::<String>(),
+            "why": why.chars().take(200).collect::<String>(),
+        }))
+        .from_client(&meta);
+    Some(event)
+}
+
+async fn record(db: &sqlx::PgPool, event: AuditEvent) {
+    if let Err(e) = audit::record_alone(db, event).await {
+        // Refused either way; a missing audit row must not let it through.
+        tracing::error!(error = %e, "could not audit a cross-site refusal");
+    }
+}
+
+fn carries_session_cookie(req: &Request, name: &str) -> bool {
+    req.headers()
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .any(|c| c.trim().split_once('=').is_some_and(|(k, _)| k == name))
 }

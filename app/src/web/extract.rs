@@ -97,21 +97,28 @@ pub async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Option<Curre
 /// The peer address, or the configured proxy header's (see
 /// `server.client_ip_header`), and the user agent.
 pub fn client_meta(parts: &Parts, client_ip_header: Option<&str>) -> ClientMeta {
+    client_meta_of(&parts.headers, &parts.extensions, client_ip_header)
+}
+
+/// [`client_meta`] from a request's headers and extensions.
+pub fn client_meta_of(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    client_ip_header: Option<&str>,
+) -> ClientMeta {
     let from_header = client_ip_header.and_then(|name| {
-        let v = parts.headers.get(name)?.to_str().ok()?;
+        let v = headers.get(name)?.to_str().ok()?;
         let last = v.rsplit(',').next()?.trim();
         last.parse::<std::net::IpAddr>()
             .ok()
             .map(|ip| ip.to_string())
     });
     let ip = from_header.or_else(|| {
-        parts
-            .extensions
+        extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip().to_string())
     });
-    let user_agent = parts
-        .headers
+    let user_agent = headers
         .get(USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(|s| s.chars().take(300).collect());

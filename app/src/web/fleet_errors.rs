@@ -10,9 +10,11 @@ use crate::fleet::access::{LookupError, OperationDenied};
 use crate::fleet::agent::{RegisterAgentError, SessionKeyError};
 use crate::fleet::approvals::{DecideError, GateError};
 use crate::fleet::certificates::{NamesError, RevokeError, SignCsrError};
+use crate::fleet::claim::ClaimError;
 use crate::fleet::db::devices::InsertDeviceError;
 use crate::fleet::details::DetailsError;
 use crate::fleet::escrow::EscrowError;
+use crate::fleet::offboarding::OffboardError;
 use crate::fleet::operations::{AuthorizeError, OwnOperationError, ReissueError, ReportError};
 use crate::fleet::pki::PkiError;
 use crate::fleet::presence::PresenceError;
@@ -45,7 +47,6 @@ impl From<LookupError> for AppError {
     fn from(e: LookupError) -> Self {
         match e {
             LookupError::NotFound(_) => AppError::NotFound(e.to_string()),
-            LookupError::NotYours(_) => AppError::Forbidden(e.to_string()),
             LookupError::Db(e) => e.into(),
         }
     }
@@ -133,11 +134,38 @@ impl From<RegisterError> for AppError {
             RegisterError::NotYourself | RegisterError::Auditor => {
                 AppError::Forbidden(e.to_string())
             }
+            RegisterError::NoSerial => AppError::Unprocessable(e.to_string()),
+            RegisterError::Claim(e) => e.into(),
             RegisterError::License(e) => e,
             RegisterError::Owner(e) => e.into(),
             RegisterError::Insert(e) => e.into(),
             RegisterError::Db(e) => e.into(),
             RegisterError::Vanished => AppError::Internal(anyhow::anyhow!(e.to_string())),
+        }
+    }
+}
+
+impl From<OffboardError> for AppError {
+    fn from(e: OffboardError) -> Self {
+        match e {
+            OffboardError::Pki(_) => AppError::Unavailable(e.to_string()),
+            OffboardError::Policy(e) => e.into(),
+            OffboardError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<ClaimError> for AppError {
+    fn from(e: ClaimError) -> Self {
+        use ClaimError as E;
+        match e {
+            E::NeedsCard | E::OtherSession | E::WrongAgentKey => AppError::Forbidden(e.to_string()),
+            E::NoChallenge(_) => AppError::NotFound(e.to_string()),
+            E::Replayed | E::Expired | E::AgentKeyChanged => AppError::Conflict(e.to_string()),
+            E::SerialMismatch { .. } | E::Proof(_) => AppError::Unprocessable(e.to_string()),
+            E::Agent(e) => e.into(),
+            E::Internal(e) => AppError::Internal(e),
+            E::Db(e) => e.into(),
         }
     }
 }

@@ -206,10 +206,7 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track,
         ))
         .layer(session_layer(&state))
-        .layer(middleware::from_fn_with_state(
-            state.config.clone(),
-            csrf::protect,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), csrf::protect))
         .layer(middleware::from_fn(error_pages::negotiate))
         .layer(middleware::from_fn_with_state(
             HeaderValue::from_str(&security::csp(

@@ -26,7 +26,7 @@ use crate::state::AppState;
 pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::post("/api/yubikey/{serial}/operations", CHANGERS, authorize),
-        RouteDef::get("/api/yubikey/{serial}/secrets", CHANGERS, secrets),
+        RouteDef::post("/api/yubikey/{serial}/secrets", CHANGERS, secrets),
         RouteDef::post(
             "/api/yubikey/{serial}/operations/{op}/result",
             CHANGERS,
@@ -111,16 +111,20 @@ async fn presence(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SecretsQuery {
+struct SecretsRequest {
     operation_id: String,
 }
 
+/// Resume an unconfirmed secret change. A POST (and so behind the CSRF
+/// check), never a GET: it opens a presence challenge and, once proven,
+/// issues a new ticket and rewrites the operation, and a GET can be fired
+/// by any page with an `<img>` (issue 14, §4).
 async fn secrets(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
     Path(serial): Path<String>,
-    Query(q): Query<SecretsQuery>,
+    JsonBody(q): JsonBody<SecretsRequest>,
 ) -> Result<impl IntoResponse, AppError> {
     let serial = Serial::parse(&serial)?;
     let op = parse_uuid(&q.operation_id, "operation_id")?;

@@ -86,12 +86,13 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     // Devices, operations, certificates (object-level rules: tests/e2e/fleet.rs).
     ("GET", "/api/devices", STAFF),
     ("POST", "/api/devices", CHANGERS),
+    ("POST", "/api/devices/claim", CHANGERS),
     ("GET", "/api/my/devices", ALL),
     ("GET", "/api/devices/{serial}", ALL),
     ("POST", "/api/devices/{serial}/state", CHANGERS),
     ("PUT", "/api/devices/{serial}/owner", OPERATORS),
     ("POST", "/api/yubikey/{serial}/operations", CHANGERS),
-    ("GET", "/api/yubikey/{serial}/secrets", CHANGERS),
+    ("POST", "/api/yubikey/{serial}/secrets", CHANGERS),
     (
         "POST",
         "/api/yubikey/{serial}/operations/{op}/result",

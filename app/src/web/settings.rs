@@ -14,7 +14,7 @@ use super::pages::{nav, render, Nav};
 use super::RouteDef;
 use crate::auth::{Access, ClientMeta, CurrentUser};
 use crate::error::AppError;
-use crate::fleet::policy::{CertificateApproval, ManagementKeyAlgorithm, Policy};
+use crate::fleet::policy::{CertificateApproval, ManagementKeyAlgorithm, Offboarding, Policy};
 use crate::fleet::settings;
 use crate::state::AppState;
 
@@ -70,6 +70,9 @@ struct SettingsForm {
     #[serde(default)]
     owners_may_unblock_pin: Option<String>,
     certificate_approval: String,
+    /// Absent: unchanged (a form from before the setting).
+    #[serde(default)]
+    offboarding: Option<String>,
 }
 
 async fn settings_form(
@@ -102,6 +105,18 @@ async fn settings_form(
             )))
         }
     };
+    if let Some(o) = f.offboarding.as_deref() {
+        p.offboarding = match o {
+            "sessions_only" => Offboarding::SessionsOnly,
+            "suspend_and_hold" => Offboarding::SuspendAndHold,
+            "suspend_and_revoke" => Offboarding::SuspendAndRevoke,
+            other => {
+                return Err(AppError::Unprocessable(format!(
+                    "offboarding {other:?} is not one of sessions_only, suspend_and_hold, suspend_and_revoke"
+                )))
+            }
+        };
+    }
     settings::save(&state.db, &me, &meta, p).await?;
     Ok(Redirect::to("/settings?saved=1").into_response())
 }

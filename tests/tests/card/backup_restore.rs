@@ -155,6 +155,31 @@ async fn run_on_card(api: &Api, agent: &TestAgent, body: Value) -> (String, reqw
     (op["operation_id"].as_str().unwrap().to_string(), r)
 }
 
+/// Register the card to the signed-in user by showing it, as the
+/// enrollment page does: a registration challenge, the card's attested
+/// presence key and signature through the agent, the serial from the
+/// attestation.
+async fn register_with_card(api: &Api, agent: &TestAgent) {
+    let (s, c) = api
+        .post_json("/api/devices/claim", &json!({"serial": SERIAL}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{c}");
+    let r = agent
+        .post(c["agent_path"].as_str().unwrap(), &c["request"])
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "prove-presence: {}", r.status());
+    let proof: Value = r.json().await.unwrap();
+    let (s, v) = api
+        .post_json(
+            "/api/devices",
+            &json!({"firmware": "5.7.1", "challenge_id": c["challenge_id"], "proof": proof}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["serial"], SERIAL);
+}
+
 /// A PIN change through the agent, confirmed to Kleidia.
 async fn change_pin(api: &Api, agent: &TestAgent) {
     let (id, _) = run_on_card(api, agent, json!({"operation": "set_pin"})).await;
@@ -197,8 +222,7 @@ async fn a_backup_restored_into_new_stores_keeps_the_escrowed_pin_the_certificat
     .await
     .unwrap();
     let api = alice(&app, &agent, true).await;
-    let (s, v) = api.register_device(SERIAL, "5.7.1").await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    register_with_card(&api, &agent).await;
     change_pin(&api, &agent).await;
     let version = site.confirmed_version().await;
     let pin = site.escrow(version).await["pin"]

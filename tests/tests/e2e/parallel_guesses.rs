@@ -77,7 +77,7 @@ async fn a_hundred_parallel_wrong_guesses_get_five_verdicts_and_the_rest_a_lock(
     // audit rows and 95 throttled ones, no session.
     let failures = app
         .db
-        .count("login_throttle WHERE scope = 'account' AND key = 'pat' AND failures = 5 AND locked_until > now()")
+        .count("login_throttle WHERE scope = 'account' AND key = '127.0.0.1 pat' AND failures = 5 AND locked_until > now()")
         .await;
     assert_eq!(failures, 1);
     assert_eq!(

@@ -142,7 +142,8 @@ async fn failed_sign_ins_lock_the_name_and_the_admin_sees_and_clears_the_lock() 
         .as_array()
         .unwrap()
         .iter()
-        .find(|l| l["scope"] == "account" && l["key"] == "kim")
+        // Locked at this address: the key is "<client address> <account>".
+        .find(|l| l["scope"] == "account" && l["key"] == "127.0.0.1 kim")
         .unwrap_or_else(|| panic!("{list}"));
     assert!(kim["locked_until"].is_string(), "{kim}");
     let failed = app
@@ -151,6 +152,7 @@ async fn failed_sign_ins_lock_the_name_and_the_admin_sees_and_clears_the_lock() 
         .await;
     assert_eq!(failed, 8, "every failed or throttled attempt is audited");
 
+    // Clearing by the name alone lifts it at every address.
     let (s, _) = admin.clear_lockout("account", "kim").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let ok = api.post_login("kim", "kim-password-1234-2").await;

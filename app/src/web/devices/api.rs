@@ -10,6 +10,7 @@ use super::CHANGERS;
 use crate::auth::{Access, ClientMeta, CurrentUser};
 use crate::domain::Serial;
 use crate::error::AppError;
+use crate::fleet::claim::{self, ClaimRequest};
 use crate::fleet::db::{devices, DeviceFilter, DeviceRow};
 use crate::fleet::details::device_details;
 use crate::fleet::registry::{self, AssignOwner, RegisterDevice, Transition};
@@ -22,6 +23,7 @@ pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::get("/api/devices", Access::STAFF, list),
         RouteDef::post("/api/devices", CHANGERS, register),
+        RouteDef::post("/api/devices/claim", CHANGERS, claim),
         RouteDef::get("/api/my/devices", Access::SignedIn, my_devices),
         RouteDef::get("/api/devices/{serial}", Access::SignedIn, get_device),
         RouteDef::post("/api/devices/{serial}/state", CHANGERS, transition),
@@ -77,8 +79,20 @@ async fn register(
     JsonBody(req): JsonBody<RegisterDevice>,
 ) -> Result<impl IntoResponse, AppError> {
     let license = licensing::check_new_enrollment(&state.license, &state.db);
-    let d = registry::register(&state.db, license, &me, &meta, req).await?;
+    let d = registry::register(&state.db, &state.fleet, license, &me, &meta, req).await?;
     Ok((StatusCode::CREATED, Json(d)))
+}
+
+/// A presence challenge for the card the caller wants to register to
+/// themselves: the agent's answer goes with `POST /api/devices`.
+async fn claim(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    JsonBody(req): JsonBody<ClaimRequest>,
+) -> Result<impl IntoResponse, AppError> {
+    let c = claim::challenge(&state.db, &state.fleet, &me, &meta, req.serial).await?;
+    Ok((StatusCode::CREATED, Json(c)))
 }
 
 async fn get_device(

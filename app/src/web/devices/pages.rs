@@ -180,15 +180,19 @@ async fn register_form(
     let serial = Serial::parse(&f.serial)?;
     let owner_id = owner_by_name(&state, &f.owner).await?;
     let blank = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_string());
+    // A plain user's form has no card behind it: refused (they enroll
+    // through the wizard, which shows the card).
     let req = RegisterDevice {
-        serial,
+        serial: Some(serial),
         model: blank(&f.model),
         firmware: blank(&f.firmware),
         form_factor: None,
         owner_id,
+        challenge_id: None,
+        proof: None,
     };
     let license = licensing::check_new_enrollment(&state.license, &state.db);
-    registry::register(&state.db, license, &me, &meta, req).await?;
+    registry::register(&state.db, &state.fleet, license, &me, &meta, req).await?;
     Ok(Redirect::to(&format!("/devices/{serial}")).into_response())
 }
 

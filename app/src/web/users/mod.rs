@@ -26,6 +26,7 @@ use crate::db::sessions::{self, SessionInfo};
 use crate::db::users::{self, UserRow, UserView};
 use crate::domain::Role;
 use crate::error::AppError;
+use crate::fleet::offboarding::{self, Plan};
 use crate::state::AppState;
 
 pub fn routes() -> Vec<RouteDef> {
@@ -89,7 +90,13 @@ async fn set_disabled(
     {
         crate::licensing::check_new_user(&state.license, &state.db).await?;
     }
-    accounts::set_disabled(&state.db, by, id, disabled).await
+    let row = accounts::set_disabled(&state.db, by, id, disabled).await?;
+    // Offboarding by policy (issue 14 §10); again on every disable, so a
+    // revocation OpenBao refused the first time is finished by the next.
+    if let (true, ChangedBy::Admin { me, meta }) = (disabled, by) {
+        offboarding::offboard(&state.db, &state.pki(), me, meta, id, &row.username).await?;
+    }
+    Ok(row)
 }
 
 /// A new one-time password; every session of the account ends.
@@ -257,6 +264,8 @@ struct UserPage {
     is_self: bool,
     roles: Vec<(&'static str, &'static str)>,
     notice: Option<&'static str>,
+    /// What disabling this user will do (admins, enabled users only).
+    offboarding: Option<Plan>,
 }
 
 #[derive(Deserialize, Default)]
@@ -288,7 +297,13 @@ async fn user_page(
     } else {
         vec![]
     };
+    let offboarding = if me.role == Role::Admin && !user.disabled {
+        Some(offboarding::plan(&state.db, id).await?)
+    } else {
+        None
+    };
     render(&UserPage {
+        offboarding,
         me: nav(&me),
         user: user.view(),
         sessions,
