@@ -1,11 +1,12 @@
 # Kleidia entry points. See README.md.
 SHELL := /bin/bash
 
-.PHONY: help demo test lint fmt bench build deps stack-up stack-down
+.PHONY: help demo test yubico-suite lint fmt bench build deps stack-up stack-down
 
 help:
 	@echo "make demo   run Kleidia on http://127.0.0.1:8080 with a software YubiKey (Ctrl-C stops it)"
 	@echo "make test   bring up PostgreSQL, OpenBao and pcscd, run the whole test suite"
+	@echo "make yubico-suite  Yubico's PIV device tests (ykman 5.9.1) against the software YubiKey, firmware 5.4.3 and 5.7.1"
 	@echo "make lint   rustfmt check and clippy with warnings as errors"
 	@echo "make bench  throughput and memory benchmarks"
 
@@ -14,6 +15,9 @@ demo:
 
 test:
 	scripts/test.sh
+
+yubico-suite: deps
+	scripts/yubico-suite.sh
 
 lint: deps
 	cargo fmt --all --check
