@@ -70,7 +70,9 @@ impl<R: RngCore + CryptoRng> Card<R> {
     pub(super) fn algorithm_supported(&self, a: u8) -> bool {
         match a {
             alg::RSA1024 | alg::RSA2048 | alg::P256 | alg::P384 => true,
-            alg::RSA3072 | alg::RSA4096 => self.state.firmware.is_5_7(),
+            alg::RSA3072 | alg::RSA4096 | alg::ED25519 | alg::X25519 => {
+                self.state.firmware.is_5_7()
+            }
             _ => false,
         }
     }
@@ -154,6 +156,13 @@ impl<R: RngCore + CryptoRng> Card<R> {
                     Ok(k) if k.algorithm() == cmd.p1 => k,
                     _ => return Response::status(sw::INCORRECT_DATA),
                 },
+                _ => return Response::status(sw::INCORRECT_DATA),
+            }
+        } else if let alg::ED25519 | alg::X25519 = cmd.p1 {
+            // The raw private key: tag 07 for Ed25519, 08 for X25519.
+            let tag = if cmd.p1 == alg::ED25519 { 0x07 } else { 0x08 };
+            match tlv::find(&items, tag).map(|k| PrivateKey::from_raw_25519(cmd.p1, k)) {
+                Some(Ok(k)) => k,
                 _ => return Response::status(sw::INCORRECT_DATA),
             }
         } else {
