@@ -1,11 +1,12 @@
 # Kleidia entry points. See README.md.
 SHELL := /bin/bash
 
-.PHONY: help demo test lint fmt bench fuzz build deps stack-up stack-down image image-test kube-validate
+.PHONY: help demo test yubico-suite lint fmt bench fuzz build deps stack-up stack-down image image-test kube-validate
 
 help:
 	@echo "make demo   run Kleidia on http://127.0.0.1:8080 with a software YubiKey (Ctrl-C stops it)"
 	@echo "make test   bring up PostgreSQL, OpenBao and pcscd, run the whole test suite"
+	@echo "make yubico-suite  Yubico's PIV device tests (ykman 5.9.1) against the software YubiKey, firmware 5.4.3 and 5.7.1"
 	@echo "make lint   rustfmt check, clippy with warnings as errors, cargo-deny"
 	@echo "make bench  throughput and memory benchmarks"
 	@echo "make image  container images (podman, Debian base by mmdebstrap); docs/deploy.md"
@@ -18,6 +19,9 @@ demo:
 
 test:
 	scripts/test.sh
+
+yubico-suite: deps
+	scripts/yubico-suite.sh
 
 lint:
 	scripts/install-deps.sh lint

@@ -15,6 +15,8 @@ APT_PACKAGES=(
   pcsc-tools
   opensc
   yubikey-manager
+  python3-venv   # scripts/yubico-suite.sh: its venv, and pyscard builds from source
+  python3-dev
   yubico-piv-tool
   chromium
   chromium-driver

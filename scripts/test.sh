@@ -32,9 +32,17 @@ KLEIDIA_IMAGE_PROFILE=${KLEIDIA_IMAGE_PROFILE:-debug} scripts/image-test.sh
 # stoppable server start their own.
 KLEIDIA_OPENBAO_ADDR=$BAO_ADDR target/debug/kleidia bootstrap >/dev/null
 
+rc=0
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --locked --no-fail-fast "$@"
+  cargo nextest run --workspace --locked --no-fail-fast "$@" || rc=$?
 else
   echo "test: cargo-nextest not found; falling back to cargo test (serial)" >&2
-  cargo test --workspace --locked --no-fail-fast -- --test-threads=1 "$@"
+  cargo test --workspace --locked --no-fail-fast -- --test-threads=1 "$@" || rc=$?
 fi
+
+# Yubico's own PIV device tests against the software key, one personality
+# (about 10 minutes; `make yubico-suite` runs both). Not with a test filter.
+if [ "$#" -eq 0 ]; then
+  YUBICO_SUITE_NO_BUILD=1 scripts/yubico-suite.sh "${YUBICO_SUITE_FIRMWARE:-5.7.1}" || rc=1
+fi
+exit "$rc"

@@ -8,10 +8,14 @@ use crate::apdu::{sw, Command, Response};
 use crate::state::CardState;
 use crate::tlv;
 
-/// ATR of a YubiKey 5 over USB CCID ("Yubikey4" in the historical bytes).
+/// ATR of a YubiKey 5 NFC in an NFC reader ("YubiKey" in the historical
+/// bytes). The card sits in a reader that is not a Yubico USB reader, so it
+/// must look like a key on NFC: ykman 5 takes a USB-style ATR (TA1 present)
+/// for a USB connection and then needs a USB product id, which only a
+/// "Yubico YubiKey …" reader name gives it ("Failed to connect to YubiKey").
 pub const ATR: [u8; 18] = [
-    0x3B, 0xF8, 0x13, 0x00, 0x00, 0x81, 0x31, 0xFE, 0x15, 0x59, 0x75, 0x62, 0x69, 0x6B, 0x65, 0x79,
-    0x34, 0xD4,
+    0x3B, 0x8D, 0x80, 0x01, 0x80, 0x73, 0xC0, 0x21, 0xC0, 0x57, 0x59, 0x75, 0x62, 0x69, 0x4B, 0x65,
+    0x79, 0xF9,
 ];
 
 pub const AID_PIV: [u8; 11] = [

@@ -47,8 +47,9 @@ pub fn mgm_decrypt(algorithm: u8, key: &[u8], block: &[u8]) -> Option<Vec<u8>> {
 impl<R: RngCore + CryptoRng> Card<R> {
     pub(super) fn mgm_authenticate(&mut self, algorithm: u8, items: &[tlv::Tlv<'_>]) -> Response {
         let key = self.state.management_key.clone();
+        // Another algorithm than the management key's: 6A80, as on the device.
         if algorithm != key.algorithm {
-            return Response::status(sw::INCORRECT_P1P2);
+            return Response::status(sw::INCORRECT_DATA);
         }
         let block_len = if algorithm == mgm_alg::TDES { 8 } else { 16 };
         let witness = tlv::find(items, 0x80);

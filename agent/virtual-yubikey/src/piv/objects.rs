@@ -17,6 +17,13 @@ const DISCOVERY: [u8; 20] = [
     0x2F, 0x02, 0x40, 0x00,
 ];
 
+/// Object ids PUT DATA accepts: like a YubiKey, any 3-byte id 5F0000..5FFFFF
+/// (the PIV objects, Yubico's, and free ones an application picks) and the
+/// biometric group template 7F61; the discovery object 7E is read-only.
+fn writable(tag: u32) -> bool {
+    (0x5F_0000..=0x5F_FFFF).contains(&tag) || tag == 0x7F61
+}
+
 impl<R: RngCore + CryptoRng> Card<R> {
     pub(super) fn object_tag(data: &[u8]) -> Result<(u32, &[u8]), u16> {
         let (t, rest) = tlv::parse(data).map_err(|_| sw::INCORRECT_DATA)?;
@@ -62,7 +69,7 @@ impl<R: RngCore + CryptoRng> Card<R> {
             Ok(v) => v,
             Err(code) => return Response::status(code),
         };
-        if !(0x5F_C101..=0x5F_C123).contains(&tag) && !(0x5F_FF00..=0x5F_FF15).contains(&tag) {
+        if !writable(tag) {
             return Response::status(sw::INCORRECT_DATA);
         }
         let content = match tlv::parse(rest) {

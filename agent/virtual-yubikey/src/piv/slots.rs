@@ -42,8 +42,10 @@ impl<R: RngCore + CryptoRng> Card<R> {
             Ok(k) => k,
             Err(code) => return Response::status(code),
         };
+        // A key of another algorithm: 6A80, as on the device (ykman's
+        // check_key takes it for "does not match").
         if sk.algorithm != algorithm {
-            return Response::status(sw::INCORRECT_P1P2);
+            return Response::status(sw::INCORRECT_DATA);
         }
         if tlv::find(items, 0x82) != Some(&[]) {
             return Response::status(sw::INCORRECT_DATA);
@@ -68,7 +70,9 @@ impl<R: RngCore + CryptoRng> Card<R> {
     pub(super) fn algorithm_supported(&self, a: u8) -> bool {
         match a {
             alg::RSA1024 | alg::RSA2048 | alg::P256 | alg::P384 => true,
-            alg::RSA3072 | alg::RSA4096 => self.state.firmware.is_5_7(),
+            alg::RSA3072 | alg::RSA4096 | alg::ED25519 | alg::X25519 => {
+                self.state.firmware.is_5_7()
+            }
             _ => false,
         }
     }
@@ -137,8 +141,9 @@ impl<R: RngCore + CryptoRng> Card<R> {
         if !is_key_slot(cmd.p2) {
             return Response::status(sw::INCORRECT_SLOT);
         }
+        // An algorithm this key does not have: 6A80, as on the device.
         if !self.algorithm_supported(cmd.p1) {
-            return Response::status(sw::INCORRECT_P1P2);
+            return Response::status(sw::INCORRECT_DATA);
         }
         let Ok(items) = tlv::parse_all(&cmd.data) else {
             return Response::status(sw::INCORRECT_DATA);
@@ -151,6 +156,13 @@ impl<R: RngCore + CryptoRng> Card<R> {
                     Ok(k) if k.algorithm() == cmd.p1 => k,
                     _ => return Response::status(sw::INCORRECT_DATA),
                 },
+                _ => return Response::status(sw::INCORRECT_DATA),
+            }
+        } else if let alg::ED25519 | alg::X25519 = cmd.p1 {
+            // The raw private key: tag 07 for Ed25519, 08 for X25519.
+            let tag = if cmd.p1 == alg::ED25519 { 0x07 } else { 0x08 };
+            match tlv::find(&items, tag).map(|k| PrivateKey::from_raw_25519(cmd.p1, k)) {
+                Some(Ok(k)) => k,
                 _ => return Response::status(sw::INCORRECT_DATA),
             }
         } else {
@@ -187,6 +199,13 @@ impl<R: RngCore + CryptoRng> Card<R> {
         let (to, from) = (cmd.p1, cmd.p2);
         if !is_key_slot(from) || !(to == 0xFF || is_key_slot(to)) {
             return Response::status(sw::INCORRECT_P1P2);
+        }
+        if !self.state.slots.contains_key(&from) {
+            return Response::status(sw::REF_NOT_FOUND);
+        }
+        // The device refuses to overwrite a key (ykman: "DEST slot is not empty").
+        if to != 0xFF && self.state.slots.contains_key(&to) {
+            return Response::status(sw::INCORRECT_DATA);
         }
         let Some(key) = self.state.slots.remove(&from) else {
             return Response::status(sw::REF_NOT_FOUND);

@@ -78,8 +78,8 @@ fn generated_keys_sign_with_the_pin_and_their_metadata_shows_policies() {
     );
     assert_eq!(
         send(&mut c, 0, ins::AUTHENTICATE, alg::P384, 0x9A, &body).1,
-        0x6A86,
-        "wrong algorithm"
+        0x6A80,
+        "a key of another algorithm: 6A80 as on the device (ykman's check_key relies on it)"
     );
 }
 
@@ -137,6 +137,55 @@ fn objects_over_255_bytes_are_chained_in_and_come_back_with_get_response() {
         )
         .1,
         0x6A82
+    );
+}
+
+#[test]
+fn objects_outside_the_piv_set_are_stored_like_on_a_yubikey() {
+    let mut c = card("5.7.1");
+    assert_eq!(
+        authenticate(&mut c, mgm_alg::AES192, &DEFAULT_MGM_KEY),
+        0x9000
+    );
+    for id in [[0x5F, 0x00, 0x01], [0x5F, 0xFF, 0xFF]] {
+        let mut data = vec![0x5C, 0x03, id[0], id[1], id[2]];
+        data.extend(tlv::encode(0x53, b"free object"));
+        assert_eq!(send(&mut c, 0, ins::PUT_DATA, 0x3F, 0xFF, &data).1, 0x9000);
+        let (resp, sw) = send(
+            &mut c,
+            0,
+            ins::GET_DATA,
+            0x3F,
+            0xFF,
+            &[0x5C, 0x03, id[0], id[1], id[2]],
+        );
+        assert_eq!(sw, 0x9000);
+        assert_eq!(resp, tlv::encode(0x53, b"free object"));
+    }
+    // The discovery object is read-only; ids outside 5Fxxxx are refused.
+    for id in [&[0x7E][..], &[0x5E, 0x00, 0x01], &[0x60, 0x00, 0x00]] {
+        let mut data = vec![0x5C, id.len() as u8];
+        data.extend_from_slice(id);
+        data.extend(tlv::encode(0x53, b"x"));
+        assert_eq!(send(&mut c, 0, ins::PUT_DATA, 0x3F, 0xFF, &data).1, 0x6A80);
+    }
+}
+
+#[test]
+fn importing_an_algorithm_the_key_lacks_is_incorrect_data() {
+    let mut c = card("5.4.3");
+    assert_eq!(
+        authenticate(&mut c, mgm_alg::TDES, &DEFAULT_MGM_KEY),
+        0x9000
+    );
+    let scalar = tlv::encode(0x06, &[7; 32]);
+    assert_eq!(
+        send(&mut c, 0, ins::IMPORT_KEY, alg::RSA4096, 0x9A, &scalar).1,
+        0x6A80
+    );
+    assert_eq!(
+        send(&mut c, 0, ins::IMPORT_KEY, alg::P256, 0x9A, &scalar).1,
+        0x9000
     );
 }
 
@@ -266,6 +315,17 @@ fn keys_move_between_slots_and_are_deleted_on_5_7_only() {
     assert_eq!(send(&mut c, 0, ins::MOVE_KEY, 0x82, 0x9A, &[]).1, 0x9000);
     assert_eq!(send(&mut c, 0, ins::GET_METADATA, 0, 0x9A, &[]).1, 0x6A88);
     assert_eq!(meta(&metadata(&mut c, 0x82), 0x04), public);
+    let (other, _) = send(&mut c, 0, ins::GENERATE, 0, 0x9A, &gen);
+    assert_eq!(
+        send(&mut c, 0, ins::MOVE_KEY, 0x82, 0x9A, &[]).1,
+        0x6A80,
+        "a key is never overwritten by a move"
+    );
+    assert_eq!(meta(&metadata(&mut c, 0x82), 0x04), public);
+    assert_eq!(
+        meta(&metadata(&mut c, 0x9A), 0x04),
+        tlv::parse(&other).unwrap().0.value
+    );
     assert_eq!(send(&mut c, 0, ins::MOVE_KEY, 0xFF, 0x82, &[]).1, 0x9000);
     assert_eq!(send(&mut c, 0, ins::GET_METADATA, 0, 0x82, &[]).1, 0x6A88);
 

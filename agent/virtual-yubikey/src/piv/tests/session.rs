@@ -165,7 +165,7 @@ fn factory_management_keys_follow_the_firmware_personality() {
     assert_eq!(meta(&metadata(&mut old, 0x9B), 0x01), vec![mgm_alg::TDES]);
     assert_eq!(
         authenticate(&mut old, mgm_alg::AES192, &DEFAULT_MGM_KEY),
-        0x6A86
+        0x6A80
     );
     assert_eq!(authenticate(&mut old, mgm_alg::TDES, &[9; 24]), 0x6982);
     assert_eq!(
@@ -225,7 +225,7 @@ fn a_new_management_key_replaces_the_old_one() {
     );
     assert_eq!(
         authenticate(&mut c, mgm_alg::TDES, &DEFAULT_MGM_KEY),
-        0x6A86
+        0x6A80
     );
     assert_eq!(authenticate(&mut c, mgm_alg::AES256, &new), 0x9000);
     let m = metadata(&mut c, 0x9B);
