@@ -102,6 +102,10 @@ pub(crate) struct SelfLookup {
     pub(crate) renewable: bool,
     #[serde(default)]
     pub(crate) display_name: String,
+    /// `None` for a token that never expires; set, with `ttl` 0, for one
+    /// that expires within the second.
+    #[serde(default)]
+    pub(crate) expire_time: Option<String>,
 }
 
 /// Look up the session's own token (`auth/token/lookup-self`).

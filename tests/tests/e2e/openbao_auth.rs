@@ -167,14 +167,14 @@ fn renewals(log: &str) -> usize {
 
 /// `openbao.token_file` on a production-like OpenBao (raft, initialised),
 /// where tokens carry fields a dev server's do not and the root token lacks
-/// some: a periodic token of 3 s is looked up, renewed again and again, and
+/// some: a periodic token of 5 s is looked up, renewed again and again, and
 /// carries PIN changes across many periods; when it is revoked and a new one
 /// is dropped into the file, the app reads the file again and carries on.
 #[tokio::test]
 async fn a_periodic_token_in_a_token_file_is_renewed_and_a_replaced_file_is_read_again() {
     let f = TestApp::builder()
         .persistent_openbao()
-        .periodic_token_file(3)
+        .periodic_token_file(5)
         .start()
         .await;
     let file = f.dir().join("openbao-token");
@@ -194,7 +194,7 @@ async fn a_periodic_token_in_a_token_file_is_renewed_and_a_replaced_file_is_read
     // Several periods: each PIN change succeeds while the app renews.
     let mut pins = Vec::new();
     let started = Instant::now();
-    while renewals(&f.log()) < 6 {
+    while renewals(&f.log()) < 4 {
         pins.push(
             change_pin(&ann, serial)
                 .await
@@ -221,7 +221,7 @@ async fn a_periodic_token_in_a_token_file_is_renewed_and_a_replaced_file_is_read
     // the file again; the call is retried once.
     let second = f
         .root_bao()
-        .periodic_token(&["kleidia-app"], 3)
+        .periodic_token(&["kleidia-app"], 5)
         .await
         .unwrap();
     std::fs::write(&file, format!("{second}\n")).unwrap();
