@@ -8,8 +8,14 @@
 #   DATABASE_URL    PostgreSQL URL of a role that can read every table (the
 #                   schema owner, `database.owner_url`)
 #   BAO_ADDR        OpenBao's address (raft storage; a dev server has no snapshots)
-#   BAO_TOKEN       a token with the `kleidia-backup` policy (docs/openbao.md):
-#                   read on sys/storage/raft/snapshot and on the audit anchor
+#   BAO_ROLE_ID_FILE, BAO_SECRET_ID_FILE
+#                   the `kleidia-backup` AppRole that `kleidia bootstrap` sets up
+#                   (`--approle-out DIR` writes DIR/kleidia-backup/{role_id,secret_id}):
+#                   the script logs in, and revokes the token when it is done
+#   BAO_APPROLE_MOUNT  the AppRole mount (default approle)
+#   BAO_TOKEN       instead of the AppRole: a token with the `kleidia-backup`
+#                   policy (read on sys/storage/raft/snapshot and on the audit
+#                   anchor; docs/openbao.md). Never a root token.
 #   BAO_CACERT      (optional) CA bundle for an https:// BAO_ADDR (read by `bao`)
 #   KLEIDIA_APP_MOUNT  the app's KV v2 mount (`openbao.app_mount`, default secret)
 #
@@ -28,11 +34,28 @@ set -euo pipefail
 out=${1:?usage: backup.sh OUT_DIR}
 : "${DATABASE_URL:?set DATABASE_URL (the schema owner)}"
 : "${BAO_ADDR:?set BAO_ADDR}"
-: "${BAO_TOKEN:?set BAO_TOKEN (kleidia-backup policy)}"
 mount=${KLEIDIA_APP_MOUNT:-secret}
-export BAO_ADDR BAO_TOKEN
+export BAO_ADDR
 
 log() { echo "backup: $*" >&2; }
+
+if [ -z "${BAO_TOKEN:-}" ]; then
+  if [ -z "${BAO_ROLE_ID_FILE:-}" ] || [ -z "${BAO_SECRET_ID_FILE:-}" ]; then
+    echo "backup: set BAO_ROLE_ID_FILE and BAO_SECRET_ID_FILE (the kleidia-backup AppRole) or BAO_TOKEN" >&2
+    exit 2
+  fi
+  # The credentials go to OpenBao on stdin, never on a command line.
+  role_id=$(tr -d '[:space:]' <"$BAO_ROLE_ID_FILE")
+  secret_id=$(tr -d '[:space:]' <"$BAO_SECRET_ID_FILE")
+  BAO_TOKEN=$(printf '{"role_id":"%s","secret_id":"%s"}' "$role_id" "$secret_id" |
+    bao write -field=token "auth/${BAO_APPROLE_MOUNT:-approle}/login" -)
+  unset role_id secret_id
+  export BAO_TOKEN
+  # Whatever happens next, the token dies with the run.
+  trap 'rc=$?; bao token revoke -self >/dev/null 2>&1 || log "could not revoke the login token"; exit $rc' EXIT
+  log "logged in with the kleidia-backup AppRole"
+fi
+export BAO_TOKEN
 
 if [ -e "$out" ] && [ -n "$(ls -A "$out" 2>/dev/null)" ]; then
   echo "backup: $out is not empty; give a new directory" >&2

@@ -17,6 +17,11 @@
 #                  with one key share and unsealed (the production path, needed for backup and
 #                  restore; docs/openbao.md). TEST ONLY: the unseal key and the root token are
 #                  kept in STATE_DIR (bao-unseal-key, bao-token), next to the data they open.
+#   BAO_TLS        1: OpenBao serves https:// (either mode). A CA is generated at the first
+#                  start (openssl, P-256, STATE_DIR/bao-tls/ca.pem; TEST ONLY, its key sits next
+#                  to it) and issues the server certificate for 127.0.0.1 and localhost. The env
+#                  file exports BAO_CACERT (the bao CLI's variable; the tests hand it to Kleidia
+#                  as openbao.ca_file). Changing BAO_TLS needs a `down` first.
 #
 # Never prompts; running `up` twice in a row is harmless.
 set -euo pipefail
@@ -115,7 +120,43 @@ pg_down() {
 }
 
 # ------------------------------------------------------------------- OpenBao
+bao_scheme() { if [ "${BAO_TLS:-0}" = 1 ]; then echo https; else echo http; fi; }
+
+# BAO_TLS=1: a test CA (made once per state dir) and a server certificate from
+# it for 127.0.0.1 and localhost, in STATE_DIR/bao-tls.
+bao_tls_files() {
+  local d="$state/bao-tls"
+  mkdir -p "$d"
+  chmod 700 "$d"
+  if [ ! -s "$d/ca.pem" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$d/ca.key" -out "$d/ca.pem" -days 30 -subj "/CN=Kleidia test stack CA" \
+      -addext basicConstraints=critical,CA:TRUE \
+      -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+    rm -f "$d/server.pem"
+    log "generated a test CA for OpenBao's TLS listener: $d/ca.pem"
+  fi
+  if [ ! -s "$d/server.pem" ]; then
+    printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature \
+      extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1,DNS:localhost >"$d/server.ext"
+    openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$d/server.key" -out "$d/server.csr" -subj /CN=127.0.0.1 2>/dev/null
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" \
+      -CAcreateserial -days 30 -extfile "$d/server.ext" -out "$d/server.pem" 2>/dev/null
+    chmod 600 "$d/ca.key" "$d/server.key"
+  fi
+}
+
+# curl against OpenBao, trusting the test CA in TLS mode.
+bao_curl() {
+  if [ "${BAO_TLS:-0}" = 1 ]; then curl --cacert "$state/bao-tls/ca.pem" "$@"; else curl "$@"; fi
+}
+
 bao_up() {
+  if [ "${BAO_TLS:-0}" = 1 ]; then
+    bao_tls_files
+    export BAO_CACERT="$state/bao-tls/ca.pem"
+  fi
   if [ "${BAO_MODE:-dev}" = raft ]; then
     bao_raft_up
     return
@@ -129,43 +170,64 @@ bao_up() {
     token=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')
   fi
   (umask 077 && echo "$token" >"$state/bao-token")
-  local addr="http://127.0.0.1:${BAO_PORT}"
+  local addr
+  addr="$(bao_scheme)://127.0.0.1:${BAO_PORT}"
   if alive "$state/bao.pid"; then
     # Keep the address it was started with.
     addr=$(cat "$state/bao-addr")
     log "OpenBao already running at $addr (pid $(cat "$state/bao.pid"))"
   else
-    if curl -fsS "$addr/v1/sys/health" >/dev/null 2>&1; then
+    if curl -ksS "$addr/v1/sys/health" >/dev/null 2>&1; then
       echo "stack: something else answers on $addr; set BAO_PORT" >&2
       exit 1
     fi
+    local listen="127.0.0.1:${BAO_PORT}" config=()
+    if [ "${BAO_TLS:-0}" = 1 ]; then
+      # Dev mode's own listener is plain http: it moves to BAO_PORT+2 and a
+      # TLS listener from a config file takes BAO_PORT.
+      listen="127.0.0.1:$((BAO_PORT + 2))"
+      cat >"$state/bao-dev-tls.hcl" <<EOF
+listener "tcp" {
+  address       = "127.0.0.1:${BAO_PORT}"
+  tls_cert_file = "$state/bao-tls/server.pem"
+  tls_key_file  = "$state/bao-tls/server.key"
+}
+EOF
+      config=(-config="$state/bao-dev-tls.hcl")
+    fi
     # Dev mode: in memory, unsealed, root token; loopback only. Never production.
-    setsid bao server -dev -dev-root-token-id="$token" \
-      -dev-listen-address="127.0.0.1:${BAO_PORT}" >"$state/bao.log" 2>&1 </dev/null &
+    setsid bao server -dev -dev-root-token-id="$token" -dev-listen-address="$listen" \
+      "${config[@]}" >"$state/bao.log" 2>&1 </dev/null &
     echo $! >"$state/bao.pid"
     echo "$addr" >"$state/bao-addr"
     log "started OpenBao dev server on $addr (pid $(cat "$state/bao.pid"))"
   fi
-  wait_for 30 OpenBao curl -fsS "$addr/v1/sys/health"
+  wait_for 30 OpenBao bao_curl -fsS "$addr/v1/sys/health"
 }
 
 bao_down() { stop_pid "$state/bao.pid" OpenBao; }
 
 # OpenBao with raft storage: `bao server -config`, init (1 key share), unseal.
 bao_raft_up() {
-  local addr="http://127.0.0.1:${BAO_PORT}"
+  local addr
+  addr="$(bao_scheme)://127.0.0.1:${BAO_PORT}"
   if alive "$state/bao.pid"; then
     addr=$(cat "$state/bao-addr")
     log "OpenBao (raft) already running at $addr (pid $(cat "$state/bao.pid"))"
   else
-    if curl -sS "$addr/v1/sys/seal-status" >/dev/null 2>&1; then
+    if curl -ksS "$addr/v1/sys/seal-status" >/dev/null 2>&1; then
       echo "stack: something else answers on $addr; set BAO_PORT" >&2
       exit 1
     fi
     mkdir -p "$state/bao-raft"
     chmod 700 "$state/bao-raft"
-    # Loopback without TLS: tests and the demo only. OpenBao 2.x has no mlock
-    # any more (it warns about `disable_mlock`), so the key is not set.
+    # Loopback, TLS only with BAO_TLS=1: tests and the demo only. OpenBao 2.x
+    # has no mlock any more (it warns about `disable_mlock`), so the key is not set.
+    local tls="tls_disable     = true"
+    if [ "${BAO_TLS:-0}" = 1 ]; then
+      tls="tls_cert_file   = \"$state/bao-tls/server.pem\"
+  tls_key_file    = \"$state/bao-tls/server.key\""
+    fi
     cat >"$state/bao-raft.hcl" <<EOF
 storage "raft" {
   path    = "$state/bao-raft"
@@ -175,10 +237,10 @@ storage "raft" {
 listener "tcp" {
   address         = "127.0.0.1:${BAO_PORT}"
   cluster_address = "127.0.0.1:$((BAO_PORT + 1))"
-  tls_disable     = true
+  $tls
 }
 api_addr     = "$addr"
-cluster_addr = "http://127.0.0.1:$((BAO_PORT + 1))"
+cluster_addr = "$(bao_scheme)://127.0.0.1:$((BAO_PORT + 1))"
 ui           = false
 EOF
     setsid bao server -config="$state/bao-raft.hcl" >"$state/bao.log" 2>&1 </dev/null &
@@ -186,8 +248,8 @@ EOF
     echo "$addr" >"$state/bao-addr"
     log "started OpenBao with raft storage on $addr (pid $(cat "$state/bao.pid"))"
   fi
-  wait_for 30 "OpenBao (raft)" curl -fsS "$addr/v1/sys/seal-status"
-  if curl -fsS "$addr/v1/sys/seal-status" | grep -q '"initialized":false'; then
+  wait_for 30 "OpenBao (raft)" bao_curl -fsS "$addr/v1/sys/seal-status"
+  if bao_curl -fsS "$addr/v1/sys/seal-status" | grep -q '"initialized":false'; then
     (umask 077 && BAO_ADDR=$addr bao operator init -key-shares=1 -key-threshold=1 \
       -format=json >"$state/bao-init.json")
     (umask 077 && python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
@@ -196,12 +258,12 @@ print(d["unseal_keys_b64"][0]); print(d["root_token"], file=sys.stderr)' \
     rm -f "$state/bao-init.json"
     log "initialised OpenBao (1 key share; unseal key and root token in $state, test only)"
   fi
-  if curl -fsS "$addr/v1/sys/seal-status" | grep -q '"sealed":true'; then
+  if bao_curl -fsS "$addr/v1/sys/seal-status" | grep -q '"sealed":true'; then
     BAO_ADDR=$addr bao operator unseal "$(cat "$state/bao-unseal-key")" >/dev/null
     log "unsealed OpenBao"
   fi
   # Active and unsealed (raft elects itself leader within a few seconds).
-  wait_for 60 "OpenBao (raft) active" curl -fsS "$addr/v1/sys/health"
+  wait_for 60 "OpenBao (raft) active" bao_curl -fsS "$addr/v1/sys/health"
 }
 
 # --------------------------------------------------------------------- pcscd
@@ -243,6 +305,9 @@ write_env() {
     fi
     echo "export BAO_ADDR='$(cat "$state/bao-addr")'"
     echo "export BAO_TOKEN='$(cat "$state/bao-token")'"
+    if [ "${BAO_TLS:-0}" = 1 ]; then
+      echo "export BAO_CACERT='$state/bao-tls/ca.pem'"
+    fi
   } >"$state/env"
   chmod 600 "$state/env"
 }

@@ -181,9 +181,17 @@ fn from_auth_info(info: vaultrs::api::AuthInfo) -> Fresh {
 /// itself up (no `default` policy) is used as is, without renewal.
 async fn token_lease(bao: &OpenBao, token: SecretString) -> Result<Fresh, Error> {
     let session = bao.session_with(Some(&token));
-    let lease = match vaultrs::token::lookup_self(&session).await {
+    let lease = match crate::raw::lookup_self(&session).await {
+        // Less than a second left (the TTL is rounded down to 0): renew at
+        // once rather than take it for a token that never expires.
+        Ok(info) if info.ttl == 0 && info.expire_time.is_some() => Some(Lease {
+            obtained: Instant::now(),
+            ttl: Duration::ZERO,
+            renewable: info.renewable,
+            full_ttl: Duration::ZERO,
+        }),
         Ok(info) => Lease::new(info.ttl, info.renewable),
-        Err(e) => match e.into_error(bao.addr_str(), "auth/token/lookup-self") {
+        Err(e) => match e {
             e if e.is_unavailable() => return Err(e),
             e => {
                 tracing::warn!(

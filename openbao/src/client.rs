@@ -330,12 +330,9 @@ impl OpenBao {
             s.token.clone()
         };
         let session = self.session_with(token.as_ref());
-        match vaultrs::token::lookup_self(&session).await {
+        match crate::raw::lookup_self(&session).await {
             Ok(_) => false,
-            Err(e) => matches!(
-                e.into_error(self.addr_str(), "auth/token/lookup-self"),
-                Error::PermissionDenied { .. }
-            ),
+            Err(e) => matches!(e, Error::PermissionDenied { .. }),
         }
     }
 

@@ -16,6 +16,10 @@ pub enum Error {
         /// The HTTP status when OpenBao answered at all.
         status: Option<u16>,
         message: String,
+        /// The TLS handshake failed because the server's certificate did not
+        /// verify against the configured roots (`ca_file`, system roots):
+        /// a wrong CA file, or someone else at OpenBao's address.
+        untrusted_certificate: bool,
     },
     #[error("OpenBao refused {path}: permission denied")]
     PermissionDenied { path: String },
@@ -49,6 +53,18 @@ impl Error {
     /// True when the cause is OpenBao itself being down or sealed (→ 503).
     pub fn is_unavailable(&self) -> bool {
         matches!(self, Error::Sealed | Error::Down { .. })
+    }
+
+    /// True when OpenBao was not talked to because its TLS certificate
+    /// failed verification against the trusted roots.
+    pub fn is_untrusted_certificate(&self) -> bool {
+        matches!(
+            self,
+            Error::Down {
+                untrusted_certificate: true,
+                ..
+            }
+        )
     }
 
     /// The HTTP status OpenBao answered with, when it answered.
@@ -89,6 +105,7 @@ impl Error {
                 } else {
                     message
                 },
+                untrusted_certificate: false,
             },
             _ => Error::Other {
                 path: path.into(),
@@ -116,10 +133,21 @@ impl Error {
                 Error::from_status(addr, path, code, error_message(content.as_deref()))
             }
             RestError::RequestError { source, .. } | RestError::ResponseError { source } => {
+                let message = format!("{source:#}");
+                // rustls: "invalid peer certificate: UnknownIssuer", …
+                let untrusted_certificate = message.contains("invalid peer certificate");
                 Error::Down {
                     addr: addr.into(),
                     status: None,
-                    message: format!("{source:#}"),
+                    message: if untrusted_certificate {
+                        format!(
+                            "TLS certificate verification failed, its certificate is not \
+                             trusted (openbao.ca_file must hold the CA that issued it): {message}"
+                        )
+                    } else {
+                        message
+                    },
+                    untrusted_certificate,
                 }
             }
             other => Error::unexpected(path, other),

@@ -5,6 +5,9 @@
 //!
 //! - `sys/health`: vaultrs 0.7's `ReadHealthResponse` requires fields OpenBao
 //!   does not send (`performance_standby`), and only the status code matters;
+//! - `auth/token/lookup-self`: vaultrs 0.7's `LookupTokenResponse` requires
+//!   `issue_time` and `renewable`, which OpenBao leaves out for the root
+//!   token of an initialised (non-dev) server, so that lookup failed there;
 //! - public PKI files (`<mount>/ca`, `/crl`, `/ca_chain`, `…/pem`): not JSON;
 //! - JSON on any path (`read`, `write`, `list`, `delete`) for endpoints that
 //!   vaultrs' typed requests cannot express (PKI issuers, role fields such as
@@ -82,6 +85,43 @@ fn parse(path: &str, body: &[u8]) -> Result<Value, Error> {
 
 fn path_only(path: &str) -> &str {
     path.split_once('?').map_or(path, |(p, _)| p)
+}
+
+/// `auth/token/lookup-self`'s `data`, as far as Kleidia reads it; every
+/// field may be missing.
+#[derive(Debug, Default, serde::Deserialize)]
+pub(crate) struct SelfLookup {
+    #[serde(default)]
+    pub(crate) accessor: String,
+    #[serde(default)]
+    pub(crate) policies: Vec<String>,
+    /// Seconds left; 0 for a token that does not expire.
+    #[serde(default)]
+    pub(crate) ttl: u64,
+    #[serde(default)]
+    pub(crate) renewable: bool,
+    #[serde(default)]
+    pub(crate) display_name: String,
+    /// `None` for a token that never expires; set, with `ttl` 0, for one
+    /// that expires within the second.
+    #[serde(default)]
+    pub(crate) expire_time: Option<String>,
+}
+
+/// Look up the session's own token (`auth/token/lookup-self`).
+pub(crate) async fn lookup_self(session: &Session) -> Result<SelfLookup, Error> {
+    let path = "auth/token/lookup-self";
+    let body = Raw::new(RequestMethod::GET, path, None)
+        .send(session)
+        .await
+        .map_err(|e| Error::from_rest(session.addr(), path, e))?;
+    let v = parse(path, &body)?;
+    match v.get("data") {
+        Some(data) if !data.is_null() => {
+            serde_json::from_value(data.clone()).map_err(|e| Error::unexpected(path, e))
+        }
+        _ => Err(Error::unexpected(path, "no data in the answer")),
+    }
 }
 
 /// An answer of [`OpenBao::post_public`], as OpenBao sent it.

@@ -280,7 +280,7 @@ impl OpenBao {
     pub async fn token_info(&self) -> Result<TokenInfo, Error> {
         let r = self
             .call("auth/token/lookup-self", |s| async move {
-                vaultrs::token::lookup_self(&s).await
+                crate::raw::lookup_self(&s).await
             })
             .await?;
         Ok(TokenInfo {

@@ -255,6 +255,7 @@ async fn an_unreachable_server_is_down() {
     let bao = OpenBao::new(config).unwrap();
     let err = bao.health().await.unwrap_err();
     assert!(matches!(err, Error::Down { status: None, .. }), "{err:?}");
+    assert!(!err.is_untrusted_certificate(), "{err:?}");
     let err = bao.kv2("secret").read::<Value>("x").await.unwrap_err();
     assert!(err.is_unavailable(), "{err:?}");
 }
@@ -447,6 +448,12 @@ async fn tls_with_the_servers_ca_file_works_and_without_it_is_refused() {
     let err = OpenBao::new(config).unwrap().health().await.unwrap_err();
     assert!(matches!(err, Error::Down { .. }), "{err:?}");
     assert!(err.to_string().contains("certificate"), "{err}");
+    assert!(err.is_untrusted_certificate(), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("TLS certificate verification failed"),
+        "{err}"
+    );
 
     // A CA file that is not a certificate is a configuration error.
     let mut config = bao.config(Auth::None);

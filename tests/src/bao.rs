@@ -2,7 +2,7 @@
 //! bootstrapping a test-owned server with the real `kleidia bootstrap`.
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,11 +11,20 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::app::kleidia_command;
+use crate::tls::TestCa;
 use crate::{free_port, stack_var, ChildGuard};
 
 /// The shared OpenBao dev server of the test stack.
 pub fn shared_bao() -> (String, String) {
     (stack_var("BAO_ADDR"), stack_var("BAO_TOKEN"))
+}
+
+/// The CA of the shared OpenBao when it serves TLS (`BAO_CACERT`, exported
+/// by `scripts/stack.sh` with `BAO_TLS=1`).
+pub fn shared_bao_ca() -> Option<PathBuf> {
+    std::env::var_os("BAO_CACERT")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
 }
 
 #[derive(Clone)]
@@ -27,15 +36,26 @@ pub struct BaoClient {
 
 impl BaoClient {
     pub fn new(addr: &str, token: &str) -> Self {
+        Self::with_ca(addr, token, None)
+    }
+
+    /// A client for an `https://` OpenBao that trusts only the CA `ca_pem`
+    /// (PEM); with `None`, as [`Self::new`].
+    pub fn with_ca(addr: &str, token: &str, ca_pem: Option<&[u8]>) -> Self {
         Self {
             addr: addr.trim_end_matches('/').to_string(),
             token: token.to_string(),
-            http: reqwest::Client::new(),
+            http: http_trusting(ca_pem),
         }
     }
 
+    /// The same server and trust with another token.
     pub fn with_token(&self, token: &str) -> Self {
-        Self::new(&self.addr, token)
+        Self {
+            addr: self.addr.clone(),
+            token: token.to_string(),
+            http: self.http.clone(),
+        }
     }
 
     pub async fn call(
@@ -94,6 +114,22 @@ impl BaoClient {
             .unwrap_or_else(|| panic!("{mount}/metadata/{path}: {status} {v}"))
     }
 
+    /// A renewable periodic token with these policies and `default` (which
+    /// lets it look itself up and renew itself), lasting `period` seconds
+    /// unless renewed.
+    pub async fn periodic_token(&self, policies: &[&str], period: u64) -> Result<String> {
+        let v = self
+            .post(
+                "auth/token/create",
+                &serde_json::json!({"policies": policies, "period": format!("{period}s")}),
+            )
+            .await?;
+        v.pointer("/auth/client_token")
+            .and_then(Value::as_str)
+            .map(String::from)
+            .context("no client_token")
+    }
+
     /// A child token carrying exactly these policies (no default policy).
     pub async fn token_with_policies(&self, policies: &[&str]) -> Result<String> {
         let v = self
@@ -109,6 +145,19 @@ impl BaoClient {
     }
 }
 
+/// A reqwest client that trusts only `ca_pem` when given, else the defaults.
+pub(crate) fn http_trusting(ca_pem: Option<&[u8]>) -> reqwest::Client {
+    let Some(pem) = ca_pem else {
+        return reqwest::Client::new();
+    };
+    let ca = reqwest::Certificate::from_pem(pem).expect("the test CA is PEM");
+    reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .tls_built_in_root_certs(false)
+        .build()
+        .expect("an HTTP client trusting the test CA")
+}
+
 /// Run `kleidia bootstrap` against the server; returns (exit success, stdout, stderr).
 pub fn run_bootstrap(addr: &str, token: &str, public_url: &str) -> Result<(bool, String, String)> {
     run_bootstrap_with(addr, token, public_url, &[])
@@ -121,12 +170,25 @@ pub fn run_bootstrap_with(
     public_url: &str,
     args: &[&str],
 ) -> Result<(bool, String, String)> {
+    run_bootstrap_env(addr, token, public_url, args, &[])
+}
+
+/// [`run_bootstrap_with`] with extra `KLEIDIA_*` variables
+/// (`KLEIDIA_OPENBAO_CA_FILE`, …).
+pub fn run_bootstrap_env(
+    addr: &str,
+    token: &str,
+    public_url: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<(bool, String, String)> {
     let out = kleidia_command()
         .arg("bootstrap")
         .args(args)
         .env("KLEIDIA_OPENBAO_ADDR", addr)
         .env("KLEIDIA_OPENBAO_TOKEN", token)
         .env("KLEIDIA_SERVER_PUBLIC_URL", public_url)
+        .envs(env.iter().copied())
         .output()?;
     Ok((
         out.status.success(),
@@ -154,11 +216,16 @@ pub async fn bootstrap_bao(
     public_url: &str,
     args: &[&str],
 ) -> Result<(TestBao, BaoClient)> {
-    let (ok, out, err) = run_bootstrap_with(&bao.addr, &bao.token, public_url, args)?;
+    let ca_file = bao.ca_file().map(|p| p.display().to_string());
+    let env: Vec<(&str, &str)> = ca_file
+        .iter()
+        .map(|f| ("KLEIDIA_OPENBAO_CA_FILE", f.as_str()))
+        .collect();
+    let (ok, out, err) = run_bootstrap_env(&bao.addr, &bao.token, public_url, args, &env)?;
     if !ok {
         bail!("kleidia bootstrap failed:\n{out}\n{err}");
     }
-    let root = BaoClient::new(&bao.addr, &bao.token);
+    let root = bao.client(&bao.token);
     Ok((bao, root))
 }
 
@@ -172,11 +239,21 @@ pub struct TestBao {
     /// For a server with raft storage ([`Self::spawn_persistent`]): its
     /// config and unseal key, so it can be restarted and unsealed.
     persistent: Option<Persistent>,
+    /// For a server with a TLS listener ([`Self::spawn_tls`]).
+    tls: Option<BaoTls>,
 }
 
 struct Persistent {
     config: std::path::PathBuf,
     unseal_key: String,
+}
+
+/// The TLS listener's files and the CA the harness trusts for it.
+struct BaoTls {
+    /// The CA that issued the certificate the server presents.
+    ca: TestCa,
+    cert: PathBuf,
+    key: PathBuf,
 }
 
 impl TestBao {
@@ -217,6 +294,7 @@ impl TestBao {
             proc,
             _dir: dir,
             persistent: None,
+            tls: None,
         };
         let health = format!("{addr}/v1/sys/health");
         if let Err(e) = me
@@ -236,9 +314,21 @@ impl TestBao {
     /// initialised (one key share) and unsealed, so it survives a restart
     /// ([`Self::restart`]) and can be sealed and unsealed.
     pub async fn spawn_persistent() -> Result<Self> {
+        Self::spawn_persistent_with(false).await
+    }
+
+    /// [`Self::spawn_persistent`] with a TLS listener: a CA generated at
+    /// start ([`TestCa`], in the server's folder) issues the certificate it
+    /// serves for 127.0.0.1 and localhost; the address is `https://`, and
+    /// [`Self::ca_file`] is what clients must trust.
+    pub async fn spawn_tls() -> Result<Self> {
+        Self::spawn_persistent_with(true).await
+    }
+
+    async fn spawn_persistent_with(tls: bool) -> Result<Self> {
         let mut last = None;
         for _ in 0..5 {
-            match Self::try_spawn_persistent(free_port_pair()).await {
+            match Self::try_spawn_persistent(free_port_pair(), tls).await {
                 Ok(b) => return Ok(b),
                 Err(e) => last = Some(e),
             }
@@ -246,25 +336,45 @@ impl TestBao {
         Err(last.unwrap_or_else(|| anyhow::anyhow!("OpenBao did not start")))
     }
 
-    async fn try_spawn_persistent(port: u16) -> Result<Self> {
+    async fn try_spawn_persistent(port: u16, tls: bool) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let config = dir.path().join("bao.hcl");
         std::fs::create_dir_all(dir.path().join("data"))?;
+        let tls = if tls {
+            let ca = TestCa::generate(dir.path(), "openbao")?;
+            let (cert, key) = (dir.path().join("tls.pem"), dir.path().join("tls.key"));
+            ca.issue_server(&cert, &key)?;
+            Some(BaoTls { ca, cert, key })
+        } else {
+            None
+        };
+        let (scheme, listener_tls) = match &tls {
+            Some(t) => (
+                "https",
+                format!(
+                    "tls_cert_file = \"{}\"\n  tls_key_file = \"{}\"",
+                    t.cert.display(),
+                    t.key.display()
+                ),
+            ),
+            None => ("http", "tls_disable = true".to_string()),
+        };
         std::fs::write(
             &config,
             format!(
                 "storage \"raft\" {{\n  path = \"{data}\"\n  node_id = \"test\"\n}}\n\
                  listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
-                 cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
-                 api_addr = \"http://127.0.0.1:{port}\"\n\
-                 cluster_addr = \"http://127.0.0.1:{cluster}\"\n",
+                 cluster_address = \"127.0.0.1:{cluster}\"\n  {listener_tls}\n}}\n\
+                 api_addr = \"{scheme}://127.0.0.1:{port}\"\n\
+                 cluster_addr = \"{scheme}://127.0.0.1:{cluster}\"\n",
                 data = dir.path().join("data").display(),
                 cluster = port + 1,
             ),
         )?;
-        let addr = format!("http://127.0.0.1:{port}");
-        let proc = Self::start_server(dir.path(), &config, &addr).await?;
-        let http = BaoClient::new(&addr, "");
+        let addr = format!("{scheme}://127.0.0.1:{port}");
+        let ca_pem = tls.as_ref().map(|t| t.ca.pem.clone());
+        let proc = Self::start_server(dir.path(), &config, &addr, ca_pem.as_deref()).await?;
+        let http = BaoClient::with_ca(&addr, "", ca_pem.as_deref());
         let init = http
             .post(
                 "sys/init",
@@ -285,11 +395,12 @@ impl TestBao {
             proc,
             _dir: dir,
             persistent: Some(Persistent { config, unseal_key }),
+            tls,
         };
         me.unseal().await?;
         // A fresh server has no KV or PKI; `kleidia bootstrap` mounts them,
         // but `secret/` comes with dev servers only.
-        BaoClient::new(&me.addr, &me.token)
+        me.client(&me.token)
             .post(
                 "sys/mounts/secret",
                 &serde_json::json!({"type": "kv", "options": {"version": "2"}}),
@@ -298,7 +409,12 @@ impl TestBao {
         Ok(me)
     }
 
-    async fn start_server(dir: &Path, config: &Path, addr: &str) -> Result<ChildGuard> {
+    async fn start_server(
+        dir: &Path,
+        config: &Path,
+        addr: &str,
+        ca_pem: Option<&[u8]>,
+    ) -> Result<ChildGuard> {
         let log = dir.join("bao.log");
         let mut cmd = Command::new("bao");
         cmd.args(["server", &format!("-config={}", config.display())])
@@ -306,7 +422,7 @@ impl TestBao {
         let mut proc = ChildGuard::spawn_logged("bao", &mut cmd, &log)
             .context("start `bao server -config`")?;
         // Any answer will do: the server starts sealed (or uninitialised).
-        let http = reqwest::Client::new();
+        let http = http_trusting(ca_pem);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = proc.exited() {
@@ -337,7 +453,8 @@ impl TestBao {
     /// Unseal with the server's key.
     pub async fn unseal(&self) -> Result<()> {
         let key = self.persistent()?.unseal_key.clone();
-        let v = BaoClient::new(&self.addr, "")
+        let v = self
+            .client("")
             .post("sys/unseal", &serde_json::json!({ "key": key }))
             .await?;
         if v["sealed"] != Value::Bool(false) {
@@ -345,7 +462,7 @@ impl TestBao {
         }
         // Raft elects this node leader a moment after the unseal.
         let health = format!("{}/v1/sys/health", self.addr);
-        let http = reqwest::Client::new();
+        let http = http_trusting(self.ca_pem());
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = http.get(&health).send().await {
@@ -362,7 +479,7 @@ impl TestBao {
 
     /// Seal, as an operator (or a detected intrusion) would.
     pub async fn seal(&self) -> Result<()> {
-        BaoClient::new(&self.addr, &self.token)
+        self.client(&self.token)
             .call("POST", "sys/seal", None)
             .await
             .and_then(|(s, v)| {
@@ -383,8 +500,44 @@ impl TestBao {
             .parent()
             .context("config file without a directory")?
             .to_path_buf();
-        self.proc = Self::start_server(&dir, &config, &self.addr).await?;
+        let ca_pem = self.ca_pem().map(<[u8]>::to_vec);
+        self.proc = Self::start_server(&dir, &config, &self.addr, ca_pem.as_deref()).await?;
         Ok(())
+    }
+
+    /// The file of the CA a TLS server's certificate comes from (`None`
+    /// without TLS): what `openbao.ca_file` names.
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|t| t.ca.ca_file())
+    }
+
+    /// The CA a TLS server's current certificate comes from.
+    pub fn ca(&self) -> Option<TestCa> {
+        self.tls.as_ref().map(|t| t.ca.clone())
+    }
+
+    fn ca_pem(&self) -> Option<&[u8]> {
+        self.tls.as_ref().map(|t| t.ca.pem.as_slice())
+    }
+
+    /// A client with `token` that trusts this server's CA.
+    pub fn client(&self, token: &str) -> BaoClient {
+        BaoClient::with_ca(&self.addr, token, self.ca_pem())
+    }
+
+    /// Serve a certificate issued by `ca` from now on: restart (and unseal)
+    /// a TLS server with a new certificate for 127.0.0.1 from `ca`, as one
+    /// who took over the address would present. The harness trusts `ca`
+    /// for this server afterwards.
+    pub async fn restart_with_certificate_from(&mut self, ca: &TestCa) -> Result<()> {
+        let tls = self
+            .tls
+            .as_mut()
+            .context("only a TLS server has a certificate")?;
+        ca.issue_server(&tls.cert, &tls.key)?;
+        tls.ca = ca.clone();
+        self.restart().await?;
+        self.unseal().await
     }
 }
 

@@ -26,6 +26,7 @@ pub mod pki;
 mod process;
 pub mod raft;
 mod test_app;
+pub mod tls;
 
 pub use bao::{shared_bao, TestBao};
 pub use db::TestDb;
@@ -37,6 +38,7 @@ pub use process::{
     workspace_root, ChildGuard,
 };
 pub use test_app::{NewUser, TestApp, TestAppBuilder, ADMIN_PASSWORD};
+pub use tls::TestCa;
 
 /// The runtime role's URL for a test database on the stack's PostgreSQL
 /// (`DATABASE_RUNTIME_URL` from `scripts/stack.sh`), or `None` when the stack

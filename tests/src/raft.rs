@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use crate::app::{kleidia_command, AppOptions, KleidiaApp};
-use crate::bao::{run_bootstrap, BaoClient};
+use crate::bao::{run_bootstrap_with, BaoClient};
 use crate::{free_port, read_log, runtime_url_for, wait_until, ChildGuard, TestDb};
 
 /// The keys `sys/init` hands out once.
@@ -46,8 +46,13 @@ impl RaftBao {
 
     /// [`Self::spawn`], then `kleidia bootstrap` with the root token.
     pub async fn bootstrapped(public_url: &str) -> Result<Self> {
+        Self::bootstrapped_with(public_url, &[]).await
+    }
+
+    /// [`Self::bootstrapped`] with more bootstrap arguments (`--approle-out DIR`, …).
+    pub async fn bootstrapped_with(public_url: &str, args: &[&str]) -> Result<Self> {
         let bao = Self::spawn().await?;
-        let (ok, out, err) = run_bootstrap(&bao.addr, &bao.keys.root_token, public_url)?;
+        let (ok, out, err) = run_bootstrap_with(&bao.addr, &bao.keys.root_token, public_url, args)?;
         if !ok {
             bail!("kleidia bootstrap failed:\n{out}\n{err}");
         }
@@ -295,21 +300,10 @@ pub fn run_script(
     (out, text)
 }
 
-/// The backup policy of docs/openbao.md ("Backup and restore").
-pub const BACKUP_POLICY: &str = r#"
-path "sys/storage/raft/snapshot" { capabilities = ["read"] }
-path "secret/data/kleidia/audit-anchor" { capabilities = ["read"] }
-"#;
-
 impl RaftBao {
-    /// Write the `kleidia-backup` policy and return a token that has only it.
+    /// A token with only the `kleidia-backup` policy, as `kleidia bootstrap`
+    /// wrote it (docs/openbao.md, "Backup and restore").
     pub async fn backup_token(&self) -> Result<String> {
-        let root = self.root();
-        root.post(
-            "sys/policies/acl/kleidia-backup",
-            &json!({"policy": BACKUP_POLICY}),
-        )
-        .await?;
-        root.token_with_policies(&["kleidia-backup"]).await
+        self.root().token_with_policies(&["kleidia-backup"]).await
     }
 }

@@ -19,7 +19,8 @@ use serde_json::{json, Value};
 
 use crate::app::{cli_create_user, kleidia_cli, AppOptions, KleidiaApp};
 use crate::bao::{
-    bootstrap_bao, bootstrapped_bao_for, run_bootstrap, shared_bao, BaoClient, TestBao,
+    bootstrap_bao, bootstrapped_bao_for, run_bootstrap_env, shared_bao, shared_bao_ca, BaoClient,
+    TestBao,
 };
 use crate::client::{Api, Browser};
 use crate::license::{LicenseOptions, LicenseService, LicenseSpec};
@@ -67,6 +68,11 @@ pub struct TestAppBuilder {
     https_ca: Option<Vec<u8>>,
     /// Log the app in with AppRole: (token TTL, max TTL) in seconds.
     approle: Option<(u64, u64)>,
+    /// The test's own OpenBao serves TLS with a CA generated at start.
+    openbao_tls: bool,
+    /// The app reads a periodic token with this period (seconds) from
+    /// `openbao.token_file`.
+    token_file_period: Option<u64>,
 }
 
 impl TestAppBuilder {
@@ -75,6 +81,29 @@ impl TestAppBuilder {
     /// ([`TestApp::openbao`]).
     pub fn persistent_openbao(mut self) -> Self {
         self.openbao = OpenBao::Persistent;
+        self
+    }
+
+    /// The app gets a renewable periodic token (`kleidia-app` and `default`
+    /// policies, period `period` seconds) in a token file,
+    /// `{dir}/openbao-token` (`KLEIDIA_OPENBAO_TOKEN_FILE`), as a
+    /// development setup gives it. Needs an OpenBao of the test's own.
+    pub fn periodic_token_file(mut self, period: u64) -> Self {
+        if self.openbao == OpenBao::Shared {
+            self.openbao = OpenBao::Bootstrapped;
+        }
+        self.token_file_period = Some(period);
+        self
+    }
+
+    /// [`Self::persistent_openbao`] on `https://`: its certificate comes
+    /// from a CA generated at start ([`TestBao::spawn_tls`]), and bootstrap,
+    /// the app and the license service trust that CA through
+    /// `openbao.ca_file` (`KLEIDIA_OPENBAO_CA_FILE`,
+    /// `KLEIDIA_LICENSE_OPENBAO_CA_FILE`) and nothing else.
+    pub fn tls_openbao(mut self) -> Self {
+        self.openbao = OpenBao::Persistent;
+        self.openbao_tls = true;
         self
     }
 
@@ -106,9 +135,12 @@ impl TestAppBuilder {
 
     /// The real license service (with a token that carries only the
     /// `kleidia-license` policy and an API token shared with the app), and
-    /// no license status cache in the app. Implies [`Self::own_openbao`].
+    /// no license status cache in the app. Implies [`Self::own_openbao`]
+    /// unless a persistent or TLS one is asked for.
     pub fn license_service(mut self) -> Self {
-        self.openbao = OpenBao::Bootstrapped;
+        if self.openbao != OpenBao::Persistent {
+            self.openbao = OpenBao::Bootstrapped;
+        }
         self.license_service = true;
         self
     }
@@ -199,7 +231,15 @@ impl TestAppBuilder {
         let (bao, root_bao, app_bao_token) = match self.openbao {
             OpenBao::Shared => {
                 let (addr, token) = shared_bao();
-                (None, BaoClient::new(&addr, &token), token)
+                let ca = shared_bao_ca()
+                    .map(std::fs::read)
+                    .transpose()
+                    .context("read BAO_CACERT")?;
+                (
+                    None,
+                    BaoClient::with_ca(&addr, &token, ca.as_deref()),
+                    token,
+                )
             }
             OpenBao::Bootstrapped if self.approle.is_some() => {
                 let (bao, root) =
@@ -212,12 +252,12 @@ impl TestAppBuilder {
                 (Some(bao), root, token)
             }
             OpenBao::Persistent => {
-                let (bao, root) = bootstrap_bao(
-                    TestBao::spawn_persistent().await?,
-                    &public_url,
-                    &approle_args,
-                )
-                .await?;
+                let bao = if self.openbao_tls {
+                    TestBao::spawn_tls().await?
+                } else {
+                    TestBao::spawn_persistent().await?
+                };
+                let (bao, root) = bootstrap_bao(bao, &public_url, &approle_args).await?;
                 let token = if self.approle.is_some() {
                     String::new()
                 } else {
@@ -233,12 +273,33 @@ impl TestAppBuilder {
             }
         };
         let mut env: Vec<(String, String)> = Vec::new();
+        // The CA of an https:// OpenBao: the test's own, or the stack's
+        // (`BAO_CACERT` from scripts/stack.sh with BAO_TLS=1).
+        let bao_ca_file = match &bao {
+            Some(b) => b.ca_file(),
+            None => shared_bao_ca(),
+        };
+        if let Some(ca) = &bao_ca_file {
+            env.push(("KLEIDIA_OPENBAO_CA_FILE".into(), ca.display().to_string()));
+        }
+        if let Some(period) = self.token_file_period {
+            let token = root_bao.periodic_token(&["kleidia-app"], period).await?;
+            let file = dir.path().join("openbao-token");
+            std::fs::write(&file, format!("{token}\n"))?;
+            env.push((
+                "KLEIDIA_OPENBAO_TOKEN_FILE".into(),
+                file.display().to_string(),
+            ));
+        }
         let mut license = None;
         let mut license_options = None;
         if self.license_service {
             let bao_token = root_bao.token_with_policies(&["kleidia-license"]).await?;
             let api_token = format!("license-api-{}", uuid::Uuid::new_v4().simple());
-            let opts = LicenseOptions::new(&root_bao.addr, &bao_token).api_token(&api_token);
+            let mut opts = LicenseOptions::new(&root_bao.addr, &bao_token).api_token(&api_token);
+            if let Some(ca) = &bao_ca_file {
+                opts = opts.env("KLEIDIA_LICENSE_OPENBAO_CA_FILE", &ca.display().to_string());
+            }
             let svc = LicenseService::start(&opts)?.ready().await?;
             env.extend([
                 ("KLEIDIA_LICENSE_URL".into(), svc.base.clone()),
@@ -379,6 +440,8 @@ impl TestApp {
             env: Vec::new(),
             https_ca: None,
             approle: None,
+            openbao_tls: false,
+            token_file_period: None,
         }
     }
 
@@ -517,7 +580,25 @@ impl TestApp {
     /// Another `kleidia serve` on the same database and OpenBao, with the
     /// same settings plus `extra`.
     pub async fn spawn_another(&self, extra: &[(&str, &str)]) -> KleidiaApp {
-        let mut env = self.env.clone();
+        self.try_spawn_another(extra, &[])
+            .await
+            .expect("another kleidia serve")
+    }
+
+    /// [`Self::spawn_another`] without the variables named in `without`
+    /// (e.g. `KLEIDIA_OPENBAO_CA_FILE`); an error with the log when it does
+    /// not come up.
+    pub async fn try_spawn_another(
+        &self,
+        extra: &[(&str, &str)],
+        without: &[&str],
+    ) -> Result<KleidiaApp> {
+        let mut env: Vec<(String, String)> = self
+            .env
+            .iter()
+            .filter(|(k, _)| !without.contains(&k.as_str()))
+            .cloned()
+            .collect();
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         let mut options = app_options(
             free_port(),
@@ -528,9 +609,7 @@ impl TestApp {
             env,
         );
         options.https_ca = self.https_ca.clone();
-        KleidiaApp::spawn(options)
-            .await
-            .expect("another kleidia serve")
+        KleidiaApp::spawn(options).await
     }
 
     /// The runtime role's database URL the server runs with (started with
@@ -623,8 +702,23 @@ impl TestApp {
             self.bao.is_some(),
             "bootstrap needs an OpenBao of the test's own"
         );
-        run_bootstrap(&self.root_bao.addr, &self.root_bao.token, self.base_url())
-            .expect("run kleidia bootstrap")
+        let ca_file = self
+            .bao
+            .as_ref()
+            .and_then(TestBao::ca_file)
+            .map(|p| p.display().to_string());
+        let env: Vec<(&str, &str)> = ca_file
+            .iter()
+            .map(|f| ("KLEIDIA_OPENBAO_CA_FILE", f.as_str()))
+            .collect();
+        run_bootstrap_env(
+            &self.root_bao.addr,
+            &self.root_bao.token,
+            self.base_url(),
+            &[],
+            &env,
+        )
+        .expect("run kleidia bootstrap")
     }
 
     /// Serial numbers of the certificates OpenBao's issuing CA has signed.

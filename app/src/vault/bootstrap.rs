@@ -5,7 +5,10 @@
 
 use serde_json::{json, Value};
 
-use super::layout::{app_policy, license_policy, piv_roles, AUDIT_KEY, POLICY_APP, POLICY_LICENSE};
+use super::layout::{
+    app_policy, backup_policy, license_policy, piv_roles, AUDIT_KEY, POLICY_APP, POLICY_BACKUP,
+    POLICY_LICENSE,
+};
 // Where the fleet's signing code has always found them.
 pub use super::layout::{piv_sign_request, ROLE_PIV_EC, ROLE_PIV_RSA};
 use super::{Bao, BaoError};
@@ -145,6 +148,8 @@ impl Bootstrap<'_> {
         self.ensure_policy(&mut r, POLICY_APP, &app_policy(m))
             .await?;
         self.ensure_policy(&mut r, POLICY_LICENSE, &license_policy(m))
+            .await?;
+        self.ensure_policy(&mut r, POLICY_BACKUP, &backup_policy(m))
             .await?;
         Ok(r)
     }

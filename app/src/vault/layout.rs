@@ -19,6 +19,8 @@ pub const ROLE_PIV_RSA: &str = "piv-rsa";
 
 pub const POLICY_APP: &str = "kleidia-app";
 pub const POLICY_LICENSE: &str = "kleidia-license";
+/// The backup job (`scripts/backup.sh`): a raft snapshot and the audit anchor.
+pub const POLICY_BACKUP: &str = "kleidia-backup";
 /// The transit key that MACs the audit anchor.
 pub const AUDIT_KEY: &str = "kleidia-audit";
 
@@ -167,6 +169,25 @@ path "{lic}/metadata/kleidia/*" {{
     )
 }
 
+/// The backup job (`scripts/backup.sh`): take a raft snapshot and read the
+/// audit anchor's id, nothing else. The snapshot holds everything, but only
+/// encrypted with the barrier key, which opens only with the cluster's unseal
+/// keys; the token cannot read a single secret in the clear, write, or
+/// restore a snapshot (that is `sys/storage/raft/snapshot` update, with sudo).
+pub fn backup_policy(m: &OpenBaoConfig) -> String {
+    let app = &m.app_mount;
+    format!(
+        r#"# Managed by `kleidia bootstrap`. Kleidia backup job policy (scripts/backup.sh).
+path "sys/storage/raft/snapshot" {{
+  capabilities = ["read"]
+}}
+path "{app}/data/kleidia/audit-anchor" {{
+  capabilities = ["read"]
+}}
+"#
+    )
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -195,6 +216,16 @@ mod tests {
         assert!(!p.contains("sign-verbatim"), "{p}");
         assert!(!p.contains("\"license/"), "{p}");
         assert!(!p.contains("delete") && !p.contains("destroy") && !p.contains("sudo"));
+    }
+
+    #[test]
+    fn the_backup_policy_reads_a_snapshot_and_the_anchor_only() {
+        let p = backup_policy(&OpenBaoConfig::default());
+        assert!(p.contains("\"sys/storage/raft/snapshot\""), "{p}");
+        assert!(p.contains("\"secret/data/kleidia/audit-anchor\""), "{p}");
+        assert_eq!(p.matches("path ").count(), 2, "{p}");
+        assert_eq!(p.matches("[\"read\"]").count(), 2, "{p}");
+        assert!(!p.contains("yubikeys") && !p.contains("sudo") && !p.contains('*'));
     }
 
     #[test]

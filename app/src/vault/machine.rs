@@ -1,9 +1,11 @@
 //! The machine logins `kleidia bootstrap` sets up next to the layout: an
-//! AppRole role per service (`kleidia-app`, `kleidia-license`), each with
+//! AppRole role per service (`kleidia-app`, `kleidia-license`) and one for
+//! the backup job (`kleidia-backup`, used by `scripts/backup.sh`), each with
 //! its own policy only, and, given the cluster's service-account public
 //! key, a JWT auth role per service for Kubernetes. Optionally writes each
-//! service's role_id and a fresh secret_id to files for its
-//! `openbao.role_id_file`/`secret_id_file`.
+//! role's role_id and a fresh secret_id to files for its
+//! `openbao.role_id_file`/`secret_id_file` (the backup job's
+//! `BAO_ROLE_ID_FILE`/`BAO_SECRET_ID_FILE`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -13,7 +15,7 @@ use secrecy::ExposeSecret as _;
 use serde_json::Value;
 
 use super::bootstrap::{BootstrapError, Outcome, Report};
-use super::layout::{POLICY_APP, POLICY_LICENSE};
+use super::layout::{POLICY_APP, POLICY_BACKUP, POLICY_LICENSE};
 use super::Bao;
 use crate::config::OpenBaoConfig;
 
@@ -45,6 +47,13 @@ pub struct JwtSetup {
 /// The AppRole (and JWT role) names: the policy's name.
 pub const ROLE_APP: &str = POLICY_APP;
 pub const ROLE_LICENSE: &str = POLICY_LICENSE;
+pub const ROLE_BACKUP: &str = POLICY_BACKUP;
+
+/// The backup job's token: long enough for a large snapshot and the anchor
+/// read after it, whatever the services' TTLs; it logs in once per run and
+/// `backup.sh` revokes the token when it is done.
+const BACKUP_TOKEN_TTL: Duration = Duration::from_secs(3600);
+const BACKUP_TOKEN_MAX_TTL: Duration = Duration::from_secs(4 * 3600);
 
 impl MachineAuth {
     fn spec(&self, policy: &str) -> TokenSpec {
@@ -64,8 +73,20 @@ impl MachineAuth {
         let mount = m.approle_mount.as_str();
         let enabled = bao.enable_auth(mount, "approle").await?;
         r.push(outcome(enabled), format!("auth method approle at {mount}/"));
-        for (role, policy) in [(ROLE_APP, POLICY_APP), (ROLE_LICENSE, POLICY_LICENSE)] {
-            let spec = self.spec(policy);
+        for (role, policy) in [
+            (ROLE_APP, POLICY_APP),
+            (ROLE_LICENSE, POLICY_LICENSE),
+            (ROLE_BACKUP, POLICY_BACKUP),
+        ] {
+            let spec = if role == ROLE_BACKUP {
+                TokenSpec {
+                    policies: vec![policy.to_string()],
+                    ttl: BACKUP_TOKEN_TTL,
+                    max_ttl: BACKUP_TOKEN_MAX_TTL,
+                }
+            } else {
+                self.spec(policy)
+            };
             let path = format!("auth/{mount}/role/{role}");
             let current = bao.read(&path).await?;
             let what = format!(

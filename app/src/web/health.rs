@@ -93,7 +93,17 @@ async fn check_openbao(state: &AppState) -> Result<(), String> {
         Ok(Ok(BaoHealth::Uninitialized)) => Err("not initialized".into()),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness: OpenBao check failed");
-            Err("unreachable".into())
+            if e.is_untrusted_certificate() {
+                // Said plainly: a wrong `openbao.ca_file`, or someone else
+                // answering at OpenBao's address. The details are in the log.
+                Err(
+                    "unreachable: TLS certificate verification failed, OpenBao's \
+                     certificate is not issued by a CA in openbao.ca_file"
+                        .into(),
+                )
+            } else {
+                Err("unreachable".into())
+            }
         }
         Err(_) => Err("not answering (timed out)".into()),
     }

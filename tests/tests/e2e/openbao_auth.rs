@@ -141,3 +141,133 @@ async fn approle_logins_carry_secret_operations_across_expiries_a_restart_and_a_
     assert!(!log.contains(secret_id.trim()), "the secret_id was logged");
     assert!(!log.contains("hvs."), "a token was logged");
 }
+
+/// `log` without terminal colour codes (the services colour their fields).
+fn plain(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn renewals(log: &str) -> usize {
+    log.matches("renewed the OpenBao token").count()
+}
+
+/// `openbao.token_file` on a production-like OpenBao (raft, initialised),
+/// where tokens carry fields a dev server's do not and the root token lacks
+/// some: a periodic token of 5 s is looked up, renewed again and again, and
+/// carries PIN changes across many periods; when it is revoked and a new one
+/// is dropped into the file, the app reads the file again and carries on.
+#[tokio::test]
+async fn a_periodic_token_in_a_token_file_is_renewed_and_a_replaced_file_is_read_again() {
+    let f = TestApp::builder()
+        .persistent_openbao()
+        .periodic_token_file(5)
+        .start()
+        .await;
+    let file = f.dir().join("openbao-token");
+    let first = std::fs::read_to_string(&file).unwrap().trim().to_string();
+    let ann = f.person("ann", "user", "Ann").await;
+    let serial = random_serial();
+    ann.register_ok(serial).await;
+    // The token was looked up at start: renewable, with a TTL.
+    let log = plain(&f.log());
+    assert!(
+        log.contains("logged in to OpenBao method=\"token\" ttl_secs=")
+            && log.contains("renewable=true"),
+        "{log}"
+    );
+    assert!(!log.contains("cannot look up"), "{log}");
+
+    // Several periods: each PIN change succeeds while the app renews.
+    let mut pins = Vec::new();
+    let started = Instant::now();
+    while renewals(&f.log()) < 4 {
+        pins.push(
+            change_pin(&ann, serial)
+                .await
+                .unwrap_or_else(|e| panic!("a PIN change failed while renewing: {e:?}")),
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "only {} renewals",
+            renewals(&f.log())
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(logins(&f.log()), 1, "renewed, never replaced");
+    // The token is still alive in OpenBao, well past its first period.
+    let (s, v) = f
+        .root_bao()
+        .call("POST", "auth/token/lookup", Some(&json!({"token": first})))
+        .await
+        .unwrap();
+    assert_eq!(s, StatusCode::OK, "{v}");
+
+    // A new token in the file and the old one revoked: the next call (or
+    // the next renewal, whichever comes first) is refused, and the app reads
+    // the file again; the call is retried once.
+    let second = f
+        .root_bao()
+        .periodic_token(&["kleidia-app"], 5)
+        .await
+        .unwrap();
+    std::fs::write(&file, format!("{second}\n")).unwrap();
+    f.root_bao()
+        .post("auth/token/revoke", &json!({"token": first}))
+        .await
+        .unwrap();
+    pins.push(
+        change_pin(&ann, serial)
+            .await
+            .unwrap_or_else(|e| panic!("the PIN change after the token was replaced: {e:?}")),
+    );
+    let log = f.log();
+    assert!(
+        log.contains("OpenBao no longer accepts the token")
+            || log.contains("OpenBao refused to renew the token"),
+        "{log}"
+    );
+    assert_eq!(logins(&f.log()), 2);
+    // And the new token is renewed in turn.
+    let renewed = renewals(&f.log());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while renewals(&f.log()) < renewed + 2 {
+        pins.push(change_pin(&ann, serial).await.unwrap());
+        assert!(Instant::now() < deadline, "the new token is not renewed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(f.escrow_version(serial).await, pins.len() as u64);
+    assert_eq!(f.current_escrow(serial).await["pin"], pins[pins.len() - 1]);
+    let log = f.log();
+    assert!(
+        !log.contains(&first) && !log.contains(&second),
+        "a token was logged"
+    );
+
+    // The root token of an initialised server, in a file, is looked up too
+    // (it has no `issue_time`; it does not expire, so nothing is renewed).
+    let root_file = f.dir().join("root-token");
+    std::fs::write(&root_file, &f.root_bao().token).unwrap();
+    let other = f
+        .spawn_another(&[(
+            "KLEIDIA_OPENBAO_TOKEN_FILE",
+            &root_file.display().to_string(),
+        )])
+        .await;
+    let log = other.log();
+    assert!(log.contains("token without expiry"), "{log}");
+    assert!(!log.contains("cannot look up"), "{log}");
+}
