@@ -8,6 +8,7 @@
 pub mod apdu;
 pub mod attest;
 pub mod card;
+pub mod fault;
 pub mod keys;
 pub mod piv;
 pub mod run;
