@@ -68,6 +68,7 @@ async fn a_wrong_current_pin_is_reported_with_the_retries_left_and_then_as_block
         serial: 31000004,
         puk: env.agent.encrypt(DEFAULT_PUK),
         new_pin: env.agent.encrypt(b"55667788"),
+        settle: false,
     };
     ok_json::<OperationDone>(env.agent.run("/piv/unblock-pin", &p).await.unwrap()).await;
     let mut yk = YubiKey::open_by_serial(Serial(31000004)).unwrap();
@@ -82,6 +83,7 @@ async fn set_puk_changes_the_puk_and_a_wrong_puk_reports_retries_left() {
         serial: 31000005,
         current_puk: env.agent.encrypt(DEFAULT_PUK),
         new_puk: env.agent.encrypt(b"87654321"),
+        settle: false,
     };
     ok_json::<OperationDone>(env.agent.run("/piv/set-puk", &p).await.unwrap()).await;
     let info: PivInfo = env.agent.piv_info(31000005).await;
@@ -91,6 +93,7 @@ async fn set_puk_changes_the_puk_and_a_wrong_puk_reports_retries_left() {
         serial: 31000005,
         puk: env.agent.encrypt(DEFAULT_PUK),
         new_pin: env.agent.encrypt(b"13572468"),
+        settle: false,
     };
     let body = expect_error(
         env.agent.run("/piv/unblock-pin", &p).await.unwrap(),
@@ -114,6 +117,7 @@ async fn rotate_management_key_installs_the_new_key_and_a_wrong_key_is_reported(
         new_management_key: env.agent.encrypt(new_hex.as_bytes()),
         algorithm: ManagementKeyAlgorithm::Aes256,
         require_touch: false,
+        settle: false,
     };
     ok_json::<OperationDone>(
         env.agent
@@ -143,6 +147,7 @@ async fn rotate_management_key_installs_the_new_key_and_a_wrong_key_is_reported(
         new_management_key: env.agent.encrypt(new_hex.as_bytes()),
         algorithm: ManagementKeyAlgorithm::Aes256,
         require_touch: false,
+        settle: false,
     };
     expect_error(
         env.agent
