@@ -128,6 +128,8 @@ pub struct VirtualYubiKey {
     pub reader: u8,
     pub state: PathBuf,
     pub attestation_root: PathBuf,
+    /// The fault hook's control file (see [`VirtualYubiKey::arm_fault`]).
+    fault: PathBuf,
     log: PathBuf,
     proc: ChildGuard,
     // Declared after `proc`: the process is gone before the readers are released.
@@ -148,6 +150,7 @@ impl VirtualYubiKey {
         let state = dir.join(format!("yubikey-{serial}.json"));
         let attestation_root = dir.join("attestation-root.pem");
         let log = dir.join(format!("yubikey-{serial}.log"));
+        let fault = dir.join(format!("yubikey-{serial}.fault"));
         let proc = Self::spawn(serial, firmware, reader, &state, &attestation_root, &log)?;
         let mut key = Self {
             serial,
@@ -155,6 +158,7 @@ impl VirtualYubiKey {
             reader,
             state,
             attestation_root,
+            fault,
             log,
             proc,
             _readers: readers,
@@ -178,7 +182,9 @@ impl VirtualYubiKey {
             .arg("--state")
             .arg(state)
             .arg("--attestation-root")
-            .arg(root);
+            .arg(root)
+            // The test fault hook: inert until a test writes this file.
+            .env("KLEIDIA_VYK_FAULT_FILE", state.with_extension("fault"));
         ChildGuard::spawn_logged(&format!("virtual-yubikey-{serial}"), &mut cmd, log)
     }
 
@@ -273,6 +279,27 @@ impl VirtualYubiKey {
             );
         }
         Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Arm the fault hook once: after the next command with instruction
+    /// byte `ins` that the card accepts (and saves), its answer is withheld —
+    /// `stall` until [`unplug`](Self::unplug), or `drop` the connection at once.
+    pub fn arm_fault(&self, mode: &str, ins: u8) -> Result<()> {
+        std::fs::write(&self.fault, format!("{mode} {ins:02X}\n"))
+            .with_context(|| format!("write {}", self.fault.display()))
+    }
+
+    /// Wait until the armed fault fired: the card applied the command and
+    /// did not answer.
+    pub fn wait_fault_fired(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.fault.exists() || !self.log().contains("FAULT: INS") {
+            if Instant::now() > deadline {
+                bail!("the armed fault did not fire:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     /// What the emulator printed so far.

@@ -5,7 +5,7 @@
 
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -85,6 +85,9 @@ pub fn load_or_create_state(opts: &Options) -> Result<CardState> {
 #[derive(Default)]
 pub struct Control {
     unplugged: AtomicBool,
+    /// How many times the key was unplugged (a stall waits for the next one,
+    /// even if it is plugged back in before the stall looks).
+    unplugs: AtomicU64,
     stop: AtomicBool,
     stream: Mutex<Option<TcpStream>>,
     /// The test fault hook's control file (only from the environment).
@@ -95,6 +98,7 @@ impl Control {
     /// Pull the key out: close the vpcd connection and stay out.
     pub fn unplug(&self) {
         self.unplugged.store(true, Ordering::SeqCst);
+        self.unplugs.fetch_add(1, Ordering::SeqCst);
         self.drop_connection();
     }
 
@@ -120,7 +124,11 @@ impl Control {
             fault.ins, fault.mode
         ));
         if fault.mode == Mode::Stall {
-            while !self.stop.load(Ordering::SeqCst) && !self.unplugged.load(Ordering::SeqCst) {
+            let unplugs = self.unplugs.load(Ordering::SeqCst);
+            while !self.stop.load(Ordering::SeqCst)
+                && !self.unplugged.load(Ordering::SeqCst)
+                && self.unplugs.load(Ordering::SeqCst) == unplugs
+            {
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
