@@ -189,7 +189,11 @@ impl VirtualYubiKey {
     }
 
     fn wait_plugged(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_plugged_within(Duration::from_secs(15))
+    }
+
+    fn wait_plugged_within(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         while !card_present(self.reader_name())? {
             if let Some(status) = self.proc.exited() {
                 bail!(
@@ -246,6 +250,13 @@ impl VirtualYubiKey {
     /// Stop the process and start a new one on the same state file: what
     /// pulling the key out and plugging it in again looks like to the host.
     pub fn restart(&mut self) -> Result<()> {
+        self.restart_within(Duration::from_secs(15))
+    }
+
+    /// [`restart`](Self::restart), waiting up to `timeout` for pcscd to show
+    /// it: after a stalled command pcscd's reader only takes the card back
+    /// once its own wait for the lost answer has run out.
+    pub fn restart_within(&mut self, timeout: Duration) -> Result<()> {
         self.stop()?;
         self.proc = Self::spawn(
             self.serial,
@@ -255,7 +266,7 @@ impl VirtualYubiKey {
             &self.attestation_root,
             &self.log,
         )?;
-        self.wait_plugged()
+        self.wait_plugged_within(timeout)
     }
 
     /// The persisted state, as JSON.

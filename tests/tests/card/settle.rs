@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kleidia_protocol::agent::{OperationDone, PubKey};
 use kleidia_tests::browser::Stack;
-use kleidia_tests::card::{info_line, open, pin_verifies, wait_card, ykman};
+use kleidia_tests::card::{info_line, open, pin_verifies, ykman};
 use kleidia_tests::Person;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -140,20 +140,10 @@ impl Page {
             .await;
         assert_eq!(v["state"], "pending", "{v}");
 
+        // The stalled key is pulled out and plugged back in (a new process on
+        // the same state: what the host sees of a re-plug).
         let key = self.stack.key.as_mut().unwrap();
-        key.unplug().unwrap();
-        // The stalled card lets go of the connection before it is plugged back in.
-        let key = self.stack.key.as_ref().unwrap();
-        let out = kleidia_tests::wait_until(Duration::from_secs(10), || async {
-            key.log()
-                .split("FAULT: INS")
-                .nth(1)
-                .is_some_and(|after| after.contains("unplugged"))
-        })
-        .await;
-        assert!(out, "{}", key.log());
-        let key = self.stack.key.as_mut().unwrap();
-        key.replug().unwrap();
+        key.restart_within(Duration::from_secs(90)).unwrap();
         self.stack.agent.start().await.unwrap();
         self.register_agent().await;
         id
@@ -358,7 +348,7 @@ async fn a_retry_of_a_pin_change_that_never_reached_the_card_makes_it_and_leaves
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_dropped_after_the_card_changed_the_puk_is_an_unknown_outcome_not_a_failure() {
-    let page = Page::enrolled(43000005).await;
+    let mut page = Page::enrolled(43000005).await;
     let (before, _) = page.confirmed().await;
     let op = page.authorize(json!({"operation": "set_puk"})).await;
     let id = op["operation_id"].as_str().unwrap();
@@ -378,14 +368,14 @@ async fn a_connection_dropped_after_the_card_changed_the_puk_is_an_unknown_outco
         .await;
     assert_eq!(v["state"], "pending", "{v}");
     assert_eq!(page.confirmed().await.0, before);
-    // The key comes back by itself a moment after the dropped connection.
-    let key = page.stack.key();
-    let back = kleidia_tests::wait_until(Duration::from_secs(10), || async {
-        key.log().matches("plugged into").count() >= 2
-    })
-    .await;
-    assert!(back, "{}", key.log());
-    wait_card(key.reader_name(), true, Duration::from_secs(10)).unwrap();
+    // The key comes back by itself a moment after the dropped connection;
+    // pull it out and plug it in again so that pcscd surely sees it back.
+    page.stack
+        .key
+        .as_mut()
+        .unwrap()
+        .restart_within(Duration::from_secs(90))
+        .unwrap();
 
     let done = page.retry(id).await;
     assert_eq!(done.settled.unwrap().as_str(), "already_applied");
