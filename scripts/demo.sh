@@ -61,7 +61,6 @@ cargo build --workspace --bins --locked
 scripts/stack.sh up "$DEMO"
 # shellcheck disable=SC1091
 . "$DEMO/env"
-ROOT_TOKEN=$BAO_TOKEN
 
 # Every demo starts from a clean slate: the OpenBao dev server keeps its
 # secrets in memory only, so the database and the software YubiKey start
@@ -102,9 +101,13 @@ url = "$DEMO_DATABASE_URL"
 
 [openbao]
 addr = "$BAO_ADDR"
-# A token with the kleidia-app policy. To bootstrap from another terminal:
-#   kleidia --config .demo/kleidia.toml bootstrap --openbao-token-file .demo/bao-token
-token_file = "$DEMO/app-token"
+# AppRole: the app logs in with the role_id and secret_id that bootstrap
+# wrote, renews its token in the background and logs in again when needed.
+# To bootstrap from another terminal (a new secret_id each time):
+#   kleidia --config .demo/kleidia.toml bootstrap --openbao-token-file .demo/bao-token --approle-out .demo/approle
+auth = "approle"
+role_id_file = "$DEMO/approle/kleidia-app/role_id"
+secret_id_file = "$DEMO/approle/kleidia-app/secret_id"
 
 [license]
 url = "http://$LICENSE_ADDR"
@@ -119,19 +122,11 @@ EOF
 )
 
 echo "demo: OpenBao layout"
-# The config names the app's token, minted below; bootstrap runs with the root token.
-KLEIDIA_OPENBAO_TOKEN_FILE="$DEMO/bao-token" "$BIN/kleidia" --config "$DEMO/kleidia.toml" bootstrap
-
-# Least privilege even in the demo: the app and the license service get their own tokens.
-mint_token() { # policy file
-  curl -fsS -H "X-Vault-Token: $ROOT_TOKEN" -X POST \
-    -d "{\"policies\":[\"$1\"],\"no_default_policy\":true,\"ttl\":\"720h\"}" \
-    "$BAO_ADDR/v1/auth/token/create" |
-    python3 -c 'import json,sys; print(json.load(sys.stdin)["auth"]["client_token"])' >"$2"
-  chmod 600 "$2"
-}
-mint_token kleidia-app "$DEMO/app-token"
-mint_token kleidia-license "$DEMO/license-token"
+# Bootstrap runs with the dev server's root token (and only bootstrap does):
+# it lays OpenBao out and writes AppRole credentials for the app and the
+# license service, each with its own policy and short-lived, renewed tokens.
+KLEIDIA_OPENBAO_AUTH=token KLEIDIA_OPENBAO_TOKEN_FILE="$DEMO/bao-token" \
+  "$BIN/kleidia" --config "$DEMO/kleidia.toml" bootstrap --approle-out "$DEMO/approle"
 
 KLEIDIA_DATABASE_OWNER_URL_FILE="$DEMO/database-owner-url" "$BIN/kleidia" --config "$DEMO/kleidia.toml" migrate
 
@@ -151,7 +146,9 @@ fi
 start kleidia-license "$DEMO/logs/kleidia-license.log" env \
   KLEIDIA_LICENSE_LISTEN="$LICENSE_ADDR" \
   KLEIDIA_LICENSE_OPENBAO_ADDR="$BAO_ADDR" \
-  KLEIDIA_LICENSE_OPENBAO_TOKEN_FILE="$DEMO/license-token" \
+  KLEIDIA_LICENSE_OPENBAO_AUTH=approle \
+  KLEIDIA_LICENSE_OPENBAO_ROLE_ID_FILE="$DEMO/approle/kleidia-license/role_id" \
+  KLEIDIA_LICENSE_OPENBAO_SECRET_ID_FILE="$DEMO/approle/kleidia-license/secret_id" \
   "$BIN/kleidia-license" serve
 wait_http "http://$LICENSE_ADDR/healthz" 30 "kleidia-license"
 INSTALLATION_ID=$(curl -fsS "http://$LICENSE_ADDR/installation-id" | python3 -c 'import json,sys; print(json.load(sys.stdin)["installation_id"])' 2>/dev/null || echo "?")

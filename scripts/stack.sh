@@ -12,6 +12,11 @@
 #                  the server's runtime role there)
 #   BAO_PORT       OpenBao dev server port (default 8200; it also binds BAO_PORT+1)
 #   BAO_TOKEN      root token for the dev server (default: random, kept in STATE_DIR/bao-token)
+#   BAO_MODE       dev (default): `bao server -dev`, in memory;
+#                  raft: a real server with raft storage in STATE_DIR/bao-raft, initialised
+#                  with one key share and unsealed (the production path, needed for backup and
+#                  restore; docs/openbao.md). TEST ONLY: the unseal key and the root token are
+#                  kept in STATE_DIR (bao-unseal-key, bao-token), next to the data they open.
 #
 # Never prompts; running `up` twice in a row is harmless.
 set -euo pipefail
@@ -111,6 +116,10 @@ pg_down() {
 
 # ------------------------------------------------------------------- OpenBao
 bao_up() {
+  if [ "${BAO_MODE:-dev}" = raft ]; then
+    bao_raft_up
+    return
+  fi
   local token
   if [ -n "${BAO_TOKEN:-}" ]; then
     token=$BAO_TOKEN
@@ -141,6 +150,59 @@ bao_up() {
 }
 
 bao_down() { stop_pid "$state/bao.pid" OpenBao; }
+
+# OpenBao with raft storage: `bao server -config`, init (1 key share), unseal.
+bao_raft_up() {
+  local addr="http://127.0.0.1:${BAO_PORT}"
+  if alive "$state/bao.pid"; then
+    addr=$(cat "$state/bao-addr")
+    log "OpenBao (raft) already running at $addr (pid $(cat "$state/bao.pid"))"
+  else
+    if curl -sS "$addr/v1/sys/seal-status" >/dev/null 2>&1; then
+      echo "stack: something else answers on $addr; set BAO_PORT" >&2
+      exit 1
+    fi
+    mkdir -p "$state/bao-raft"
+    chmod 700 "$state/bao-raft"
+    # Loopback without TLS: tests and the demo only. OpenBao 2.x has no mlock
+    # any more (it warns about `disable_mlock`), so the key is not set.
+    cat >"$state/bao-raft.hcl" <<EOF
+storage "raft" {
+  path    = "$state/bao-raft"
+  node_id = "kleidia-1"
+  performance_multiplier = 1   # one node: elect itself at once (test pace)
+}
+listener "tcp" {
+  address         = "127.0.0.1:${BAO_PORT}"
+  cluster_address = "127.0.0.1:$((BAO_PORT + 1))"
+  tls_disable     = true
+}
+api_addr     = "$addr"
+cluster_addr = "http://127.0.0.1:$((BAO_PORT + 1))"
+ui           = false
+EOF
+    setsid bao server -config="$state/bao-raft.hcl" >"$state/bao.log" 2>&1 </dev/null &
+    echo $! >"$state/bao.pid"
+    echo "$addr" >"$state/bao-addr"
+    log "started OpenBao with raft storage on $addr (pid $(cat "$state/bao.pid"))"
+  fi
+  wait_for 30 "OpenBao (raft)" curl -fsS "$addr/v1/sys/seal-status"
+  if curl -fsS "$addr/v1/sys/seal-status" | grep -q '"initialized":false'; then
+    (umask 077 && BAO_ADDR=$addr bao operator init -key-shares=1 -key-threshold=1 \
+      -format=json >"$state/bao-init.json")
+    (umask 077 && python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))
+print(d["unseal_keys_b64"][0]); print(d["root_token"], file=sys.stderr)' \
+      "$state/bao-init.json" >"$state/bao-unseal-key" 2>"$state/bao-token")
+    rm -f "$state/bao-init.json"
+    log "initialised OpenBao (1 key share; unseal key and root token in $state, test only)"
+  fi
+  if curl -fsS "$addr/v1/sys/seal-status" | grep -q '"sealed":true'; then
+    BAO_ADDR=$addr bao operator unseal "$(cat "$state/bao-unseal-key")" >/dev/null
+    log "unsealed OpenBao"
+  fi
+  # Active and unsealed (raft elects itself leader within a few seconds).
+  wait_for 60 "OpenBao (raft) active" curl -fsS "$addr/v1/sys/health"
+}
 
 # --------------------------------------------------------------------- pcscd
 pcscd_running() { pgrep -x pcscd >/dev/null 2>&1; }

@@ -3,8 +3,9 @@
 // forbids inline script): everything hooks onto data-* attributes.
 //
 // The server authorises every operation and hands over a signed ticket plus
-// the secrets encrypted to this agent's key; this script only carries them
-// from one to the other and reports the agent's answer back. It never sees
+// the secrets encrypted to this agent's key (after the card proved it is at
+// this agent); this script only carries them from one to the other and
+// reports the agent's answer back. It never sees
 // a PIN, PUK or management key in clear, except a PIN the person types.
 (function () {
   'use strict';
@@ -162,14 +163,28 @@
     return res;
   }
 
+  // An operation that releases a secret first answers with a presence
+  // challenge: the agent has the card sign it (with the card's presence key,
+  // over this agent's key fingerprint), and only that signature gets the
+  // ticket and the secrets. Any other answer passes through unchanged.
+  async function presence(serial, answer, newPin) {
+    if (!answer || !answer.presence_required) { return answer; }
+    const proof = await agent('POST', answer.agent_path, answer.request);
+    const body = { challenge_id: answer.challenge_id, proof: proof };
+    if (newPin) { body.new_pin = newPin; }
+    return api('POST', '/api/yubikey/' + serial + '/operations/' + answer.operation_id + '/presence', body);
+  }
+
   async function runOperation(serial, body) {
-    const op = await api('POST', '/api/yubikey/' + serial + '/operations', body);
+    const first = await api('POST', '/api/yubikey/' + serial + '/operations', body);
+    const op = await presence(serial, first, body.new_pin);
     return { op: op, res: await carry(serial, op.operation_id, op) };
   }
 
   // Send an unconfirmed secret change again (new ticket, same new value).
   async function resume(serial, opId) {
-    const op = await api('GET', '/api/yubikey/' + serial + '/secrets?operation_id=' + encodeURIComponent(opId));
+    const first = await api('GET', '/api/yubikey/' + serial + '/secrets?operation_id=' + encodeURIComponent(opId));
+    const op = await presence(serial, first);
     await carry(serial, opId, op);
   }
 

@@ -96,6 +96,7 @@ impl From<CardError> for ApiError {
                 codes::CERTIFICATE_MISMATCH,
             ),
             C::ResetRefused => (StatusCode::CONFLICT, codes::RESET_REFUSED),
+            C::NoPresenceKey => (StatusCode::CONFLICT, codes::NO_PRESENCE_KEY),
             C::Card(_) => (StatusCode::BAD_GATEWAY, codes::CARD_ERROR),
             C::OutcomeUnknown(_) => (StatusCode::BAD_GATEWAY, codes::OUTCOME_UNKNOWN),
             C::CannotSettle(_) => (StatusCode::CONFLICT, codes::CANNOT_SETTLE),

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use secrecy::SecretString;
@@ -14,6 +15,7 @@ use crate::domain::Role;
 use crate::error::AppError;
 use crate::startup::{shutdown_signal, Application};
 use crate::vault::bootstrap::Bootstrap;
+use crate::vault::machine::{JwtSetup, MachineAuth};
 use crate::vault::Bao;
 use crate::{db, telemetry};
 
@@ -51,6 +53,8 @@ pub enum Command {
         /// File holding the OpenBao token to bootstrap with.
         #[arg(long)]
         openbao_token_file: Option<PathBuf>,
+        #[command(flatten)]
+        machine: MachineArgs,
     },
     /// Manage user accounts without a browser (the first admin).
     User {
@@ -62,6 +66,42 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+}
+
+/// The machine logins `kleidia bootstrap` sets up (AppRole always; JWT for
+/// Kubernetes with `--jwt-pubkey`).
+#[derive(Debug, clap::Args)]
+pub struct MachineArgs {
+    /// Lifetime of the services' tokens at login and after each renewal (seconds).
+    #[arg(long, default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// Age past which a token is no longer renewed and the service logs in again (seconds).
+    #[arg(long, default_value_t = 86400)]
+    pub token_max_ttl: u64,
+    /// Write DIR/kleidia-app/{role_id,secret_id} and
+    /// DIR/kleidia-license/{role_id,secret_id} (a new secret_id each run; 0600).
+    #[arg(long, value_name = "DIR")]
+    pub approle_out: Option<PathBuf>,
+    /// PEM public key that signs the cluster's service-account tokens
+    /// (repeatable); enables JWT auth with a role per service.
+    #[arg(long, value_name = "FILE")]
+    pub jwt_pubkey: Vec<PathBuf>,
+    /// The `aud` of the projected service-account tokens.
+    #[arg(long, default_value = "openbao")]
+    pub jwt_audience: String,
+    /// The tokens' `iss`, when it should be checked.
+    #[arg(long)]
+    pub jwt_issuer: Option<String>,
+    /// The app's service account, `system:serviceaccount:NS:NAME` (default: any).
+    #[arg(long)]
+    pub jwt_app_subject: Option<String>,
+    /// The license service's service account (default: any).
+    #[arg(long)]
+    pub jwt_license_subject: Option<String>,
+    /// Revoke the token bootstrap ran with once done, so no privileged
+    /// token outlives the bootstrap.
+    #[arg(long)]
+    pub revoke_token: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -133,7 +173,8 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Bootstrap {
             openbao_addr,
             openbao_token_file,
-        } => bootstrap(config, openbao_addr, openbao_token_file).await,
+            machine,
+        } => bootstrap(config, openbao_addr, openbao_token_file, machine).await,
         Command::User {
             command:
                 UserCommand::Create {
@@ -207,6 +248,7 @@ async fn bootstrap(
     mut config: Config,
     addr: Option<url::Url>,
     token_file: Option<PathBuf>,
+    machine: MachineArgs,
 ) -> anyhow::Result<()> {
     if let Some(a) = addr {
         config.openbao.addr = a;
@@ -228,20 +270,48 @@ async fn bootstrap(
             "no OpenBao token: set openbao.token_file, KLEIDIA_OPENBAO_TOKEN or BAO_TOKEN"
         );
     };
-    let bao = Bao::new(
-        config.openbao.addr.clone(),
-        Some(token),
-        config.openbao_timeout(),
-    )?;
+    let mut client = config.openbao.client_config();
+    client.auth = kleidia_openbao::Auth::Token(token);
+    let bao = Bao::new(client)?;
     println!("bootstrap: OpenBao at {}", config.openbao.addr);
-    let report = Bootstrap {
+    let jwt = if machine.jwt_pubkey.is_empty() {
+        None
+    } else {
+        let mut pubkeys = Vec::new();
+        for f in &machine.jwt_pubkey {
+            pubkeys.push(
+                std::fs::read_to_string(f)
+                    .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", f.display()))?,
+            );
+        }
+        Some(JwtSetup {
+            pubkeys,
+            audience: machine.jwt_audience,
+            issuer: machine.jwt_issuer,
+            app_subject: machine.jwt_app_subject,
+            license_subject: machine.jwt_license_subject,
+        })
+    };
+    let mut report = Bootstrap {
         bao: &bao,
         mounts: &config.openbao,
         public_url: &config.server.public_url,
     }
     .run()
     .await?;
+    MachineAuth {
+        token_ttl: Duration::from_secs(machine.token_ttl.max(1)),
+        token_max_ttl: Duration::from_secs(machine.token_max_ttl.max(machine.token_ttl).max(1)),
+        approle_out: machine.approle_out,
+        jwt,
+    }
+    .run(&bao, &config.openbao, &mut report)
+    .await?;
     print!("{}", report.render());
+    if machine.revoke_token {
+        bao.revoke_self().await?;
+        println!("bootstrap: the bootstrap token is revoked");
+    }
     Ok(())
 }
 

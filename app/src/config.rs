@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::providers::Env;
+use kleidia_openbao::{AuthMethod, AuthSettings, SERVICE_ACCOUNT_TOKEN_FILE};
 use kleidia_protocol::config::{self as loader, resolve_secret_file, Settings};
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -94,6 +95,21 @@ pub struct ServerConfig {
     /// request comes through that proxy, or clients can pick their address
     /// (and dodge the per-client sign-in throttle).
     pub client_ip_header: Option<String>,
+    /// `Host` names the server answers besides `public_url`'s (`name` for
+    /// any port, or `name:port`). Every other Host is refused (421), which
+    /// defeats DNS rebinding. `/healthz` and `/readyz` answer any Host
+    /// (probes address the pod), and `/metrics` needs `metrics_token`.
+    pub allowed_hosts: Vec<String>,
+    /// Bearer token for `GET /metrics` (secret). Unset: `/metrics` is 404.
+    pub metrics_token: Option<SecretString>,
+    /// Read the metrics token from this file instead (wins over `metrics_token`).
+    pub metrics_token_file: Option<PathBuf>,
+    /// Serve HTTPS with this PEM certificate chain (leaf first), for sites
+    /// without a load balancer terminating TLS. Needs `tls_key_file` and an
+    /// https `public_url`. SIGHUP reloads both files.
+    pub tls_cert_file: Option<PathBuf>,
+    /// The PEM private key of `tls_cert_file`.
+    pub tls_key_file: Option<PathBuf>,
 }
 
 impl Default for ServerConfig {
@@ -104,6 +120,11 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 20,
             max_body_bytes: 256 * 1024,
             client_ip_header: None,
+            allowed_hosts: Vec::new(),
+            metrics_token: None,
+            metrics_token_file: None,
+            tls_cert_file: None,
+            tls_key_file: None,
         }
     }
 }
@@ -146,10 +167,34 @@ impl Default for DatabaseConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct OpenBaoConfig {
     pub addr: url::Url,
+    /// How the app logs in: `token` (a token or token file; development and
+    /// bootstrap), `approle` (`role_id_file`, `secret_id_file`) or `jwt`
+    /// (a Kubernetes service-account token, `jwt_role`, `jwt_token_file`).
+    /// The token is renewed in the background and the login repeated when
+    /// OpenBao no longer accepts it.
+    pub auth: AuthMethod,
     /// Token with the `kleidia-app` policy (a root token only in dev mode).
     pub token: Option<SecretString>,
-    /// Read the token from this file instead (wins over `token`).
+    /// Read the token from this file instead (wins over `token`); read again
+    /// when OpenBao stops accepting the token.
     pub token_file: Option<PathBuf>,
+    /// AppRole auth mount (`auth = "approle"`).
+    pub approle_mount: String,
+    /// File holding the AppRole role_id (written by `kleidia bootstrap --approle-out`).
+    pub role_id_file: Option<PathBuf>,
+    /// File holding the AppRole secret_id; read again at every login.
+    pub secret_id_file: Option<PathBuf>,
+    /// JWT auth mount (`auth = "jwt"`).
+    pub jwt_mount: String,
+    /// JWT auth role (created by `kleidia bootstrap --jwt-pubkey …`).
+    pub jwt_role: String,
+    /// The projected service-account token; read again at every login.
+    pub jwt_token_file: PathBuf,
+    /// PEM bundle of the CA(s) that issued OpenBao's TLS certificate. When
+    /// set, only these (plus the system roots with `system_roots`) are trusted.
+    pub ca_file: Option<PathBuf>,
+    /// Also trust the system's trust store.
+    pub system_roots: bool,
     /// KV v2 mount for escrowed YubiKey secrets.
     pub kv_mount: String,
     /// KV v2 mount for Kleidia's own secrets (under `kleidia/`).
@@ -170,8 +215,17 @@ impl Default for OpenBaoConfig {
     fn default() -> Self {
         Self {
             addr: default_url("http://127.0.0.1:8200"),
+            auth: AuthMethod::Token,
             token: None,
             token_file: None,
+            approle_mount: "approle".into(),
+            role_id_file: None,
+            secret_id_file: None,
+            jwt_mount: "jwt".into(),
+            jwt_role: "kleidia-app".into(),
+            jwt_token_file: SERVICE_ACCOUNT_TOKEN_FILE.into(),
+            ca_file: None,
+            system_roots: false,
             kv_mount: "yubikeys".into(),
             app_mount: "secret".into(),
             license_mount: "license".into(),
@@ -180,6 +234,39 @@ impl Default for OpenBaoConfig {
             transit_mount: "transit".into(),
             timeout_secs: 5,
         }
+    }
+}
+
+impl OpenBaoConfig {
+    /// The login method as configured.
+    pub fn auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            method: self.auth,
+            token: self.token.clone(),
+            token_file: self.token_file.clone(),
+            approle_mount: Some(self.approle_mount.clone()),
+            role_id_file: self.role_id_file.clone(),
+            secret_id_file: self.secret_id_file.clone(),
+            jwt_mount: Some(self.jwt_mount.clone()),
+            jwt_role: Some(self.jwt_role.clone()),
+            jwt_token_file: Some(self.jwt_token_file.clone()),
+        }
+    }
+
+    /// The shared client's settings: address, login, TLS, timeout.
+    /// `validate` has checked that the login method has what it needs.
+    pub fn client_config(&self) -> kleidia_openbao::Config {
+        let auth = self
+            .auth_settings()
+            .to_auth("openbao.")
+            .unwrap_or(kleidia_openbao::Auth::None);
+        let mut c = kleidia_openbao::Config::new(self.addr.clone(), auth);
+        c.tls = kleidia_openbao::Tls {
+            ca_file: self.ca_file.clone(),
+            system_roots: self.system_roots,
+        };
+        c.timeout = Duration::from_secs(self.timeout_secs.max(1));
+        c
     }
 }
 
@@ -283,6 +370,9 @@ pub struct AuthConfig {
     pub jwt_audience: String,
     /// Argon2id computations allowed at once (each takes 19 MiB and a core).
     pub hash_concurrency: usize,
+    /// Sign-ins that may wait for one beyond those; more at once get 503
+    /// with `Retry-After` before anything is checked or counted.
+    pub hash_queue: usize,
 }
 
 impl Default for AuthConfig {
@@ -291,6 +381,8 @@ impl Default for AuthConfig {
             jwt_ttl_secs: 15 * 60,
             jwt_audience: "kleidia-api".into(),
             hash_concurrency: 2,
+            // The same as `auth::password::DEFAULT_HASH_QUEUE`.
+            hash_queue: 64,
         }
     }
 }
@@ -334,6 +426,12 @@ impl Settings for Config {
     const SECTIONS: bool = true;
 
     fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        let srv = &mut self.server;
+        resolve_secret_file(
+            &mut srv.metrics_token,
+            srv.metrics_token_file.as_deref(),
+            "server.metrics_token_file",
+        )?;
         let (db, bao, lic) = (&mut self.database, &mut self.openbao, &mut self.license);
         resolve_secret_file(&mut db.url, db.url_file.as_deref(), "database.url_file")?;
         resolve_secret_file(
@@ -356,6 +454,16 @@ impl Settings for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
         http_url("server.public_url", &self.server.public_url)?;
+        match (&self.server.tls_cert_file, &self.server.tls_key_file) {
+            (None, None) => {}
+            (Some(_), Some(_)) if self.server.public_url.scheme() == "https" => {}
+            (Some(_), Some(_)) => {
+                return invalid(
+                    "server.tls_cert_file is set: server.public_url must be https (the session cookie is Secure only then)",
+                )
+            }
+            _ => return invalid("server.tls_cert_file and server.tls_key_file go together"),
+        }
         match self.agent.url.host_str() {
             Some("127.0.0.1" | "localhost" | "[::1]") if self.agent.url.scheme() == "http" => {}
             _ => return invalid(
@@ -374,6 +482,11 @@ impl Settings for Config {
             return invalid("auth.jwt_ttl_secs must be at least 1 and auth.jwt_audience not empty");
         }
         http_url("license.url", &self.license.url)?;
+        http_url("openbao.addr", &self.openbao.addr)?;
+        self.openbao
+            .auth_settings()
+            .to_auth("openbao.")
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.audit.anchor_interval_secs == 0 || self.audit.anchor_every_events == 0 {
             return invalid(
                 "audit.anchor_interval_secs and audit.anchor_every_events must be at least 1",
@@ -384,6 +497,37 @@ impl Settings for Config {
         }
         Ok(())
     }
+}
+
+/// `name[:port]` or `[v6]:port` → (name, port); `None` when malformed.
+fn split_host(h: &str) -> Option<(&str, Option<u16>)> {
+    let h = h.trim();
+    let (name, port) = if let Some(rest) = h.strip_prefix('[') {
+        let (inside, after) = rest.split_once(']')?;
+        let name = &h[..inside.len() + 2];
+        match after.strip_prefix(':') {
+            Some(p) => (name, Some(p)),
+            None if after.is_empty() => (name, None),
+            None => return None,
+        }
+    } else {
+        match h.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (h, None),
+        }
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b))
+    {
+        return None;
+    }
+    let port = match port {
+        Some(p) => Some(p.parse::<u16>().ok()?),
+        None => None,
+    };
+    Some((name, port))
 }
 
 fn http_url(key: &str, url: &url::Url) -> Result<(), ConfigError> {
@@ -403,6 +547,34 @@ impl Config {
 
     fn load_from(file: Option<&Path>, env: Env) -> Result<Self, ConfigError> {
         loader::load(file, env)
+    }
+
+    /// Whether a request's `Host` header names this server: `public_url`'s
+    /// host and port (the scheme's default port when the Host has none), or
+    /// one of `server.allowed_hosts`. Case-insensitive.
+    pub fn host_allowed(&self, host: &str) -> bool {
+        let public = &self.server.public_url;
+        let default_port = public.port_or_known_default().unwrap_or(80);
+        let Some((name, port)) = split_host(host) else {
+            return false;
+        };
+        let scheme_default = match public.scheme() {
+            "https" => 443,
+            _ => 80,
+        };
+        let port = port.unwrap_or(scheme_default);
+        let public_host = public.host_str().unwrap_or_default();
+        if name.eq_ignore_ascii_case(public_host) && port == default_port {
+            return true;
+        }
+        self.server
+            .allowed_hosts
+            .iter()
+            .any(|a| match split_host(a) {
+                Some((n, None)) => n.eq_ignore_ascii_case(name),
+                Some((n, Some(p))) => n.eq_ignore_ascii_case(name) && p == port,
+                None => false,
+            })
     }
 
     /// Whether the session cookie is `Secure` (and then `__Host-` prefixed).
@@ -446,6 +618,38 @@ mod tests {
 
     fn env_none() -> Env {
         Env::prefixed("KLEIDIA_TEST_NOTHING_AT_ALL_")
+    }
+
+    #[test]
+    fn only_the_public_host_and_the_configured_names_are_this_server() {
+        let mut cfg = Config::default();
+        cfg.server.public_url = url::Url::parse("https://Kleidia.example.com").unwrap();
+        cfg.server.allowed_hosts = vec!["kleidia.internal".into(), "10.0.0.5:8443".into()];
+        for ok in [
+            "kleidia.example.com",
+            "KLEIDIA.example.com:443",
+            "kleidia.internal:8080",
+            "kleidia.internal",
+            "10.0.0.5:8443",
+        ] {
+            assert!(cfg.host_allowed(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "evil.example",
+            "kleidia.example.com:8443",
+            "kleidia.example.com.evil.example",
+            "10.0.0.5",
+            "10.0.0.5:8080",
+            "kleidia.example.com:notaport",
+            "kleidia.example.com/x",
+            "user@kleidia.example.com",
+        ] {
+            assert!(!cfg.host_allowed(bad), "{bad}");
+        }
+        cfg.server.public_url = url::Url::parse("http://[::1]:8080").unwrap();
+        assert!(cfg.host_allowed("[::1]:8080"));
+        assert!(!cfg.host_allowed("[::1]:8081"));
     }
 
     #[test]
@@ -494,6 +698,32 @@ mod tests {
         cfg.session.cookie_secure = CookieSecure::Never;
         assert!(!cfg.cookie_secure());
         assert_eq!(cfg.jwt_issuer(), "https://kleidia.example");
+    }
+
+    #[test]
+    fn tls_needs_both_files_and_an_https_public_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k.toml");
+        let load = |server: &str| {
+            std::fs::write(&p, format!("[server]\n{server}")).unwrap();
+            Config::load_from(Some(&p), env_none())
+        };
+        let both =
+            "tls_cert_file = \"/etc/kleidia/tls.crt\"\ntls_key_file = \"/etc/kleidia/tls.key\"\n";
+        let cfg = load(&format!("{both}public_url = \"https://kleidia.example\"\n")).unwrap();
+        assert_eq!(
+            cfg.server.tls_key_file.as_deref(),
+            Some(Path::new("/etc/kleidia/tls.key"))
+        );
+        assert!(cfg.cookie_secure());
+        let err = load(both).unwrap_err().to_string();
+        assert!(err.contains("public_url must be https"), "{err}");
+        let err = load(
+            "tls_cert_file = \"/etc/kleidia/tls.crt\"\npublic_url = \"https://kleidia.example\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("go together"), "{err}");
     }
 
     #[test]

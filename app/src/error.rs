@@ -106,9 +106,16 @@ fn db_unavailable(e: &sqlx::Error) -> bool {
     }
 }
 
+/// What a secret operation answers (503) while OpenBao is sealed.
+pub const SEALED_MESSAGE: &str =
+    "the secret store (OpenBao) is sealed: secret operations are refused until an operator unseals it; nothing was changed";
+
 impl From<BaoError> for AppError {
     fn from(e: BaoError) -> Self {
-        if e.is_unavailable() {
+        if matches!(e, BaoError::Sealed) {
+            tracing::error!("OpenBao is sealed");
+            AppError::Unavailable(SEALED_MESSAGE.into())
+        } else if e.is_unavailable() {
             tracing::error!(error = %e, "OpenBao unavailable");
             AppError::Unavailable(
                 "the secret store (OpenBao) is unavailable; nothing was changed".into(),

@@ -14,9 +14,15 @@
 //!   every other operation on a device already in the fleet go on whatever
 //!   the license says.
 //!
-//! When the service cannot be reached the client answers TRIAL with
-//! `degraded: true` (the product description asks for TRIAL behaviour), so
-//! the TRIAL limits apply and the refusal says why.
+//! When the service gives no status (unreachable, a 5xx, a 401 from a wrong
+//! token) the client answers the last verified status with `degraded: true`,
+//! never a better one: EXPIRED and INVALID stay, and a license or trial that
+//! has ended since becomes EXPIRED (issue 14). The last verified status is
+//! stored in `settings` (`license.last_verified`) and read back at start
+//! ([`keep_last_verified`]), so blocking the service and restarting the app
+//! gains nothing. Only an installation that has never had an answer gets
+//! TRIAL limits. A 401/403 is reported as a configuration error on
+//! `/license` and `/readyz`.
 //!
 //! The count and the insert are not one transaction: two registrations at
 //! the same instant can both pass at `max_devices - 1`. A licence limit is a
@@ -47,6 +53,55 @@ pub fn client(config: &Config) -> anyhow::Result<Arc<LicenseClient>> {
     .map_err(|e| anyhow::anyhow!("building the license client: {e}"))
 }
 
+/// `settings` key of the last status the license service answered.
+const LAST_VERIFIED_KEY: &str = "license.last_verified";
+
+/// Seed the client with the stored last verified status and store every new
+/// one from now on (a background task for the life of the client).
+pub async fn keep_last_verified(client: &Arc<LicenseClient>, db: &PgPool) {
+    let stored: Result<Option<serde_json::Value>, _> =
+        sqlx::query_scalar("SELECT value FROM settings WHERE key = $1")
+            .bind(LAST_VERIFIED_KEY)
+            .fetch_optional(db)
+            .await;
+    match stored {
+        Ok(Some(v)) => match serde_json::from_value::<LicenseStatus>(v) {
+            Ok(s) => {
+                tracing::info!(status = %s.status, checked_at = s.checked_at, "last verified license status");
+                client.seed_verified(s).await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "the stored license status is unreadable; ignored")
+            }
+        },
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot read the last verified license status"),
+    }
+    let mut updates = client.verified_updates();
+    let db = db.clone();
+    tokio::spawn(async move {
+        while updates.changed().await.is_ok() {
+            let Some(s) = updates.borrow_and_update().clone() else {
+                continue;
+            };
+            let Ok(value) = serde_json::to_value(&s) else {
+                continue;
+            };
+            let stored = sqlx::query(
+                "INSERT INTO settings (key, value, updated_at) VALUES ($1, $2, now()) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+            )
+            .bind(LAST_VERIFIED_KEY)
+            .bind(value)
+            .execute(&db)
+            .await;
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, "cannot store the verified license status");
+            }
+        }
+    });
+}
+
 /// What the license limits count.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Usage {
@@ -69,7 +124,7 @@ pub async fn usage(db: &PgPool) -> Result<Usage, sqlx::Error> {
 
 fn degraded_note(status: &LicenseStatus) -> &'static str {
     if status.degraded {
-        " (the license service is unreachable, so TRIAL limits apply)"
+        " (the license service gives no status, so the last verified status applies)"
     } else {
         ""
     }
@@ -190,11 +245,11 @@ mod tests {
     }
 
     #[test]
-    fn an_unreachable_service_means_trial_limits_and_the_refusal_says_so() {
+    fn an_unreachable_service_never_verified_means_trial_limits_and_the_refusal_says_so() {
         let s = fallback(&ClientError::Unreachable("connection refused".into()));
         assert!(enrollment_allowed(&s, 24).is_ok());
         let e = enrollment_allowed(&s, 25).unwrap_err();
-        assert!(e.to_string().contains("unreachable"), "{e}");
+        assert!(e.to_string().contains("gives no status"), "{e}");
         assert!(e.to_string().contains("allows 25"), "{e}");
     }
 

@@ -1,14 +1,19 @@
 //! Building and running the server: `Application::build(config)` connects to
 //! PostgreSQL (and applies migrations), prepares the OpenBao client and binds
-//! the listener; `run_until_stopped` serves until SIGTERM/SIGINT and then
-//! drains in-flight requests for the configured grace period.
+//! the listener (HTTPS with `server.tls_cert_file`, see [`tls`]);
+//! `run_until_stopped` serves until SIGTERM/SIGINT and then drains in-flight
+//! requests for the configured grace period.
 
-use std::future::Future;
+mod tls;
+
+use std::future::{Future, IntoFuture};
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 
 use crate::audit::anchor::{self, AnchorStore};
@@ -24,18 +29,15 @@ use crate::{db, fleet, web};
 
 pub struct Application {
     listener: TcpListener,
+    /// HTTPS on `listener` with these files, or plain HTTP.
+    tls: Option<tls::TlsFiles>,
     state: AppState,
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Self> {
         let db = db::roles::connect_and_migrate(&config.database).await?;
-        let bao = Bao::new(
-            config.openbao.addr.clone(),
-            config.openbao.token.clone(),
-            config.openbao_timeout(),
-        )
-        .context("building the OpenBao client")?;
+        let bao = crate::vault::client(&config.openbao).context("building the OpenBao client")?;
         let jwt_secret = load_jwt_secret(&bao, &config).await?;
         let jwt = JwtKeys::new(
             &jwt_secret,
@@ -45,7 +47,8 @@ impl Application {
         );
         let passwords = Passwords::new(config.auth.hash_concurrency)
             .await
-            .map_err(|e| anyhow::anyhow!("preparing password hashing: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("preparing password hashing: {e}"))?
+            .with_queue(config.auth.hash_queue);
         let ticket_key = fleet::context::load_ticket_key(&bao, &config.openbao.app_mount).await?;
         let roots = match &config.attestation.roots_file {
             Some(p) => {
@@ -59,6 +62,11 @@ impl Application {
         };
         tracing::info!(cas = %roots.summary(), "trusted PIV attestation CAs");
         let license = crate::licensing::client(&config)?;
+        crate::licensing::keep_last_verified(&license, &db).await;
+        let tls = match (&config.server.tls_cert_file, &config.server.tls_key_file) {
+            (Some(cert), Some(key)) => Some(tls::TlsFiles::load(cert, key)?),
+            _ => None,
+        };
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
@@ -72,7 +80,11 @@ impl Application {
             fleet: Arc::new(FleetContext::new(ticket_key, roots)),
             license,
         };
-        Ok(Self { listener, state })
+        Ok(Self {
+            listener,
+            tls,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -94,15 +106,30 @@ impl Application {
         let grace = Duration::from_secs(self.state.config.server.shutdown_grace_secs);
         let app = web::router(self.state.clone());
         let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = axum::serve(
-            self.listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
+        let shutdown = async move {
             shutdown.await;
             tracing::info!("shutdown requested; finishing in-flight requests");
             let _ = stopping_tx.send(());
-        });
+        };
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
+        let server: Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match self.tls {
+            None => Box::pin(
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .into_future(),
+            ),
+            Some(files) => {
+                tracing::info!("serving HTTPS; SIGHUP reloads the certificate and key");
+                // `tap_io` only so that axum hands the peer address to
+                // `ConnectInfo<SocketAddr>` as it does for a TcpListener.
+                let listener = files.listen(self.listener)?.tap_io(|_| {});
+                Box::pin(
+                    axum::serve(listener, app)
+                        .with_graceful_shutdown(shutdown)
+                        .into_future(),
+                )
+            }
+        };
         let pool = self.state.db.clone();
         let sweeper = tokio::spawn(sweep(self.state.clone()));
         let anchor_store = AnchorStore::new(self.state.bao.clone(), &self.state.config.openbao);

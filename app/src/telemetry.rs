@@ -8,10 +8,15 @@ use tracing_subscriber::EnvFilter;
 use crate::config::LogFormat;
 
 /// Install the global subscriber. `RUST_LOG` wins over the configured level.
+/// The OpenBao client library's own logging (vaultrs, rustify) is off unless
+/// `RUST_LOG` names it: it would log request paths and bodies.
 pub fn init(level: &str, format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(level))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| level.to_string());
+    let filter = EnvFilter::try_new(kleidia_openbao::quiet_log_filter(&spec))
+        .unwrap_or_else(|_| EnvFilter::new(kleidia_openbao::quiet_log_filter("info")));
     let registry = tracing_subscriber::registry().with(filter);
     let res = match format {
         LogFormat::Json => registry

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Serialized};
+use kleidia_openbao::{AuthMethod, AuthSettings, SERVICE_ACCOUNT_TOKEN_FILE};
 use kleidia_protocol::config::{self as loader, resolve_secret_file, Settings};
 use secrecy::{ExposeSecret as _, SecretString};
 use serde::{Deserialize, Serialize};
@@ -33,10 +34,26 @@ pub struct Config {
     pub listen: SocketAddr,
     /// OpenBao address.
     pub openbao_addr: String,
+    /// How the service logs in to OpenBao: `token` (`openbao_token` or
+    /// `openbao_token_file`), `approle` (`openbao_role_id_file`,
+    /// `openbao_secret_id_file`) or `jwt` (a Kubernetes service-account
+    /// token: `openbao_jwt_role`, `openbao_jwt_token_file`). The token is
+    /// renewed in the background and the login repeated when needed.
+    pub openbao_auth: AuthMethod,
     /// Token with the `kleidia-license` policy (a root token only in dev).
     pub openbao_token: Option<SecretString>,
     /// Read the token from this file instead (wins over `openbao_token`).
     pub openbao_token_file: Option<PathBuf>,
+    pub openbao_approle_mount: String,
+    pub openbao_role_id_file: Option<PathBuf>,
+    pub openbao_secret_id_file: Option<PathBuf>,
+    pub openbao_jwt_mount: String,
+    pub openbao_jwt_role: String,
+    pub openbao_jwt_token_file: PathBuf,
+    /// PEM bundle of the CA(s) of OpenBao's TLS certificate.
+    pub openbao_ca_file: Option<PathBuf>,
+    /// Also trust the system's trust store.
+    pub openbao_system_roots: bool,
     /// KV v2 mount holding the service's data under `kleidia/`.
     pub openbao_mount: String,
     /// Per-request timeout towards OpenBao.
@@ -63,8 +80,17 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8090)),
             openbao_addr: "http://127.0.0.1:8200".into(),
+            openbao_auth: AuthMethod::Token,
             openbao_token: None,
             openbao_token_file: None,
+            openbao_approle_mount: "approle".into(),
+            openbao_role_id_file: None,
+            openbao_secret_id_file: None,
+            openbao_jwt_mount: "jwt".into(),
+            openbao_jwt_role: "kleidia-license".into(),
+            openbao_jwt_token_file: SERVICE_ACCOUNT_TOKEN_FILE.into(),
+            openbao_ca_file: None,
+            openbao_system_roots: false,
             openbao_mount: "license".into(),
             openbao_timeout_secs: 5,
             expiring_days: 30,
@@ -74,6 +100,40 @@ impl Default for Config {
             shutdown_grace_secs: 10,
             test_now: None,
         }
+    }
+}
+
+impl Config {
+    fn openbao_auth_settings(&self) -> AuthSettings {
+        AuthSettings {
+            method: self.openbao_auth,
+            token: self.openbao_token.clone(),
+            token_file: self.openbao_token_file.clone(),
+            approle_mount: Some(self.openbao_approle_mount.clone()),
+            role_id_file: self.openbao_role_id_file.clone(),
+            secret_id_file: self.openbao_secret_id_file.clone(),
+            jwt_mount: Some(self.openbao_jwt_mount.clone()),
+            jwt_role: Some(self.openbao_jwt_role.clone()),
+            jwt_token_file: Some(self.openbao_jwt_token_file.clone()),
+        }
+    }
+
+    /// The shared OpenBao client's settings: address, login, TLS, timeout.
+    pub fn openbao_client_config(&self) -> Result<kleidia_openbao::Config, ConfigError> {
+        let invalid = |e: String| ConfigError::Invalid(e);
+        let addr = url::Url::parse(&self.openbao_addr)
+            .map_err(|e| invalid(format!("openbao_addr {:?}: {e}", self.openbao_addr)))?;
+        let auth = self
+            .openbao_auth_settings()
+            .to_auth("openbao_")
+            .map_err(|e| invalid(e.to_string()))?;
+        let mut c = kleidia_openbao::Config::new(addr, auth);
+        c.tls = kleidia_openbao::Tls {
+            ca_file: self.openbao_ca_file.clone(),
+            system_roots: self.openbao_system_roots,
+        };
+        c.timeout = std::time::Duration::from_secs(self.openbao_timeout_secs.max(1));
+        Ok(c)
     }
 }
 
@@ -117,15 +177,19 @@ impl Settings for Config {
                 self.openbao_addr
             ));
         }
-        if self
-            .openbao_token
-            .as_ref()
-            .is_none_or(|t| t.expose_secret().trim().is_empty())
+        if self.openbao_auth == AuthMethod::Token
+            && self
+                .openbao_token
+                .as_ref()
+                .is_none_or(|t| t.expose_secret().trim().is_empty())
         {
             return invalid(
-                "openbao_token is not set (KLEIDIA_LICENSE_OPENBAO_TOKEN or KLEIDIA_LICENSE_OPENBAO_TOKEN_FILE)".into(),
+                "openbao_token is not set (KLEIDIA_LICENSE_OPENBAO_TOKEN or KLEIDIA_LICENSE_OPENBAO_TOKEN_FILE), nor another openbao_auth".into(),
             );
         }
+        self.openbao_auth_settings()
+            .to_auth("openbao_")
+            .map_err(|e| ConfigError::Invalid(e.to_string()))?;
         if self.openbao_mount.is_empty() || self.openbao_mount.contains(['/', '.', ' ']) {
             return invalid(format!(
                 "openbao_mount {:?} is not a mount name",

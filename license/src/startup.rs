@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use secrecy::SecretString;
+use kleidia_openbao::OpenBao;
 use tokio::net::TcpListener;
 
 use crate::clock::Clock;
@@ -22,7 +22,13 @@ const CLOCK_TICK: Duration = Duration::from_secs(60);
 
 pub fn init_tracing(format: LogFormat) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // vaultrs and rustify log request paths and bodies: off unless RUST_LOG names them.
+    let spec = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "info".into());
+    let filter = EnvFilter::try_new(kleidia_openbao::quiet_log_filter(&spec))
+        .unwrap_or_else(|_| EnvFilter::new(kleidia_openbao::quiet_log_filter("info")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     // try_init: a second call (tests) is harmless.
     let _ = match format {
@@ -37,10 +43,11 @@ pub struct Application {
     grace: Duration,
 }
 
+/// OpenBao down or sealed (worth waiting for at start-up), as opposed to refused.
 fn is_unreachable(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<reqwest::Error>()
-            .is_some_and(|r| r.is_connect() || r.is_timeout())
+        c.downcast_ref::<kleidia_openbao::Error>()
+            .is_some_and(kleidia_openbao::Error::is_unavailable)
     })
 }
 
@@ -57,16 +64,9 @@ impl Application {
             tracing::warn!(test_now = %t, "TEST clock in use (KLEIDIA_LICENSE_TEST_NOW)");
         }
         let clock = Arc::new(Clock::new(test_start)?);
-        let token = config
-            .openbao_token
-            .clone()
-            .unwrap_or_else(|| SecretString::from(String::new()));
-        let store = KvStore::new(
-            &config.openbao_addr,
-            token,
-            &config.openbao_mount,
-            Duration::from_secs(config.openbao_timeout_secs.max(1)),
-        )?;
+        let bao =
+            OpenBao::new(config.openbao_client_config()?).context("building the OpenBao client")?;
+        let store = KvStore::new(&bao, &config.openbao_mount);
 
         let deadline = Instant::now() + OPENBAO_WAIT;
         let installation = loop {

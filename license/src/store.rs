@@ -8,11 +8,8 @@
 //!   the license in force. One document, so an upload is one atomic
 //!   check-and-set write and history and current license cannot disagree.
 
-use std::time::Duration;
-
 use anyhow::{anyhow, bail, Context, Result};
-use reqwest::StatusCode;
-use secrecy::{ExposeSecret as _, SecretString};
+use kleidia_openbao::{Error, Kv2, OpenBao};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -48,10 +45,7 @@ pub struct Licenses {
 
 #[derive(Clone)]
 pub struct KvStore {
-    http: reqwest::Client,
-    addr: String,
-    token: SecretString,
-    mount: String,
+    kv: Kv2,
 }
 
 enum CasWrite {
@@ -60,94 +54,47 @@ enum CasWrite {
 }
 
 impl KvStore {
-    pub fn new(addr: &str, token: SecretString, mount: &str, timeout: Duration) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .timeout(timeout)
-            .build()
-            .context("build HTTP client for OpenBao")?;
-        Ok(Self {
-            http,
-            addr: addr.trim_end_matches('/').to_string(),
-            token,
-            mount: mount.to_string(),
-        })
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/v1/{}/data/{PREFIX}/{path}", self.addr, self.mount)
+    /// The store on KV v2 mount `mount`, through the shared OpenBao client.
+    pub fn new(bao: &OpenBao, mount: &str) -> Self {
+        Self { kv: bao.kv2(mount) }
     }
 
     /// Read a secret's data and version; `None` when it does not exist.
     async fn read<T: DeserializeOwned>(&self, path: &str) -> Result<Option<(T, u64)>> {
-        let resp = self
-            .http
-            .get(self.url(path))
-            .header("X-Vault-Token", self.token.expose_secret())
-            .send()
+        let full = format!("{PREFIX}/{path}");
+        let found = self
+            .kv
+            .read::<T>(&full)
             .await
-            .with_context(|| format!("OpenBao unreachable at {}", self.addr))?;
-        let status = resp.status();
-        if status == StatusCode::NOT_FOUND {
-            return Ok(None);
-        }
-        if !status.is_success() {
-            bail!(
-                "OpenBao refused reading {}/{PREFIX}/{path}: {}",
-                self.mount,
-                bao_error(status, resp).await
-            );
-        }
-        #[derive(Deserialize)]
-        struct Outer<T> {
-            data: Inner<T>,
-        }
-        #[derive(Deserialize)]
-        struct Inner<T> {
-            data: Option<T>,
-            metadata: Meta,
-        }
-        #[derive(Deserialize)]
-        struct Meta {
-            version: u64,
-        }
-        let outer: Outer<T> = resp
-            .json()
-            .await
-            .with_context(|| format!("unexpected OpenBao answer for {PREFIX}/{path}"))?;
-        // A deleted (soft-deleted) latest version has no data.
-        Ok(outer.data.data.map(|d| (d, outer.data.metadata.version)))
+            .with_context(|| format!("reading {}/{full} in OpenBao", self.kv.mount()))?;
+        // A deleted (soft-deleted) latest version reads as `None`.
+        Ok(found.map(|v| (v.data, v.version)))
     }
 
     /// Write `data` if the secret is still at version `cas` (0: does not exist).
-    async fn write_cas<T: Serialize>(&self, path: &str, data: &T, cas: u64) -> Result<CasWrite> {
-        let body = serde_json::json!({ "options": { "cas": cas }, "data": data });
-        let resp = self
-            .http
-            .post(self.url(path))
-            .header("X-Vault-Token", self.token.expose_secret())
-            .json(&body)
-            .send()
-            .await
-            .with_context(|| format!("OpenBao unreachable at {}", self.addr))?;
-        let status = resp.status();
-        if status.is_success() {
-            return Ok(CasWrite::Written);
-        }
-        let msg = bao_error(status, resp).await;
-        if status == StatusCode::BAD_REQUEST && msg.contains("check-and-set") {
-            return Ok(CasWrite::Conflict);
-        }
-        if status == StatusCode::NOT_FOUND || msg.contains("no handler for route") {
-            bail!(
+    async fn write_cas<T: Serialize + Sync>(
+        &self,
+        path: &str,
+        data: &T,
+        cas: u64,
+    ) -> Result<CasWrite> {
+        let full = format!("{PREFIX}/{path}");
+        match self.kv.write(&full, data, Some(cas)).await {
+            Ok(_) => Ok(CasWrite::Written),
+            Err(Error::CasConflict { .. }) => Ok(CasWrite::Conflict),
+            Err(Error::NotFound { .. }) => bail!(
                 "OpenBao has no KV v2 mount {:?}: run `kleidia bootstrap`, or `bao secrets enable -path={} kv-v2`",
-                self.mount,
-                self.mount
-            );
+                self.kv.mount(),
+                self.kv.mount()
+            ),
+            Err(Error::Other { message, .. }) if message.contains("no handler for route") => bail!(
+                "OpenBao has no KV v2 mount {:?}: run `kleidia bootstrap`, or `bao secrets enable -path={} kv-v2`",
+                self.kv.mount(),
+                self.kv.mount()
+            ),
+            Err(e) => Err(anyhow!(e))
+                .with_context(|| format!("writing {}/{full} in OpenBao", self.kv.mount())),
         }
-        bail!(
-            "OpenBao refused writing {}/{PREFIX}/{path}: {msg}",
-            self.mount
-        )
     }
 
     /// The installation, created on first call. Replicas starting together
@@ -228,18 +175,5 @@ impl KvStore {
     /// Whether OpenBao answers and the token can read our data.
     pub async fn ping(&self) -> Result<()> {
         self.read::<Installation>("installation").await.map(|_| ())
-    }
-}
-
-async fn bao_error(status: StatusCode, resp: reqwest::Response) -> String {
-    #[derive(Deserialize)]
-    struct Errors {
-        #[serde(default)]
-        errors: Vec<String>,
-    }
-    let text = resp.text().await.unwrap_or_default();
-    match serde_json::from_str::<Errors>(&text) {
-        Ok(e) if !e.errors.is_empty() => format!("{status}: {}", e.errors.join("; ")),
-        _ => status.to_string(),
     }
 }

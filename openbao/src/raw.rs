@@ -84,6 +84,15 @@ fn path_only(path: &str) -> &str {
     path.split_once('?').map_or(path, |(p, _)| p)
 }
 
+/// An answer of [`OpenBao::post_public`], as OpenBao sent it.
+#[derive(Debug, Clone)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub content_type: Option<String>,
+    pub cache_control: Option<String>,
+    pub body: Vec<u8>,
+}
+
 /// `sys/health` as Kleidia reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Health {
@@ -172,6 +181,59 @@ impl OpenBao {
             Err(Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// POST raw bytes to an unauthenticated endpoint (the PKI OCSP responder,
+    /// `<mount>/ocsp`) without a token, through vaultrs' transport (same
+    /// connection pool and TLS settings), and hand back its answer
+    /// uninterpreted whatever the status, unless it is OpenBao's own JSON
+    /// error (sealed, down, …), which maps to [`Error`].
+    pub async fn post_public(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<RawAnswer, Error> {
+        use rustify::client::Client as _;
+        let p = path_only(path);
+        let url = format!("{}/v1/{}", self.addr_str(), path.trim_start_matches('/'));
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(url)
+            .header(http::header::CONTENT_TYPE, content_type)
+            .body(body)
+            .map_err(|e| Error::unexpected(p, e))?;
+        let session = self.anonymous();
+        let response = session
+            .http()
+            .send(request)
+            .await
+            .map_err(|e| Error::from_rest(self.addr_str(), p, e))?;
+        let header = |name: http::header::HeaderName| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let content_type = header(http::header::CONTENT_TYPE);
+        let cache_control = header(http::header::CACHE_CONTROL);
+        let status = response.status().as_u16();
+        let body = response.into_body();
+        if !(200..300).contains(&status)
+            && content_type
+                .as_deref()
+                .is_some_and(|c| c.starts_with("application/json"))
+        {
+            let message = crate::error::error_message(std::str::from_utf8(&body).ok());
+            return Err(Error::from_status(self.addr_str(), p, status, message));
+        }
+        Ok(RawAnswer {
+            status,
+            content_type,
+            cache_control,
+            body,
+        })
     }
 
     /// `sys/health`, without a token.

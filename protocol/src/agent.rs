@@ -44,6 +44,7 @@ pub mod codes {
     pub const RESET_REFUSED: &str = "reset_refused";
     pub const PCSC_UNAVAILABLE: &str = "pcsc_unavailable";
     pub const CARD_ERROR: &str = "card_error";
+    pub const NO_PRESENCE_KEY: &str = "no_presence_key";
     pub const INTERNAL: &str = "internal";
     /// A secret change was sent to the card but its answer never came back
     /// (the connection broke): the card may or may not hold the new value.
@@ -462,6 +463,59 @@ params!(
     ResetParams, Operation::Reset, {
 });
 
+params!(
+    /// `POST /piv/prove-presence`: the card signs [`presence_digest`] of
+    /// `nonce`, `operation_id` and the agent's own key fingerprint with the
+    /// P-256 key in slot 95. With `establish` (a card whose presence key is
+    /// not recorded yet) the agent first generates that key (PIN and touch
+    /// policy never) with the factory default management key, and returns
+    /// its attestation.
+    ProvePresenceParams, Operation::ProvePresence, {
+    /// Standard base64 of the server's 32-byte nonce.
+    nonce: String,
+    operation_id: String,
+    establish: bool,
+});
+
+/// Response of `POST /piv/prove-presence`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceProof {
+    /// Standard base64 of the DER ECDSA (P-256, SHA-256) signature over
+    /// [`presence_digest`].
+    pub signature: String,
+    /// The fingerprint the agent signed over (its own key's).
+    pub agent_key_fingerprint: String,
+    /// With `establish`: the new presence key (PEM SubjectPublicKeyInfo) and
+    /// its attestation chain [slot 95 attestation, f9].
+    #[serde(default)]
+    pub public_key_pem: Option<String>,
+    #[serde(default)]
+    pub attestation_chain_pem: Option<Vec<String>>,
+    pub ticket_id: String,
+}
+
+/// The retired PIV slot (0x95, "R20") that holds the presence key.
+pub const PRESENCE_SLOT: u8 = 0x95;
+/// Domain separation of the presence signature.
+pub const PRESENCE_DOMAIN: &[u8] = b"kleidia-presence-v1";
+/// Length of the server's presence nonce.
+pub const PRESENCE_NONCE_LEN: usize = 32;
+
+/// What the card signs to prove it is at the agent, for one operation:
+/// SHA-256("kleidia-presence-v1" ‖ nonce ‖ operation id (16 bytes) ‖ the
+/// agent key fingerprint (lowercase hex, ASCII)). The card signs this
+/// digest as it is (ECDSA P-256, pre-hashed).
+pub fn presence_digest(nonce: &[u8], operation_id: &uuid::Uuid, fingerprint: &str) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(PRESENCE_DOMAIN);
+    h.update(nonce);
+    h.update(operation_id.as_bytes());
+    h.update(fingerprint.as_bytes());
+    h.finalize().into()
+}
+
 /// Response of the operations that return nothing else.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -526,6 +580,19 @@ pub struct Attestation {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_presence_digest_binds_nonce_operation_and_agent_key() {
+        let op = uuid::Uuid::from_u128(7);
+        let base = presence_digest(&[1; 32], &op, "ab");
+        assert_ne!(base, presence_digest(&[2; 32], &op, "ab"));
+        assert_ne!(
+            base,
+            presence_digest(&[1; 32], &uuid::Uuid::from_u128(8), "ab")
+        );
+        assert_ne!(base, presence_digest(&[1; 32], &op, "ac"));
+        assert_eq!(base, presence_digest(&[1; 32], &op, "ab"));
+    }
 
     #[test]
     fn piv_slot_names_round_trip_through_str_and_serde() {

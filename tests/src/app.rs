@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use crate::{clean_command, free_port, read_log, ChildGuard};
+use crate::{clean_command, read_log, ChildGuard};
 
 /// A `kleidia` command with every inherited `KLEIDIA_*` variable removed, so
 /// the test alone decides the configuration.
@@ -58,11 +58,19 @@ pub fn cli_create_user(db_url: &str, username: &str, role: &str, password: &str)
 }
 
 pub struct AppOptions {
+    /// The port to listen on (the public URL is `http://127.0.0.1:{port}`).
+    pub port: u16,
+    /// The URL the server runs with.
     pub database_url: String,
+    /// The schema owner's URL it migrates with, when that is another role.
+    pub owner_url: Option<String>,
     pub bao_addr: String,
     pub bao_token: String,
     /// Extra `KLEIDIA_*` variables.
     pub env: Vec<(String, String)>,
+    /// Serve HTTPS (`server.tls_*` among `env`) with a certificate from this
+    /// CA (PEM): the public URL is https and the health check trusts it.
+    pub https_ca: Option<Vec<u8>>,
 }
 
 /// `kleidia serve`, killed when dropped.
@@ -75,14 +83,19 @@ pub struct KleidiaApp {
 }
 
 impl KleidiaApp {
-    /// `kleidia serve` on a free port; returns once `/healthz` answers.
+    /// `kleidia serve` on `opts.port`; returns once `/healthz` answers.
     /// (Not port 0: the public URL, which is the JWT issuer and the origin
     /// forms must come from, has to be known before the process starts.)
     pub async fn spawn(opts: AppOptions) -> Result<Self> {
-        let port = free_port();
+        let port = opts.port;
         let dir = tempfile::tempdir()?;
         let log_path = dir.path().join("kleidia.log");
-        let base_url = format!("http://127.0.0.1:{port}");
+        let scheme = if opts.https_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let base_url = format!("{scheme}://127.0.0.1:{port}");
         let mut cmd = kleidia_command();
         cmd.arg("serve")
             .env("KLEIDIA_SERVER_BIND", format!("127.0.0.1:{port}"))
@@ -95,21 +108,24 @@ impl KleidiaApp {
             // No license service unless the test starts one: a closed port, so
             // a `make demo` running on this machine never answers for it.
             .env("KLEIDIA_LICENSE_URL", "http://127.0.0.1:9");
-        // Run as the runtime role and migrate as the owner when the stack
-        // has both (scripts/stack.sh); otherwise one URL is both.
-        match crate::runtime_url_for(&opts.database_url) {
-            Some(runtime) => cmd
-                .env("KLEIDIA_DATABASE_URL", runtime)
-                .env("KLEIDIA_DATABASE_OWNER_URL", &opts.database_url),
-            None => cmd.env("KLEIDIA_DATABASE_URL", &opts.database_url),
-        };
+        cmd.env("KLEIDIA_DATABASE_URL", &opts.database_url);
+        if let Some(owner) = &opts.owner_url {
+            cmd.env("KLEIDIA_DATABASE_OWNER_URL", owner);
+        }
         for (k, v) in &opts.env {
             cmd.env(k, v);
         }
+        let mut http = reqwest::Client::builder();
+        if let Some(ca) = &opts.https_ca {
+            http = http
+                .add_root_certificate(reqwest::Certificate::from_pem(ca)?)
+                .tls_built_in_root_certs(false);
+        }
+        let http = http.build()?;
         let mut proc = ChildGuard::spawn_logged("kleidia serve", &mut cmd, &log_path)?;
         let healthz = format!("{base_url}/healthz");
         if let Err(e) = proc
-            .wait_healthy(&healthz, Duration::from_secs(60), &log_path)
+            .wait_healthy_with(&http, &healthz, Duration::from_secs(60), &log_path)
             .await
         {
             proc.kill();

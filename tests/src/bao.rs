@@ -2,6 +2,7 @@
 //! bootstrapping a test-owned server with the real `kleidia bootstrap`.
 
 use std::net::TcpListener;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -110,8 +111,19 @@ impl BaoClient {
 
 /// Run `kleidia bootstrap` against the server; returns (exit success, stdout, stderr).
 pub fn run_bootstrap(addr: &str, token: &str, public_url: &str) -> Result<(bool, String, String)> {
+    run_bootstrap_with(addr, token, public_url, &[])
+}
+
+/// [`run_bootstrap`] with more arguments (`--approle-out DIR`, …).
+pub fn run_bootstrap_with(
+    addr: &str,
+    token: &str,
+    public_url: &str,
+    args: &[&str],
+) -> Result<(bool, String, String)> {
     let out = kleidia_command()
         .arg("bootstrap")
+        .args(args)
         .env("KLEIDIA_OPENBAO_ADDR", addr)
         .env("KLEIDIA_OPENBAO_TOKEN", token)
         .env("KLEIDIA_SERVER_PUBLIC_URL", public_url)
@@ -126,8 +138,23 @@ pub fn run_bootstrap(addr: &str, token: &str, public_url: &str) -> Result<(bool,
 /// A test-owned OpenBao with Kleidia's layout (`kleidia bootstrap`), and a
 /// client with its root token.
 pub async fn bootstrapped_bao() -> Result<(TestBao, BaoClient)> {
-    let bao = TestBao::spawn().await?;
-    let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, "http://127.0.0.1:8080")?;
+    bootstrapped_bao_for("http://127.0.0.1:8080").await
+}
+
+/// The same, bootstrapped for an app at `public_url` (the OCSP and CRL
+/// URLs its certificates name).
+pub async fn bootstrapped_bao_for(public_url: &str) -> Result<(TestBao, BaoClient)> {
+    bootstrap_bao(TestBao::spawn().await?, public_url, &[]).await
+}
+
+/// `kleidia bootstrap ARGS` on `bao` for an app at `public_url`, and a
+/// client with its root token.
+pub async fn bootstrap_bao(
+    bao: TestBao,
+    public_url: &str,
+    args: &[&str],
+) -> Result<(TestBao, BaoClient)> {
+    let (ok, out, err) = run_bootstrap_with(&bao.addr, &bao.token, public_url, args)?;
     if !ok {
         bail!("kleidia bootstrap failed:\n{out}\n{err}");
     }
@@ -142,6 +169,14 @@ pub struct TestBao {
     pub token: String,
     pub proc: ChildGuard,
     _dir: tempfile::TempDir,
+    /// For a server with raft storage ([`Self::spawn_persistent`]): its
+    /// config and unseal key, so it can be restarted and unsealed.
+    persistent: Option<Persistent>,
+}
+
+struct Persistent {
+    config: std::path::PathBuf,
+    unseal_key: String,
 }
 
 impl TestBao {
@@ -181,6 +216,7 @@ impl TestBao {
             token,
             proc,
             _dir: dir,
+            persistent: None,
         };
         let health = format!("{addr}/v1/sys/health");
         if let Err(e) = me
@@ -195,8 +231,165 @@ impl TestBao {
     }
 }
 
+impl TestBao {
+    /// A production-like server: `bao server -config` with raft storage,
+    /// initialised (one key share) and unsealed, so it survives a restart
+    /// ([`Self::restart`]) and can be sealed and unsealed.
+    pub async fn spawn_persistent() -> Result<Self> {
+        let mut last = None;
+        for _ in 0..5 {
+            match Self::try_spawn_persistent(free_port_pair()).await {
+                Ok(b) => return Ok(b),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("OpenBao did not start")))
+    }
+
+    async fn try_spawn_persistent(port: u16) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let config = dir.path().join("bao.hcl");
+        std::fs::create_dir_all(dir.path().join("data"))?;
+        std::fs::write(
+            &config,
+            format!(
+                "storage \"raft\" {{\n  path = \"{data}\"\n  node_id = \"test\"\n}}\n\
+                 listener \"tcp\" {{\n  address = \"127.0.0.1:{port}\"\n  \
+                 cluster_address = \"127.0.0.1:{cluster}\"\n  tls_disable = true\n}}\n\
+                 api_addr = \"http://127.0.0.1:{port}\"\n\
+                 cluster_addr = \"http://127.0.0.1:{cluster}\"\n",
+                data = dir.path().join("data").display(),
+                cluster = port + 1,
+            ),
+        )?;
+        let addr = format!("http://127.0.0.1:{port}");
+        let proc = Self::start_server(dir.path(), &config, &addr).await?;
+        let http = BaoClient::new(&addr, "");
+        let init = http
+            .post(
+                "sys/init",
+                &serde_json::json!({"secret_shares": 1, "secret_threshold": 1}),
+            )
+            .await?;
+        let unseal_key = init["keys_base64"][0]
+            .as_str()
+            .context("no unseal key from sys/init")?
+            .to_string();
+        let token = init["root_token"]
+            .as_str()
+            .context("no root token from sys/init")?
+            .to_string();
+        let me = Self {
+            addr,
+            token,
+            proc,
+            _dir: dir,
+            persistent: Some(Persistent { config, unseal_key }),
+        };
+        me.unseal().await?;
+        // A fresh server has no KV or PKI; `kleidia bootstrap` mounts them,
+        // but `secret/` comes with dev servers only.
+        BaoClient::new(&me.addr, &me.token)
+            .post(
+                "sys/mounts/secret",
+                &serde_json::json!({"type": "kv", "options": {"version": "2"}}),
+            )
+            .await?;
+        Ok(me)
+    }
+
+    async fn start_server(dir: &Path, config: &Path, addr: &str) -> Result<ChildGuard> {
+        let log = dir.join("bao.log");
+        let mut cmd = Command::new("bao");
+        cmd.args(["server", &format!("-config={}", config.display())])
+            .env("HOME", dir);
+        let mut proc = ChildGuard::spawn_logged("bao", &mut cmd, &log)
+            .context("start `bao server -config`")?;
+        // Any answer will do: the server starts sealed (or uninitialised).
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = proc.exited() {
+                bail!("bao exited with {st}: {}", crate::read_log(&log));
+            }
+            if http
+                .get(format!("{addr}/v1/sys/seal-status"))
+                .send()
+                .await
+                .is_ok()
+            {
+                return Ok(proc);
+            }
+            if std::time::Instant::now() > deadline {
+                proc.kill();
+                bail!("bao on {addr} did not answer: {}", crate::read_log(&log));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn persistent(&self) -> Result<&Persistent> {
+        self.persistent
+            .as_ref()
+            .context("only a server from TestBao::spawn_persistent can be restarted or unsealed")
+    }
+
+    /// Unseal with the server's key.
+    pub async fn unseal(&self) -> Result<()> {
+        let key = self.persistent()?.unseal_key.clone();
+        let v = BaoClient::new(&self.addr, "")
+            .post("sys/unseal", &serde_json::json!({ "key": key }))
+            .await?;
+        if v["sealed"] != Value::Bool(false) {
+            bail!("still sealed after unseal: {v}");
+        }
+        // Raft elects this node leader a moment after the unseal.
+        let health = format!("{}/v1/sys/health", self.addr);
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = http.get(&health).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if std::time::Instant::now() > deadline {
+                bail!("OpenBao on {} not active after the unseal", self.addr);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Seal, as an operator (or a detected intrusion) would.
+    pub async fn seal(&self) -> Result<()> {
+        BaoClient::new(&self.addr, &self.token)
+            .call("POST", "sys/seal", None)
+            .await
+            .and_then(|(s, v)| {
+                if s.is_success() {
+                    Ok(())
+                } else {
+                    bail!("seal: {s} {v}")
+                }
+            })
+    }
+
+    /// Stop the server and start it again on the same storage and port. It
+    /// comes back sealed; unseal it with [`Self::unseal`].
+    pub async fn restart(&mut self) -> Result<()> {
+        let config = self.persistent()?.config.clone();
+        self.proc.stop();
+        let dir = config
+            .parent()
+            .context("config file without a directory")?
+            .to_path_buf();
+        self.proc = Self::start_server(&dir, &config, &self.addr).await?;
+        Ok(())
+    }
+}
+
 /// A port p where p and p+1 were both free a moment ago.
-fn free_port_pair() -> u16 {
+pub(crate) fn free_port_pair() -> u16 {
     loop {
         let p = free_port();
         if p < u16::MAX && TcpListener::bind(("127.0.0.1", p + 1)).is_ok() {

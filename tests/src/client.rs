@@ -9,11 +9,6 @@ use reqwest::header::HeaderMap;
 use reqwest::{redirect, Response, StatusCode};
 use serde_json::Value;
 
-// Where these were before `TestApp`; kept so that e2e files written against
-// the earlier harness still build.
-pub use crate::app::cli_create_user;
-pub use crate::ADMIN_PASSWORD;
-
 /// A cookie-aware client that does not follow redirects and sends the
 /// headers a same-origin page would (`Origin`, `Sec-Fetch-Site`).
 pub struct Browser {

@@ -46,6 +46,15 @@ impl Api {
         self.get("/api/auth/me").await
     }
 
+    /// `POST /api/auth/password`: change this account's own password.
+    pub async fn change_password(&self, current: &str, new: &str) -> (StatusCode, Value) {
+        self.post_json(
+            "/api/auth/password",
+            &json!({"current": current, "new": new}),
+        )
+        .await
+    }
+
     /// `POST /api/auth/logout`
     pub async fn logout(&self) -> (StatusCode, Value) {
         self.post_json("/api/auth/logout", &json!({})).await
@@ -131,6 +140,29 @@ impl Api {
         .await
     }
 
+    /// `POST /api/devices` in someone else's name (admins and helpdesk).
+    pub async fn register_device_for(
+        &self,
+        serial: u32,
+        firmware: &str,
+        owner_id: &str,
+    ) -> (StatusCode, Value) {
+        self.post_json(
+            "/api/devices",
+            &json!({"serial": serial, "firmware": firmware, "owner_id": owner_id}),
+        )
+        .await
+    }
+
+    /// `PUT /api/devices/{serial}/owner`
+    pub async fn assign_owner(&self, serial: u32, owner_id: Option<&str>) -> (StatusCode, Value) {
+        self.put_json(
+            &format!("/api/devices/{serial}/owner"),
+            &json!({"owner_id": owner_id}),
+        )
+        .await
+    }
+
     /// `GET /api/devices?{query}`
     pub async fn devices(&self, query: &str) -> (StatusCode, Value) {
         self.get(&with_query("/api/devices", query)).await
@@ -200,6 +232,29 @@ impl Api {
         self.post_json(
             &format!("/api/certificates/{id}/revoke"),
             &json!({"reason": reason}),
+        )
+        .await
+    }
+
+    /// `GET /api/certificate-approvals`
+    pub async fn certificate_approvals(&self) -> (StatusCode, Value) {
+        self.get("/api/certificate-approvals").await
+    }
+
+    /// `POST /api/certificate-approvals/{id}/approve`
+    pub async fn approve_certificate(&self, id: &str) -> (StatusCode, Value) {
+        self.post_json(
+            &format!("/api/certificate-approvals/{id}/approve"),
+            &json!({}),
+        )
+        .await
+    }
+
+    /// `POST /api/certificate-approvals/{id}/reject`
+    pub async fn reject_certificate(&self, id: &str) -> (StatusCode, Value) {
+        self.post_json(
+            &format!("/api/certificate-approvals/{id}/reject"),
+            &json!({}),
         )
         .await
     }

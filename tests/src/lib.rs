@@ -24,11 +24,14 @@ pub mod license;
 mod person;
 pub mod pki;
 mod process;
+pub mod raft;
 mod test_app;
 
 pub use bao::{shared_bao, TestBao};
 pub use db::TestDb;
-pub use person::Person;
+pub use person::{
+    authorize_with_card, is_presence_challenge, prove_presence, sign_presence, Cards, Person,
+};
 pub use process::{
     bin_path, clean_command, free_port, openssl, read_log, stack_var, unix_now, wait_until,
     workspace_root, ChildGuard,
@@ -39,7 +42,7 @@ pub use test_app::{NewUser, TestApp, TestAppBuilder, ADMIN_PASSWORD};
 /// (`DATABASE_RUNTIME_URL` from `scripts/stack.sh`), or `None` when the stack
 /// has no role split or the database is elsewhere: the server then runs with
 /// the one URL.
-pub fn runtime_url_for(url: &str) -> Option<String> {
+pub(crate) fn runtime_url_for(url: &str) -> Option<String> {
     let runtime = std::env::var("DATABASE_RUNTIME_URL").ok()?;
     let name = url.split('?').next()?.rsplit('/').next()?;
     let on_stack = db::replace_db_name(&std::env::var("DATABASE_URL").ok()?, name).ok()?;

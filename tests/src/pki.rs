@@ -25,6 +25,18 @@ pub fn attestation_chain(
     pin: u8,
     touch: u8,
 ) -> Vec<String> {
+    attestation_chain_in_slot(root, serial, 0x9a, key, pin, touch)
+}
+
+/// As [`attestation_chain`], for the key in `slot` (e.g. 0x95, the presence slot).
+pub fn attestation_chain_in_slot(
+    root: &AttestationRoot,
+    serial: u32,
+    slot: u8,
+    key: &PrivateKey,
+    pin: u8,
+    touch: u8,
+) -> Vec<String> {
     let (f9_key, f9_cert) = root
         .issue_device_attestation(SystemTime::now(), &mut OsRng)
         .unwrap();
@@ -32,7 +44,7 @@ pub fn attestation_chain(
         &f9_key,
         &f9_cert,
         &AttestedKey {
-            slot: 0x9a,
+            slot,
             key,
             pin_policy: pin,
             touch_policy: touch,

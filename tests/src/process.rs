@@ -128,6 +128,13 @@ impl ChildGuard {
         child.wait().ok()
     }
 
+    /// Send `signal` (e.g. SIGHUP) to the running process.
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        nix::sys::signal::kill(pid, signal)
+            .unwrap_or_else(|e| panic!("{signal} to {}: {e}", self.name));
+    }
+
     /// Kill at once (SIGKILL), as a crash would.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -139,7 +146,18 @@ impl ChildGuard {
     /// Poll `url` until it answers 2xx. Fails with the process's `log` when
     /// the process exits first or `timeout` passes.
     pub async fn wait_healthy(&mut self, url: &str, timeout: Duration, log: &Path) -> Result<()> {
-        let http = reqwest::Client::new();
+        self.wait_healthy_with(&reqwest::Client::new(), url, timeout, log)
+            .await
+    }
+
+    /// The same with `http` (e.g. one that trusts a test CA).
+    pub async fn wait_healthy_with(
+        &mut self,
+        http: &reqwest::Client,
+        url: &str,
+        timeout: Duration,
+        log: &Path,
+    ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(st) = self.exited() {

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::SystemTime;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use kleidia_protocol::ticket::{TicketKeyResponse, TicketVerifyingKey};
 use kleidia_virtual_yubikey::attest::AttestationRoot;
 use kleidia_virtual_yubikey::keys::PrivateKey;
@@ -18,11 +18,13 @@ use rsa::RsaPrivateKey;
 use serde_json::{json, Value};
 
 use crate::app::{cli_create_user, kleidia_cli, AppOptions, KleidiaApp};
-use crate::bao::{bootstrapped_bao, shared_bao, BaoClient, TestBao};
+use crate::bao::{
+    bootstrap_bao, bootstrapped_bao_for, run_bootstrap, shared_bao, BaoClient, TestBao,
+};
 use crate::client::{Api, Browser};
 use crate::license::{LicenseOptions, LicenseService, LicenseSpec};
 use crate::pki::attestation_chain;
-use crate::{unix_now, Person, TestDb};
+use crate::{free_port, runtime_url_for, unix_now, Person, TestDb};
 
 /// The password of the `admin` every [`TestApp`] starts with.
 pub const ADMIN_PASSWORD: &str = "admin-password-for-tests";
@@ -36,20 +38,61 @@ enum OpenBao {
     Bootstrapped,
     /// A server of the test's own as it starts; the app gets the root token.
     Bare,
+    /// A server of the test's own with raft storage (restartable, sealable:
+    /// [`TestApp::openbao`]), laid out by `kleidia bootstrap`.
+    Persistent,
+}
+
+/// Which database role `kleidia serve` runs as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum DbRoles {
+    /// The runtime role, migrating as the owner, when the stack has both
+    /// (`DATABASE_RUNTIME_URL` from scripts/stack.sh); otherwise the owner.
+    Auto,
+    /// The runtime role, which the stack must have; the first admin is
+    /// created through it too.
+    Runtime,
+    /// The owner's URL alone, as a development setup runs.
+    Single,
 }
 
 /// What a [`TestApp`] runs with; `TestApp::builder()…start()`.
 pub struct TestAppBuilder {
     openbao: OpenBao,
+    db_roles: DbRoles,
     license_service: bool,
     attestation_root: bool,
     admin: bool,
     env: Vec<(String, String)>,
+    https_ca: Option<Vec<u8>>,
+    /// Log the app in with AppRole: (token TTL, max TTL) in seconds.
+    approle: Option<(u64, u64)>,
 }
 
 impl TestAppBuilder {
-    /// An OpenBao of its own, bootstrapped (for tests that stop it, read
-    /// the escrow, or sign certificates).
+    /// An OpenBao of its own with raft storage, initialised and unsealed,
+    /// bootstrapped: it can be restarted, sealed and unsealed
+    /// ([`TestApp::openbao`]).
+    pub fn persistent_openbao(mut self) -> Self {
+        self.openbao = OpenBao::Persistent;
+        self
+    }
+
+    /// The app logs in with AppRole (the files `kleidia bootstrap
+    /// --approle-out` writes) instead of a token; its tokens live `ttl`
+    /// seconds, renewed up to `max_ttl`. Needs an OpenBao of the test's own
+    /// (implies [`Self::own_openbao`] unless a persistent one is asked for).
+    pub fn approle(mut self, ttl: u64, max_ttl: u64) -> Self {
+        if self.openbao != OpenBao::Persistent {
+            self.openbao = OpenBao::Bootstrapped;
+        }
+        self.approle = Some((ttl, max_ttl));
+        self
+    }
+
+    /// An OpenBao of its own, bootstrapped for this app's public URL (for
+    /// tests that stop it, read the escrow, or sign certificates: the CA's
+    /// OCSP and CRL URLs name this app).
     pub fn own_openbao(mut self) -> Self {
         self.openbao = OpenBao::Bootstrapped;
         self
@@ -76,6 +119,41 @@ impl TestAppBuilder {
         self
     }
 
+    /// Run as the database's runtime role (which must exist: the stack's
+    /// `DATABASE_RUNTIME_URL`), migrating as the owner; the first admin is
+    /// created through the runtime role as an operator would
+    /// ([`TestApp::runtime_url`]).
+    pub fn runtime_role(mut self) -> Self {
+        self.db_roles = DbRoles::Runtime;
+        self
+    }
+
+    /// Run with the owner's database URL alone, even when the stack has a
+    /// runtime role.
+    pub fn single_database_url(mut self) -> Self {
+        self.db_roles = DbRoles::Single;
+        self
+    }
+
+    /// Serve HTTPS with this certificate and key (PEM files, reloaded on
+    /// SIGHUP: [`TestApp::sighup`]), issued by the CA `ca_pem` for
+    /// 127.0.0.1; the public URL is https. Its clients are the test's own
+    /// (`api()`/`browser()` do not trust the CA).
+    pub fn https(mut self, cert_file: &Path, key_file: &Path, ca_pem: &[u8]) -> Self {
+        self.env.extend([
+            (
+                "KLEIDIA_SERVER_TLS_CERT_FILE".into(),
+                cert_file.display().to_string(),
+            ),
+            (
+                "KLEIDIA_SERVER_TLS_KEY_FILE".into(),
+                key_file.display().to_string(),
+            ),
+        ]);
+        self.https_ca = Some(ca_pem.to_vec());
+        self
+    }
+
     /// No first admin.
     pub fn without_admin(mut self) -> Self {
         self.admin = false;
@@ -96,14 +174,55 @@ impl TestAppBuilder {
 
     pub async fn try_start(self) -> Result<TestApp> {
         let dir = tempfile::tempdir()?;
+        // The port first: `kleidia bootstrap` writes the app's public URL
+        // into the CA's OCSP and CRL URLs.
+        let port = free_port();
+        let scheme = if self.https_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let public_url = format!("{scheme}://127.0.0.1:{port}");
+        let approle_dir = dir.path().join("approle");
+        let approle_args: Vec<String> = match self.approle {
+            Some((ttl, max)) => vec![
+                "--approle-out".into(),
+                approle_dir.display().to_string(),
+                "--token-ttl".into(),
+                ttl.to_string(),
+                "--token-max-ttl".into(),
+                max.to_string(),
+            ],
+            None => Vec::new(),
+        };
+        let approle_args: Vec<&str> = approle_args.iter().map(String::as_str).collect();
         let (bao, root_bao, app_bao_token) = match self.openbao {
             OpenBao::Shared => {
                 let (addr, token) = shared_bao();
                 (None, BaoClient::new(&addr, &token), token)
             }
+            OpenBao::Bootstrapped if self.approle.is_some() => {
+                let (bao, root) =
+                    bootstrap_bao(TestBao::spawn().await?, &public_url, &approle_args).await?;
+                (Some(bao), root, String::new())
+            }
             OpenBao::Bootstrapped => {
-                let (bao, root) = bootstrapped_bao().await?;
+                let (bao, root) = bootstrapped_bao_for(&public_url).await?;
                 let token = root.token_with_policies(&["kleidia-app"]).await?;
+                (Some(bao), root, token)
+            }
+            OpenBao::Persistent => {
+                let (bao, root) = bootstrap_bao(
+                    TestBao::spawn_persistent().await?,
+                    &public_url,
+                    &approle_args,
+                )
+                .await?;
+                let token = if self.approle.is_some() {
+                    String::new()
+                } else {
+                    root.token_with_policies(&["kleidia-app"]).await?
+                };
                 (Some(bao), root, token)
             }
             OpenBao::Bare => {
@@ -141,20 +260,51 @@ impl TestAppBuilder {
             ));
             attestation_root = Some(root);
         }
+        if self.approle.is_some() {
+            let app = approle_dir.join("kleidia-app");
+            env.extend([
+                ("KLEIDIA_OPENBAO_AUTH".into(), "approle".into()),
+                (
+                    "KLEIDIA_OPENBAO_ROLE_ID_FILE".into(),
+                    app.join("role_id").display().to_string(),
+                ),
+                (
+                    "KLEIDIA_OPENBAO_SECRET_ID_FILE".into(),
+                    app.join("secret_id").display().to_string(),
+                ),
+            ]);
+        }
         env.extend(self.env);
         let db = TestDb::new().await?;
-        let server = KleidiaApp::spawn(AppOptions {
-            database_url: db.url.clone(),
-            bao_addr: root_bao.addr.clone(),
-            bao_token: app_bao_token.clone(),
-            env: env.clone(),
-        })
-        .await?;
+        let runtime_url = match self.db_roles {
+            DbRoles::Auto => runtime_url_for(&db.url),
+            DbRoles::Runtime => Some(runtime_url_for(&db.url).context(
+                "DATABASE_RUNTIME_URL is not set: .runtime_role() needs the runtime role from scripts/stack.sh",
+            )?),
+            DbRoles::Single => None,
+        };
+        let mut options = app_options(
+            port,
+            &db,
+            runtime_url.as_deref(),
+            &root_bao,
+            &app_bao_token,
+            env.clone(),
+        );
+        options.https_ca = self.https_ca.clone();
+        let server = KleidiaApp::spawn(options).await?;
         if self.admin {
-            cli_create_user(&db.url, "admin", "admin", ADMIN_PASSWORD)?;
+            let url = match self.db_roles {
+                DbRoles::Runtime => runtime_url.as_deref().unwrap_or(&db.url),
+                _ => &db.url,
+            };
+            cli_create_user(url, "admin", "admin", ADMIN_PASSWORD)?;
         }
+        let cards = crate::person::Cards::new(&db.url);
         Ok(TestApp {
             server,
+            https_ca: self.https_ca,
+            runtime_url,
             license,
             license_options,
             bao,
@@ -164,7 +314,29 @@ impl TestAppBuilder {
             attestation_root,
             env,
             dir,
+            cards,
         })
+    }
+}
+
+/// `kleidia serve` on `port` with the runtime role's URL when there is one
+/// (the owner's then only migrates), otherwise the owner's.
+fn app_options(
+    port: u16,
+    db: &TestDb,
+    runtime_url: Option<&str>,
+    bao: &BaoClient,
+    bao_token: &str,
+    env: Vec<(String, String)>,
+) -> AppOptions {
+    AppOptions {
+        port,
+        database_url: runtime_url.unwrap_or(&db.url).to_string(),
+        owner_url: runtime_url.map(|_| db.url.clone()),
+        bao_addr: bao.addr.clone(),
+        bao_token: bao_token.to_string(),
+        env,
+        https_ca: None,
     }
 }
 
@@ -181,6 +353,8 @@ pub struct NewUser {
 /// One installation. Fields drop in order: the app before the services it uses.
 pub struct TestApp {
     pub server: KleidiaApp,
+    https_ca: Option<Vec<u8>>,
+    runtime_url: Option<String>,
     license: Option<LicenseService>,
     license_options: Option<LicenseOptions>,
     bao: Option<TestBao>,
@@ -190,16 +364,21 @@ pub struct TestApp {
     attestation_root: Option<AttestationRoot>,
     env: Vec<(String, String)>,
     dir: tempfile::TempDir,
+    /// The cards the test plays (their presence keys).
+    pub cards: crate::person::Cards,
 }
 
 impl TestApp {
     pub fn builder() -> TestAppBuilder {
         TestAppBuilder {
             openbao: OpenBao::Shared,
+            db_roles: DbRoles::Auto,
             license_service: false,
             attestation_root: false,
             admin: true,
             env: Vec::new(),
+            https_ca: None,
+            approle: None,
         }
     }
 
@@ -214,6 +393,11 @@ impl TestApp {
 
     pub fn url(&self, path: &str) -> String {
         self.server.url(path)
+    }
+
+    /// SIGHUP to `kleidia serve` (reloads the TLS certificate and key).
+    pub fn sighup(&self) {
+        self.server.proc.signal(nix::sys::signal::Signal::SIGHUP);
     }
 
     /// What `kleidia serve` logged so far.
@@ -303,11 +487,22 @@ impl TestApp {
         let user_id = v["user"]["id"].as_str().unwrap().to_string();
         let mut api = self.api();
         api.login(username, &password).await.unwrap();
+        // The admin's password is a one-time password: until it is changed
+        // the API answers nothing else.
+        let (s, v) = api
+            .change_password(&password, &format!("{password}-2"))
+            .await;
+        assert_eq!(
+            s,
+            StatusCode::NO_CONTENT,
+            "password change of {username}: {v}"
+        );
         let agent_key = RsaPrivateKey::new(&mut OsRng, 3072).unwrap();
         let person = Person {
             api,
             agent_key,
             user_id,
+            cards: self.cards.clone(),
         };
         let sid = person.session_id();
         let (s, v) = person
@@ -323,14 +518,26 @@ impl TestApp {
     pub async fn spawn_another(&self, extra: &[(&str, &str)]) -> KleidiaApp {
         let mut env = self.env.clone();
         env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-        KleidiaApp::spawn(AppOptions {
-            database_url: self.db.url.clone(),
-            bao_addr: self.root_bao.addr.clone(),
-            bao_token: self.app_bao_token.clone(),
+        let mut options = app_options(
+            free_port(),
+            &self.db,
+            self.runtime_url.as_deref(),
+            &self.root_bao,
+            &self.app_bao_token,
             env,
-        })
-        .await
-        .expect("another kleidia serve")
+        );
+        options.https_ca = self.https_ca.clone();
+        KleidiaApp::spawn(options)
+            .await
+            .expect("another kleidia serve")
+    }
+
+    /// The runtime role's database URL the server runs with (started with
+    /// [`TestAppBuilder::runtime_role`], or on a stack with the role split).
+    pub fn runtime_url(&self) -> &str {
+        self.runtime_url
+            .as_deref()
+            .expect("the server runs with the owner's URL")
     }
 
     /// `kleidia ARGS…` on this installation's database.
@@ -406,6 +613,42 @@ impl TestApp {
     /// The token `kleidia serve` was given.
     pub fn app_bao_token(&self) -> &str {
         &self.app_bao_token
+    }
+
+    /// `kleidia bootstrap` again on this installation's own OpenBao, with
+    /// its root token and the app's public URL: (exit success, stdout, stderr).
+    pub fn bootstrap(&self) -> (bool, String, String) {
+        assert!(
+            self.bao.is_some(),
+            "bootstrap needs an OpenBao of the test's own"
+        );
+        run_bootstrap(&self.root_bao.addr, &self.root_bao.token, self.base_url())
+            .expect("run kleidia bootstrap")
+    }
+
+    /// Serial numbers of the certificates OpenBao's issuing CA has signed.
+    pub async fn issued_in_openbao(&self) -> Vec<String> {
+        let (s, v) = self
+            .root_bao
+            .call("LIST", "pki_int/certs", None)
+            .await
+            .unwrap();
+        if s == StatusCode::NOT_FOUND {
+            return Vec::new();
+        }
+        v["data"]["keys"]
+            .as_array()
+            .unwrap_or_else(|| panic!("LIST pki_int/certs: {s} {v}"))
+            .iter()
+            .map(|k| k.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// This installation's own OpenBao (restart, seal, unseal).
+    pub fn openbao(&mut self) -> &mut TestBao {
+        self.bao
+            .as_mut()
+            .expect("an OpenBao of the test's own (own_openbao, persistent_openbao)")
     }
 
     /// Stop this installation's own OpenBao, as an outage would.

@@ -17,7 +17,7 @@ use super::wire::{key_alg_from_wire, pin_policy_from_wire, slot_id, touch_policy
 use super::{has_metadata, other_err, pin_err, CardError, ReaderPolicy};
 
 /// Attestation certificate of the key in `slot`, then the device's f9 certificate.
-fn attestation_chain(yk: &mut YubiKey, slot: SlotId) -> Result<Vec<String>, CardError> {
+pub(super) fn attestation_chain(yk: &mut YubiKey, slot: SlotId) -> Result<Vec<String>, CardError> {
     let att = piv::attest(yk, slot).map_err(other_err)?;
     let att = x509_cert::Certificate::from_der(&att)
         .map_err(|_| CardError::Card("the attestation is not a certificate".into()))?;

@@ -5,6 +5,7 @@
 mod info;
 mod keys;
 mod open;
+mod presence;
 mod reset;
 mod secrets;
 mod wire;
@@ -12,6 +13,7 @@ mod wire;
 pub use info::{check_defaults, info};
 pub use keys::{attest, generate_csr, import_certificate, CsrRequest, CsrResult};
 pub use open::{discover, explain_failure, open};
+pub use presence::{prove_presence, Presence};
 pub use reset::reset;
 pub use secrets::{rotate_management_key, set_pin, set_puk, unblock_pin, Settled};
 
@@ -67,6 +69,8 @@ pub enum CardError {
     EmptySlot(PivSlot),
     #[error("the certificate's public key is not the key in that slot")]
     CertificateMismatch,
+    #[error("the YubiKey holds no presence key in slot 95; it was reset or enrolled before presence keys existed")]
+    NoPresenceKey,
     #[error("the YubiKey refused the reset")]
     ResetRefused,
     #[error("the YubiKey reported an error: {0}")]

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route(Operation::Attest.path(), post(piv::attest))
         .route(Operation::Reset.path(), post(piv::reset))
+        .route(Operation::ProvePresence.path(), post(piv::prove_presence))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), guard::guard))

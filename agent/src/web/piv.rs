@@ -220,3 +220,43 @@ pub(super) async fn reset(
     run(&st, &mut auth, move || card::reset(p.serial, policy)).await?;
     Ok(done(&auth, Operation::Reset, p.serial))
 }
+
+/// Sign the server's presence challenge for one operation, over this agent's
+/// own key fingerprint (not one the page names): the server then encrypts
+/// secrets only to the key whose agent stands next to the card.
+pub(super) async fn prove_presence(
+    State(st): State<AppState>,
+    Signed(req): Signed<ProvePresenceParams>,
+) -> Result<Json<PresenceProof>, ApiError> {
+    use base64::Engine as _;
+    let p = req.params;
+    let nonce = base64::engine::general_purpose::STANDARD
+        .decode(&p.nonce)
+        .ok()
+        .filter(|n| n.len() == PRESENCE_NONCE_LEN)
+        .ok_or_else(|| ApiError::invalid("nonce must be base64 of 32 bytes"))?;
+    let operation_id = uuid::Uuid::parse_str(&p.operation_id)
+        .map_err(|_| ApiError::invalid("operation_id must be a UUID"))?;
+    let mut auth = st.authorize(&req.ticket, &p).await?;
+    let fingerprint = st.key.fingerprint.clone();
+    let digest = presence_digest(&nonce, &operation_id, &fingerprint);
+    let policy = st.reader_policy();
+    let (serial, establish) = (p.serial, p.establish);
+    let r = run(&st, &mut auth, move || {
+        card::prove_presence(serial, policy, &digest, establish)
+    })
+    .await?;
+    tracing::info!(operation = Operation::ProvePresence.as_str(), serial, establish, ticket_id = %auth.claims.id, "operation done");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let (public_key_pem, attestation_chain_pem) = match r.established {
+        Some((k, c)) => (Some(k), Some(c)),
+        None => (None, None),
+    };
+    Ok(Json(PresenceProof {
+        signature: b64.encode(&r.signature),
+        agent_key_fingerprint: fingerprint,
+        public_key_pem,
+        attestation_chain_pem,
+        ticket_id: auth.claims.id.to_string(),
+    }))
+}

@@ -140,16 +140,12 @@ impl AnchorStore {
         }
     }
 
-    /// With the configured token (`openbao.token`); `None` without one.
-    pub fn from_config(config: &Config) -> Result<Option<Self>, reqwest::Error> {
-        let Some(token) = &config.openbao.token else {
+    /// With the app's configured login (`openbao.auth`); `None` without one.
+    pub fn from_config(config: &Config) -> Result<Option<Self>, BaoError> {
+        let bao = crate::vault::client(&config.openbao)?;
+        if bao.auth_method() == "none" {
             return Ok(None);
-        };
-        let bao = Bao::new(
-            config.openbao.addr.clone(),
-            Some(token.clone()),
-            config.openbao_timeout(),
-        )?;
+        }
         Ok(Some(Self::new(bao, &config.openbao)))
     }
 
@@ -187,7 +183,7 @@ impl AnchorStore {
         });
         match self.bao.write(&path, &body).await {
             Ok(v) => Ok(v.pointer("/data/valid").and_then(Value::as_bool) == Some(true)),
-            Err(BaoError::Api {
+            Err(BaoError::Other {
                 status: 400,
                 ref message,
                 ..
@@ -257,11 +253,7 @@ impl AnchorStore {
         let body = json!({"options": {"cas": cas}, "data": anchor});
         match self.bao.write(&self.data_path(), &body).await {
             Ok(_) => Ok(true),
-            Err(BaoError::Api {
-                status: 400,
-                ref message,
-                ..
-            }) if message.contains("check-and-set") => Ok(false),
+            Err(BaoError::CasConflict { .. }) => Ok(false),
             Err(e) => Err(e.into()),
         }
     }
@@ -396,9 +388,7 @@ pub async fn run(db: PgPool, store: AnchorStore, cfg: AuditConfig) {
 /// `kleidia audit anchor`: one pass now, with the app's token.
 pub async fn command(config: &Config) -> anyhow::Result<()> {
     let Some(store) = AnchorStore::from_config(config)? else {
-        anyhow::bail!(
-            "no OpenBao token: set openbao.token or openbao.token_file (the app's token)"
-        );
+        anyhow::bail!("no OpenBao login: set openbao.auth and its keys (the app's own login)");
     };
     let pool = crate::db::connect(&config.database).await?;
     match anchor_once(&pool, &store, OffsetDateTime::now_utc()).await? {

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::password::Passwords;
-use super::throttle::{self, Scope};
+use super::throttle::{self, Reserved, Scope};
 use crate::audit::{self, AuditEvent, ClientMeta};
 use crate::config::Config;
 use crate::db::sessions::{self, NewSession};
@@ -26,6 +26,9 @@ pub enum LoginError {
     BadCredentials,
     #[error("too many failed sign-ins; try again later")]
     Throttled { until: OffsetDateTime },
+    /// The password queue is full: nothing was checked or counted.
+    #[error("too many sign-ins are being checked right now; try again in a moment")]
+    Busy,
     #[error(transparent)]
     App(#[from] AppError),
 }
@@ -41,7 +44,22 @@ impl From<LoginError> for AppError {
         match e {
             LoginError::BadCredentials => AppError::Unauthorized,
             LoginError::Throttled { .. } => AppError::TooManyRequests(e.to_string()),
+            LoginError::Busy => AppError::Unavailable(e.to_string()),
             LoginError::App(e) => e,
+        }
+    }
+}
+
+impl LoginError {
+    /// Seconds for `Retry-After`, for the refusals that have one.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            LoginError::Throttled { until } => {
+                let secs = (*until - OffsetDateTime::now_utc()).whole_seconds();
+                Some(secs.max(1) as u64)
+            }
+            LoginError::Busy => Some(1),
+            _ => None,
         }
     }
 }
@@ -58,6 +76,13 @@ fn account_key(username: &str) -> String {
 
 /// Check the credentials and, when they are right, create a session row of
 /// `kind` (with its `login.ok` audit row, in one transaction).
+///
+/// Under parallel guessing (issue 14): the attempt takes a place in the
+/// bounded hash queue first (none left: [`LoginError::Busy`], nothing
+/// counted), then is counted as a failure of the account before the
+/// password is checked ([`throttle::reserve`]), so no number of parallel
+/// requests gets more than `account_free_failures` verdicts per lock
+/// window. A success clears the account's counter.
 pub async fn login(
     db: &PgPool,
     passwords: &Passwords,
@@ -70,19 +95,29 @@ pub async fn login(
     let name = account_key(username);
     let client = meta.ip.clone().unwrap_or_else(|| "unknown".into());
 
-    let locked =
-        throttle::locked_until(db, &[(Scope::Account, &name), (Scope::Client, &client)]).await?;
-    if let Some(until) = locked {
-        audit::record_alone(
-            db,
-            AuditEvent::new("login.failed")
-                .actor_named(None, &name)
-                .details(json!({"reason": "throttled", "via": kind.as_str()}))
-                .from_client(meta),
-        )
-        .await?;
-        return Err(LoginError::Throttled { until });
-    }
+    let Some(_place) = passwords.queue_place() else {
+        tracing::warn!(
+            via = kind.as_str(),
+            "sign-in refused: the password queue is full"
+        );
+        return Err(LoginError::Busy);
+    };
+    let acct_lock = match throttle::reserve(db, &cfg.throttle, &name, &client).await? {
+        Reserved::Locked(until) => {
+            audit::record_alone(
+                db,
+                AuditEvent::new("login.failed")
+                    .actor_named(None, &name)
+                    .details(json!({"reason": "throttled", "via": kind.as_str()}))
+                    .from_client(meta),
+            )
+            .await?;
+            return Err(LoginError::Throttled { until });
+        }
+        Reserved::Go {
+            account_locked_until,
+        } => account_locked_until,
+    };
 
     let user = users::by_username(db, &name).await?;
     let verified = passwords
@@ -96,9 +131,10 @@ pub async fn login(
             Some(_) => "bad_password",
         };
         let actor = user.as_ref().map(|u| u.id);
+        // The account's failure was counted by the reservation.
         let mut tx = db.begin().await?;
-        let acct = throttle::record_failure(&mut tx, &cfg.throttle, Scope::Account, &name).await?;
-        let cl = throttle::record_failure(&mut tx, &cfg.throttle, Scope::Client, &client).await?;
+        let client_lock =
+            throttle::record_failure(&mut tx, &cfg.throttle, Scope::Client, &client).await?;
         audit::record(
             &mut tx,
             AuditEvent::new("login.failed")
@@ -106,8 +142,8 @@ pub async fn login(
                 .details(json!({
                     "reason": reason,
                     "via": kind.as_str(),
-                    "account_locked_until": acct.map(|t| t.unix_timestamp()),
-                    "client_locked_until": cl.map(|t| t.unix_timestamp()),
+                    "account_locked_until": acct_lock.map(|t| t.unix_timestamp()),
+                    "client_locked_until": client_lock.map(|t| t.unix_timestamp()),
                 }))
                 .from_client(meta),
         )

@@ -2,6 +2,7 @@
 //! run on the blocking pool behind a semaphore so a burst of sign-ins can
 //! neither starve the async workers nor exhaust memory.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
@@ -67,9 +68,16 @@ pub struct Verified {
     pub needs_rehash: bool,
 }
 
+/// Sign-ins that may wait for a hash beyond those running, by default.
+pub const DEFAULT_HASH_QUEUE: usize = 64;
+
 #[derive(Clone)]
 pub struct Passwords {
     permits: Arc<Semaphore>,
+    /// Sign-ins holding a [`QueuePlace`] (running or waiting).
+    in_line: Arc<AtomicUsize>,
+    /// At most this many at once: `concurrency + queue`.
+    max_in_line: usize,
     /// A hash of a random password: verified against when the username is
     /// unknown, so an unknown name costs exactly what a known one does.
     dummy: Arc<String>,
@@ -86,10 +94,31 @@ impl Passwords {
         let dummy = tokio::task::spawn_blocking(|| hash_blocking(&generate_password()))
             .await
             .map_err(|e| AppError::Internal(e.into()))??;
+        let concurrency = concurrency.max(1);
         Ok(Self {
-            permits: Arc::new(Semaphore::new(concurrency.max(1))),
+            permits: Arc::new(Semaphore::new(concurrency)),
+            in_line: Arc::new(AtomicUsize::new(0)),
+            max_in_line: concurrency + DEFAULT_HASH_QUEUE,
             dummy: Arc::new(dummy),
         })
+    }
+
+    /// Let at most `queue` sign-ins wait beyond the `concurrency` running.
+    pub fn with_queue(mut self, queue: usize) -> Self {
+        self.max_in_line = self.permits.available_permits() + queue;
+        self
+    }
+
+    /// A place in the sign-in line, or `None` when it is full (the caller
+    /// answers 503 with `Retry-After`, having done nothing). Memory stays
+    /// bounded: no more than `concurrency + queue` sign-ins are in progress.
+    pub fn queue_place(&self) -> Option<QueuePlace> {
+        let before = self.in_line.fetch_add(1, Ordering::SeqCst);
+        if before >= self.max_in_line {
+            self.in_line.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(QueuePlace(self.in_line.clone()))
     }
 
     pub async fn hash(&self, password: &SecretString) -> Result<String, AppError> {
@@ -130,6 +159,15 @@ impl Passwords {
             ok,
             needs_rehash: ok && stale,
         })
+    }
+}
+
+/// A place in the sign-in line; given back when dropped.
+pub struct QueuePlace(Arc<AtomicUsize>);
+
+impl Drop for QueuePlace {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -214,6 +252,16 @@ mod tests {
             }
         );
         assert!(!needs_rehash(&hash_blocking("x").unwrap()));
+    }
+
+    #[tokio::test]
+    async fn the_line_holds_concurrency_plus_queue_and_frees_places_when_dropped() {
+        let p = Passwords::new(2).await.unwrap().with_queue(3);
+        let places: Vec<_> = (0..5).map(|_| p.queue_place()).collect();
+        assert!(places.iter().all(Option::is_some));
+        assert!(p.queue_place().is_none());
+        drop(places);
+        assert!(p.queue_place().is_some());
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! unknown name behaves exactly like a real one) and per client address.
 //! After `*_free_failures` failures a key is locked for `base_delay_secs`,
 //! doubling with each further failure up to `max_delay_secs`; counters start
-//! again after `reset_after_secs` without a failure. A success clears the
-//! account's counter but not the client's, so an attacker with one valid
-//! account cannot reset their address between guesses.
+//! again after `reset_after_secs` without a failure. Every attempt is
+//! counted as a failure of the account before its password is checked
+//! ([`reserve`]), so parallel guesses cannot overtake the account's lock.
+//! A success clears the account's counter but not the client's, so an
+//! attacker with one valid account cannot reset their address between
+//! guesses.
 
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -53,25 +56,90 @@ pub fn lock_for(cfg: &ThrottleConfig, scope: Scope, failures: u32) -> Option<std
     Some(std::time::Duration::from_secs(secs.max(1)))
 }
 
-/// The latest lock among these keys that is still running.
-pub async fn locked_until(
+/// What [`reserve`] found: go on (this attempt is counted as a failure of
+/// the account until it succeeds), or a key is locked until then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserved {
+    /// The lock this attempt set on the account (it was the last free one).
+    Go {
+        account_locked_until: Option<OffsetDateTime>,
+    },
+    Locked(OffsetDateTime),
+}
+
+/// Count this attempt as a failure of the account *before* the password is
+/// checked, holding the account's row locked (and refusing when the client
+/// is locked). Whatever the parallelism, at most `account_free_failures`
+/// attempts per account get past this between two locks; the attempt that
+/// reaches the limit sets the lock itself. A success clears the account.
+///
+/// The client's counter is still counted after the verdict
+/// ([`record_failure`]): reserving it too would turn many people signing in
+/// at once behind one proxy into a lock for all of them. Its overshoot is
+/// bounded by the hash queue.
+pub async fn reserve(
     db: &PgPool,
-    keys: &[(Scope, &str)],
-) -> Result<Option<OffsetDateTime>, sqlx::Error> {
-    let mut latest: Option<OffsetDateTime> = None;
-    for (scope, key) in keys {
-        let until: Option<OffsetDateTime> = sqlx::query_scalar(
-            "SELECT locked_until FROM login_throttle \
-             WHERE scope = $1 AND key = $2 AND locked_until > now()",
-        )
-        .bind(scope.as_str())
-        .bind(key)
-        .fetch_optional(db)
-        .await?
-        .flatten();
-        latest = latest.max(until);
+    cfg: &ThrottleConfig,
+    account: &str,
+    client: &str,
+) -> Result<Reserved, sqlx::Error> {
+    let mut tx = db.begin().await?;
+    let client_lock: Option<OffsetDateTime> = sqlx::query_scalar(
+        "SELECT locked_until FROM login_throttle \
+         WHERE scope = 'client' AND key = $1 AND locked_until > now()",
+    )
+    .bind(client)
+    .fetch_optional(&mut *tx)
+    .await?
+    .flatten();
+    if let Some(until) = client_lock {
+        tx.rollback().await?;
+        return Ok(Reserved::Locked(until));
     }
-    Ok(latest)
+    let scope = Scope::Account;
+    sqlx::query(
+        "INSERT INTO login_throttle (scope, key, failures, first_failure_at, last_failure_at) \
+         VALUES ($1, $2, 0, now(), now()) ON CONFLICT (scope, key) DO NOTHING",
+    )
+    .bind(scope.as_str())
+    .bind(account)
+    .execute(&mut *tx)
+    .await?;
+    let (failures, stale, locked_until): (i32, bool, Option<OffsetDateTime>) = sqlx::query_as(
+        "SELECT failures, last_failure_at < now() - make_interval(secs => $3), \
+                CASE WHEN locked_until > now() THEN locked_until END \
+         FROM login_throttle WHERE scope = $1 AND key = $2 FOR UPDATE",
+    )
+    .bind(scope.as_str())
+    .bind(account)
+    .bind(cfg.reset_after_secs as f64)
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(until) = locked_until {
+        tx.rollback().await?;
+        return Ok(Reserved::Locked(until));
+    }
+    let n = if stale { 1 } else { failures.max(0) + 1 };
+    let lock = lock_for(cfg, scope, n as u32).map(|d| d.as_secs_f64());
+    let account_locked_until: Option<OffsetDateTime> = sqlx::query_scalar(
+        "UPDATE login_throttle SET failures = $3, \
+           first_failure_at = CASE WHEN $4 THEN now() ELSE first_failure_at END, \
+           last_failure_at = now(), \
+           locked_until = CASE WHEN $5::float8 IS NULL THEN NULL \
+                               ELSE now() + make_interval(secs => $5::float8) END \
+         WHERE scope = $1 AND key = $2 RETURNING locked_until",
+    )
+    .bind(scope.as_str())
+    .bind(account)
+    .bind(n)
+    .bind(stale)
+    .bind(lock)
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Reserved::Go {
+        account_locked_until,
+    })
 }
 
 /// Count one failure; returns the lock it caused, if any.

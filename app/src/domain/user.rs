@@ -68,15 +68,42 @@ impl EmailAddress {
         let Some(e) = s.map(str::trim).filter(|s| !s.is_empty()) else {
             return Ok(None);
         };
-        let valid = e.len() <= 254
-            && !e.chars().any(|c| c.is_whitespace() || c.is_control())
-            && e.split_once('@')
-                .is_some_and(|(l, d)| !l.is_empty() && d.contains('.') && !d.starts_with('.'));
-        if valid {
+        if Self::is_valid(e) {
             Ok(Some(EmailAddress(e.to_string())))
         } else {
             Err(InvalidAccountField("that is not an email address"))
         }
+    }
+}
+
+impl EmailAddress {
+    /// A plain `local@domain` that goes into a certificate as one SAN and
+    /// one UPN, nothing more (issue 14 §5): at most 254 bytes, exactly one
+    /// `@`; the local part is 1–64 of `A–Z a–z 0–9 . _ % + -`, not starting
+    /// or ending with a dot and without two dots in a row; the domain is at
+    /// least two labels of `A–Z a–z 0–9 -` (1–63 each, no leading or
+    /// trailing hyphen). No comma, semicolon, quote, space, control or
+    /// non-ASCII character can pass: OpenBao splits names on commas.
+    pub fn is_valid(e: &str) -> bool {
+        let Some((local, domain)) = e.split_once('@') else {
+            return false;
+        };
+        let local_ok = (1..=64).contains(&local.len())
+            && local
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._%+-".contains(&b))
+            && !local.starts_with('.')
+            && !local.ends_with('.')
+            && !local.contains("..");
+        let labels: Vec<&str> = domain.split('.').collect();
+        let domain_ok = labels.len() >= 2
+            && labels.iter().all(|l| {
+                (1..=63).contains(&l.len())
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    && !l.starts_with('-')
+                    && !l.ends_with('-')
+            });
+        e.len() <= 254 && local_ok && domain_ok
     }
 }
 
@@ -136,6 +163,38 @@ mod tests {
         assert!(DisplayName::parse(" ").is_err());
         assert!(DisplayName::parse(&"é".repeat(201)).is_err());
         assert!(DisplayName::parse(&"é".repeat(200)).is_ok());
+    }
+
+    #[test]
+    fn an_email_that_could_smuggle_a_second_name_is_refused() {
+        for bad in [
+            "alice@corp.example,mallory@evil.example",
+            "alice@corp.example;x",
+            "alice,admin@corp.example",
+            "\"a,b\"@corp.example",
+            "alice@corp.example\n",
+            "alice@@corp.example",
+            "alice@corp",
+            "alice@-corp.example",
+            "alice@corp..example",
+            ".alice@corp.example",
+            "al..ice@corp.example",
+            "alice@corp.example/",
+            "alicé@corp.example",
+            "1.3.6.1.4.1.311.20.2.3;UTF8:admin@corp.example",
+        ] {
+            assert!(!EmailAddress::is_valid(bad), "{bad:?} passed");
+            if bad.trim() == bad {
+                assert!(EmailAddress::parse_optional(Some(bad)).is_err(), "{bad:?}");
+            }
+        }
+        for good in [
+            "alice@corp.example",
+            "a.b+tag@mail.corp-1.example",
+            "O'Brien@corp.example".replace('\'', "").as_str(),
+        ] {
+            assert!(EmailAddress::is_valid(good), "{good:?} refused");
+        }
     }
 
     #[test]

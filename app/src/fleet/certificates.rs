@@ -10,6 +10,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::access::{self, LookupError, OperationDenied};
+use super::approvals;
 use super::attestation::{self, Attested};
 use super::context::FleetContext;
 use super::csr::{verify_csr, VerifiedCsr};
@@ -21,7 +22,7 @@ use super::registry::{checked_reason, BadReason};
 use super::settings::{self, PolicyError};
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ClientMeta, CurrentUser};
-use crate::domain::{OperationState, Serial};
+use crate::domain::{EmailAddress, OperationState, Serial};
 
 /// Revoke every issued certificate of a device in OpenBao; returns their ids
 /// for the database update.
@@ -50,6 +51,10 @@ pub enum NamesError {
     NoOwner(Serial),
     #[error("the device's owner no longer exists")]
     OwnerGone,
+    /// An address stored before emails were checked strictly: it could add
+    /// names to the certificate, so nothing is signed until it is corrected.
+    #[error("the owner's email address {0:?} cannot go into a certificate (one plain local@domain address only); correct it on the user's page")]
+    UnsafeEmail(String),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
@@ -60,6 +65,9 @@ pub async fn owner_names(db: &PgPool, d: &DeviceRow) -> Result<CertificateNames,
     let o = crate::db::users::by_id(db, owner)
         .await?
         .ok_or(NamesError::OwnerGone)?;
+    if let Some(e) = o.email.as_deref().filter(|e| !EmailAddress::is_valid(e)) {
+        return Err(NamesError::UnsafeEmail(e.to_string()));
+    }
     Ok(CertificateNames {
         common_name: o.display_name.clone(),
         upn: o.email.clone(),
@@ -109,6 +117,9 @@ pub enum SignCsrError {
     /// The CSR, its key or its attestation is not acceptable (audited).
     #[error("{0}")]
     Refused(String),
+    /// The key generation has no approval of the device's current owner (audited).
+    #[error("{0}")]
+    NotApproved(String),
     #[error(transparent)]
     Names(#[from] NamesError),
     #[error(transparent)]
@@ -158,18 +169,24 @@ pub async fn sign_csr(
         return Err(SignCsrError::AlreadyIssued);
     }
     let spec = KeySpec::of(&op);
+    let refusal = |reason: String| {
+        audit::record_alone(
+            db,
+            AuditEvent::new("certificate.refused")
+                .actor(u)
+                .from_client(meta)
+                .target("device", serial)
+                .details(json!({"operation_id": req.operation_id, "reason": reason})),
+        )
+    };
+    if let Some(reason) = approvals::signing_refusal(db, &d, &op, &spec.slot_name, &policy).await? {
+        let _ = refusal(reason.clone()).await;
+        return Err(SignCsrError::NotApproved(reason));
+    }
     let (csr, slot, attested) = match check_csr(ctx, &policy, &spec, serial, &req) {
         Ok(checked) => checked,
         Err(reason) => {
-            let _ = audit::record_alone(
-                db,
-                AuditEvent::new("certificate.refused")
-                    .actor(u)
-                    .from_client(meta)
-                    .target("device", serial)
-                    .details(json!({"operation_id": req.operation_id, "reason": reason})),
-            )
-            .await;
+            let _ = refusal(reason.clone()).await;
             return Err(SignCsrError::Refused(reason));
         }
     };
@@ -202,6 +219,7 @@ pub async fn sign_csr(
         },
     )
     .await?;
+    let approval_id = op.details.get("approval_id").cloned();
     audit::record(
         &mut tx,
         AuditEvent::new("certificate.issue")
@@ -216,6 +234,7 @@ pub async fn sign_csr(
                 "algorithm": algorithm,
                 "attested_firmware": attested.firmware.map(|(a, b, c)| format!("{a}.{b}.{c}")),
                 "not_after": issued.not_after.unix_timestamp(),
+                "approval_id": approval_id,
             })),
     )
     .await?;

@@ -166,11 +166,7 @@ impl Escrow<'_> {
                         message: "no version in the write response".into(),
                     })
                 }),
-            Err(BaoError::Api {
-                status: 400,
-                message,
-                ..
-            }) if message.contains("check-and-set") => Err(EscrowError::Conflict(serial)),
+            Err(BaoError::CasConflict { .. }) => Err(EscrowError::Conflict(serial)),
             Err(e) => Err(e.into()),
         }
     }

@@ -9,12 +9,14 @@
 //! - `registry`: register, move through the lifecycle, assign an owner;
 //! - `operations`: authorise, reissue and report agent operations;
 //! - `certificates`: sign an attested key's CSR, revoke;
+//! - `approvals`: a certificate in another person's name waits for their approval;
 //! - `details`: what a device's page shows;
 //! - `agent`: the workstation agent's key on a session;
 //! - `db`: the SQL, per table.
 
 pub mod access;
 pub mod agent;
+pub mod approvals;
 pub mod attestation;
 pub mod certificates;
 pub mod context;
@@ -26,6 +28,7 @@ pub mod operations;
 pub mod pki;
 pub mod pki_cache;
 pub mod policy;
+pub mod presence;
 pub mod registry;
 pub mod secrets;
 pub mod settings;

@@ -115,7 +115,7 @@ impl Pki<'_> {
         match r {
             Ok(_) => {}
             // Already revoked (or expired and tidied): the goal is reached.
-            Err(BaoError::Api {
+            Err(BaoError::Other {
                 status: 400,
                 message,
                 ..
@@ -138,7 +138,7 @@ impl Pki<'_> {
     pub async fn ocsp(&self, request_der: Vec<u8>) -> Result<RawAnswer, PkiError> {
         Ok(self
             .bao
-            .post_raw(
+            .post_public(
                 &format!("{}/ocsp", self.mount),
                 "application/ocsp-request",
                 request_der,
@@ -154,7 +154,7 @@ impl Pki<'_> {
         if let Some(b) = self.cache.get(&key) {
             return Ok(Some(b));
         }
-        let fetched = self.bao.get_raw(&key).await?;
+        let fetched = self.bao.fetch_public(&key).await?;
         if let Some(b) = &fetched {
             self.cache.put(&key, b.clone());
         }

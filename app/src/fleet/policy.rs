@@ -26,6 +26,26 @@ pub struct SlotPolicy {
     pub touch_policies: Vec<TouchPolicy>,
 }
 
+/// Who must agree before a key is generated and certified on a device whose
+/// owner is not the requester (the certificate carries the owner's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateApproval {
+    /// Nobody: operators certify keys for anyone (the behaviour before issue 12).
+    Off,
+    /// The owner, from their own session, or an admin who is not the requester.
+    OwnerOrSecondAdmin,
+}
+
+impl CertificateApproval {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertificateApproval::Off => "off",
+            CertificateApproval::OwnerOrSecondAdmin => "owner_or_second_admin",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Policy {
@@ -40,6 +60,10 @@ pub struct Policy {
     pub certificate_lifetime_days: u32,
     pub owners_may_unblock_pin: bool,
     pub expiry_warning_days: u32,
+    /// Required unless an admin turns it off. A stored policy from before
+    /// the setting existed reads the default, so existing installations are
+    /// protected too.
+    pub certificate_approval: CertificateApproval,
 }
 
 impl Default for Policy {
@@ -73,6 +97,7 @@ impl Default for Policy {
             certificate_lifetime_days: 365,
             owners_may_unblock_pin: false,
             expiry_warning_days: 30,
+            certificate_approval: CertificateApproval::OwnerOrSecondAdmin,
         }
     }
 }

@@ -36,7 +36,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn push(&mut self, o: Outcome, what: impl Into<String>) {
+    pub(crate) fn push(&mut self, o: Outcome, what: impl Into<String>) {
         self.steps.push((o, what.into()));
     }
 
@@ -165,7 +165,7 @@ impl Bootstrap<'_> {
         let existing = match existing {
             Ok(v) => v,
             // Older servers answer 400 for a missing mount instead of 404.
-            Err(BaoError::Api { status: 400, .. }) => None,
+            Err(BaoError::Other { status: 400, .. } | BaoError::NotFound { .. }) => None,
             Err(e) => return Err(e.into()),
         };
         let Some(found) = existing else {
@@ -177,6 +177,7 @@ impl Bootstrap<'_> {
                 body["config"] = json!({"max_lease_ttl": format!("{t}s")});
             }
             self.bao.write(&format!("sys/mounts/{path}"), &body).await?;
+            super::wait_kv_upgraded(self.bao, path, version).await?;
             r.push(Outcome::Created, what);
             return Ok(());
         };

@@ -1,15 +1,16 @@
 //! KV v2 helpers for Kleidia's own secrets (`secret/data/kleidia/…`).
 
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::{Bao, BaoError};
 
 /// The current version's `data` of `{mount}/data/{path}`, or `None`.
 pub async fn read(bao: &Bao, mount: &str, path: &str) -> Result<Option<Value>, BaoError> {
     Ok(bao
-        .read(&format!("{mount}/data/{path}"))
+        .kv2(mount)
+        .read::<Value>(path)
         .await?
-        .and_then(|v| v.pointer("/data/data").cloned())
+        .map(|v| v.data)
         .filter(|d| !d.is_null()))
 }
 
@@ -22,29 +23,5 @@ pub async fn get_or_create(
     path: &str,
     data: Value,
 ) -> Result<Value, BaoError> {
-    if let Some(v) = read(bao, mount, path).await? {
-        return Ok(v);
-    }
-    let res = bao
-        .write(
-            &format!("{mount}/data/{path}"),
-            &json!({"options": {"cas": 0}, "data": data}),
-        )
-        .await;
-    match res {
-        Ok(_) => {}
-        // Someone else created it between our read and write.
-        Err(BaoError::Api {
-            status: 400,
-            ref message,
-            ..
-        }) if message.contains("check-and-set") => {}
-        Err(e) => return Err(e),
-    }
-    read(bao, mount, path)
-        .await?
-        .ok_or_else(|| BaoError::Unexpected {
-            path: format!("{mount}/data/{path}"),
-            message: "secret missing right after it was written".into(),
-        })
+    bao.kv2(mount).get_or_create(path, &data).await
 }

@@ -88,11 +88,15 @@ pub fn piv_sign_request(
         "format": "pem",
         "ttl": format!("{}s", ttl_secs.min(PIV_MAX_TTL)),
     });
+    // `other_sans` is a list (one element, one name). OpenBao takes
+    // `alt_names` only as a comma-separated string: the addresses are
+    // checked before they get here (`EmailAddress::is_valid`, no comma can
+    // pass), so each is exactly one name.
     if !emails.is_empty() {
         body["alt_names"] = json!(emails.join(","));
     }
     if let Some(u) = upn {
-        body["other_sans"] = json!(format!("{OID_UPN};UTF8:{u}"));
+        body["other_sans"] = json!([format!("{OID_UPN};UTF8:{u}")]);
     }
     body
 }

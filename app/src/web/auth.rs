@@ -15,6 +15,7 @@ use time::OffsetDateTime;
 use tower_sessions::Session;
 use uuid::Uuid;
 
+use super::auth_next::safe_next;
 use super::extract::MaybeUser;
 use super::pages::{nav, render, Nav};
 use super::RouteDef;
@@ -38,6 +39,7 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::post("/api/auth/login", Access::Public, api_login),
         RouteDef::post("/api/auth/logout", Access::SignedIn, api_logout),
         RouteDef::get("/api/auth/me", Access::SignedIn, api_me),
+        RouteDef::post("/api/auth/password", Access::SignedIn, api_password),
     ]
 }
 
@@ -48,21 +50,6 @@ struct LoginPage {
     error: Option<String>,
     next: String,
     username: String,
-}
-
-/// Only local paths: never an open redirect to another site.
-fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n)
-            if n.starts_with('/')
-                && !n.starts_with("//")
-                && !n.contains('\\')
-                && !n.starts_with("/login") =>
-        {
-            n.to_string()
-        }
-        _ => "/".into(),
-    }
 }
 
 #[derive(Deserialize, Default)]
@@ -132,22 +119,27 @@ async fn login_form(
             };
             Ok(Redirect::to(&to).into_response())
         }
-        Err(e @ (LoginError::BadCredentials | LoginError::Throttled { .. })) => {
+        Err(e @ (LoginError::BadCredentials | LoginError::Throttled { .. } | LoginError::Busy)) => {
             let status = match e {
                 LoginError::BadCredentials => StatusCode::UNAUTHORIZED,
+                LoginError::Busy => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::TOO_MANY_REQUESTS,
             };
             let page = render(&LoginPage {
                 me: None,
                 error: Some(match e {
                     LoginError::BadCredentials => "The username or password is wrong.".into(),
+                    LoginError::Busy => "Too many sign-ins at this moment. Try again in a few seconds.".into(),
                     _ => "Too many failed sign-ins. Wait a few minutes and try again, or ask an administrator."
                         .into(),
                 }),
                 next,
                 username: f.username.chars().take(64).collect(),
             })?;
-            Ok((status, page).into_response())
+            Ok(with_retry_after(
+                (status, page).into_response(),
+                e.retry_after(),
+            ))
         }
         Err(LoginError::App(e)) => Err(e),
     }
@@ -201,12 +193,21 @@ struct ApiToken {
     user: UserView,
 }
 
+/// `Retry-After` (seconds) on a throttled (429) or busy (503) answer.
+fn with_retry_after(mut r: Response, retry_after: Option<u64>) -> Response {
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, secs.into());
+    }
+    r
+}
+
 async fn api_login(
     State(state): State<AppState>,
     meta: ClientMeta,
     Json(body): Json<ApiLogin>,
-) -> Result<Json<ApiToken>, AppError> {
-    let done = login(
+) -> Result<Response, AppError> {
+    let done = match login(
         &state.db,
         &state.passwords,
         &state.config,
@@ -215,7 +216,14 @@ async fn api_login(
         SessionKind::Api,
         &meta,
     )
-    .await?;
+    .await
+    {
+        Ok(done) => done,
+        Err(e) => {
+            let retry = e.retry_after();
+            return Ok(with_retry_after(AppError::from(e).into_response(), retry));
+        }
+    };
     let (token, expires_at) = state
         .jwt
         .issue(done.user.id, done.session_id, OffsetDateTime::now_utc())
@@ -226,7 +234,8 @@ async fn api_login(
         expires_at,
         session_id: done.session_id,
         user: done.user.view(),
-    }))
+    })
+    .into_response())
 }
 
 async fn api_logout(
@@ -294,38 +303,90 @@ async fn password_form(
     Form(f): Form<PasswordForm>,
 ) -> Result<Response, AppError> {
     use secrecy::ExposeSecret;
-    let fail = |msg: String| -> Result<Response, AppError> {
-        Ok((
-            StatusCode::UNPROCESSABLE_ENTITY,
-            render(&PasswordPage {
-                me: nav(&me),
-                forced: me.must_change_password,
-                error: Some(msg),
-            })?,
-        )
-            .into_response())
-    };
+    if f.new.expose_secret() != f.confirm.expose_secret() {
+        return password_form_error(&me, "The new password and its confirmation differ.".into());
+    }
+    match change_own_password(&state, &me, &meta, &f.current, &f.new).await? {
+        Ok(()) => Ok(Redirect::to("/").into_response()),
+        Err(msg) => password_form_error(&me, msg),
+    }
+}
+
+fn password_form_error(me: &CurrentUser, msg: String) -> Result<Response, AppError> {
+    Ok((
+        StatusCode::UNPROCESSABLE_ENTITY,
+        render(&PasswordPage {
+            me: nav(me),
+            forced: me.must_change_password,
+            error: Some(msg),
+        })?,
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApiPassword {
+    current: SecretString,
+    new: SecretString,
+}
+
+/// `POST /api/auth/password`: change one's own password (the only thing an
+/// API session may do besides `/api/auth/me` and logging out while the
+/// account still has a one-time password). 204 on success; other sessions
+/// of the account end, the calling one goes on.
+async fn api_password(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Json(body): Json<ApiPassword>,
+) -> Result<StatusCode, AppError> {
+    match change_own_password(&state, &me, &meta, &body.current, &body.new).await? {
+        Ok(()) => Ok(StatusCode::NO_CONTENT),
+        Err(msg) => Err(AppError::Unprocessable(msg)),
+    }
+}
+
+/// Check the current password and the new one, store it, end the account's
+/// other sessions and audit. The inner `Err` is a message for the user
+/// (nothing changed).
+async fn change_own_password(
+    state: &AppState,
+    me: &CurrentUser,
+    meta: &ClientMeta,
+    current: &SecretString,
+    new: &SecretString,
+) -> Result<Result<(), String>, AppError> {
+    use secrecy::ExposeSecret;
     let user = users::by_id(&state.db, me.user_id)
         .await?
         .ok_or(AppError::Unauthorized)?;
     if !state
         .passwords
-        .verify(&f.current, Some(&user.password_hash))
+        .verify(current, Some(&user.password_hash))
         .await?
         .ok
     {
-        return fail("The current password is wrong.".into());
+        audit::record_alone(
+            &state.db,
+            AuditEvent::new("user.password_change_failed")
+                .actor(me)
+                .target("user", me.user_id)
+                .details(json!({"reason": "wrong_current_password", "via": me.via.as_str()}))
+                .from_client(meta),
+        )
+        .await?;
+        return Ok(Err("The current password is wrong.".into()));
     }
-    if f.new.expose_secret() != f.confirm.expose_secret() {
-        return fail("The new password and its confirmation differ.".into());
+    if new.expose_secret() == current.expose_secret() {
+        return Ok(Err(
+            "Choose a password different from the current one.".into()
+        ));
     }
-    if f.new.expose_secret() == f.current.expose_secret() {
-        return fail("Choose a password different from the current one.".into());
+    if let Err(e) = check_new_password(new.expose_secret()) {
+        return Ok(Err(e.public_message()));
     }
-    if let Err(e) = check_new_password(f.new.expose_secret()) {
-        return fail(e.public_message());
-    }
-    let hash = state.passwords.hash(&f.new).await?;
+    let hash = state.passwords.hash(new).await?;
     let mut tx = state.db.begin().await?;
     users::set_password(&mut *tx, me.user_id, &hash, false).await?;
     // Other sessions of this account end; this one goes on.
@@ -338,12 +399,12 @@ async fn password_form(
     audit::record(
         &mut tx,
         AuditEvent::new("user.password_change")
-            .actor(&me)
+            .actor(me)
             .target("user", me.user_id)
-            .details(json!({"other_sessions_ended": ended}))
-            .from_client(&meta),
+            .details(json!({"other_sessions_ended": ended, "via": me.via.as_str()}))
+            .from_client(meta),
     )
     .await?;
     tx.commit().await?;
-    Ok(Redirect::to("/").into_response())
+    Ok(Ok(()))
 }

@@ -8,12 +8,14 @@ use crate::domain::{InvalidSerial, UnknownDeviceState};
 use crate::error::AppError;
 use crate::fleet::access::{LookupError, OperationDenied};
 use crate::fleet::agent::{RegisterAgentError, SessionKeyError};
+use crate::fleet::approvals::{DecideError, GateError};
 use crate::fleet::certificates::{NamesError, RevokeError, SignCsrError};
 use crate::fleet::db::devices::InsertDeviceError;
 use crate::fleet::details::DetailsError;
 use crate::fleet::escrow::EscrowError;
 use crate::fleet::operations::{AuthorizeError, OwnOperationError, ReissueError, ReportError};
 use crate::fleet::pki::PkiError;
+use crate::fleet::presence::PresenceError;
 use crate::fleet::registry::{AssignError, BadReason, OwnerError, RegisterError, TransitionError};
 use crate::fleet::settings::{PolicyError, SavePolicyError};
 
@@ -217,6 +219,7 @@ impl From<NamesError> for AppError {
     fn from(e: NamesError) -> Self {
         match e {
             NamesError::Db(e) => e.into(),
+            e @ NamesError::UnsafeEmail(_) => AppError::Unprocessable(e.to_string()),
             e => AppError::Conflict(e.to_string()),
         }
     }
@@ -237,7 +240,32 @@ impl From<AuthorizeError> for AppError {
             E::Denied(e) => e.into(),
             E::Agent(e) => e.into(),
             E::Names(e) => e.into(),
+            E::Approval(e) => e.into(),
             E::Escrow(e) => e.into(),
+            E::PresenceRequired(_) | E::PinWithheld(_) => AppError::Forbidden(e.to_string()),
+            E::Presence(e) => (*e).into(),
+            E::Internal(e) => AppError::Internal(e),
+            E::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<PresenceError> for AppError {
+    fn from(e: PresenceError) -> Self {
+        use PresenceError as E;
+        match e {
+            E::NoChallenge(_) => AppError::NotFound(e.to_string()),
+            E::Replayed
+            | E::Expired
+            | E::AgentKeyChanged
+            | E::EstablishedMeanwhile
+            | E::NotEstablished(_) => AppError::Conflict(e.to_string()),
+            E::OtherSession | E::WrongOperation | E::WrongAgentKey | E::BadSignature => {
+                AppError::Forbidden(e.to_string())
+            }
+            E::Malformed(_) => AppError::BadRequest(e.to_string()),
+            E::Attestation(_) => AppError::Unprocessable(e.to_string()),
+            E::Agent(e) => e.into(),
             E::Internal(e) => AppError::Internal(e),
             E::Db(e) => e.into(),
         }
@@ -249,6 +277,8 @@ impl From<ReissueError> for AppError {
         use ReissueError as E;
         match e {
             E::NotResumable => AppError::Conflict(e.to_string()),
+            E::PresenceRequired => AppError::Forbidden(e.to_string()),
+            E::Presence(e) => (*e).into(),
             E::Lookup(e) => e.into(),
             E::Operation(e) => e.into(),
             E::Policy(e) => e.into(),
@@ -282,6 +312,7 @@ impl From<SignCsrError> for AppError {
             E::StartedBySomeoneElse => AppError::Forbidden(e.to_string()),
             E::GenerationFailed | E::AlreadyIssued => AppError::Conflict(e.to_string()),
             E::Refused(reason) => AppError::Unprocessable(reason),
+            E::NotApproved(reason) => AppError::Forbidden(reason),
             E::Lookup(e) => e.into(),
             E::Policy(e) => e.into(),
             E::Denied(e) => e.into(),
@@ -300,6 +331,26 @@ impl From<RevokeError> for AppError {
             RevokeError::BadReason(e) => e.into(),
             RevokeError::Pki(e) => e.into(),
             RevokeError::Db(e) => e.into(),
+        }
+    }
+}
+
+impl From<GateError> for AppError {
+    fn from(e: GateError) -> Self {
+        match e {
+            GateError::Db(e) => e.into(),
+            e @ GateError::Pending { .. } => AppError::Conflict(e.to_string()),
+        }
+    }
+}
+
+impl From<DecideError> for AppError {
+    fn from(e: DecideError) -> Self {
+        match e {
+            DecideError::NotFound(_) => AppError::NotFound(e.to_string()),
+            DecideError::OwnRequest | DecideError::NotDecider => AppError::Forbidden(e.to_string()),
+            DecideError::NotPending { .. } => AppError::Conflict(e.to_string()),
+            DecideError::Db(e) => e.into(),
         }
     }
 }

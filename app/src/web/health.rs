@@ -1,13 +1,24 @@
 //! `/healthz` (the process is alive), `/readyz` (PostgreSQL and OpenBao are
-//! reachable) and `/metrics` (Prometheus text format).
+//! reachable; the license service's state is reported but never makes the
+//! app unready, since the license never blocks work on enrolled keys) and
+//! `/metrics` (Prometheus text format).
+//!
+//! `/readyz` is 503 ("not ready") only without PostgreSQL, which every page
+//! needs. OpenBao down or sealed is "degraded" (200): sign-in, the fleet
+//! and audit pages keep working, secret operations answer 503 naming the
+//! cause, and the JSON says why (`checks.openbao`, `reason`).
 
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
+
+use kleidia_license_client::ProblemKind;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
 
 use crate::state::AppState;
 use crate::vault::BaoHealth;
@@ -19,7 +30,11 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    let (pg, bao) = tokio::join!(check_postgres(&state), check_openbao(&state));
+    let (pg, bao, license) = tokio::join!(
+        check_postgres(&state),
+        check_openbao(&state),
+        check_license(&state)
+    );
     let mut failed = Vec::new();
     if pg.is_err() {
         failed.push("postgres");
@@ -31,16 +46,30 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(()) => "ok".to_string(),
         Err(e) => e.clone(),
     };
-    let body = json!({
-        "status": if failed.is_empty() { "ready" } else { "not ready" },
-        "failed": failed,
-        "checks": { "postgres": show(&pg), "openbao": show(&bao) },
-    });
-    let status = if failed.is_empty() {
-        StatusCode::OK
+    let warnings: Vec<&str> = if license.is_err() {
+        vec!["license"]
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        vec![]
     };
+    let (word, status) = if pg.is_err() {
+        ("not ready", StatusCode::SERVICE_UNAVAILABLE)
+    } else if bao.is_err() {
+        ("degraded", StatusCode::OK)
+    } else {
+        ("ready", StatusCode::OK)
+    };
+    let mut body = json!({
+        "status": word,
+        "failed": failed,
+        "warnings": warnings,
+        "checks": { "postgres": show(&pg), "openbao": show(&bao), "license": show(&license) },
+    });
+    if let Err(why) = &bao {
+        body["reason"] = json!(format!(
+            "OpenBao is {why}: secret operations (PINs, certificates, escrow) are refused \
+             until it is back; pages that do not need it keep working"
+        ));
+    }
     (status, Json(body)).into_response()
 }
 
@@ -66,11 +95,54 @@ async fn check_openbao(state: &AppState) -> Result<(), String> {
             tracing::warn!(error = %e, "readiness: OpenBao check failed");
             Err("unreachable".into())
         }
-        Err(_) => Err("timed out".into()),
+        Err(_) => Err("not answering (timed out)".into()),
     }
 }
 
-pub async fn metrics(State(state): State<AppState>) -> Response {
+/// The license service: `ok`, or why it gave no status. A 401/403 is a
+/// configuration error (the app's token), not an outage.
+async fn check_license(state: &AppState) -> Result<(), String> {
+    if tokio::time::timeout(CHECK_TIMEOUT, state.license.status())
+        .await
+        .is_err()
+    {
+        return Err("timed out".into());
+    }
+    match state.license.problem().await {
+        None => Ok(()),
+        Some(p) => Err(match p.kind {
+            ProblemKind::Configuration => format!("configuration error: {}", p.message),
+            ProblemKind::Unreachable => format!(
+                "unreachable ({}); the last verified status applies",
+                p.message
+            ),
+            ProblemKind::ServiceError => format!(
+                "service error ({}); the last verified status applies",
+                p.message
+            ),
+        }),
+    }
+}
+
+/// `GET /metrics` with `Authorization: Bearer <server.metrics_token>`; 404
+/// when no token is configured, 401 for a missing or wrong one.
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(want) = &state.config.server.metrics_token else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Comparing digests: the time taken says nothing about the token.
+    if Sha256::digest(given.as_bytes()) != Sha256::digest(want.expose_secret().as_bytes()) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+        )
+            .into_response();
+    }
     match state.metrics.render(&state.db) {
         Ok(text) => (
             [(

@@ -12,7 +12,7 @@ use axum::body::Bytes;
 use axum::extract::{Multipart, Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
-use kleidia_license_client::ClientError;
+use kleidia_license_client::{ClientError, Problem};
 use kleidia_protocol::license::{LicenseHistoryEntry, LicenseStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -157,6 +157,8 @@ struct Overview {
     enrollment: Result<(), String>,
     history: Option<Vec<LicenseHistoryEntry>>,
     history_error: Option<String>,
+    /// Why the service gave no status (a 401 is a configuration error).
+    problem: Option<Problem>,
 }
 
 async fn overview(state: &AppState, fresh: bool) -> Result<Overview, AppError> {
@@ -164,11 +166,21 @@ async fn overview(state: &AppState, fresh: bool) -> Result<Overview, AppError> {
         state.license.invalidate().await;
     }
     let status = state.license.status().await;
+    let problem = state.license.problem().await;
     let usage = licensing::usage(&state.db).await?;
     let enrollment =
         licensing::enrollment_allowed(&status, usage.devices).map_err(|e| e.to_string());
     let (history, history_error) = if status.degraded {
-        (None, Some("the license service is unreachable".to_string()))
+        (
+            None,
+            Some(
+                problem
+                    .as_ref()
+                    .map_or("the license service gave no status".to_string(), |p| {
+                        p.message.clone()
+                    }),
+            ),
+        )
     } else {
         match state.license.history().await {
             Ok(h) => (Some(h.entries), None),
@@ -184,6 +196,7 @@ async fn overview(state: &AppState, fresh: bool) -> Result<Overview, AppError> {
         enrollment,
         history,
         history_error,
+        problem,
     })
 }
 
@@ -259,6 +272,10 @@ struct ApiLicense {
     history: Option<Vec<LicenseHistoryEntry>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     history_error: Option<String>,
+    /// Why the license service gave no status, when it did not:
+    /// `{"kind": "unreachable" | "configuration" | "service_error", "message", "at"}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<Problem>,
 }
 
 #[derive(Serialize)]
@@ -278,6 +295,7 @@ fn api_body(o: Overview) -> ApiLicense {
         },
         history: o.history,
         history_error: o.history_error,
+        problem: o.problem,
     }
 }
 
@@ -347,13 +365,22 @@ mod tests {
             enrollment: Err("the TRIAL license allows 25 YubiKeys".into()),
             history: None,
             history_error: Some("the license service is unreachable".into()),
+            problem: Some(Problem {
+                kind: kleidia_license_client::ProblemKind::Configuration,
+                message: "the license service refused the app's API token <b>".into(),
+                at: 0,
+            }),
         };
         let p = page(None, o, None, None);
         let html = p.render().unwrap();
         assert!(
-            html.contains("Degraded: the license service is unreachable, TRIAL limits apply"),
+            html.contains(
+                "Degraded: the license service gave no status, the last verified status applies"
+            ),
             "{html}"
         );
+        assert!(html.contains(r#"id="license-config-error""#), "{html}");
+        assert!(!html.contains("token <b>"), "{html}");
         assert!(html.contains("clock"), "{html}");
         assert!(!html.contains("<script>x"), "{html}");
         assert!(html.contains("TRIAL"));

@@ -8,9 +8,11 @@
 //! [`routes`].
 
 pub mod agent;
+pub mod approvals;
 mod assets;
 pub mod audit;
 pub mod auth;
+mod auth_next;
 pub mod certificates;
 pub mod csrf;
 pub mod devices;
@@ -99,6 +101,7 @@ pub fn routes() -> Vec<RouteDef> {
     v.extend(devices::routes());
     v.extend(operations::routes());
     v.extend(certificates::routes());
+    v.extend(approvals::routes());
     v.extend(agent::routes());
     v.extend(settings::routes());
     v.extend(pki::routes());
@@ -120,9 +123,21 @@ struct Guard {
     access: Access,
 }
 
+/// What a signed-in account that still has a one-time password may reach:
+/// changing it, who am I, and signing out. Pages lead to the password form,
+/// everything else (the whole API, whichever way the session was made) is
+/// refused with 403.
+const ALLOWED_BEFORE_PASSWORD_CHANGE: [&str; 5] = [
+    "/account/password",
+    "/logout",
+    "/api/auth/password",
+    "/api/auth/logout",
+    "/api/auth/me",
+];
+
 /// Enforces a route's [`Access`]: 401 without a live session, 403 for a
-/// role the rule does not list. Pages of someone who must change their
-/// password lead to the password form first.
+/// role the rule does not list. Someone who must change their password
+/// reaches only [`ALLOWED_BEFORE_PASSWORD_CHANGE`].
 async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     if g.access == Access::Public {
         return next.run(req).await;
@@ -139,11 +154,18 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
             Some(_) => AppError::Forbidden("your role does not allow this".into()).into_response(),
         };
     }
-    if let Some(u) = &user {
+    if let Some(u) = user.as_ref().filter(|u| u.must_change_password) {
         let path = parts.uri.path();
-        let exempt = path.starts_with("/api/") || path == "/account/password" || path == "/logout";
-        if u.must_change_password && u.via == SessionKind::Browser && !exempt {
-            return Redirect::to("/account/password").into_response();
+        if !ALLOWED_BEFORE_PASSWORD_CHANGE.contains(&path) {
+            if u.via == SessionKind::Browser && !path.starts_with("/api/") {
+                return Redirect::to("/account/password").into_response();
+            }
+            return AppError::Forbidden(
+                "this account still has a one-time password: change it first \
+                 (POST /api/auth/password, or the Change password page)"
+                    .into(),
+            )
+            .into_response();
         }
     }
     next.run(Request::from_parts(parts, body)).await
@@ -194,6 +216,10 @@ pub fn router(state: AppState) -> Router {
             security::headers,
         ))
         .layer(RequestBodyLimitLayer::new(max_body))
+        .layer(middleware::from_fn_with_state(
+            state.config.clone(),
+            csrf::check_host,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse};
 use axum::Json;
 use serde::Deserialize;
+use serde_json::json;
 
 use super::devices::CHANGERS;
 use super::extract::{parse_uuid, JsonBody};
@@ -18,6 +19,7 @@ use crate::domain::Serial;
 use crate::error::AppError;
 use crate::fleet::certificates::{self, SignCsrRequest};
 use crate::fleet::operations::{self, OperationRequest, OperationResult};
+use crate::fleet::presence::{self, PresenceSubmission, Purpose};
 use crate::fleet::settings;
 use crate::state::AppState;
 
@@ -29,6 +31,11 @@ pub fn routes() -> Vec<RouteDef> {
             "/api/yubikey/{serial}/operations/{op}/result",
             CHANGERS,
             report,
+        ),
+        RouteDef::post(
+            "/api/yubikey/{serial}/operations/{op}/presence",
+            CHANGERS,
+            presence,
         ),
         RouteDef::post("/api/yubikey/{serial}/sign-csr", CHANGERS, sign_csr),
         RouteDef::get("/enroll", CHANGERS, enroll_page),
@@ -43,9 +50,63 @@ async fn authorize(
     JsonBody(req): JsonBody<OperationRequest>,
 ) -> Result<impl IntoResponse, AppError> {
     let serial = Serial::parse(&serial)?;
+    // An operation that releases a secret first gets a presence challenge
+    // for the card (202); the secrets come from `presence` below.
+    if presence::needs_presence(req.operation) {
+        let c = operations::challenge(&state.db, &state.fleet, &me, &meta, serial, &req);
+        return Ok((StatusCode::ACCEPTED, Json(json!(c.await?))));
+    }
     let escrow = state.escrow();
-    let op = operations::authorize(&state.db, &escrow, &state.fleet, &me, &meta, serial, req);
-    Ok((StatusCode::CREATED, Json(op.await?)))
+    let op = operations::authorize(
+        &state.db,
+        &escrow,
+        &state.fleet,
+        &me,
+        &meta,
+        serial,
+        req,
+        None,
+    );
+    Ok((StatusCode::CREATED, Json(json!(op.await?))))
+}
+
+/// The card's answer to a presence challenge; when it checks out, the
+/// operation is authorised (201) or the unconfirmed change resumed (200).
+async fn presence(
+    State(state): State<AppState>,
+    me: CurrentUser,
+    meta: ClientMeta,
+    Path((serial, op)): Path<(String, String)>,
+    JsonBody(sub): JsonBody<PresenceSubmission>,
+) -> Result<impl IntoResponse, AppError> {
+    let serial = Serial::parse(&serial)?;
+    let op = parse_uuid(&op, "operation id")?;
+    let proven = presence::verify(&state.db, &state.fleet, &me, &meta, serial, op, &sub).await?;
+    let escrow = state.escrow();
+    match proven.purpose() {
+        Purpose::Authorize => {
+            let mut req: OperationRequest = serde_json::from_value(proven.request().clone())
+                .map_err(|e| AppError::Internal(e.into()))?;
+            req.new_pin = sub.new_pin;
+            let (db, fleet) = (&state.db, &state.fleet);
+            let authorized =
+                operations::authorize(db, &escrow, fleet, &me, &meta, serial, req, Some(&proven));
+            Ok((StatusCode::CREATED, Json(authorized.await?)))
+        }
+        Purpose::Resume => {
+            let again = operations::reissue(
+                &state.db,
+                &escrow,
+                &state.fleet,
+                &me,
+                &meta,
+                serial,
+                op,
+                &proven,
+            );
+            Ok((StatusCode::OK, Json(again.await?)))
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -63,9 +124,9 @@ async fn secrets(
 ) -> Result<impl IntoResponse, AppError> {
     let serial = Serial::parse(&serial)?;
     let op = parse_uuid(&q.operation_id, "operation_id")?;
-    let escrow = state.escrow();
-    let again = operations::reissue(&state.db, &escrow, &state.fleet, &me, &meta, serial, op);
-    Ok(Json(again.await?))
+    // Resuming releases secrets too: a presence challenge first.
+    let c = operations::resume_challenge(&state.db, &state.fleet, &me, &meta, serial, op);
+    Ok((StatusCode::ACCEPTED, Json(c.await?)))
 }
 
 async fn report(

@@ -56,6 +56,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/auth/login", PUBLIC),
     ("POST", "/api/auth/logout", ALL),
     ("GET", "/api/auth/me", ALL),
+    ("POST", "/api/auth/password", ALL),
     ("GET", "/users", STAFF),
     ("GET", "/users/new", ADMIN),
     ("POST", "/users", ADMIN),
@@ -91,8 +92,20 @@ const EXPECTED: &[(&str, &str, &str)] = &[
         "/api/yubikey/{serial}/operations/{op}/result",
         CHANGERS,
     ),
+    (
+        "POST",
+        "/api/yubikey/{serial}/operations/{op}/presence",
+        CHANGERS,
+    ),
     ("POST", "/api/yubikey/{serial}/sign-csr", CHANGERS),
     ("POST", "/api/certificates/{cert}/revoke", OPERATORS),
+    // Object-level rules: tests/e2e/certificate_approval.rs.
+    ("GET", "/approvals", ALL),
+    ("POST", "/approvals/{approval}/approve", ALL),
+    ("POST", "/approvals/{approval}/reject", ALL),
+    ("GET", "/api/certificate-approvals", ALL),
+    ("POST", "/api/certificate-approvals/{approval}/approve", ALL),
+    ("POST", "/api/certificate-approvals/{approval}/reject", ALL),
     ("POST", "/api/session/{session}/register-agent", ALL),
     ("GET", "/api/agent/ticket-key", PUBLIC),
     ("GET", "/api/openapi.json", PUBLIC),
@@ -139,12 +152,12 @@ pub async fn test_state(db: PgPool) -> AppState {
         config.auth.jwt_audience.clone(),
         Duration::from_secs(600),
     );
-    let bao = Bao::new(
+    let mut bao_config = kleidia_openbao::Config::new(
         url::Url::parse("http://127.0.0.1:9").unwrap(),
-        None,
-        Duration::from_millis(200),
-    )
-    .unwrap();
+        kleidia_openbao::Auth::None,
+    );
+    bao_config.timeout = Duration::from_millis(200);
+    let bao = Bao::new(bao_config).unwrap();
     AppState {
         config: Arc::new(config),
         db,
@@ -267,6 +280,7 @@ async fn every_route_allows_exactly_the_roles_in_the_table(db: PgPool) {
                 .replace("{serial}", "12345678")
                 .replace("{op}", "00000000-0000-4000-8000-000000000001")
                 .replace("{cert}", "00000000-0000-4000-8000-000000000002")
+                .replace("{approval}", "00000000-0000-4000-8000-000000000004")
                 .replace("{session}", "00000000-0000-4000-8000-000000000003")
                 // An empty DER SEQUENCE, base64.
                 .replace("{*request}", "MAA");

@@ -14,7 +14,7 @@ use super::pages::{nav, render, Nav};
 use super::RouteDef;
 use crate::auth::{Access, ClientMeta, CurrentUser};
 use crate::error::AppError;
-use crate::fleet::policy::{ManagementKeyAlgorithm, Policy};
+use crate::fleet::policy::{CertificateApproval, ManagementKeyAlgorithm, Policy};
 use crate::fleet::settings;
 use crate::state::AppState;
 
@@ -69,6 +69,7 @@ struct SettingsForm {
     expiry_warning_days: u32,
     #[serde(default)]
     owners_may_unblock_pin: Option<String>,
+    certificate_approval: String,
 }
 
 async fn settings_form(
@@ -92,6 +93,15 @@ async fn settings_form(
     p.certificate_lifetime_days = f.certificate_lifetime_days;
     p.expiry_warning_days = f.expiry_warning_days;
     p.owners_may_unblock_pin = f.owners_may_unblock_pin.is_some();
+    p.certificate_approval = match f.certificate_approval.as_str() {
+        "off" => CertificateApproval::Off,
+        "owner_or_second_admin" => CertificateApproval::OwnerOrSecondAdmin,
+        other => {
+            return Err(AppError::Unprocessable(format!(
+                "certificate approval {other:?} is not one of off, owner_or_second_admin"
+            )))
+        }
+    };
     settings::save(&state.db, &me, &meta, p).await?;
     Ok(Redirect::to("/settings?saved=1").into_response())
 }
@@ -141,5 +151,6 @@ async fn enrollment_plan(State(state): State<AppState>) -> Result<impl IntoRespo
         "pin_min_length": p.pin_min_length,
         "pin_max_length": p.pin_max_length,
         "owners_may_unblock_pin": p.owners_may_unblock_pin,
+        "certificate_approval": p.certificate_approval,
     })))
 }

@@ -65,9 +65,15 @@ pub enum Operation {
     ImportCertificate,
     Attest,
     Reset,
+    /// The card signs a presence challenge with its presence key (slot 95);
+    /// nothing on the card changes, except that a factory card gets that key.
+    ProvePresence,
 }
 
 impl Operation {
+    /// The operations recorded as operation rows (`operations.kind`).
+    /// [`Operation::ProvePresence`] is not one: it is a step of another
+    /// operation (recorded in `presence_challenges`).
     pub const ALL: [Operation; 8] = [
         Operation::SetPin,
         Operation::SetPuk,
@@ -90,6 +96,7 @@ impl Operation {
             Operation::ImportCertificate => "/piv/import-certificate",
             Operation::Attest => "/piv/attest",
             Operation::Reset => "/piv/reset",
+            Operation::ProvePresence => "/piv/prove-presence",
         }
     }
 
@@ -104,6 +111,7 @@ impl Operation {
             Operation::ImportCertificate => "import_certificate",
             Operation::Attest => "attest",
             Operation::Reset => "reset",
+            Operation::ProvePresence => "prove_presence",
         }
     }
 }

@@ -11,6 +11,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod agent_status;
+mod approval;
 mod lifecycle;
 mod maintenance;
 mod resume;

@@ -13,11 +13,8 @@ use std::time::SystemTime;
 
 use der::asn1::{BitString, ObjectIdentifier, OctetString, SetOfVec};
 use der::{Decode, Encode};
-use kleidia_protocol::ticket::EncryptedSecret;
-use kleidia_tests::app::{AppOptions, KleidiaApp};
-use kleidia_tests::bao::{bootstrapped_bao, BaoClient};
-use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
-use kleidia_tests::{TestBao, TestDb};
+use kleidia_tests::pki::random_serial;
+use kleidia_tests::TestApp;
 use kleidia_virtual_yubikey::attest::{pem, AttestationRoot};
 use kleidia_virtual_yubikey::card::{Card, AID_PIV};
 use kleidia_virtual_yubikey::piv::{mgm_decrypt, mgm_encrypt};
@@ -25,10 +22,9 @@ use kleidia_virtual_yubikey::state::{CardState, SlotKey, OBJ_ATTESTATION_CERT, O
 use kleidia_virtual_yubikey::{attest, tlv};
 use p256::ecdsa::signature::Signer;
 use rand::rngs::OsRng;
-use rand::{Rng, RngCore};
+use rand::RngCore;
 use reqwest::StatusCode;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
-use rsa::RsaPrivateKey;
+use rsa::pkcs8::EncodePublicKey;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
@@ -241,148 +237,61 @@ fn csr(spki: &[u8], sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
     pem("CERTIFICATE REQUEST", &req.to_der().unwrap()).unwrap()
 }
 
-struct Stack {
-    _bao: TestBao,
-    root_bao: BaoClient,
-    db: TestDb,
-    app: KleidiaApp,
-    _dir: tempfile::TempDir,
+/// OpenBao (bootstrapped), a database, and `kleidia serve` trusting a
+/// software attestation root, as the demo does.
+async fn start() -> TestApp {
+    TestApp::builder()
+        .own_openbao()
+        .attestation_root()
+        .start()
+        .await
 }
 
-impl Stack {
-    /// OpenBao (bootstrapped), a database, and `kleidia serve` trusting the
-    /// software YubiKey's test root, as the demo does.
-    async fn start(root: &AttestationRoot) -> Stack {
-        let (bao, root_bao) = bootstrapped_bao().await.unwrap();
-        let app_token = root_bao
-            .token_with_policies(&["kleidia-app"])
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let roots = dir.path().join("attestation-roots.pem");
-        std::fs::write(&roots, root.cert_pem().unwrap()).unwrap();
-        let db = TestDb::new().await.unwrap();
-        let app = KleidiaApp::spawn(AppOptions {
-            database_url: db.url.clone(),
-            bao_addr: bao.addr.clone(),
-            bao_token: app_token,
-            env: vec![(
-                "KLEIDIA_ATTESTATION_ROOTS_FILE".into(),
-                roots.display().to_string(),
-            )],
-        })
+async fn certificate_rows(f: &TestApp, serial: u32) -> i64 {
+    f.db.count(&format!("certificates WHERE device_serial = {serial}"))
         .await
-        .unwrap();
-        cli_create_user(&db.url, "admin", "admin", ADMIN_PASSWORD).unwrap();
-        Stack {
-            _bao: bao,
-            root_bao,
-            db,
-            app,
-            _dir: dir,
-        }
-    }
+}
 
-    /// Serial numbers of the certificates OpenBao's issuing CA has signed.
-    async fn issued_in_openbao(&self) -> Vec<String> {
-        let (s, v) = self
-            .root_bao
-            .call("LIST", "pki_int/certs", None)
-            .await
-            .unwrap();
-        if s == StatusCode::NOT_FOUND {
-            return Vec::new();
-        }
-        v["data"]["keys"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|k| k.as_str().unwrap().to_string())
-            .collect()
-    }
-
-    async fn certificate_rows(&self, serial: u32) -> i64 {
-        let pool = self.db.pool().await.unwrap();
-        sqlx::query_scalar("SELECT count(*) FROM certificates WHERE device_serial = $1")
-            .bind(i64::from(serial))
-            .fetch_one(&pool)
-            .await
-            .unwrap()
-    }
-
-    async fn refusals(&self, serial: u32) -> Vec<(String, Value)> {
-        let pool = self.db.pool().await.unwrap();
-        sqlx::query_as(
-            "SELECT actor_name, details FROM audit_log \
-             WHERE action = 'certificate.refused' AND target_id = $1 ORDER BY id",
-        )
-        .bind(serial.to_string())
-        .fetch_all(&pool)
-        .await
-        .unwrap()
-    }
+/// Who was refused a certificate for `serial`, and why (audit log).
+async fn refusals(f: &TestApp, serial: u32) -> Vec<(String, Value)> {
+    let pool = f.db.pool().await.unwrap();
+    sqlx::query_as(
+        "SELECT actor_name, details FROM audit_log \
+         WHERE action = 'certificate.refused' AND target_id = $1 ORDER BY id",
+    )
+    .bind(serial.to_string())
+    .fetch_all(&pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
 async fn a_slot_attestation_forged_with_a_genuine_slot_key_gets_no_certificate() {
-    let root = AttestationRoot::generate(SystemTime::now(), &mut OsRng).unwrap();
-    let stack = Stack::start(&root).await;
-    let serial: u32 = OsRng.gen_range(10_000_000..99_999_999);
+    let stack = start().await;
+    let root = stack.attestation_root();
+    let serial = random_serial();
 
     // Mallory: a plain user with her own agent key and her own YubiKey.
-    let mut admin = Api::new(&stack.app.base_url);
-    admin.login("admin", ADMIN_PASSWORD).await.unwrap();
-    let password = "mallory-long-password-1";
-    let (s, v) = admin
-        .post_json(
-            "/api/users",
-            &json!({"username": "mallory", "role": "user", "display_name": "Mallory",
-                    "email": "mallory@corp.example", "password": password}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let mut api = Api::new(&stack.app.base_url);
-    api.login("mallory", password).await.unwrap();
-    let agent_key = RsaPrivateKey::new(&mut OsRng, 3072).unwrap();
-    let sid = api.session_id.clone().unwrap();
-    let (s, v) = api
-        .post_json(
-            &format!("/api/session/{sid}/register-agent"),
-            &json!({"public_key": agent_key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap()}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    let (s, v) = api
-        .post_json(
-            "/api/devices",
-            &json!({"serial": serial, "firmware": "5.7.1"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let mut yk = YubiKey::factory(&root, serial);
+    let mallory = stack.person("mallory", "user", "Mallory").await;
+    mallory.register_ok(serial).await;
+    let mut yk = YubiKey::factory(root, serial);
 
     // An honest key generation, as the agent would run it.
-    let (s, op) = api
-        .post_json(
-            &format!("/api/yubikey/{serial}/operations"),
-            &json!({"operation": "generate_csr", "slot": "9a", "algorithm": "ecc_p256",
-                    "pin_policy": "once", "touch_policy": "never"}),
+    let (s, op) = mallory
+        .authorize(
+            serial,
+            json!({"operation": "generate_csr", "slot": "9a", "algorithm": "ecc_p256",
+                   "pin_policy": "once", "touch_policy": "never"}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{op}");
     let op_id = op["operation_id"].as_str().unwrap().to_string();
-    let decrypt = |v: &Value| {
-        EncryptedSecret(v.as_str().unwrap().to_string())
-            .decrypt(&agent_key)
-            .unwrap()
-            .to_vec()
-    };
     let params = &op["request"]["params"];
-    let mgm_key = hex::decode(decrypt(&params["management_key"])).unwrap();
-    let pin = decrypt(&params["pin"]);
+    let mgm_key = hex::decode(mallory.decrypt(&params["management_key"])).unwrap();
+    let pin = mallory.decrypt(&params["pin"]);
     yk.authenticate(&mgm_key);
     yk.generate_9a();
-    yk.verify_pin(&pin);
+    yk.verify_pin(pin.as_bytes());
     let genuine = yk.attest_9a();
     let f9 = yk.f9_certificate();
     let card_spki = Certificate::from_der(&genuine)
@@ -456,9 +365,10 @@ async fn a_slot_attestation_forged_with_a_genuine_slot_key_gets_no_certificate()
             .iter()
             .map(|d| pem("CERTIFICATE", d).unwrap())
             .collect();
-        let (s, v) = api
-            .post_json(
-                &format!("/api/yubikey/{serial}/sign-csr"),
+        let (s, v) = mallory
+            .api
+            .sign_csr(
+                serial,
                 &json!({"operation_id": op_id, "csr_pem": software_csr, "attestation_chain_pem": chain}),
             )
             .await;
@@ -473,14 +383,14 @@ async fn a_slot_attestation_forged_with_a_genuine_slot_key_gets_no_certificate()
 
     // Nothing signed: no certificate row, nothing new in OpenBao's issuing CA,
     // and the key generation is still open.
-    assert_eq!(stack.certificate_rows(serial).await, 0);
+    assert_eq!(certificate_rows(&stack, serial).await, 0);
     assert_eq!(stack.issued_in_openbao().await, issued_before);
-    let (_, d) = api.get(&format!("/api/devices/{serial}")).await;
+    let (_, d) = mallory.api.device(serial).await;
     assert!(d["certificates"].as_array().unwrap().is_empty(), "{d}");
     assert_eq!(d["operations"][0]["id"], op_id.as_str(), "{d}");
     assert_eq!(d["operations"][0]["state"], "pending", "{d}");
     // Every refusal is audited, by whom and why.
-    let refusals = stack.refusals(serial).await;
+    let refusals = refusals(&stack, serial).await;
     assert_eq!(refusals.len(), chains.len(), "{refusals:?}");
     for (actor, details) in &refusals {
         assert_eq!(actor, "mallory");
@@ -500,14 +410,15 @@ async fn a_slot_attestation_forged_with_a_genuine_slot_key_gets_no_certificate()
         pem("CERTIFICATE", &genuine).unwrap(),
         pem("CERTIFICATE", &f9).unwrap(),
     ];
-    let (s, v) = api
-        .post_json(
-            &format!("/api/yubikey/{serial}/sign-csr"),
+    let (s, v) = mallory
+        .api
+        .sign_csr(
+            serial,
             &json!({"operation_id": op_id, "csr_pem": card_csr, "attestation_chain_pem": chain}),
         )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(stack.certificate_rows(serial).await, 1);
+    assert_eq!(certificate_rows(&stack, serial).await, 1);
     assert_eq!(
         stack.issued_in_openbao().await.len(),
         issued_before.len() + 1

@@ -209,3 +209,111 @@ async fn unattested_keys_and_attestations_for_another_device_or_root_are_refused
             .await;
     assert_eq!(refused, 6);
 }
+
+/// Issue 14 §5: an email address is one name in the certificate, never more.
+/// Addresses that could smuggle a second SAN or UPN are refused at the door,
+/// and one stored before that check (set here behind Kleidia's back) stops
+/// the signing instead of adding a name.
+#[tokio::test]
+async fn an_email_with_a_comma_never_adds_a_name_to_a_certificate() {
+    let f = TestApp::builder()
+        .own_openbao()
+        .attestation_root()
+        .start()
+        .await;
+    let admin = f.admin_api().await;
+    // At the door: creating or editing a user with such an address.
+    for bad in [
+        "mallory@corp.example,ceo@corp.example",
+        "mallory@corp.example;ceo@corp.example",
+        "1.3.6.1.4.1.311.20.2.3;UTF8:ceo@corp.example",
+    ] {
+        let (s, v) = admin
+            .create_user(
+                &json!({"username": "mallory", "role": "user", "display_name": "Mallory",
+                                 "email": bad, "password": "mallory-long-password-1"}),
+            )
+            .await;
+        assert!(s.is_client_error(), "{bad}: {s} {v}");
+    }
+    let (s, users) = admin.get("/api/users").await;
+    assert_eq!(s, StatusCode::OK, "{users}");
+    assert!(!users.to_string().contains("mallory"), "{users}");
+
+    let carol = f.person("carol", "user", "Carol Example").await;
+    let (s, v) = admin
+        .update_user(
+            &carol.user_id,
+            &json!({"email": "carol@corp.example,ceo@corp.example"}),
+        )
+        .await;
+    assert!(s.is_client_error(), "{s} {v}");
+
+    // A key generated and attested as usual.
+    let serial = random_serial();
+    carol.register_ok(serial).await;
+    let (s, op) = carol
+        .authorize(serial, json!({"operation": "generate_csr", "slot": "9a", "algorithm": "ecc_p256", "pin_policy": "once", "touch_policy": "never"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    let op_id = op["operation_id"].as_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = PrivateKey::generate(alg::P256, &mut OsRng).unwrap();
+    let csr = csr_asking_for_foreign_names(&key, dir.path());
+    let chain = f.attestation(serial, &key, 2, 1);
+    let body = json!({"operation_id": op_id, "csr_pem": csr, "attestation_chain_pem": chain});
+
+    // An address stored before the check: the database says two names.
+    let pool = f.db.pool().await.unwrap();
+    sqlx::query("UPDATE users SET email = $1 WHERE username = 'carol'")
+        .bind("carol@corp.example,ceo@corp.example")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let issued_before = f.issued_in_openbao().await;
+    let (s, v) = carol.api.sign_csr(serial, &body).await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot go into a certificate"),
+        "{v}"
+    );
+    assert_eq!(f.issued_in_openbao().await, issued_before, "nothing signed");
+    let device = f.device(serial).await;
+    assert_eq!(
+        device["certificates"].as_array().unwrap().len(),
+        0,
+        "{device}"
+    );
+
+    // Corrected, the same key gets a certificate with exactly one address.
+    sqlx::query("UPDATE users SET email = 'carol@corp.example' WHERE username = 'carol'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (s, cert) = carol.api.sign_csr(serial, &body).await;
+    assert_eq!(s, StatusCode::CREATED, "{cert}");
+    std::fs::write(
+        dir.path().join("cert.pem"),
+        cert["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let text = openssl(
+        dir.path(),
+        &[
+            "x509",
+            "-in",
+            "cert.pem",
+            "-noout",
+            "-ext",
+            "subjectAltName",
+        ],
+    )
+    .unwrap();
+    assert!(text.contains("email:carol@corp.example"), "{text}");
+    assert!(!text.contains("ceo@"), "{text}");
+    assert_eq!(text.matches("email:").count(), 1, "{text}");
+    assert_eq!(text.matches("othername:").count(), 1, "{text}");
+}

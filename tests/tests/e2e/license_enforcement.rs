@@ -168,7 +168,8 @@ async fn beyond_the_user_limit_no_account_is_created_or_enabled_until_one_is_dis
 }
 
 #[tokio::test]
-async fn with_the_license_service_down_the_app_falls_back_to_trial_and_says_it_is_degraded() {
+async fn with_the_license_service_down_the_app_keeps_the_last_verified_status_and_says_it_is_degraded(
+) {
     let mut site = TestApp::builder().license_service().start().await;
     let file = site
         .issue_license("L-one-key", unix_now() + 365 * DAY, 10, 1)
@@ -190,21 +191,26 @@ async fn with_the_license_service_down_the_app_falls_back_to_trial_and_says_it_i
 
     let (s, v) = admin.license().await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert_eq!(v["status"], "TRIAL", "{v}");
+    assert_eq!(v["status"], "VALID", "{v}");
     assert_eq!(v["degraded"], true);
-    assert_eq!(v["limits"], json!({"max_users": 25, "max_devices": 25}));
+    assert_eq!(v["limits"], json!({"max_users": 10, "max_devices": 1}));
+    assert_eq!(v["problem"]["kind"], "unreachable", "{v}");
     let b = site.admin_browser().await;
     let html = b.license_page().await;
     assert!(
-        html.contains("Degraded: the license service is unreachable, TRIAL limits apply."),
+        html.contains(
+            "Degraded: the license service gave no status, the last verified status applies."
+        ),
         "{html}"
     );
-    assert!(html.contains(r#"id="license-status">TRIAL<"#), "{html}");
+    assert!(html.contains(r#"id="license-status">VALID<"#), "{html}");
     assert!(html.contains("The history is not available"), "{html}");
 
-    // TRIAL behaviour: its limits, not the unreachable license's.
+    // The last verified limits, not the trial's 25: the service being down
+    // grants nothing.
     let (s, v) = alice.register(next).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(site.db.count("devices").await, 1);
     // And nothing on enrolled keys is blocked.
     let (s, op) = alice
         .authorize(enrolled, json!({"operation": "set_pin"}))
@@ -227,5 +233,9 @@ async fn with_the_license_service_down_the_app_falls_back_to_trial_and_says_it_i
     assert_eq!(v["status"], "VALID", "{v}");
     assert_eq!(v["degraded"], false);
     let (s, _) = alice.register(random_serial()).await;
-    assert_eq!(s, StatusCode::CONFLICT, "two keys against a limit of one");
+    assert_eq!(
+        s,
+        StatusCode::CONFLICT,
+        "a second key against a limit of one"
+    );
 }

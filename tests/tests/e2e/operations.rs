@@ -102,7 +102,9 @@ async fn a_pin_change_escrows_first_and_the_new_version_becomes_current_only_aft
     }
     assert!(!f.log().contains(&new_pin), "the PIN is in the server log");
 
-    // The audit log has the authorisation, the ticket and the result.
+    // The audit log has the presence step (the card's key recorded, then a
+    // fresh challenge and its proof), the authorisation, the ticket and the
+    // result.
     let actions: Vec<String> =
         sqlx::query_scalar("SELECT action FROM audit_log WHERE target_id = $1 ORDER BY id")
             .bind(serial.to_string())
@@ -113,6 +115,9 @@ async fn a_pin_change_escrows_first_and_the_new_version_becomes_current_only_aft
         actions,
         [
             "device.register",
+            "presence.challenge",
+            "presence.challenge",
+            "presence.verified",
             "operation.authorize",
             "ticket.issue",
             "operation.succeeded"
@@ -152,7 +157,7 @@ async fn an_unconfirmed_change_blocks_the_next_and_a_failure_keeps_both_versions
     );
 
     // After a reload the page gets the same change again, under a new ticket.
-    let (s, again) = bob.api.secrets(serial, &id2).await;
+    let (s, again) = bob.resume(serial, &id2).await;
     assert_eq!(s, StatusCode::OK, "{again}");
     assert_eq!(
         bob.decrypt(&again["request"]["params"]["new_pin"]),
@@ -175,10 +180,10 @@ async fn an_unconfirmed_change_blocks_the_next_and_a_failure_keeps_both_versions
     );
     // Reporting again is refused; the next change is allowed.
     assert_eq!(bob.report(serial, &id2, true).await.0, StatusCode::CONFLICT);
-    let (s, _) = bob
+    let (s, v) = bob
         .authorize(serial, json!({"operation": "rotate_management_key"}))
         .await;
-    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(s, StatusCode::CREATED, "{v}");
     // The failed attempt (2) sits above the confirmed version, so the
     // confirmed values are re-escrowed first (3, now confirmed), then the
     // new attempt is written (4).

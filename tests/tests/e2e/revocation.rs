@@ -7,132 +7,58 @@
 //!
 //! Self-contained on purpose: only the harness in `tests/src` is shared.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use kleidia_tests::app::{AppOptions, KleidiaApp};
-use kleidia_tests::bao::{run_bootstrap, BaoClient};
-use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
-use kleidia_tests::{TestBao, TestDb};
-use kleidia_virtual_yubikey::attest::{attest, pem, AttestationRoot, AttestedKey};
+use kleidia_tests::pki::random_serial;
+use kleidia_tests::{Person, TestApp};
+use kleidia_virtual_yubikey::attest::pem;
 use kleidia_virtual_yubikey::keys::{alg, PrivateKey};
-use kleidia_virtual_yubikey::state::Firmware;
 use rand::rngs::OsRng;
-use rand::Rng;
 use reqwest::StatusCode;
-use rsa::pkcs8::{EncodePublicKey, LineEnding};
-use rsa::RsaPrivateKey;
 use serde_json::json;
 
-/// One installation: OpenBao bootstrapped for the app's own public URL (so
-/// certificates name this app's `/pki/ocsp`), a database, the app running
-/// with a `kleidia-app` token, and a test attestation root.
-struct Site {
-    bao: TestBao,
-    root_bao: BaoClient,
-    _db: TestDb,
-    app: KleidiaApp,
-    att_root: AttestationRoot,
-    dir: tempfile::TempDir,
+/// One installation: its own OpenBao, bootstrapped for the app's public URL
+/// (so certificates name this app's `/pki/ocsp`), and a test attestation root.
+async fn start() -> TestApp {
+    TestApp::builder()
+        .own_openbao()
+        .attestation_root()
+        .start()
+        .await
 }
 
-impl Site {
-    async fn start() -> Site {
-        let bao = TestBao::spawn().await.unwrap();
-        let root_bao = BaoClient::new(&bao.addr, &bao.token);
-        let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, "http://127.0.0.1:8080").unwrap();
-        assert!(ok, "{out}\n{err}");
-        let app_token = root_bao
-            .token_with_policies(&["kleidia-app"])
-            .await
-            .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let att_root = AttestationRoot::generate(SystemTime::now(), &mut OsRng).unwrap();
-        let roots = dir.path().join("roots.pem");
-        std::fs::write(&roots, att_root.cert_pem().unwrap()).unwrap();
-        let db = TestDb::new().await.unwrap();
-        let app = KleidiaApp::spawn(AppOptions {
-            database_url: db.url.clone(),
-            bao_addr: bao.addr.clone(),
-            bao_token: app_token,
-            env: vec![(
-                "KLEIDIA_ATTESTATION_ROOTS_FILE".into(),
-                roots.display().to_string(),
-            )],
-        })
-        .await
-        .unwrap();
-        // The app's port is known only now: point the CA's URLs at it.
-        let (ok, out, err) = run_bootstrap(&bao.addr, &bao.token, &app.base_url).unwrap();
-        assert!(ok, "{out}\n{err}");
-        assert!(
-            out.contains(&format!(
-                "updated   pki_int/ OCSP URL ({}/pki/ocsp)",
-                app.base_url
-            )),
-            "{out}"
-        );
-        cli_create_user(&db.url, "admin", "admin", ADMIN_PASSWORD).unwrap();
-        Site {
-            bao,
-            root_bao,
-            _db: db,
-            app,
-            att_root,
-            dir,
-        }
-    }
+/// What a relying party does with an installation's certificates; files are
+/// kept in the installation's folder.
+trait RelyingParty {
+    fn path(&self, name: &str) -> PathBuf;
+    async fn device_with_certificate(&self) -> (Person, u32, String);
+    async fn save_der_as_pem(&self, path: &str, name: &str);
+    fn ocsp(&self) -> String;
+    async fn served_crl(&self) -> (u64, String);
+    /// OpenBao's own CRL of the issuing CA, fetched directly (DER).
+    async fn openbao_crl(&self) -> Vec<u8>;
+}
 
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(name)
+impl RelyingParty for TestApp {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir().join(name)
     }
 
     /// A user who registers a YubiKey and gets a certificate for its slot 9a
-    /// through `sign-csr` with the key's attestation; returns the owner's API
-    /// client, the device serial and the certificate's serial number.
-    /// `cert.pem`, `ca.pem` (issuing CA) and `root.pem` are left in the dir.
-    async fn device_with_certificate(&self) -> (Api, u32, String) {
-        let mut admin = Api::new(&self.app.base_url);
-        admin.login("admin", ADMIN_PASSWORD).await.unwrap();
-        let password = "rita-long-password-1";
-        let (s, v) = admin
-            .post_json(
-                "/api/users",
-                &json!({"username": "rita", "role": "user", "display_name": "Rita Relying",
-                        "email": "rita@corp.example", "password": password}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
-        let mut rita = Api::new(&self.app.base_url);
-        rita.login("rita", password).await.unwrap();
-        let agent_key = RsaPrivateKey::new(&mut OsRng, 3072).unwrap();
-        let agent_pem = agent_key
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap();
-        let sid = rita.session_id.clone().unwrap();
-        let (s, v) = rita
-            .post_json(
-                &format!("/api/session/{sid}/register-agent"),
-                &json!({"public_key": agent_pem}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::OK, "{v}");
-
-        let serial: u32 = OsRng.gen_range(10_000_000..99_999_999);
-        let (s, v) = rita
-            .post_json(
-                "/api/devices",
-                &json!({"serial": serial, "firmware": "5.7.1"}),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{v}");
+    /// through `sign-csr` with the key's attestation; returns the owner, the
+    /// device serial and the certificate's serial number. `cert.pem`,
+    /// `ca.pem` (issuing CA) and `root.pem` are left in the dir.
+    async fn device_with_certificate(&self) -> (Person, u32, String) {
+        let rita = self.person("rita", "user", "Rita Relying").await;
+        let serial = random_serial();
+        rita.register_ok(serial).await;
         let (s, op) = rita
-            .post_json(
-                &format!("/api/yubikey/{serial}/operations"),
-                &json!({"operation": "generate_csr", "slot": "9a", "algorithm": "ecc_p256",
-                        "pin_policy": "once", "touch_policy": "never"}),
+            .authorize(
+                serial,
+                json!({"operation": "generate_csr", "slot": "9a", "algorithm": "ecc_p256",
+                       "pin_policy": "once", "touch_policy": "never"}),
             )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{op}");
@@ -145,37 +71,17 @@ impl Site {
         )
         .unwrap();
         openssl(
-            self.dir.path(),
+            self.dir(),
             &[
                 "req", "-new", "-key", "slot.key", "-out", "slot.csr", "-subj", "/CN=card",
             ],
         );
         let csr = std::fs::read_to_string(self.path("slot.csr")).unwrap();
-        let (f9_key, f9_cert) = self
-            .att_root
-            .issue_device_attestation(SystemTime::now(), &mut OsRng)
-            .unwrap();
-        let slot_cert = attest(
-            &f9_key,
-            &f9_cert,
-            &AttestedKey {
-                slot: 0x9a,
-                key: &key,
-                pin_policy: 2,
-                touch_policy: 1,
-                serial,
-                firmware: Firmware(5, 7, 1),
-            },
-            &mut OsRng,
-        )
-        .unwrap();
-        let chain = vec![
-            pem("CERTIFICATE", &slot_cert).unwrap(),
-            pem("CERTIFICATE", &f9_cert).unwrap(),
-        ];
+        let chain = self.attestation(serial, &key, 2, 1);
         let (s, cert) = rita
-            .post_json(
-                &format!("/api/yubikey/{serial}/sign-csr"),
+            .api
+            .sign_csr(
+                serial,
                 &json!({"operation_id": op["operation_id"], "csr_pem": csr,
                         "attestation_chain_pem": chain}),
             )
@@ -197,10 +103,10 @@ impl Site {
 
     /// GET a DER certificate from the app and keep it as `<name>.pem`.
     async fn save_der_as_pem(&self, path: &str, name: &str) {
-        let der = self.get_bytes(path).await;
+        let der = self.fetch(path).await;
         std::fs::write(self.path(&format!("{name}.der")), der).unwrap();
         openssl(
-            self.dir.path(),
+            self.dir(),
             &[
                 "x509",
                 "-inform",
@@ -213,18 +119,12 @@ impl Site {
         );
     }
 
-    async fn get_bytes(&self, path: &str) -> Vec<u8> {
-        let r = reqwest::get(self.app.url(path)).await.unwrap();
-        assert_eq!(r.status(), StatusCode::OK, "{path}");
-        r.bytes().await.unwrap().to_vec()
-    }
-
     /// `openssl ocsp` against Kleidia for `cert.pem`, verifying the response
     /// against the root; returns stdout and stderr together.
     fn ocsp(&self) -> String {
-        let url = self.app.url("/pki/ocsp");
+        let url = self.url("/pki/ocsp");
         let (ok, out) = openssl_all(
-            self.dir.path(),
+            self.dir(),
             &[
                 "ocsp",
                 "-issuer",
@@ -249,8 +149,18 @@ impl Site {
     /// nextUpdate in Unix seconds, read with `openssl crl -nextupdate`, and
     /// its text.
     async fn served_crl(&self) -> (u64, String) {
-        let der = self.get_bytes("/pki/crl").await;
-        crl_next_update(self.dir.path(), &der)
+        let der = self.fetch("/pki/crl").await;
+        crl_next_update(self.dir(), &der)
+    }
+
+    async fn openbao_crl(&self) -> Vec<u8> {
+        reqwest::get(format!("{}/v1/pki_int/crl", self.root_bao().addr))
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap()
+            .to_vec()
     }
 }
 
@@ -345,13 +255,13 @@ fn openssl_times_convert_to_unix_seconds() {
 #[tokio::test]
 async fn ocsp_through_kleidia_says_good_then_revoked_once_the_device_is_lost_and_the_crl_stays_ahead(
 ) {
-    let site = Site::start().await;
+    let site = start().await;
     let (rita, serial, cert_serial) = site.device_with_certificate().await;
-    let dir = site.dir.path();
+    let dir = site.dir();
 
     // The certificate's AIA names Kleidia's OCSP pass-through.
     let uri = openssl(dir, &["x509", "-in", "cert.pem", "-noout", "-ocsp_uri"]);
-    assert_eq!(uri.trim(), site.app.url("/pki/ocsp"));
+    assert_eq!(uri.trim(), site.url("/pki/ocsp"));
 
     // POST (what openssl sends): good, signed by the issuing CA.
     let out = site.ocsp();
@@ -384,7 +294,7 @@ async fn ocsp_through_kleidia_says_good_then_revoked_once_the_device_is_lost_and
         .replace('+', "-")
         .replace('/', "_");
     for form in [&encoded, &b64, &url_safe] {
-        let r = reqwest::get(site.app.url(&format!("/pki/ocsp/{form}")))
+        let r = reqwest::get(site.url(&format!("/pki/ocsp/{form}")))
             .await
             .unwrap();
         assert_eq!(r.status(), StatusCode::OK, "{form}");
@@ -405,13 +315,13 @@ async fn ocsp_through_kleidia_says_good_then_revoked_once_the_device_is_lost_and
     // DER SEQUENCE that is no OCSP request gets OpenBao's malformedRequest.
     let http = reqwest::Client::new();
     let r = http
-        .get(site.app.url("/pki/ocsp/not*base64!"))
+        .get(site.url("/pki/ocsp/not*base64!"))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     let r = http
-        .post(site.app.url("/pki/ocsp"))
+        .post(site.url("/pki/ocsp"))
         .header("content-type", "text/plain")
         .body(std::fs::read(dir.join("req.der")).unwrap())
         .send()
@@ -420,7 +330,7 @@ async fn ocsp_through_kleidia_says_good_then_revoked_once_the_device_is_lost_and
     assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert!(r.text().await.unwrap().contains("application/ocsp-request"));
     let r = http
-        .post(site.app.url("/pki/ocsp"))
+        .post(site.url("/pki/ocsp"))
         .header("content-type", "application/ocsp-request")
         .body(vec![0x30, 0x03, 0x02, 0x01, 0x00])
         .send()
@@ -438,6 +348,7 @@ async fn ocsp_through_kleidia_says_good_then_revoked_once_the_device_is_lost_and
     // The owner reports the key lost: its certificate is revoked, and OCSP
     // says so at once.
     let (s, v) = rita
+        .api
         .post_json(
             &format!("/api/devices/{serial}/state"),
             &json!({"state": "lost", "reason": "left on a train"}),
@@ -466,13 +377,8 @@ async fn ocsp_through_kleidia_says_good_then_revoked_once_the_device_is_lost_and
         .unwrap()
         .to_string();
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    site.root_bao.get("pki_int/crl/rotate").await.unwrap();
-    let direct = reqwest::get(format!("{}/v1/pki_int/crl", site.bao.addr))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    site.root_bao().get("pki_int/crl/rotate").await.unwrap();
+    let direct = site.openbao_crl().await;
     let (next, text) = crl_next_update(dir, &direct);
     assert!(!text.contains(&before), "not rebuilt:\n{text}");
     assert!(text.contains(&hex), "{hex} not in\n{text}");
@@ -481,9 +387,9 @@ async fn ocsp_through_kleidia_says_good_then_revoked_once_the_device_is_lost_and
 
 #[tokio::test]
 async fn bootstrap_turns_on_auto_rebuild_and_auto_tidy_and_replaces_a_stale_crl() {
-    let site = Site::start().await;
-    let bao = &site.root_bao;
-    let dir = site.dir.path();
+    let site = start().await;
+    let bao = site.root_bao();
+    let dir = site.dir();
 
     // As bootstrapped: auto-rebuilt CRLs whose grace is shorter than their
     // expiry, periodic tidy, the OCSP URL.
@@ -504,12 +410,12 @@ async fn bootstrap_turns_on_auto_rebuild_and_auto_tidy_and_replaces_a_stale_crl(
     let urls = bao.get("pki_int/config/urls").await.unwrap()["data"].clone();
     assert_eq!(
         urls["ocsp_servers"],
-        json!([site.app.url("/pki/ocsp")]),
+        json!([site.url("/pki/ocsp")]),
         "{urls}"
     );
     assert_eq!(
         urls["crl_distribution_points"],
-        json!([site.app.url("/pki/crl")]),
+        json!([site.url("/pki/crl")]),
         "{urls}"
     );
     let (next, _) = site.served_crl().await;
@@ -531,23 +437,14 @@ async fn bootstrap_turns_on_auto_rebuild_and_auto_tidy_and_replaces_a_stale_crl(
         .unwrap();
     bao.get("pki_int/crl/rotate").await.unwrap();
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    let stale = reqwest::get(format!("{}/v1/pki_int/crl", site.bao.addr))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let stale = site.openbao_crl().await;
     let (next, text) = crl_next_update(dir, &stale);
     assert!(next < now(), "not stale yet:\n{text}");
 
-    let (ok, out, err) =
-        run_bootstrap(&site.bao.addr, &site.bao.token, &site.app.base_url).unwrap();
+    let (ok, out, err) = site.bootstrap();
     assert!(ok, "{out}\n{err}");
     for line in [
-        format!(
-            "updated   pki_int/ OCSP URL ({}/pki/ocsp)",
-            site.app.base_url
-        ),
+        format!("updated   pki_int/ OCSP URL ({}/pki/ocsp)", site.base_url()),
         "updated   pki_int/ CRL auto-rebuilt, expiry 72h, rebuilt 48h before it".into(),
         "updated   pki_int/ CRL rebuilt with the new lifetime".into(),
         "updated   pki_int/ auto-tidy every 12h of certificates expired over 72h ago".into(),
@@ -557,12 +454,7 @@ async fn bootstrap_turns_on_auto_rebuild_and_auto_tidy_and_replaces_a_stale_crl(
     }
     // The app's cache may still hold the CRL it served above, for 30 s at
     // most; OpenBao's own is fresh now, and Kleidia's is by then.
-    let fresh = reqwest::get(format!("{}/v1/pki_int/crl", site.bao.addr))
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+    let fresh = site.openbao_crl().await;
     let (next, text) = crl_next_update(dir, &fresh);
     assert!(next > now() + 71 * HOUR, "{text}");
     let s = &site;
@@ -574,8 +466,7 @@ async fn bootstrap_turns_on_auto_rebuild_and_auto_tidy_and_replaces_a_stale_crl(
     assert!(served_fresh, "/pki/crl still serves the old CRL");
 
     // And a second run finds everything in place.
-    let (ok, out, err) =
-        run_bootstrap(&site.bao.addr, &site.bao.token, &site.app.base_url).unwrap();
+    let (ok, out, err) = site.bootstrap();
     assert!(ok, "{out}\n{err}");
     assert!(out.contains("nothing changed"), "{out}");
 }

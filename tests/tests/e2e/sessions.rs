@@ -11,8 +11,13 @@ use reqwest::StatusCode;
 async fn a_session_from_one_app_process_works_on_another_and_survives_a_restart() {
     let mut app = TestApp::spawn().await;
     // Replicas share the public URL (it is the JWT issuer) and the database.
+    // Here each is reached on its own port, so they also answer for the
+    // address itself on any port (`server.allowed_hosts`).
     let public = app.base_url().to_string();
-    let same_url = [("KLEIDIA_SERVER_PUBLIC_URL", public.as_str())];
+    let same_url = [
+        ("KLEIDIA_SERVER_PUBLIC_URL", public.as_str()),
+        ("KLEIDIA_SERVER_ALLOWED_HOSTS", "[\"127.0.0.1\"]"),
+    ];
     let second = app.spawn_another(&same_url).await;
     let b = app.browser();
     assert_eq!(

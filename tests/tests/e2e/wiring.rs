@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use kleidia_tests::app::{kleidia_cli, kleidia_command};
 use kleidia_tests::bao::{bootstrapped_bao, run_bootstrap, BaoClient};
+use kleidia_tests::client::Api;
 use kleidia_tests::{openssl, TestApp, TestBao, TestDb};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -19,7 +20,7 @@ async fn bare_app() -> TestApp {
 }
 
 #[tokio::test]
-async fn readyz_is_ok_with_both_services_and_names_openbao_when_it_stops() {
+async fn readyz_is_ok_with_both_services_and_degraded_naming_openbao_when_it_stops() {
     let mut app = bare_app().await;
     let anon = app.api();
 
@@ -30,8 +31,10 @@ async fn readyz_is_ok_with_both_services_and_names_openbao_when_it_stops() {
 
     app.stop_openbao();
 
+    // Degraded, not unready: pages that need only PostgreSQL keep working.
     let (s, body) = anon.get("/readyz").await;
-    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "degraded", "{body}");
     assert_eq!(body["failed"], json!(["openbao"]), "{body}");
     assert_eq!(body["checks"]["postgres"], "ok", "{body}");
     assert_ne!(body["checks"]["openbao"], "ok", "{body}");
@@ -42,13 +45,22 @@ async fn readyz_is_ok_with_both_services_and_names_openbao_when_it_stops() {
 
 #[tokio::test]
 async fn metrics_count_requests_by_route_and_status_and_show_the_pool() {
-    let app = bare_app().await;
+    let app = TestApp::builder()
+        .bare_openbao()
+        .without_admin()
+        .env("KLEIDIA_SERVER_METRICS_TOKEN", "metrics-scrape-token-1")
+        .start()
+        .await;
     let anon = app.api();
     for _ in 0..3 {
         anon.get("/healthz").await;
     }
     anon.get("/no/such/page/12345").await;
-    let (_, text) = anon.get("/metrics").await;
+    let (s, _) = anon.get("/metrics").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "/metrics needs its token");
+    let scraper = Api::with_token(app.base_url(), "metrics-scrape-token-1");
+    let (s, text) = scraper.get("/metrics").await;
+    assert_eq!(s, StatusCode::OK);
     let text = text.as_str().unwrap();
     let line = text
         .lines()

@@ -375,7 +375,8 @@ pub async fn mark_wiped(
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE devices SET state = $2, owner_id = CASE WHEN $3 THEN owner_id END, \
-         secrets_version = NULL, enrolled_at = NULL, updated_at = now() WHERE serial = $1",
+         secrets_version = NULL, enrolled_at = NULL, presence_public_key = NULL, \
+         presence_established_at = NULL, updated_at = now() WHERE serial = $1",
     )
     .bind(serial.as_i64())
     .bind(to)

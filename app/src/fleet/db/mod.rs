@@ -3,6 +3,7 @@
 //! the transaction of a multi-step write; nothing here decides who may do what.
 
 pub mod agent_keys;
+pub mod approvals;
 pub mod certificates;
 pub mod devices;
 pub mod operations;

@@ -13,7 +13,7 @@ mod authorize;
 mod reissue;
 mod report;
 
-pub use authorize::{authorize, AuthorizeError, OperationRequest};
+pub use authorize::{authorize, challenge, AuthorizeError, OperationRequest};
 pub use reissue::{reissue, ReissueError};
 pub use report::{report, OperationResult, ReportError};
 
@@ -35,6 +35,7 @@ use uuid::Uuid;
 use super::context::FleetContext;
 use super::db::{operations, DeviceRow, OperationRow};
 use super::escrow::{Escrow, EscrowError};
+use super::presence::{self, PresenceChallenge, Purpose};
 use super::secrets::DeviceSecrets;
 use crate::auth::CurrentUser;
 use crate::domain::{OperationState, Serial};
@@ -57,15 +58,15 @@ pub struct AuthorizedOperation {
 }
 
 /// A signed ticket for `params`, and what the operation row records of it.
-struct Ticket {
-    ticket: String,
-    params_hash: String,
-    expires_at: OffsetDateTime,
+pub(crate) struct Ticket {
+    pub(crate) ticket: String,
+    pub(crate) params_hash: String,
+    pub(crate) expires_at: OffsetDateTime,
 }
 
 /// Sign a ticket (`ticket_id`) for `op` on `serial` with exactly `params`,
 /// for the agent key `fingerprint`.
-fn sign_ticket(
+pub(crate) fn sign_ticket(
     ctx: &FleetContext,
     ticket_id: Uuid,
     op: Operation,
@@ -220,7 +221,7 @@ pub enum OwnOperationError {
     Db(#[from] sqlx::Error),
 }
 
-async fn own_operation(
+pub(crate) async fn own_operation(
     db: &PgPool,
     u: &CurrentUser,
     serial: Serial,
@@ -240,7 +241,7 @@ async fn own_operation(
 }
 
 /// The operation still waits for its result.
-fn still_pending(op: &OperationRow) -> Result<(), OwnOperationError> {
+pub(crate) fn still_pending(op: &OperationRow) -> Result<(), OwnOperationError> {
     if op.state != OperationState::Pending {
         return Err(OwnOperationError::AlreadyFinished {
             operation: op.id,
@@ -248,6 +249,43 @@ fn still_pending(op: &OperationRow) -> Result<(), OwnOperationError> {
         });
     }
     Ok(())
+}
+
+/// Step one of resuming an unconfirmed secret change: the same checks as
+/// [`reissue`] makes, then a presence challenge for that operation.
+pub async fn resume_challenge(
+    db: &PgPool,
+    ctx: &FleetContext,
+    u: &CurrentUser,
+    meta: &crate::auth::ClientMeta,
+    serial: Serial,
+    op_id: Uuid,
+) -> Result<PresenceChallenge, ReissueError> {
+    let d = super::access::load_visible(db, u, serial).await?;
+    let op = own_operation(db, u, serial, op_id).await?;
+    still_pending(&op)?;
+    if !secret_changing(op.kind) || op.secrets_version_new.is_none() {
+        return Err(ReissueError::NotResumable);
+    }
+    let policy = super::settings::policy(db).await?;
+    super::access::check_operation(u, &d, op.kind, &policy)?;
+    let (_, fingerprint) = super::agent::session_key(db, u).await?;
+    presence::challenge(
+        db,
+        ctx,
+        u,
+        meta,
+        &d,
+        Purpose::Resume,
+        (op_id, op.kind),
+        json!({}),
+        &fingerprint,
+    )
+    .await
+    .map_err(|e| match e {
+        presence::PresenceError::Db(e) => ReissueError::Db(e),
+        e => ReissueError::Presence(Box::new(e)),
+    })
 }
 
 /// RFC 4514 escaping of an attribute value.

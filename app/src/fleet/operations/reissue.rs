@@ -25,6 +25,7 @@ use crate::fleet::agent::{self, SessionKeyError};
 use crate::fleet::context::FleetContext;
 use crate::fleet::db::operations;
 use crate::fleet::escrow::{Escrow, EscrowError};
+use crate::fleet::presence::{Proven, Purpose};
 use crate::fleet::settings::{self, PolicyError};
 
 #[derive(Debug, thiserror::Error)]
@@ -43,12 +44,18 @@ pub enum ReissueError {
     Escrow(#[from] EscrowError),
     #[error("only an unconfirmed secret change can be resumed; start the operation again")]
     NotResumable,
+    /// The secrets go only to an agent whose card just proved it is there.
+    #[error("resuming releases secrets: the card must prove its presence first")]
+    PresenceRequired,
+    #[error(transparent)]
+    Presence(Box<crate::fleet::presence::PresenceError>),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
     #[error(transparent)]
     Db(#[from] sqlx::Error),
 }
 
+#[allow(clippy::too_many_arguments)]
 pub async fn reissue(
     db: &PgPool,
     escrow: &Escrow<'_>,
@@ -57,7 +64,11 @@ pub async fn reissue(
     meta: &ClientMeta,
     serial: Serial,
     op_id: Uuid,
+    proven: &Proven,
 ) -> Result<AuthorizedOperation, ReissueError> {
+    if proven.purpose() != Purpose::Resume || proven.operation_id() != op_id {
+        return Err(ReissueError::PresenceRequired);
+    }
     let d = access::load_visible(db, u, serial).await?;
     let op = own_operation(db, u, serial, op_id).await?;
     still_pending(&op)?;
@@ -65,6 +76,9 @@ pub async fn reissue(
     let policy = settings::policy(db).await?;
     access::check_operation(u, &d, operation, &policy)?;
     let (agent_key, fingerprint) = agent::session_key(db, u).await?;
+    if proven.fingerprint() != fingerprint {
+        return Err(ReissueError::PresenceRequired);
+    }
     let current = confirmed_secrets(escrow, &d).await?;
     let next = match op.secrets_version_new {
         Some(v) => Some(escrow.read(serial, u64::try_from(v).unwrap_or(0)).await?),

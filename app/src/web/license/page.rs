@@ -2,6 +2,7 @@
 //! history of uploads, from an [`Overview`].
 
 use askama::Template;
+use kleidia_license_client::ProblemKind;
 use kleidia_protocol::license::{LicenseLimits, LicenseState, MAX_LICENSE_BYTES};
 use time::OffsetDateTime;
 
@@ -66,6 +67,8 @@ pub(super) struct LicensePage {
     badge: &'static str,
     reason: String,
     degraded: bool,
+    /// A 401/403 from the license service: the app's token is wrong.
+    config_error: Option<String>,
     clock_rollback: bool,
     installation_id: String,
     license: Option<LicenseLine>,
@@ -98,12 +101,18 @@ pub(super) fn page(
 ) -> LicensePage {
     let s = &o.status;
     let limits: Option<LicenseLimits> = s.limits;
+    let config_error = o
+        .problem
+        .as_ref()
+        .filter(|p| p.kind == ProblemKind::Configuration)
+        .map(|p| p.message.clone());
     LicensePage {
         me,
         state: s.status.as_str(),
         badge: badge(s.status),
         reason: s.reason.clone(),
         degraded: s.degraded,
+        config_error,
         clock_rollback: s.clock_rollback,
         installation_id: s.installation_id.clone(),
         license: s.license.as_ref().map(|l| LicenseLine {

@@ -5,5 +5,6 @@
 mod credentials;
 mod discovery;
 mod keys;
+mod presence;
 mod ticket_attacks;
 mod web_attacks;

@@ -9,10 +9,8 @@
 
 use std::time::Duration;
 
-use kleidia_tests::app::{kleidia_command, AppOptions, KleidiaApp};
-use kleidia_tests::bao::{bootstrapped_bao, run_bootstrap, BaoClient};
-use kleidia_tests::client::{cli_create_user, Api, ADMIN_PASSWORD};
-use kleidia_tests::{runtime_url_for, wait_until, TestBao, TestDb};
+use kleidia_tests::app::kleidia_command;
+use kleidia_tests::{wait_until, TestApp, ADMIN_PASSWORD};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -31,60 +29,42 @@ enum Anchoring {
     OnDemand,
 }
 
-struct Site {
-    db: TestDb,
-    runtime_url: String,
-    _bao: TestBao,
-    root: BaoClient,
-    app_token: String,
-    app: KleidiaApp,
+/// Its own OpenBao (bootstrapped), the server as the runtime role with a
+/// `kleidia-app` token, anchoring as asked; the first admin created through
+/// the runtime role as an operator would.
+async fn start(anchoring: Anchoring) -> TestApp {
+    let (interval, every) = match anchoring {
+        Anchoring::EverySecond => (1, 100_000),
+        Anchoring::EveryEvents(n) => (3600, n),
+        Anchoring::OnDemand => (3600, 100_000),
+    };
+    TestApp::builder()
+        .own_openbao()
+        .runtime_role()
+        .env("KLEIDIA_AUDIT_ANCHOR_INTERVAL_SECS", &interval.to_string())
+        .env("KLEIDIA_AUDIT_ANCHOR_EVERY_EVENTS", &every.to_string())
+        .start()
+        .await
 }
 
-impl Site {
-    async fn start(anchoring: Anchoring) -> Self {
-        let db = TestDb::new().await.unwrap();
-        let runtime_url = runtime_url_for(&db.url).expect(
-            "DATABASE_RUNTIME_URL is not set: these tests need the runtime role from scripts/stack.sh",
-        );
-        let (bao, root) = bootstrapped_bao().await.unwrap();
-        let app_token = root.token_with_policies(&["kleidia-app"]).await.unwrap();
-        let (interval, every) = match anchoring {
-            Anchoring::EverySecond => (1, 100_000),
-            Anchoring::EveryEvents(n) => (3600, n),
-            Anchoring::OnDemand => (3600, 100_000),
-        };
-        let app = KleidiaApp::spawn(AppOptions {
-            database_url: db.url.clone(),
-            bao_addr: bao.addr.clone(),
-            bao_token: app_token.clone(),
-            env: vec![
-                (
-                    "KLEIDIA_AUDIT_ANCHOR_INTERVAL_SECS".into(),
-                    interval.to_string(),
-                ),
-                (
-                    "KLEIDIA_AUDIT_ANCHOR_EVERY_EVENTS".into(),
-                    every.to_string(),
-                ),
-            ],
-        })
-        .await
-        .unwrap();
-        // The first admin, created through the runtime role as an operator would.
-        cli_create_user(&runtime_url, "admin", "admin", ADMIN_PASSWORD).unwrap();
-        Self {
-            db,
-            runtime_url,
-            _bao: bao,
-            root,
-            app_token,
-            app,
-        }
-    }
+/// The audit log and its anchor as the insider and the auditor see them.
+trait AuditSite {
+    async fn events(&self, n: usize);
+    async fn owner(&self) -> PgPool;
+    async fn last_id(&self) -> i64;
+    async fn row_hash(&self, id: i64) -> String;
+    async fn anchor(&self) -> Option<Value>;
+    async fn wait_anchored(&self, id: i64);
+    fn kleidia(&self, args: &[&str], with_token: bool) -> (bool, String);
+    fn verify(&self) -> (bool, String);
+    fn verify_chain_only(&self) -> (bool, String);
+    fn anchor_now(&self) -> (bool, String);
+}
 
+impl AuditSite for TestApp {
     /// `n` sign-ins: one audit event each.
     async fn events(&self, n: usize) {
-        let mut api = Api::new(&self.app.base_url);
+        let mut api = self.api();
         for _ in 0..n {
             api.login("admin", ADMIN_PASSWORD).await.unwrap();
         }
@@ -112,7 +92,7 @@ impl Site {
 
     /// The current anchor (`data` and `metadata`), read with the root token.
     async fn anchor(&self) -> Option<Value> {
-        let (s, v) = self.root.call("GET", ANCHOR, None).await.unwrap();
+        let (s, v) = self.root_bao().call("GET", ANCHOR, None).await.unwrap();
         s.is_success().then(|| v["data"].clone())
     }
 
@@ -127,17 +107,17 @@ impl Site {
             ok,
             "the head {id} was not anchored; anchor {:?}; log:\n{}",
             self.anchor().await,
-            self.app.log()
+            self.log()
         );
     }
 
     fn kleidia(&self, args: &[&str], with_token: bool) -> (bool, String) {
         let mut c = kleidia_command();
         c.args(args)
-            .env("KLEIDIA_DATABASE_URL", &self.runtime_url)
-            .env("KLEIDIA_OPENBAO_ADDR", &self.root.addr);
+            .env("KLEIDIA_DATABASE_URL", self.runtime_url())
+            .env("KLEIDIA_OPENBAO_ADDR", &self.root_bao().addr);
         if with_token {
-            c.env("KLEIDIA_OPENBAO_TOKEN", &self.app_token);
+            c.env("KLEIDIA_OPENBAO_TOKEN", self.app_bao_token());
         }
         let out = c.output().unwrap();
         (
@@ -273,7 +253,7 @@ async fn rehash_from(owner: &PgPool, from: i64) {
 
 #[tokio::test]
 async fn the_server_anchors_the_head_every_n_events_and_verify_checks_it_through_openbao() {
-    let site = Site::start(Anchoring::EveryEvents(5)).await;
+    let site = start(Anchoring::EveryEvents(5)).await;
     site.events(6).await;
     // The append notification, not the hourly timer, anchors at 5 or more.
     let ok = wait_until(Duration::from_secs(20), || async {
@@ -282,7 +262,7 @@ async fn the_server_anchors_the_head_every_n_events_and_verify_checks_it_through
             .is_some_and(|a| a["data"]["id"].as_i64().unwrap_or(0) >= 5)
     })
     .await;
-    assert!(ok, "no anchor after 6 events; log:\n{}", site.app.log());
+    assert!(ok, "no anchor after 6 events; log:\n{}", site.log());
     // Let a wake-up that was already pending settle.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let a = site.anchor().await.unwrap()["data"].clone();
@@ -315,7 +295,7 @@ async fn the_server_anchors_the_head_every_n_events_and_verify_checks_it_through
 
 #[tokio::test]
 async fn the_owner_cutting_the_tail_and_fixing_the_head_is_reported_as_truncation() {
-    let site = Site::start(Anchoring::EverySecond).await;
+    let site = start(Anchoring::EverySecond).await;
     site.events(8).await;
     let head = site.last_id().await;
     site.wait_anchored(head).await;
@@ -361,9 +341,9 @@ async fn the_owner_cutting_the_tail_and_fixing_the_head_is_reported_as_truncatio
     let a = site.anchor().await.unwrap();
     assert_eq!(a["data"]["id"].as_i64(), Some(head), "{a}");
     assert!(
-        site.app.log().contains("audit anchor NOT moved"),
+        site.log().contains("audit anchor NOT moved"),
         "{}",
-        site.app.log()
+        site.log()
     );
     // Once the log grows past the anchored id again, the anchored rows exist
     // with other hashes: the same cut now shows as rewriting (at the oldest
@@ -393,7 +373,7 @@ async fn the_owner_cutting_the_tail_and_fixing_the_head_is_reported_as_truncatio
 
 #[tokio::test]
 async fn the_owner_rehashing_the_chain_from_a_row_onward_is_reported_as_rewritten() {
-    let site = Site::start(Anchoring::OnDemand).await;
+    let site = start(Anchoring::OnDemand).await;
     site.events(4).await;
     let first = site.last_id().await;
     let (ok, out) = site.anchor_now();
@@ -448,7 +428,7 @@ async fn the_owner_rehashing_the_chain_from_a_row_onward_is_reported_as_rewritte
 
 #[tokio::test]
 async fn an_anchor_forged_with_the_apps_token_is_reported_and_never_built_upon() {
-    let site = Site::start(Anchoring::OnDemand).await;
+    let site = start(Anchoring::OnDemand).await;
     site.events(3).await;
     let (ok, out) = site.anchor_now();
     assert!(ok, "{out}");
@@ -457,7 +437,7 @@ async fn an_anchor_forged_with_the_apps_token_is_reported_and_never_built_upon()
 
     // The app's token may MAC with the key, but never read, export,
     // reconfigure or delete it, nor delete the anchor.
-    let app = site.root.with_token(&site.app_token);
+    let app = site.root_bao().with_token(site.app_bao_token());
     for (method, path, body) in [
         ("GET", "transit/keys/kleidia-audit", None),
         ("GET", "transit/export/hmac-key/kleidia-audit", None),
@@ -479,7 +459,11 @@ async fn an_anchor_forged_with_the_apps_token_is_reported_and_never_built_upon()
         let (s, v) = app.call(method, path, body.as_ref()).await.unwrap();
         assert_eq!(s, 403, "{method} {path}: {s} {v}");
     }
-    let key = site.root.get("transit/keys/kleidia-audit").await.unwrap();
+    let key = site
+        .root_bao()
+        .get("transit/keys/kleidia-audit")
+        .await
+        .unwrap();
     assert_eq!(key["data"]["exportable"], false, "{key}");
     assert_eq!(key["data"]["type"], "hmac", "{key}");
 

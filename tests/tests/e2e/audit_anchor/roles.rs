@@ -5,7 +5,7 @@ use super::*;
 
 #[tokio::test]
 async fn the_runtime_role_cannot_disable_the_triggers_truncate_update_or_delete_the_log() {
-    let site = Site::start(Anchoring::OnDemand).await;
+    let site = start(Anchoring::OnDemand).await;
     site.events(3).await;
     let (ok, out) = site.anchor_now();
     assert!(ok, "{out}");
@@ -22,7 +22,7 @@ async fn the_runtime_role_cannot_disable_the_triggers_truncate_update_or_delete_
 
     let runtime = sqlx::postgres::PgPoolOptions::new()
         .max_connections(1)
-        .connect(&site.runtime_url)
+        .connect(site.runtime_url())
         .await
         .unwrap();
     let user: String = sqlx::query_scalar("SELECT current_user")
@@ -64,16 +64,12 @@ async fn the_runtime_role_cannot_disable_the_triggers_truncate_update_or_delete_
         out.contains(&format!("{} rows, chain intact", rows + 1)),
         "{out}"
     );
-    assert!(
-        !site.app.log().contains("owns audit_log"),
-        "{}",
-        site.app.log()
-    );
+    assert!(!site.log().contains("owns audit_log"), "{}", site.log());
 
     // `kleidia migrate` re-grants as the owner and is refused to the runtime role.
     let out = kleidia_command()
         .arg("migrate")
-        .env("KLEIDIA_DATABASE_URL", &site.runtime_url)
+        .env("KLEIDIA_DATABASE_URL", site.runtime_url())
         .env("KLEIDIA_DATABASE_OWNER_URL", &site.db.url)
         .output()
         .unwrap();
@@ -85,7 +81,7 @@ async fn the_runtime_role_cannot_disable_the_triggers_truncate_update_or_delete_
     );
     let out = kleidia_command()
         .arg("migrate")
-        .env("KLEIDIA_DATABASE_URL", &site.runtime_url)
+        .env("KLEIDIA_DATABASE_URL", site.runtime_url())
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -98,23 +94,12 @@ async fn the_runtime_role_cannot_disable_the_triggers_truncate_update_or_delete_
 
 #[tokio::test]
 async fn a_single_database_url_still_works_and_warns_that_it_owns_the_audit_log() {
-    let db = TestDb::new().await.unwrap();
-    let (bao, root) = bootstrapped_bao().await.unwrap();
-    // A query parameter keeps the harness from splitting the URL into roles.
-    let single = format!("{}?application_name=kleidia-single-url", db.url);
-    let app = KleidiaApp::spawn(AppOptions {
-        database_url: single.clone(),
-        bao_addr: bao.addr.clone(),
-        bao_token: root.token_with_policies(&["kleidia-app"]).await.unwrap(),
-        env: vec![],
-    })
-    .await
-    .unwrap();
-    cli_create_user(&single, "admin", "admin", ADMIN_PASSWORD).unwrap();
-    Api::new(&app.base_url)
-        .login("admin", ADMIN_PASSWORD)
-        .await
-        .unwrap();
+    let app = TestApp::builder()
+        .own_openbao()
+        .single_database_url()
+        .start()
+        .await;
+    app.admin_api().await;
     assert!(
         app.log().contains("owns audit_log"),
         "no warning about the single URL:\n{}",
@@ -124,8 +109,13 @@ async fn a_single_database_url_still_works_and_warns_that_it_owns_the_audit_log(
 
 #[tokio::test]
 async fn bootstrap_refuses_an_audit_key_that_could_leave_openbao() {
-    let tb = TestBao::spawn().await.unwrap();
-    let root = BaoClient::new(&tb.addr, &tb.token);
+    // An OpenBao nobody bootstrapped yet, where someone made the key first.
+    let app = TestApp::builder()
+        .bare_openbao()
+        .without_admin()
+        .start()
+        .await;
+    let root = app.root_bao();
     root.post("sys/mounts/transit", &json!({"type": "transit"}))
         .await
         .unwrap();
@@ -135,7 +125,7 @@ async fn bootstrap_refuses_an_audit_key_that_could_leave_openbao() {
     )
     .await
     .unwrap();
-    let (ok, out, err) = run_bootstrap(&tb.addr, &tb.token, "http://127.0.0.1:8080").unwrap();
+    let (ok, out, err) = app.bootstrap();
     assert!(!ok, "{out}");
     assert!(
         err.contains("transit/keys/kleidia-audit is exportable"),

@@ -277,3 +277,106 @@ fn keys_move_between_slots_and_are_deleted_on_5_7_only() {
     assert_eq!(send(&mut old, 0, ins::GENERATE, 0, 0x9A, &gen).1, 0x9000);
     assert_eq!(send(&mut old, 0, ins::MOVE_KEY, 0xFF, 0x9A, &[]).1, 0x6D00);
 }
+
+#[test]
+fn a_presence_key_in_retired_slot_95_signs_without_the_pin_is_attested_with_policies_never_and_goes_with_a_reset(
+) {
+    use der::Decode as _;
+    use der::Encode as _;
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    use p256::pkcs8::DecodePublicKey as _;
+    let mut c = card("5.7.1");
+    assert_eq!(
+        authenticate(&mut c, mgm_alg::AES192, &DEFAULT_MGM_KEY),
+        0x9000
+    );
+    // PIN policy never (AA 01 01), touch policy never (AB 01 01).
+    let gen = [
+        0xAC,
+        0x09,
+        0x80,
+        0x01,
+        alg::P256,
+        0xAA,
+        0x01,
+        0x01,
+        0xAB,
+        0x01,
+        0x01,
+    ];
+    let (resp, sw) = send(&mut c, 0, ins::GENERATE, 0, 0x95, &gen);
+    assert_eq!(sw, 0x9000);
+    let (outer, _) = tlv::parse(&resp).unwrap();
+    let point = tlv::find(&tlv::parse_all(outer.value).unwrap(), 0x86)
+        .unwrap()
+        .to_vec();
+    let vk = p256::ecdsa::VerifyingKey::from_sec1_bytes(&point).unwrap();
+    let m = metadata(&mut c, 0x95);
+    assert_eq!(meta(&m, 0x02), vec![1, 1], "policies never/never");
+
+    // A fresh session: no PIN verified, no management key; it signs anyway.
+    assert_eq!(send(&mut c, 0, 0xA4, 4, 0, &AID_PIV[..5]).1, 0x9000);
+    let digest = [0x5Cu8; 32];
+    let mut inner = tlv::encode(0x82, &[]);
+    tlv::encode_into(0x81, &digest, &mut inner);
+    let (resp, sw) = send(
+        &mut c,
+        0,
+        ins::AUTHENTICATE,
+        alg::P256,
+        0x95,
+        &tlv::encode(0x7C, &inner),
+    );
+    assert_eq!(sw, 0x9000);
+    let sig = tlv::parse(tlv::parse(&resp).unwrap().0.value)
+        .unwrap()
+        .0
+        .value;
+    vk.verify_prehash(&digest, &p256::ecdsa::Signature::from_der(sig).unwrap())
+        .unwrap();
+
+    // The attestation names slot 95, carries the policies and the key.
+    let (cert, sw) = send(&mut c, 0, ins::ATTEST, 0x95, 0, &[]);
+    assert_eq!(sw, 0x9000);
+    let cert = x509_cert::Certificate::from_der(&cert).unwrap();
+    assert_eq!(
+        cert.tbs_certificate.subject.to_string(),
+        "CN=YubiKey PIV Attestation 95"
+    );
+    let policy = cert
+        .tbs_certificate
+        .extensions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|e| e.extn_id == crate::attest::OID_POLICY)
+        .unwrap()
+        .extn_value
+        .as_bytes()
+        .to_vec();
+    assert_eq!(policy, vec![1, 1]);
+    let spki = cert
+        .tbs_certificate
+        .subject_public_key_info
+        .to_der()
+        .unwrap();
+    let key = p256::ecdsa::VerifyingKey::from_public_key_der(&spki).unwrap();
+    assert_eq!(key, vk);
+
+    // A PIV reset (PIN and PUK blocked first) removes it.
+    for _ in 0..3 {
+        verify(&mut c, b"000000");
+    }
+    for _ in 0..3 {
+        send(
+            &mut c,
+            0,
+            ins::RESET_RETRY,
+            0,
+            0x80,
+            &[padded(b"00000000"), padded(b"654321")].concat(),
+        );
+    }
+    assert_eq!(send(&mut c, 0, ins::RESET, 0, 0, &[]).1, 0x9000);
+    assert_eq!(send(&mut c, 0, ins::ATTEST, 0x95, 0, &[]).1, 0x6A88);
+}

@@ -1,0 +1,142 @@
+//! Password guessing in parallel: every attempt is counted before its
+//! password is checked, so a hundred guesses sent at once get exactly
+//! `account_free_failures` verdicts and the rest a lock; and the hash queue
+//! is bounded, so a flood gets 503 with `Retry-After` before anything is
+//! checked or counted.
+
+use kleidia_tests::TestApp;
+use reqwest::StatusCode;
+use tokio::task::JoinSet;
+
+/// `n` API sign-ins at once (`name(i)`, `guess-i`): status and Retry-After.
+async fn guess_at_once(
+    app: &TestApp,
+    n: usize,
+    name: impl Fn(usize) -> String,
+) -> Vec<(StatusCode, Option<String>)> {
+    let http = reqwest::Client::new();
+    let url = app.url("/api/auth/login");
+    let mut set = JoinSet::new();
+    for i in 0..n {
+        let (http, url, user) = (http.clone(), url.clone(), name(i));
+        set.spawn(async move {
+            let r = http
+                .post(url)
+                .json(&serde_json::json!({"username": user, "password": format!("guess-{i}")}))
+                .send()
+                .await
+                .unwrap();
+            let retry = r
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.status(), retry)
+        });
+    }
+    let mut out = Vec::new();
+    while let Some(r) = set.join_next().await {
+        out.push(r.unwrap());
+    }
+    out
+}
+
+fn count(results: &[(StatusCode, Option<String>)], s: StatusCode) -> usize {
+    results.iter().filter(|(st, _)| *st == s).count()
+}
+
+#[tokio::test]
+async fn a_hundred_parallel_wrong_guesses_get_five_verdicts_and_the_rest_a_lock() {
+    let app = TestApp::builder()
+        .env("KLEIDIA_THROTTLE_ACCOUNT_FREE_FAILURES", "5")
+        .env("KLEIDIA_THROTTLE_CLIENT_FREE_FAILURES", "1000")
+        .env("KLEIDIA_THROTTLE_BASE_DELAY_SECS", "600")
+        .env("KLEIDIA_AUTH_HASH_QUEUE", "200")
+        .start()
+        .await;
+    let pat = app
+        .create_user("pat", "user", "Pat", "pat-password-1234")
+        .await;
+    let sessions = app.db.count("user_sessions").await;
+
+    let results = guess_at_once(&app, 100, |_| "pat".into()).await;
+    assert_eq!(count(&results, StatusCode::UNAUTHORIZED), 5, "{results:?}");
+    assert_eq!(
+        count(&results, StatusCode::TOO_MANY_REQUESTS),
+        95,
+        "{results:?}"
+    );
+    // Every lock answer says how long to wait.
+    for (s, retry) in &results {
+        if *s == StatusCode::TOO_MANY_REQUESTS {
+            let secs: u64 = retry.as_deref().unwrap().parse().unwrap();
+            assert!((1..=600).contains(&secs), "{secs}");
+        }
+    }
+
+    // The state left behind: five failures, a lock, five bad-password
+    // audit rows and 95 throttled ones, no session.
+    let failures = app
+        .db
+        .count("login_throttle WHERE scope = 'account' AND key = 'pat' AND failures = 5 AND locked_until > now()")
+        .await;
+    assert_eq!(failures, 1);
+    assert_eq!(
+        app.db
+            .count("audit_log WHERE action = 'login.failed' AND actor_name = 'pat' AND details->>'reason' = 'bad_password'")
+            .await,
+        5
+    );
+    assert_eq!(
+        app.db
+            .count("audit_log WHERE action = 'login.failed' AND actor_name = 'pat' AND details->>'reason' = 'throttled'")
+            .await,
+        95
+    );
+    assert_eq!(app.db.count("user_sessions").await, sessions);
+    // Even the right password waits now.
+    let (s, _) = app.api().post_login("pat", &pat.password).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn past_the_hash_queue_sign_ins_get_503_with_retry_after_and_nothing_is_counted() {
+    let app = TestApp::builder()
+        .env("KLEIDIA_THROTTLE_ACCOUNT_FREE_FAILURES", "1000")
+        .env("KLEIDIA_THROTTLE_CLIENT_FREE_FAILURES", "1000")
+        .env("KLEIDIA_AUTH_HASH_CONCURRENCY", "1")
+        .env("KLEIDIA_AUTH_HASH_QUEUE", "0")
+        .start()
+        .await;
+    let before = app
+        .db
+        .count("audit_log WHERE action = 'login.failed'")
+        .await;
+    let results = guess_at_once(&app, 100, |i| format!("name-{i}")).await;
+    let busy = count(&results, StatusCode::SERVICE_UNAVAILABLE);
+    let checked = count(&results, StatusCode::UNAUTHORIZED);
+    assert_eq!(busy + checked, 100, "{results:?}");
+    assert!(busy > 0, "one hash at a time and no queue: {results:?}");
+    for (s, retry) in &results {
+        if *s == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(retry.as_deref(), Some("1"));
+        }
+    }
+    // Only the checked ones were counted and audited.
+    let counted: i64 = {
+        let pool = app.db.pool().await.unwrap();
+        sqlx::query_scalar(
+            "SELECT coalesce(sum(failures), 0)::bigint FROM login_throttle WHERE scope = 'account'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(counted, checked as i64);
+    assert_eq!(
+        app.db
+            .count("audit_log WHERE action = 'login.failed'")
+            .await
+            - before,
+        checked as i64
+    );
+}
