@@ -300,6 +300,38 @@ impl VirtualYubiKey {
             .with_context(|| format!("write {}", self.fault.display()))
     }
 
+    /// [`arm_fault`](Self::arm_fault), and when it fires the key first
+    /// SIGKILLs process `pid` (the program waiting for the answer): that
+    /// program dies after the card changed and before it answered.
+    pub fn arm_fault_killing(&self, mode: &str, ins: u8, pid: u32) -> Result<()> {
+        std::fs::write(&self.fault, format!("{mode} {ins:02X} kill {pid}\n"))
+            .with_context(|| format!("write {}", self.fault.display()))
+    }
+
+    /// After a `drop` fault: wait until the key has plugged itself back in
+    /// and pcscd shows a card in its reader again.
+    pub fn wait_back_after_fault(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            let back = log
+                .rfind("FAULT: INS")
+                .is_some_and(|at| log[at..].contains("plugged into"));
+            if back {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the key did not come back after the fault:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        wait_card(
+            self.reader_name(),
+            true,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+    }
+
     /// Wait until the armed fault fired: the card applied the command and
     /// did not answer.
     pub fn wait_fault_fired(&self, timeout: Duration) -> Result<()> {

@@ -12,6 +12,12 @@
 //!   the key is unplugged (SIGUSR1) or stopped; the host's transmit hangs.
 //! - `drop`: the same, but the connection to vpcd is closed at once instead
 //!   of answering, and the card comes back (re-plugged) a moment later.
+//!
+//! A line may end with `kill <pid>`: when the fault fires, the card first
+//! SIGKILLs that process (the host program waiting for the answer, e.g. the
+//! agent), then withholds the answer. With `drop`, that is "the program
+//! died after the card changed, before it answered" without leaving pcscd
+//! waiting on a card that never answers (which `stall` does).
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +35,8 @@ pub enum Mode {
 pub struct Fault {
     pub mode: Mode,
     pub ins: u8,
+    /// A process to SIGKILL when the fault fires.
+    pub kill: Option<u32>,
 }
 
 impl Fault {
@@ -40,7 +48,28 @@ impl Fault {
             _ => return None,
         };
         let ins = u8::from_str_radix(words.next()?.trim_start_matches("0x"), 16).ok()?;
-        words.next().is_none().then_some(Self { mode, ins })
+        let kill = match words.next() {
+            None => None,
+            Some("kill") => Some(words.next()?.parse().ok()?),
+            Some(_) => return None,
+        };
+        words.next().is_none().then_some(Self { mode, ins, kill })
+    }
+
+    /// SIGKILL the process the fault names, if any, and wait until the
+    /// signal is sent.
+    pub fn kill_host(&self) -> std::io::Result<()> {
+        let Some(pid) = self.kill else {
+            return Ok(());
+        };
+        let status = std::process::Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(std::io::Error::other(format!("kill -KILL {pid}: {status}")))
+        }
     }
 }
 
@@ -85,16 +114,29 @@ mod tests {
             Fault::parse("stall 24\n"),
             Some(Fault {
                 mode: Mode::Stall,
-                ins: 0x24
+                ins: 0x24,
+                kill: None
             })
         );
         assert_eq!(
             Fault::parse("drop 0xFF"),
             Some(Fault {
                 mode: Mode::Drop,
-                ins: 0xFF
+                ins: 0xFF,
+                kill: None
             })
         );
+        assert_eq!(
+            Fault::parse("drop 24 kill 4242\n"),
+            Some(Fault {
+                mode: Mode::Drop,
+                ins: 0x24,
+                kill: Some(4242)
+            })
+        );
+        assert_eq!(Fault::parse("drop 24 kill"), None);
+        assert_eq!(Fault::parse("drop 24 kill me"), None);
+        assert_eq!(Fault::parse("drop 24 stop 1"), None);
         assert_eq!(Fault::parse("stall"), None);
         assert_eq!(Fault::parse("hang 24"), None);
         assert_eq!(Fault::parse("stall 24 25"), None);

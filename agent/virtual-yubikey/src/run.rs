@@ -119,6 +119,12 @@ impl Control {
         let Some(fault) = self.fault.as_ref().and_then(|f| f.fire(apdu, reply?)) else {
             return Answer::Send;
         };
+        if let Some(pid) = fault.kill {
+            match fault.kill_host() {
+                Ok(()) => log(format!("FAULT: killed process {pid} before answering")),
+                Err(e) => log(format!("FAULT: could not kill process {pid}: {e}")),
+            }
+        }
         log(format!(
             "FAULT: INS {:02X} applied and saved, answer withheld ({:?})",
             fault.ins, fault.mode

@@ -1,7 +1,8 @@
 //! A secret change whose answer was lost (DESIGN §8, "a retry never costs
-//! the card a try"): the software YubiKey applies the change and never
-//! answers, the agent is killed while it waits, and the retry from the
-//! device page (a resume) settles it. Kleidia, the agent, pcscd and the key
+//! the card a try"; issue 12 hole 4): the software YubiKey applies the
+//! change, SIGKILLs the agent waiting for the answer and drops the
+//! connection without answering, and the retry from the device page (a
+//! resume, through the presence step) settles it. Kleidia, the agent, pcscd and the key
 //! are the real processes; the test plays the page in the browser.
 
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use kleidia_protocol::agent::{OperationDone, PubKey};
 use kleidia_tests::browser::Stack;
 use kleidia_tests::card::{info_line, open, pin_verifies, ykman};
-use kleidia_tests::Person;
+use kleidia_tests::{is_presence_challenge, Person};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use yubikey::{MgmAlgorithmId, MgmKey};
@@ -67,8 +68,33 @@ impl Page {
         (s, r.json().await.unwrap())
     }
 
+    /// An answer that is a presence challenge is carried as agent.js does:
+    /// the card signs the server's nonce through the agent, and the proof
+    /// (with the new PIN the page chose, if any) gets the ticket.
+    async fn presence(
+        &self,
+        s: StatusCode,
+        v: Value,
+        new_pin: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        if !is_presence_challenge(s, &v) {
+            return (s, v);
+        }
+        let (ps, proof) = self.carry(&v).await;
+        self.stack
+            .check(ps == StatusCode::OK, &format!("presence: {ps}: {proof}"));
+        let mut answer = json!({"challenge_id": v["challenge_id"], "proof": proof});
+        if let Some(pin) = new_pin {
+            answer["new_pin"] = pin.clone();
+        }
+        let id = v["operation_id"].as_str().unwrap();
+        let path = format!("/api/yubikey/{}/operations/{id}/presence", self.serial);
+        self.owner.api.post_json(&path, &answer).await
+    }
+
     async fn authorize(&self, body: Value) -> Value {
-        let (s, op) = self.owner.authorize(self.serial, body).await;
+        let (s, v) = self.owner.api.authorize(self.serial, &body).await;
+        let (s, op) = self.presence(s, v, body.get("new_pin")).await;
         self.stack
             .check(s == StatusCode::CREATED, &format!("{s}: {op}"));
         op
@@ -102,34 +128,32 @@ impl Page {
         page
     }
 
-    /// Authorise `body`, arm the key to apply the command `ins` and then say
-    /// nothing, and kill the agent while it waits for the answer. The page
-    /// reports what it saw (the agent is gone); the key is unplugged and
-    /// plugged back in, and the agent restarted and registered again.
-    /// Returns the operation id.
+    /// Authorise `body` and carry it to the agent, with the key armed to
+    /// apply the command `ins`, SIGKILL the agent (which waits for the
+    /// answer) and drop the connection without answering: the agent dies
+    /// after the card changed and before it answered. The page reports what
+    /// it saw (the agent is gone); the key plugs itself back in, and the
+    /// agent is restarted and registered again. Returns the operation id.
     async fn change_lost_in_flight(&mut self, body: Value, ins: u8) -> String {
         let op = self.authorize(body).await;
         let id = op["operation_id"].as_str().unwrap().to_string();
-        let key = self.stack.key.as_ref().unwrap();
-        key.arm_fault("stall", ins).unwrap();
-        let (url, origin, http) = {
-            let a = self.stack.agent.running().unwrap();
-            let path = op["agent_path"].as_str().unwrap();
-            (a.url(path), a.origin.clone(), a.http.clone())
-        };
-        let request = op["request"].clone();
-        let in_flight = tokio::spawn(async move {
-            http.post(url)
-                .header("origin", origin)
-                .json(&request)
-                .send()
+        let pid = self.stack.agent.running().unwrap().proc.pid();
+        let key = self.stack.key();
+        key.arm_fault_killing("drop", ins, pid).unwrap();
+        let lost = {
+            let agent = self.stack.agent.running().unwrap();
+            agent
+                .post(op["agent_path"].as_str().unwrap(), &op["request"])
                 .await
-        });
-        let key = self.stack.key.as_ref().unwrap();
-        tokio::task::block_in_place(|| key.wait_fault_fired(Duration::from_secs(30))).unwrap();
-        self.stack.agent.kill();
-        let lost = in_flight.await.unwrap();
+        };
         assert!(lost.is_err(), "the agent died before it answered: {lost:?}");
+        key.wait_fault_fired(Duration::from_secs(5)).unwrap();
+        assert!(
+            key.log().contains(&format!("FAULT: killed process {pid}")),
+            "{}",
+            key.log()
+        );
+        self.stack.agent.kill();
 
         // The page cannot tell what happened; the server must not call it a failure.
         let v = self
@@ -140,10 +164,8 @@ impl Page {
             .await;
         assert_eq!(v["state"], "pending", "{v}");
 
-        // The stalled key is pulled out and plugged back in (a new process on
-        // the same state: what the host sees of a re-plug).
-        let key = self.stack.key.as_mut().unwrap();
-        key.restart_within(Duration::from_secs(90)).unwrap();
+        let key = self.stack.key();
+        tokio::task::block_in_place(|| key.wait_back_after_fault(Duration::from_secs(30))).unwrap();
         self.stack.agent.start().await.unwrap();
         self.register_agent().await;
         id
@@ -152,7 +174,8 @@ impl Page {
     /// Retry from the device page: the resumed request must settle, and the
     /// agent says what it found. Reports success as the page does.
     async fn retry(&self, id: &str) -> OperationDone {
-        let (s, op) = self.owner.api.secrets(self.serial, id).await;
+        let (s, v) = self.owner.api.secrets(self.serial, id).await;
+        let (s, op) = self.presence(s, v, None).await;
         self.stack.check(s == StatusCode::OK, &format!("{s}: {op}"));
         assert_eq!(
             op["request"]["params"]["settle"], true,
@@ -348,7 +371,7 @@ async fn a_retry_of_a_pin_change_that_never_reached_the_card_makes_it_and_leaves
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_connection_dropped_after_the_card_changed_the_puk_is_an_unknown_outcome_not_a_failure() {
-    let mut page = Page::enrolled(43000005).await;
+    let page = Page::enrolled(43000005).await;
     let (before, _) = page.confirmed().await;
     let op = page.authorize(json!({"operation": "set_puk"})).await;
     let id = op["operation_id"].as_str().unwrap();
@@ -368,14 +391,13 @@ async fn a_connection_dropped_after_the_card_changed_the_puk_is_an_unknown_outco
         .await;
     assert_eq!(v["state"], "pending", "{v}");
     assert_eq!(page.confirmed().await.0, before);
-    // The key comes back by itself a moment after the dropped connection;
-    // pull it out and plug it in again so that pcscd surely sees it back.
-    page.stack
-        .key
-        .as_mut()
-        .unwrap()
-        .restart_within(Duration::from_secs(90))
-        .unwrap();
+    // The key comes back by itself a moment after the dropped connection.
+    tokio::task::block_in_place(|| {
+        page.stack
+            .key()
+            .wait_back_after_fault(Duration::from_secs(30))
+    })
+    .unwrap();
 
     let done = page.retry(id).await;
     assert_eq!(done.settled.unwrap().as_str(), "already_applied");
