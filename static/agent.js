@@ -138,8 +138,9 @@
   // ------------------------------------------------------------ operations
 
   // Agent errors after which the card may or may not have changed: the
-  // operation stays pending on the server, to be resumed.
-  const UNKNOWN_OUTCOME = new Set(['agent_unreachable', 'yubikey_removed', 'card_error', 'pcsc_unavailable']);
+  // operation stays pending on the server, to be resumed (a resume settles
+  // it: the agent first finds out which value the card holds).
+  const UNKNOWN_OUTCOME = new Set(['agent_unreachable', 'yubikey_removed', 'card_error', 'pcsc_unavailable', 'outcome_unknown', 'cannot_settle']);
 
   function report(serial, opId, outcome) {
     return api('POST', '/api/yubikey/' + serial + '/operations/' + opId + '/result', outcome);
@@ -158,7 +159,7 @@
       }
       throw err;
     }
-    await report(serial, opId, { success: true });
+    await report(serial, opId, res && res.settled ? { success: true, settled: res.settled } : { success: true });
     return res;
   }
 

@@ -98,8 +98,10 @@ impl From<CardError> for ApiError {
             C::ResetRefused => (StatusCode::CONFLICT, codes::RESET_REFUSED),
             C::NoPresenceKey => (StatusCode::CONFLICT, codes::NO_PRESENCE_KEY),
             C::Card(_) => (StatusCode::BAD_GATEWAY, codes::CARD_ERROR),
+            C::OutcomeUnknown(_) => (StatusCode::BAD_GATEWAY, codes::OUTCOME_UNKNOWN),
+            C::CannotSettle(_) => (StatusCode::CONFLICT, codes::CANNOT_SETTLE),
         };
-        if matches!(e, C::Card(_) | C::PcscUnavailable(_)) {
+        if matches!(e, C::Card(_) | C::PcscUnavailable(_) | C::OutcomeUnknown(_)) {
             tracing::warn!(error = %e, "YubiKey operation failed");
         }
         let retries_left = match e {

@@ -1,5 +1,6 @@
 //! Build the application (key, state, listeners) and run it.
 
+use std::io::ErrorKind;
 use std::net::{Ipv4Addr, Ipv6Addr};
 
 use anyhow::{Context, Result};
@@ -16,21 +17,12 @@ pub struct Application {
 
 impl Application {
     /// Generate the agent key, open the used-ticket store and bind
-    /// 127.0.0.1 and [::1] (never any other address).
+    /// 127.0.0.1 and [::1] (never any other address; see [`bind_loopback`]).
     pub async fn build(config: Config) -> Result<Self> {
         let key = tokio::task::spawn_blocking(AgentKey::generate)
             .await
             .context("key generation task")??;
-        let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, config.port))
-            .await
-            .with_context(|| format!("listen on 127.0.0.1:{}", config.port))?;
-        let port = v4.local_addr()?.port();
-        let mut listeners = vec![v4];
-        match TcpListener::bind((Ipv6Addr::LOCALHOST, port)).await {
-            Ok(l) => listeners.push(l),
-            // Hosts without IPv6 loopback still work through 127.0.0.1.
-            Err(e) => tracing::warn!(error = %e, "not listening on [::1]:{port}"),
-        }
+        let (port, listeners) = bind_loopback(config.port).await?;
         let state = AppState::new(config, port, key)?;
         Ok(Self {
             port,
@@ -70,6 +62,66 @@ impl Application {
             t.await.context("server task")?.context("server")?;
         }
         Ok(())
+    }
+}
+
+/// How many free ports to try for `--port 0` when the one 127.0.0.1 gave
+/// is taken on [::1].
+const ANY_PORT_ATTEMPTS: usize = 8;
+
+/// Bind 127.0.0.1 and [::1] on `port` (0: any port free on both).
+///
+/// Either address taken is fatal, whoever holds it: a process on
+/// `[::1]:PORT` would otherwise receive the page's requests to
+/// `localhost:PORT` (issue 14 §8). A host without an IPv6 loopback
+/// (no `::1`, or IPv6 disabled) is not "taken": the agent logs it and
+/// serves on 127.0.0.1 alone, which is the address the page uses.
+pub async fn bind_loopback(port: u16) -> Result<(u16, Vec<TcpListener>)> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let v4 = TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+            .await
+            .map_err(|e| bind_error("127.0.0.1", port, &e))?;
+        let bound = v4.local_addr()?.port();
+        match TcpListener::bind((Ipv6Addr::LOCALHOST, bound)).await {
+            Ok(v6) => return Ok((bound, vec![v4, v6])),
+            Err(e) if ipv6_loopback_missing(&e) => {
+                tracing::warn!(
+                    error = %e,
+                    "this host has no IPv6 loopback: not listening on [::1]:{bound}, serving on 127.0.0.1:{bound} only"
+                );
+                return Ok((bound, vec![v4]));
+            }
+            // `--port 0`: 127.0.0.1 gave a port that is taken on [::1]; another one.
+            Err(e)
+                if port == 0 && attempt < ANY_PORT_ATTEMPTS && e.kind() == ErrorKind::AddrInUse => {
+            }
+            Err(e) => return Err(bind_error("[::1]", bound, &e)),
+        }
+    }
+}
+
+/// No `::1` on this host: the address is not configured (EADDRNOTAVAIL)
+/// or IPv6 is off altogether (EAFNOSUPPORT).
+fn ipv6_loopback_missing(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::AddrNotAvailable || e.raw_os_error() == Some(EAFNOSUPPORT)
+}
+
+#[cfg(target_os = "macos")]
+const EAFNOSUPPORT: i32 = 47;
+#[cfg(not(target_os = "macos"))]
+const EAFNOSUPPORT: i32 = 97;
+
+fn bind_error(addr: &str, port: u16, e: &std::io::Error) -> anyhow::Error {
+    if e.kind() == ErrorKind::AddrInUse {
+        anyhow::anyhow!(
+            "{addr}:{port} is already in use by another process; refusing to start, \
+             because whatever listens there would receive the Kleidia page's requests \
+             (stop it, or choose another --port and tell Kleidia)"
+        )
+    } else {
+        anyhow::anyhow!("listen on {addr}:{port}: {e}")
     }
 }
 

@@ -73,6 +73,11 @@ pub struct Inner {
     busy: Mutex<HashSet<u32>>,
     /// Held for every PC/SC session (see `web::blocking`).
     pub card_lock: Arc<tokio::sync::Mutex<()>>,
+    /// Reads of what a card says (`/piv/info`, `/piv/check-defaults`,
+    /// `/discover`) queue here before `card_lock`, so that at most one read
+    /// at a time waits for the card: an operation is never behind more than
+    /// the read running and one queued (see `web::reading`).
+    pub read_gate: Arc<tokio::sync::Mutex<()>>,
     http: reqwest::Client,
 }
 
@@ -137,6 +142,7 @@ impl AppState {
                 replay,
                 busy: Mutex::new(HashSet::new()),
                 card_lock: Arc::new(tokio::sync::Mutex::new(())),
+                read_gate: Arc::new(tokio::sync::Mutex::new(())),
                 http,
             }),
         })

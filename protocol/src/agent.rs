@@ -46,6 +46,12 @@ pub mod codes {
     pub const CARD_ERROR: &str = "card_error";
     pub const NO_PRESENCE_KEY: &str = "no_presence_key";
     pub const INTERNAL: &str = "internal";
+    /// A secret change was sent to the card but its answer never came back
+    /// (the connection broke): the card may or may not hold the new value.
+    pub const OUTCOME_UNKNOWN: &str = "outcome_unknown";
+    /// A settling change could not find out which value the card holds
+    /// without risking a block (too few tries left); nothing was tried.
+    pub const CANNOT_SETTLE: &str = "cannot_settle";
 }
 
 /// Every agent error response.
@@ -381,6 +387,10 @@ params!(
     SetPinParams, Operation::SetPin, {
     current_pin: EncryptedSecret,
     new_pin: EncryptedSecret,
+    /// A resume of a change whose outcome is unknown: find out first which
+    /// value the card holds (DESIGN §8). Signed with the rest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    settle: bool,
 });
 
 params!(
@@ -388,6 +398,10 @@ params!(
     SetPukParams, Operation::SetPuk, {
     current_puk: EncryptedSecret,
     new_puk: EncryptedSecret,
+    /// A resume of a change whose outcome is unknown: find out first which
+    /// value the card holds (DESIGN §8). Signed with the rest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    settle: bool,
 });
 
 params!(
@@ -395,6 +409,10 @@ params!(
     UnblockPinParams, Operation::UnblockPin, {
     puk: EncryptedSecret,
     new_pin: EncryptedSecret,
+    /// A resume of a change whose outcome is unknown: find out first which
+    /// value the card holds (DESIGN §8). Signed with the rest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    settle: bool,
 });
 
 params!(
@@ -404,6 +422,10 @@ params!(
     new_management_key: EncryptedSecret,
     algorithm: ManagementKeyAlgorithm,
     require_touch: bool,
+    /// A resume of a change whose outcome is unknown: find out first which
+    /// value the card holds (DESIGN §8). Signed with the rest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    settle: bool,
 });
 
 params!(
@@ -503,6 +525,29 @@ pub struct OperationDone {
     pub serial: u32,
     /// The ticket's id, for the report back to the server.
     pub ticket_id: String,
+    /// What a settling secret change found on the card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled: Option<Settled>,
+}
+
+/// What a settling secret change (`settle: true`) found on the card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Settled {
+    /// The card already held the new value: the earlier attempt had applied
+    /// it. Nothing was changed now.
+    AlreadyApplied,
+    /// The card still held the confirmed value; the change was made now.
+    AppliedNow,
+}
+
+impl Settled {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AlreadyApplied => "already_applied",
+            Self::AppliedNow => "applied_now",
+        }
+    }
 }
 
 /// Response of `POST /piv/generate-csr`.

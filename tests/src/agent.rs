@@ -350,6 +350,7 @@ impl AgentWithKey {
             serial: self.serial(),
             current_pin: self.agent.encrypt(current),
             new_pin: self.agent.encrypt(new),
+            settle: false,
         }
     }
 

@@ -128,6 +128,8 @@ pub struct VirtualYubiKey {
     pub reader: u8,
     pub state: PathBuf,
     pub attestation_root: PathBuf,
+    /// The fault hook's control file (see [`VirtualYubiKey::arm_fault`]).
+    fault: PathBuf,
     log: PathBuf,
     proc: ChildGuard,
     // Declared after `proc`: the process is gone before the readers are released.
@@ -148,6 +150,7 @@ impl VirtualYubiKey {
         let state = dir.join(format!("yubikey-{serial}.json"));
         let attestation_root = dir.join("attestation-root.pem");
         let log = dir.join(format!("yubikey-{serial}.log"));
+        let fault = dir.join(format!("yubikey-{serial}.fault"));
         let proc = Self::spawn(serial, firmware, reader, &state, &attestation_root, &log)?;
         let mut key = Self {
             serial,
@@ -155,6 +158,7 @@ impl VirtualYubiKey {
             reader,
             state,
             attestation_root,
+            fault,
             log,
             proc,
             _readers: readers,
@@ -178,12 +182,18 @@ impl VirtualYubiKey {
             .arg("--state")
             .arg(state)
             .arg("--attestation-root")
-            .arg(root);
+            .arg(root)
+            // The test fault hook: inert until a test writes this file.
+            .env("KLEIDIA_VYK_FAULT_FILE", state.with_extension("fault"));
         ChildGuard::spawn_logged(&format!("virtual-yubikey-{serial}"), &mut cmd, log)
     }
 
     fn wait_plugged(&mut self) -> Result<()> {
-        let deadline = Instant::now() + Duration::from_secs(15);
+        self.wait_plugged_within(Duration::from_secs(15))
+    }
+
+    fn wait_plugged_within(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
         while !card_present(self.reader_name())? {
             if let Some(status) = self.proc.exited() {
                 bail!(
@@ -240,6 +250,13 @@ impl VirtualYubiKey {
     /// Stop the process and start a new one on the same state file: what
     /// pulling the key out and plugging it in again looks like to the host.
     pub fn restart(&mut self) -> Result<()> {
+        self.restart_within(Duration::from_secs(15))
+    }
+
+    /// [`restart`](Self::restart), waiting up to `timeout` for pcscd to show
+    /// it: after a stalled command pcscd's reader only takes the card back
+    /// once its own wait for the lost answer has run out.
+    pub fn restart_within(&mut self, timeout: Duration) -> Result<()> {
         self.stop()?;
         self.proc = Self::spawn(
             self.serial,
@@ -249,7 +266,7 @@ impl VirtualYubiKey {
             &self.attestation_root,
             &self.log,
         )?;
-        self.wait_plugged()
+        self.wait_plugged_within(timeout)
     }
 
     /// The persisted state, as JSON.
@@ -273,6 +290,59 @@ impl VirtualYubiKey {
             );
         }
         Ok(String::from_utf8(out.stdout)?)
+    }
+
+    /// Arm the fault hook once: after the next command with instruction
+    /// byte `ins` that the card accepts (and saves), its answer is withheld —
+    /// `stall` until [`unplug`](Self::unplug), or `drop` the connection at once.
+    pub fn arm_fault(&self, mode: &str, ins: u8) -> Result<()> {
+        std::fs::write(&self.fault, format!("{mode} {ins:02X}\n"))
+            .with_context(|| format!("write {}", self.fault.display()))
+    }
+
+    /// [`arm_fault`](Self::arm_fault), and when it fires the key first
+    /// SIGKILLs process `pid` (the program waiting for the answer): that
+    /// program dies after the card changed and before it answered.
+    pub fn arm_fault_killing(&self, mode: &str, ins: u8, pid: u32) -> Result<()> {
+        std::fs::write(&self.fault, format!("{mode} {ins:02X} kill {pid}\n"))
+            .with_context(|| format!("write {}", self.fault.display()))
+    }
+
+    /// After a `drop` fault: wait until the key has plugged itself back in
+    /// and pcscd shows a card in its reader again.
+    pub fn wait_back_after_fault(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log();
+            let back = log
+                .rfind("FAULT: INS")
+                .is_some_and(|at| log[at..].contains("plugged into"));
+            if back {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!("the key did not come back after the fault:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        wait_card(
+            self.reader_name(),
+            true,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+    }
+
+    /// Wait until the armed fault fired: the card applied the command and
+    /// did not answer.
+    pub fn wait_fault_fired(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        while self.fault.exists() || !self.log().contains("FAULT: INS") {
+            if Instant::now() > deadline {
+                bail!("the armed fault did not fire:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
     }
 
     /// What the emulator printed so far.

@@ -17,7 +17,7 @@ pub use keys::{attest, generate_csr, import_certificate, CsrRequest, CsrResult};
 pub use open::{discover, explain_failure, open};
 pub use presence::{prove_presence, Presence};
 pub use reset::reset;
-pub use secrets::{rotate_management_key, set_pin, set_puk, unblock_pin};
+pub use secrets::{rotate_management_key, set_pin, set_puk, unblock_pin, Settled};
 
 use kleidia_protocol::agent::PivSlot;
 use yubikey::YubiKey;
@@ -77,6 +77,11 @@ pub enum CardError {
     ResetRefused,
     #[error("the YubiKey reported an error: {0}")]
     Card(String),
+    /// The change command went to the card, its answer did not come back.
+    #[error("the change was sent to the YubiKey but its answer was lost ({0}); it may or may not have been applied")]
+    OutcomeUnknown(String),
+    #[error("cannot tell which value the YubiKey holds without risking a block: {0}")]
+    CannotSettle(&'static str),
 }
 
 /// What a credential failure means depends on what was being checked.

@@ -19,15 +19,29 @@ pub(super) fn check_pin_format(v: &[u8]) -> Result<(), CardError> {
     Ok(())
 }
 
+/// What a settling change found; see [`kleidia_protocol::agent::Settled`].
+pub use kleidia_protocol::agent::Settled;
+
+/// A PIN or PUK is only probed with the new value when at least this many
+/// tries are left, so a wrong probe alone can never block it.
+const PROBE_MIN_TRIES: u8 = 2;
+
 pub fn set_pin(
     serial: u32,
     policy: ReaderPolicy,
     current: &[u8],
     new: &[u8],
-) -> Result<(), CardError> {
-    change(serial, policy, current, new, |yk, current, new| {
-        yk.change_pin(current, new).map_err(pin_err)
-    })
+    settle: bool,
+) -> Result<Option<Settled>, CardError> {
+    change(
+        serial,
+        policy,
+        current,
+        new,
+        settle,
+        Probe::Pin,
+        |yk, current, new| yk.change_pin(current, new).map_err(pin_err),
+    )
 }
 
 pub fn set_puk(
@@ -35,10 +49,17 @@ pub fn set_puk(
     policy: ReaderPolicy,
     current: &[u8],
     new: &[u8],
-) -> Result<(), CardError> {
-    change(serial, policy, current, new, |yk, current, new| {
-        yk.change_puk(current, new).map_err(puk_err)
-    })
+    settle: bool,
+) -> Result<Option<Settled>, CardError> {
+    change(
+        serial,
+        policy,
+        current,
+        new,
+        settle,
+        Probe::Puk,
+        |yk, current, new| yk.change_puk(current, new).map_err(puk_err),
+    )
 }
 
 pub fn unblock_pin(
@@ -46,24 +67,111 @@ pub fn unblock_pin(
     policy: ReaderPolicy,
     puk: &[u8],
     new_pin: &[u8],
-) -> Result<(), CardError> {
-    change(serial, policy, puk, new_pin, |yk, puk, new_pin| {
-        yk.unblock_pin(puk, new_pin).map_err(puk_err)
-    })
+    settle: bool,
+) -> Result<Option<Settled>, CardError> {
+    change(
+        serial,
+        policy,
+        puk,
+        new_pin,
+        settle,
+        Probe::UnblockedPin,
+        |yk, puk, new_pin| yk.unblock_pin(puk, new_pin).map_err(puk_err),
+    )
 }
 
-/// A PIN or PUK change: both values checked here, then `f` on the opened key.
+/// How a settling change finds out whether the card already holds the new value.
+#[derive(Clone, Copy)]
+enum Probe {
+    /// VERIFY the new PIN: a success resets the PIN's tries.
+    Pin,
+    /// CHANGE REFERENCE of the PUK from the new value to itself: a success
+    /// resets the PUK's tries and changes nothing.
+    Puk,
+    /// After an unblock the new PIN verifies; a blocked PIN was not unblocked
+    /// (nothing to try), and a wrong probe is undone by the unblock itself.
+    UnblockedPin,
+}
+
+/// Whether the card already holds `new`, found out without leaving any
+/// retry counter lower than it was: a successful probe restores the counter
+/// it used, and a failed one is followed by the change, whose success
+/// restores it too (DESIGN §8). Refuses (nothing tried) when a wrong probe
+/// could block the credential.
+fn holds_new_value(yk: &mut YubiKey, probe: Probe, new: &[u8]) -> Result<bool, CardError> {
+    match probe {
+        Probe::Pin | Probe::UnblockedPin => {
+            // An empty VERIFY tells the tries left without trying a PIN.
+            let left = yk.get_pin_retries().map_err(pin_err)?;
+            if left == 0 {
+                // Blocked: an applied change or unblock would have reset it.
+                return Ok(false);
+            }
+            if left < PROBE_MIN_TRIES && matches!(probe, Probe::Pin) {
+                return Err(CardError::CannotSettle("only one PIN try is left"));
+            }
+            probe_result(yk.verify_pin(new).map_err(pin_err))
+        }
+        Probe::Puk => {
+            if !has_metadata(yk) {
+                return Err(CardError::CannotSettle(
+                    "this firmware cannot tell the PUK tries left without trying",
+                ));
+            }
+            let puk =
+                piv::metadata(yk, SlotId::Management(ManagementSlotId::Puk)).map_err(other_err)?;
+            let left = puk.retries.map(|r| r.remaining_count).unwrap_or(0);
+            if left == 0 {
+                return Ok(false);
+            }
+            if left < PROBE_MIN_TRIES {
+                return Err(CardError::CannotSettle("only one PUK try is left"));
+            }
+            probe_result(yk.change_puk(new, new).map_err(puk_err))
+        }
+    }
+}
+
+/// A refused probe means "not this value"; anything else is passed on.
+fn probe_result(r: Result<(), CardError>) -> Result<bool, CardError> {
+    match r {
+        Ok(()) => Ok(true),
+        Err(CardError::WrongPin(_) | CardError::WrongPuk(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// A PIN or PUK change: both values checked here, then (when settling) the
+/// probe for the new value, then `f` on the opened key.
 fn change(
     serial: u32,
     policy: ReaderPolicy,
     proof: &[u8],
     new: &[u8],
+    settle: bool,
+    probe: Probe,
     f: impl FnOnce(&mut YubiKey, &[u8], &[u8]) -> Result<(), CardError>,
-) -> Result<(), CardError> {
+) -> Result<Option<Settled>, CardError> {
     check_pin_format(proof)?;
     check_pin_format(new)?;
     let (_, mut yk) = open(serial, policy)?;
-    f(&mut yk, proof, new)
+    if settle && holds_new_value(&mut yk, probe, new)? {
+        return Ok(Some(Settled::AlreadyApplied));
+    }
+    f(&mut yk, proof, new).map_err(sent_but_unanswered)?;
+    Ok(settle.then_some(Settled::AppliedNow))
+}
+
+/// After the change command went out, only a refusal by the card is a
+/// definite "not applied"; a broken connection or an odd answer leaves the
+/// outcome open, and the server must keep the change to be settled.
+fn sent_but_unanswered(e: CardError) -> CardError {
+    match e {
+        CardError::Removed | CardError::Card(_) | CardError::PcscUnavailable(_) => {
+            CardError::OutcomeUnknown(e.to_string())
+        }
+        e => e,
+    }
 }
 
 /// Parse a management key given as hex for `alg`.
@@ -108,13 +216,30 @@ pub fn rotate_management_key(
     new: &[u8],
     algorithm: ManagementKeyAlgorithm,
     require_touch: bool,
-) -> Result<(), CardError> {
+    settle: bool,
+) -> Result<Option<Settled>, CardError> {
     let new_key = parse_mgm(new, mgm_alg_from_wire(algorithm))?;
     let (_, mut yk) = open(serial, policy)?;
+    // A management key has no retry counter: trying the new one costs nothing.
+    if settle && holds_new_mgm(&mut yk, new)? {
+        return Ok(Some(Settled::AlreadyApplied));
+    }
     authenticate(&mut yk, current)?;
     new_key
         .set_manual(&mut yk, require_touch)
         .map_err(other_err)
+        .map_err(sent_but_unanswered)?;
+    Ok(settle.then_some(Settled::AppliedNow))
+}
+
+/// Whether the card's management key is `new` (which may be of another
+/// algorithm than the card's current key, if the rotation was not applied).
+fn holds_new_mgm(yk: &mut YubiKey, new: &[u8]) -> Result<bool, CardError> {
+    match authenticate(yk, new) {
+        Ok(()) => Ok(true),
+        Err(CardError::WrongManagementKey | CardError::InvalidSecret(_)) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use kleidia_protocol::agent::{
     CheckDefaults, Discover, Health, PivInfo, PubKey, SystemInfo, WellKnown,
 };
 
-use super::{blocking, SerialArg};
+use super::{reading, SerialArg};
 use crate::card;
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -61,7 +61,7 @@ pub(super) async fn system_info(State(st): State<AppState>) -> Json<SystemInfo> 
 
 pub(super) async fn discover(State(st): State<AppState>) -> Result<Json<Discover>, ApiError> {
     let policy = st.reader_policy();
-    let yubikeys = blocking(&st, move || card::discover(policy)).await?;
+    let yubikeys = reading(&st, move || card::discover(policy)).await?;
     Ok(Json(Discover { yubikeys }))
 }
 
@@ -69,14 +69,9 @@ pub(super) async fn piv_info(
     State(st): State<AppState>,
     SerialArg(serial): SerialArg,
 ) -> Result<Json<PivInfo>, ApiError> {
-    let guard = st.claim(serial)?;
     let policy = st.reader_policy();
     Ok(Json(
-        blocking(&st, move || {
-            let _guard = guard;
-            card::info(serial, policy)
-        })
-        .await?,
+        reading(&st, move || card::info(serial, policy)).await?,
     ))
 }
 
@@ -84,13 +79,9 @@ pub(super) async fn check_defaults(
     State(st): State<AppState>,
     SerialArg(serial): SerialArg,
 ) -> Result<Json<CheckDefaults>, ApiError> {
-    let guard = st.claim(serial)?;
     let policy = st.reader_policy();
-    let (metadata_supported, defaults) = blocking(&st, move || {
-        let _guard = guard;
-        card::check_defaults(serial, policy)
-    })
-    .await?;
+    let (metadata_supported, defaults) =
+        reading(&st, move || card::check_defaults(serial, policy)).await?;
     Ok(Json(CheckDefaults {
         serial,
         metadata_supported,

@@ -63,6 +63,20 @@ async fn method_not_allowed() -> ApiError {
 /// a key SELECTs the PIV application on every allowed card, which would
 /// reset the PIN and management key state of an operation running on
 /// another key. (Same-key concurrency is refused earlier with 409.)
+/// [`blocking`] for a read of what a card says. Reads do not claim the
+/// YubiKey (an operation is not refused with 409 because a page or another
+/// local process polls `/piv/info`), and they queue for the card one at a
+/// time behind the state's `read_gate`: the card lock is fair (first come,
+/// first served), so an operation waits for at most the read in progress
+/// and one more, however many reads are sent.
+async fn reading<T: Send + 'static>(
+    st: &AppState,
+    f: impl FnOnce() -> Result<T, CardError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let _gate = st.read_gate.lock().await;
+    blocking(st, f).await
+}
+
 async fn blocking<T: Send + 'static>(
     st: &AppState,
     f: impl FnOnce() -> Result<T, CardError> + Send + 'static,

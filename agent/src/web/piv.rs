@@ -12,12 +12,22 @@ use crate::error::ApiError;
 use crate::state::{AppState, Authorized};
 
 fn done(auth: &Authorized, operation: Operation, serial: u32) -> Json<OperationDone> {
-    tracing::info!(operation = operation.as_str(), serial, ticket_id = %auth.claims.id, "operation done");
+    settled(auth, operation, serial, None)
+}
+
+fn settled(
+    auth: &Authorized,
+    operation: Operation,
+    serial: u32,
+    settled: Option<card::Settled>,
+) -> Json<OperationDone> {
+    tracing::info!(operation = operation.as_str(), serial, ticket_id = %auth.claims.id, settled = settled.map(|s| s.as_str()), "operation done");
     Json(OperationDone {
         ok: true,
         operation,
         serial,
         ticket_id: auth.claims.id.to_string(),
+        settled,
     })
 }
 
@@ -49,45 +59,66 @@ async fn run<T: Send + 'static>(
 }
 
 /// The PIN, PUK and management key changes: decrypt the current and the new
-/// value (in that order), then make the change on the card.
+/// value (in that order), then make the change on the card (first finding
+/// out which value it holds when the signed parameters say `settle`).
 async fn change<P: OperationParams + Send + Sync>(
     st: &AppState,
     req: SignedRequest<P>,
-    secrets: fn(&P) -> [&EncryptedSecret; 2],
-    change: impl FnOnce(u32, ReaderPolicy, &[u8], &[u8]) -> Result<(), CardError> + Send + 'static,
+    secrets: fn(&P) -> ([&EncryptedSecret; 2], bool),
+    change: impl FnOnce(u32, ReaderPolicy, &[u8], &[u8], bool) -> Result<Option<card::Settled>, CardError>
+        + Send
+        + 'static,
 ) -> Result<Json<OperationDone>, ApiError> {
     let p = req.params;
     let mut auth = st.authorize(&req.ticket, &p).await?;
-    let [current, new] = secrets(&p);
+    let ([current, new], settle) = secrets(&p);
     let current = st.decrypt(&auth, current)?;
     let new = st.decrypt(&auth, new)?;
     let (serial, policy) = (p.serial(), st.reader_policy());
-    run(st, &mut auth, move || {
-        change(serial, policy, &current, &new)
+    let found = run(st, &mut auth, move || {
+        change(serial, policy, &current, &new, settle)
     })
     .await?;
-    Ok(done(&auth, P::OPERATION, serial))
+    Ok(settled(&auth, P::OPERATION, serial, found))
 }
 
 pub(super) async fn set_pin(
     State(st): State<AppState>,
     Signed(req): Signed<SetPinParams>,
 ) -> Result<Json<OperationDone>, ApiError> {
-    change(&st, req, |p| [&p.current_pin, &p.new_pin], card::set_pin).await
+    change(
+        &st,
+        req,
+        |p| ([&p.current_pin, &p.new_pin], p.settle),
+        card::set_pin,
+    )
+    .await
 }
 
 pub(super) async fn set_puk(
     State(st): State<AppState>,
     Signed(req): Signed<SetPukParams>,
 ) -> Result<Json<OperationDone>, ApiError> {
-    change(&st, req, |p| [&p.current_puk, &p.new_puk], card::set_puk).await
+    change(
+        &st,
+        req,
+        |p| ([&p.current_puk, &p.new_puk], p.settle),
+        card::set_puk,
+    )
+    .await
 }
 
 pub(super) async fn unblock_pin(
     State(st): State<AppState>,
     Signed(req): Signed<UnblockPinParams>,
 ) -> Result<Json<OperationDone>, ApiError> {
-    change(&st, req, |p| [&p.puk, &p.new_pin], card::unblock_pin).await
+    change(
+        &st,
+        req,
+        |p| ([&p.puk, &p.new_pin], p.settle),
+        card::unblock_pin,
+    )
+    .await
 }
 
 pub(super) async fn rotate_management_key(
@@ -98,9 +129,9 @@ pub(super) async fn rotate_management_key(
     change(
         &st,
         req,
-        |p| [&p.current_management_key, &p.new_management_key],
-        move |serial, policy, current, new| {
-            card::rotate_management_key(serial, policy, current, new, alg, touch)
+        |p| ([&p.current_management_key, &p.new_management_key], p.settle),
+        move |serial, policy, current, new, settle| {
+            card::rotate_management_key(serial, policy, current, new, alg, touch, settle)
         },
     )
     .await

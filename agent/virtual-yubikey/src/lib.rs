@@ -8,6 +8,7 @@
 pub mod apdu;
 pub mod attest;
 pub mod card;
+pub mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;

@@ -5,7 +5,7 @@
 
 use std::net::{Shutdown, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -15,7 +15,9 @@ use rand::{CryptoRng, RngCore};
 
 use crate::attest::AttestationRoot;
 use crate::card::Card;
+use crate::fault::{FaultFile, Mode};
 use crate::state::{CardState, Firmware, SlotKey, ORIGIN_IMPORTED};
+use crate::vpcd::Answer;
 
 /// vpcd's first reader listens on 35963 (0x8C7B); the second on the next port.
 pub const VPCD_BASE_PORT: u16 = 35963;
@@ -83,14 +85,20 @@ pub fn load_or_create_state(opts: &Options) -> Result<CardState> {
 #[derive(Default)]
 pub struct Control {
     unplugged: AtomicBool,
+    /// How many times the key was unplugged (a stall waits for the next one,
+    /// even if it is plugged back in before the stall looks).
+    unplugs: AtomicU64,
     stop: AtomicBool,
     stream: Mutex<Option<TcpStream>>,
+    /// The test fault hook's control file (only from the environment).
+    fault: Option<FaultFile>,
 }
 
 impl Control {
     /// Pull the key out: close the vpcd connection and stay out.
     pub fn unplug(&self) {
         self.unplugged.store(true, Ordering::SeqCst);
+        self.unplugs.fetch_add(1, Ordering::SeqCst);
         self.drop_connection();
     }
 
@@ -103,6 +111,34 @@ impl Control {
     pub fn stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.drop_connection();
+    }
+
+    /// A fault armed for this answer: hold it back, stalling until the key
+    /// is unplugged or stopped (`stall`) or not at all (`drop`).
+    fn fault(&self, apdu: &[u8], reply: Option<&[u8]>) -> Answer {
+        let Some(fault) = self.fault.as_ref().and_then(|f| f.fire(apdu, reply?)) else {
+            return Answer::Send;
+        };
+        if let Some(pid) = fault.kill {
+            match fault.kill_host() {
+                Ok(()) => log(format!("FAULT: killed process {pid} before answering")),
+                Err(e) => log(format!("FAULT: could not kill process {pid}: {e}")),
+            }
+        }
+        log(format!(
+            "FAULT: INS {:02X} applied and saved, answer withheld ({:?})",
+            fault.ins, fault.mode
+        ));
+        if fault.mode == Mode::Stall {
+            let unplugs = self.unplugs.load(Ordering::SeqCst);
+            while !self.stop.load(Ordering::SeqCst)
+                && !self.unplugged.load(Ordering::SeqCst)
+                && self.unplugs.load(Ordering::SeqCst) == unplugs
+            {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Answer::Withhold
     }
 
     fn drop_connection(&self) {
@@ -127,7 +163,18 @@ pub fn run(opts: Options) -> Result<()> {
         opts.state.display(),
         opts.vpcd_port
     ));
-    let control = Arc::new(Control::default());
+    let fault = FaultFile::from_env();
+    if let Some(f) = &fault {
+        log(format!(
+            "TEST FAULT HOOK ENABLED ({}={}): never use this outside tests",
+            crate::fault::FAULT_FILE_ENV,
+            f.path().display()
+        ));
+    }
+    let control = Arc::new(Control {
+        fault,
+        ..Control::default()
+    });
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGUSR1,
         signal_hook::consts::SIGUSR2,
@@ -188,13 +235,15 @@ pub fn serve<R: RngCore + CryptoRng>(
         }
         log(format!("plugged into {addr}"));
         let mut stream = stream;
-        let result = crate::vpcd::serve(&mut stream, &mut card, |card| {
+        let result = crate::vpcd::serve(&mut stream, &mut card, |card, apdu, reply| {
             if card.take_dirty() {
                 if let Err(e) = card.state.save(&opts.state) {
                     log(format!("saving state failed: {e:#}"));
                     save_error = Some(e);
+                    return Answer::Send;
                 }
             }
+            control.fault(apdu, reply)
         });
         if let Ok(mut slot) = control.stream.lock() {
             *slot = None;

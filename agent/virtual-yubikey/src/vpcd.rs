@@ -49,20 +49,30 @@ pub fn handle_message<R: RngCore + CryptoRng>(card: &mut Card<R>, msg: &[u8]) ->
     }
 }
 
+/// What to do with an answer once the command is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    Send,
+    /// Do not answer: end this connection (a test fault, see [`crate::fault`]).
+    Withhold,
+}
+
 /// Serve one vpcd connection until it closes. `after_command` runs after
-/// every message, before the answer goes out (the caller saves the state
-/// when it changed).
+/// every message with the message and the answer, before the answer goes
+/// out (the caller saves the state when it changed).
 pub fn serve<R: RngCore + CryptoRng, S: Read + Write>(
     stream: &mut S,
     card: &mut Card<R>,
-    mut after_command: impl FnMut(&mut Card<R>),
+    mut after_command: impl FnMut(&mut Card<R>, &[u8], Option<&[u8]>) -> Answer,
 ) -> io::Result<()> {
     // Debugging aid: KLEIDIA_VYK_TRACE=1 logs every APDU and answer (PINs and keys included).
     let trace = std::env::var_os("KLEIDIA_VYK_TRACE").is_some_and(|v| v == "1");
     while let Some(msg) = read_message(stream)? {
         let reply = handle_message(card, &msg);
         // Persist before answering, as a card writes its EEPROM before the status word.
-        after_command(card);
+        if after_command(card, &msg, reply.as_deref()) == Answer::Withhold {
+            return Ok(());
+        }
         if let Some(reply) = reply {
             if trace {
                 eprintln!("> {}\n< {}", hex::encode(&msg), hex::encode(&reply));

@@ -52,6 +52,11 @@ impl AgentProc {
         Ok(())
     }
 
+    /// The running agent, to call as the page would.
+    pub fn running(&self) -> Option<&TestAgent> {
+        self.running.as_ref()
+    }
+
     /// SIGKILL, as a crash or a closed laptop lid would.
     pub fn kill(&mut self) {
         if let Some(mut a) = self.running.take() {

@@ -5,4 +5,5 @@
 
 mod agent;
 mod backup_restore;
+mod settle;
 mod virtual_yubikey;

@@ -179,3 +179,18 @@ pub async fn finish(
     .await
     .map(|_| ())
 }
+
+/// Note on a pending secret change that an attempt may have reached the card
+/// without its outcome coming back (a resume, an unknown result): from now
+/// on only the card's own answer can fail it.
+pub async fn mark_maybe_applied(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE operations SET details = details || '{\"maybe_applied\": true}'::jsonb \
+         WHERE id = $1 AND state = $2",
+    )
+    .bind(id)
+    .bind(OperationState::Pending)
+    .execute(conn)
+    .await
+    .map(|_| ())
+}

@@ -134,22 +134,39 @@ fn secret_change_params(
     current: &DeviceSecrets,
     next: &DeviceSecrets,
 ) -> anyhow::Result<Value> {
+    change_params(op, serial, key, current, next, false)
+}
+
+/// [`secret_change_params`] with `settle`: the agent first finds out which
+/// of the two values the card holds (a resume, DESIGN §8). The flag is part
+/// of the signed parameters.
+fn change_params(
+    op: Operation,
+    serial: Serial,
+    key: &RsaPublicKey,
+    current: &DeviceSecrets,
+    next: &DeviceSecrets,
+    settle: bool,
+) -> anyhow::Result<Value> {
     let serial = serial.get();
     match op {
         Operation::SetPin => to_value(SetPinParams {
             serial,
             current_pin: enc(key, &current.pin)?,
             new_pin: enc(key, &next.pin)?,
+            settle,
         }),
         Operation::SetPuk => to_value(SetPukParams {
             serial,
             current_puk: enc(key, &current.puk)?,
             new_puk: enc(key, &next.puk)?,
+            settle,
         }),
         Operation::UnblockPin => to_value(UnblockPinParams {
             serial,
             puk: enc(key, &current.puk)?,
             new_pin: enc(key, &next.pin)?,
+            settle,
         }),
         Operation::RotateManagementKey => to_value(RotateManagementKeyParams {
             serial,
@@ -157,6 +174,7 @@ fn secret_change_params(
             new_management_key: enc(key, &next.management_key)?,
             algorithm: next.management_key_algorithm,
             require_touch: false,
+            settle,
         }),
         _ => Err(missing_next()),
     }

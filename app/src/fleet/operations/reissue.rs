@@ -1,14 +1,21 @@
 //! `GET /api/yubikey/{serial}/secrets?operation_id=…`: the agent request of a
 //! pending secret change again (after a reload), secrets freshly encrypted to
 //! the session's current agent key, under a new ticket.
+//!
+//! A resumed change may already be on the card (the earlier attempt's answer
+//! was lost), so its parameters say `settle`: the agent first finds out which
+//! value the card holds, without leaving a retry counter lower than it was,
+//! and only then changes it. A first attempt does not settle: probing a value
+//! the card cannot hold would only risk a try. The operation is marked as
+//! possibly applied, so only the card's own refusal can fail it now.
 
 use serde_json::json;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::{
-    confirmed_secrets, own_operation, secret_change_params, secret_changing, sign_ticket,
-    still_pending, AuthorizedOperation, OwnOperationError,
+    change_params, confirmed_secrets, own_operation, secret_changing, sign_ticket, still_pending,
+    AuthorizedOperation, OwnOperationError,
 };
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ClientMeta, CurrentUser};
@@ -79,7 +86,7 @@ pub async fn reissue(
     };
     let params = match next.as_ref() {
         Some(n) if secret_changing(operation) => {
-            secret_change_params(operation, serial, &agent_key, &current, n)?
+            change_params(operation, serial, &agent_key, &current, n, true)?
         }
         _ => return Err(ReissueError::NotResumable),
     };
@@ -101,13 +108,14 @@ pub async fn reissue(
         None,
     )
     .await?;
+    operations::mark_maybe_applied(&mut tx, op_id).await?;
     audit::record(
         &mut tx,
         AuditEvent::new("secret.read")
             .actor(u)
             .from_client(meta)
             .target("device", serial)
-            .details(json!({"operation_id": op_id, "operation": operation, "encrypted_to_agent": fingerprint})),
+            .details(json!({"operation_id": op_id, "operation": operation, "encrypted_to_agent": fingerprint, "settle": true})),
     )
     .await?;
     tx.commit().await?;

@@ -68,6 +68,7 @@ async fn a_wrong_current_pin_is_reported_with_the_retries_left_and_then_as_block
         serial: 31000004,
         puk: env.agent.encrypt(DEFAULT_PUK),
         new_pin: env.agent.encrypt(b"55667788"),
+        settle: false,
     };
     ok_json::<OperationDone>(env.agent.run("/piv/unblock-pin", &p).await.unwrap()).await;
     let mut yk = YubiKey::open_by_serial(Serial(31000004)).unwrap();
@@ -82,6 +83,7 @@ async fn set_puk_changes_the_puk_and_a_wrong_puk_reports_retries_left() {
         serial: 31000005,
         current_puk: env.agent.encrypt(DEFAULT_PUK),
         new_puk: env.agent.encrypt(b"87654321"),
+        settle: false,
     };
     ok_json::<OperationDone>(env.agent.run("/piv/set-puk", &p).await.unwrap()).await;
     let info: PivInfo = env.agent.piv_info(31000005).await;
@@ -91,6 +93,7 @@ async fn set_puk_changes_the_puk_and_a_wrong_puk_reports_retries_left() {
         serial: 31000005,
         puk: env.agent.encrypt(DEFAULT_PUK),
         new_pin: env.agent.encrypt(b"13572468"),
+        settle: false,
     };
     let body = expect_error(
         env.agent.run("/piv/unblock-pin", &p).await.unwrap(),
@@ -114,6 +117,7 @@ async fn rotate_management_key_installs_the_new_key_and_a_wrong_key_is_reported(
         new_management_key: env.agent.encrypt(new_hex.as_bytes()),
         algorithm: ManagementKeyAlgorithm::Aes256,
         require_touch: false,
+        settle: false,
     };
     ok_json::<OperationDone>(
         env.agent
@@ -143,6 +147,7 @@ async fn rotate_management_key_installs_the_new_key_and_a_wrong_key_is_reported(
         new_management_key: env.agent.encrypt(new_hex.as_bytes()),
         algorithm: ManagementKeyAlgorithm::Aes256,
         require_touch: false,
+        settle: false,
     };
     expect_error(
         env.agent
@@ -194,7 +199,8 @@ async fn reset_returns_a_used_key_to_factory_state() {
 }
 
 #[tokio::test]
-async fn a_second_operation_on_a_busy_yubikey_gets_409_and_its_ticket_stays_usable() {
+async fn a_second_operation_on_a_busy_yubikey_gets_409_and_its_ticket_stays_usable_while_a_read_waits(
+) {
     let _l = lock().await;
     let env = AgentWithKey::new(31000012).await;
     let slow = env
@@ -205,12 +211,19 @@ async fn a_second_operation_on_a_busy_yubikey_gets_409_and_its_ticket_stays_usab
         .signed(&env.set_pin_params(DEFAULT_PIN, b"86420975"));
     let (a, b) = tokio::join!(env.agent.post("/piv/generate-csr", &slow), async {
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        let info = env.agent.get("/piv/info?serial=31000012").await.unwrap();
-        let pin = env.agent.post("/piv/set-pin", &other).await.unwrap();
-        (info, pin)
+        let (info, pin) = tokio::join!(
+            env.agent.get("/piv/info?serial=31000012"),
+            env.agent.post("/piv/set-pin", &other)
+        );
+        (info.unwrap(), pin.unwrap())
     });
     ok_json::<GeneratedCsr>(a.unwrap()).await;
-    expect_error(b.0, 409, codes::DEVICE_BUSY).await;
+    // A read is not refused: it waits for the card and sees the new key.
+    let info: PivInfo = ok_json(b.0).await;
+    assert!(
+        info.slots.iter().any(|s| s.key.is_some()),
+        "read after the key was made: {info:?}"
+    );
     expect_error(b.1, 409, codes::DEVICE_BUSY).await;
     // The refused ticket was not used up: it works once the key is free.
     ok_json::<OperationDone>(env.agent.post("/piv/set-pin", &other).await.unwrap()).await;

@@ -5,6 +5,7 @@
 mod credentials;
 mod discovery;
 mod keys;
+mod loopback;
 mod presence;
 mod ticket_attacks;
 mod web_attacks;

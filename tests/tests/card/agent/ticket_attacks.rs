@@ -204,6 +204,7 @@ async fn a_thousand_random_ciphertexts_without_a_valid_ticket_are_never_decrypte
             serial: 32000006,
             current_pin: secret.clone(),
             new_pin: secret,
+            settle: false,
         };
         let ticket = match i % 4 {
             0 => String::new(),
@@ -246,6 +247,7 @@ async fn a_flood_of_wrong_pins_without_tickets_leaves_the_retry_counter_where_it
             serial: 32000007,
             puk: env.agent.encrypt(wrong.as_bytes()),
             new_pin: env.agent.encrypt(b"11335577"),
+            settle: false,
         };
         let (ticket_a, ticket_b) = (forger.sign(&env.agent.claims_for(&p)), String::from("x"));
         let r = env

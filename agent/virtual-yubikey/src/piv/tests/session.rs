@@ -307,7 +307,7 @@ fn vpcd_frames_are_length_prefixed() {
         }
     }
     let mut d = Duplex(std::io::Cursor::new(input), Vec::new());
-    crate::vpcd::serve(&mut d, &mut c, |_| {}).unwrap();
+    crate::vpcd::serve(&mut d, &mut c, |_, _, _| crate::vpcd::Answer::Send).unwrap();
     let mut expect = vec![0, 18];
     expect.extend_from_slice(&crate::card::ATR);
     expect.extend_from_slice(&[0, 2, 0x6D, 0x00]);
