@@ -325,6 +325,16 @@ impl VirtualYubiKey {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // pcscd sometimes keeps the reader empty after the host died in the
+        // middle of a transmit; pulling the key out and putting it back in
+        // (what a person would do) makes it look again.
+        let first = Duration::from_secs(8).min(deadline.saturating_duration_since(Instant::now()));
+        if wait_card(self.reader_name(), true, first).is_ok() {
+            return Ok(());
+        }
+        self.signal(nix::sys::signal::Signal::SIGUSR1)?;
+        std::thread::sleep(Duration::from_millis(500));
+        self.signal(nix::sys::signal::Signal::SIGUSR2)?;
         wait_card(
             self.reader_name(),
             true,
