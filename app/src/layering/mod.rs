@@ -38,6 +38,8 @@ const LAYERS: &[&[&str]] = &[
     &["web"],
     &["startup"],
     &["cli"],
+    // Entry points for cargo-fuzz (fuzz/) and the corpus replay tests.
+    &["fuzzing"],
 ];
 
 fn layer(module: &str) -> Option<usize> {
