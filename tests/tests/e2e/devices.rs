@@ -178,3 +178,89 @@ async fn staff_list_and_filter_the_fleet_with_keyset_pages_and_users_see_only_th
     assert_eq!(v["devices"].as_array().unwrap().len(), 120);
     assert!(home.contains("Recent events"), "{home}");
 }
+
+/// The insider's attempt on a key whose owner stopped half-way through
+/// enrolling it: the owner has chosen a PIN, and helpdesk asks for a key
+/// that needs it. The PIN the owner chose is released to nobody else.
+#[tokio::test]
+async fn helpdesk_gets_no_pin_an_owner_chose_on_a_key_still_being_enrolled() {
+    let f = TestApp::builder().own_openbao().start().await;
+    let erin = f.person("erin", "user", "Erin").await;
+    let help = f.person("helen", "helpdesk", "Helen Helpdesk").await;
+    // Certificate approvals (a separate gate, tested in certificate_approval)
+    // are off, so what is refused here is the PIN alone.
+    let admin = f.admin_api().await;
+    let (_, mut p) = admin.policy().await;
+    p["certificate_approval"] = json!("off");
+    let (s, v) = admin.set_policy(&p).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // 9a allows PIN policies once and always; 9e (card authentication) also never.
+    let csr = |pin_policy: &str| {
+        let slot = if pin_policy == "never" { "9e" } else { "9a" };
+        json!({"operation": "generate_csr", "slot": slot, "algorithm": "ecc_p256",
+               "pin_policy": pin_policy, "touch_policy": "never"})
+    };
+
+    // Erin's enrollment sets her PIN and stops before the certificates.
+    let serial = random_serial();
+    erin.register_ok(serial).await;
+    let (s, op) = erin
+        .authorize(serial, json!({"operation": "set_pin", "new_pin": "480159"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    let (s, _) = erin
+        .report(serial, op["operation_id"].as_str().unwrap(), true)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (state, version, _) = f.device_row(serial).await;
+    assert_eq!((state.as_str(), version.is_some()), ("registered", true));
+
+    // Helpdesk asks for a key that needs the PIN: refused, nothing written,
+    // the refusal audited.
+    let pool = f.db.pool().await.unwrap();
+    let ops = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM operations WHERE device_serial = $1")
+            .bind(i64::from(serial))
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+    };
+    let before = ops(pool.clone()).await;
+    let escrow_before = f.escrow_version(serial).await;
+    for policy in ["once", "always"] {
+        let (s, v) = help.authorize(serial, csr(policy)).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{policy}: {v}");
+        let msg = v["message"].as_str().unwrap();
+        assert!(msg.contains("its owner chose this one"), "{msg}");
+        assert!(v.get("request").is_none(), "no secret in a refusal: {v}");
+    }
+    assert_eq!(ops(pool.clone()).await, before);
+    assert_eq!(f.escrow_version(serial).await, escrow_before);
+    let audited = f.audit_details("operation.pin_withheld").await;
+    assert_eq!(audited.len(), 2, "{audited:?}");
+    assert_eq!(audited[0]["operation"], "generate_csr");
+    assert_eq!(audited[0]["pin_policy"], "once");
+
+    // A key without a PIN policy needs no PIN: helpdesk may make it, and
+    // gets the management key only.
+    let (s, op) = help.authorize(serial, csr("never")).await;
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    assert!(op["request"]["params"]["pin"].is_null(), "{op}");
+    assert!(!op["request"]["params"]["management_key"].is_null(), "{op}");
+    help.report(serial, op["operation_id"].as_str().unwrap(), false)
+        .await;
+
+    // On a factory key helpdesk enrolls for Erin, helpdesk sets the PIN and
+    // may then make a key that needs it: that PIN is the one they chose.
+    let other = random_serial();
+    erin.register_ok(other).await;
+    let (s, op) = help
+        .authorize(other, json!({"operation": "set_pin", "new_pin": "739204"}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    help.report(other, op["operation_id"].as_str().unwrap(), true)
+        .await;
+    let (s, op) = help.authorize(other, csr("once")).await;
+    assert_eq!(s, StatusCode::CREATED, "{op}");
+    assert_eq!(help.decrypt(&op["request"]["params"]["pin"]), "739204");
+}

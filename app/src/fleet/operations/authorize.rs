@@ -151,7 +151,23 @@ pub async fn precheck(
     let policy = settings::policy(db).await?;
     access::check_operation(u, &d, req.operation, &policy)?;
     check_new_pin(req, &policy)?;
-    least_privilege(u, &d, req)?;
+    if let Err(e) = least_privilege(db, u, &d, req).await {
+        if let AuthorizeError::PinWithheld(reason) = &e {
+            audit::record_alone(
+                db,
+                AuditEvent::new("operation.pin_withheld")
+                    .actor(u)
+                    .target("device", serial)
+                    .details(json!({
+                        "operation": req.operation.as_str(),
+                        "pin_policy": req.pin_policy,
+                        "reason": reason,
+                    })),
+            )
+            .await?;
+        }
+        return Err(e);
+    }
     let (agent_key, fingerprint) = agent::session_key(db, u).await?;
     refuse_while_unconfirmed(db, serial, req.operation).await?;
     Ok((d, policy, agent_key, fingerprint))
@@ -189,16 +205,28 @@ pub async fn challenge(
 
 /// Least privilege (docs/security.md): a device's current PIN is released
 /// only to its owner. Someone else changes a PIN with unblock_pin (the PUK
-/// and a new PIN), and sets a PIN or makes a key that needs the PIN only
-/// while the device is being enrolled (its PIN is then the factory default
-/// or the one set by that enrollment).
-fn least_privilege(
+/// and a new PIN), sets a PIN only on a factory key being enrolled, and makes
+/// a key that needs the PIN only while the device is being enrolled with a
+/// PIN that is still the factory one or that they set themselves (an owner
+/// who chose their PIN in an enrollment that stopped half-way keeps it).
+async fn least_privilege(
+    db: &PgPool,
     u: &CurrentUser,
     d: &DeviceRow,
     req: &OperationRequest,
 ) -> Result<(), AuthorizeError> {
     if access::is_owner(u, d) {
         return Ok(());
+    }
+    let needs_pin = req.operation == Operation::GenerateCsr
+        && req.pin_policy.unwrap_or(PinPolicy::Once) != PinPolicy::Never;
+    if needs_pin && d.state == DeviceState::Registered {
+        return match pin_set_by(db, d.serial).await? {
+            Some(setter) if setter != Some(u.user_id) => Err(AuthorizeError::PinWithheld(
+                "a key that needs the PIN is generated on someone else's YubiKey only with a PIN you set yourself: its owner chose this one (the current PIN is released to nobody else)",
+            )),
+            _ => Ok(()),
+        };
     }
     match req.operation {
         // A factory key being enrolled still has the public factory PIN.
@@ -209,16 +237,28 @@ fn least_privilege(
             "the current PIN of someone else's YubiKey is released to nobody: reset it with unblock_pin (the escrowed PUK and a new PIN) instead",
             ))
         }
-        Operation::GenerateCsr
-            if req.pin_policy.unwrap_or(PinPolicy::Once) != PinPolicy::Never
-                && d.state != DeviceState::Registered =>
-        {
+        Operation::GenerateCsr if needs_pin => {
             Err(AuthorizeError::PinWithheld(
                 "a key that needs the PIN is generated on someone else's enrolled YubiKey only by its owner (the current PIN is released to nobody else)",
             ))
         }
         _ => Ok(()),
     }
+}
+
+/// Who set the device's current PIN: `None` while it is still the factory
+/// PIN (no PIN change ever succeeded), else the actor of the last successful
+/// `set_pin` or `unblock_pin` (`Some(None)` when that account is gone).
+async fn pin_set_by(db: &PgPool, serial: Serial) -> Result<Option<Option<Uuid>>, sqlx::Error> {
+    let row: Option<(Option<Uuid>,)> = sqlx::query_as(
+        "SELECT actor_id FROM operations \
+         WHERE device_serial = $1 AND kind IN ('set_pin', 'unblock_pin') AND state = 'succeeded' \
+         ORDER BY finished_at DESC NULLS LAST, created_at DESC LIMIT 1",
+    )
+    .bind(serial.as_i64())
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(actor,)| actor))
 }
 
 /// Step two: with the card's presence proven for this operation (`proven`,
