@@ -8,90 +8,17 @@ use std::path::Path;
 use std::time::Duration;
 
 use kleidia_tests::client::Browser;
+use kleidia_tests::tls::TestCa;
 use kleidia_tests::{openssl, wait_until, TestApp, ADMIN_PASSWORD};
 use reqwest::StatusCode;
 
-/// A test CA (`ca.pem`, `ca.key`) in `dir`.
-fn make_ca(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=Kleidia test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-        ],
-    )
-    .unwrap();
-}
-
-/// A server certificate for 127.0.0.1 signed by the CA: `{name}.pem` and
-/// `{name}.key`; returns the certificate's DER.
-fn issue(dir: &Path, name: &str) -> Vec<u8> {
-    std::fs::write(
-        dir.join("server.ext"),
-        "basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .unwrap();
-    let (key, csr, pem, der) = (
-        format!("{name}.key"),
-        format!("{name}.csr"),
-        format!("{name}.pem"),
-        format!("{name}.der"),
-    );
-    for args in [
-        vec![
-            "req",
-            "-new",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-            "-keyout",
-            &key,
-            "-out",
-            &csr,
-            "-subj",
-            "/CN=127.0.0.1",
-        ],
-        vec![
-            "x509",
-            "-req",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "server.ext",
-            "-out",
-            &pem,
-        ],
-        vec!["x509", "-in", &pem, "-outform", "DER", "-out", &der],
-    ] {
-        openssl(dir, &args).unwrap();
-    }
+/// A server certificate for 127.0.0.1 from the site's CA: `{name}.pem` and
+/// `{name}.key` in `dir`; returns the certificate's DER.
+fn issue(ca: &TestCa, dir: &Path, name: &str) -> Vec<u8> {
+    let (pem, der) = (format!("{name}.pem"), format!("{name}.der"));
+    ca.issue_server(&dir.join(&pem), &dir.join(format!("{name}.key")))
+        .unwrap();
+    openssl(dir, &["x509", "-in", &pem, "-outform", "DER", "-out", &der]).unwrap();
     std::fs::read(dir.join(der)).unwrap()
 }
 
@@ -139,12 +66,12 @@ async fn sighup_and_wait_for(app: &TestApp, what: &str) {
 async fn the_listener_serves_https_and_sighup_swaps_the_certificate_but_never_for_a_bad_pair() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    make_ca(dir);
-    let first = issue(dir, "first");
-    let second = issue(dir, "second");
-    let third = issue(dir, "third");
+    let site = TestCa::generate(dir, "site").unwrap();
+    let first = issue(&site, dir, "first");
+    let second = issue(&site, dir, "second");
+    let third = issue(&site, dir, "third");
     install(dir, "first", "first");
-    let ca_pem = std::fs::read(dir.join("ca.pem")).unwrap();
+    let ca_pem = site.pem.clone();
     let ca = reqwest::Certificate::from_pem(&ca_pem).unwrap();
     let app = TestApp::builder()
         .https(&dir.join("server.pem"), &dir.join("server.key"), &ca_pem)
