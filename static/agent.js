@@ -257,6 +257,9 @@
     const pr = new Progress(list);
     let s = pr.step('detect', 'Detect the YubiKey');
     try {
+      // A PIN the policy refuses stops the wizard before it registers or
+      // changes anything (the same rule is enforced again when it is set).
+      await api('POST', '/api/policy/pin-check', { pin: pin });
       await ensureAgent();
       const found = await agent('GET', '/discover');
       const yk = (found.yubikeys || []).find(function (k) { return String(k.serial) === String(serial); });
@@ -329,6 +332,12 @@
     }
   }
 
+  // Key algorithms and slots as people read them (the wire names are for programs).
+  const ALGORITHM_NAMES = { rsa2048: 'RSA 2048', rsa3072: 'RSA 3072', rsa4096: 'RSA 4096', ecc_p256: 'ECC P-256', ecc_p384: 'ECC P-384' };
+  const SLOT_NAMES = { '9a': '9a (authentication)', '9c': '9c (digital signature)', '9d': '9d (key management)', '9e': '9e (card authentication)' };
+  function algorithmName(a) { return ALGORITHM_NAMES[a] || a; }
+  function slotName(s) { return SLOT_NAMES[s] || s; }
+
   // Generate the key in a slot, have it attested and signed, import the certificate.
   async function certifySlot(serial, dev, spec, pr) {
     const existing = (dev.certificates || []).find(function (c) { return c.slot === spec.slot && c.status === 'issued'; });
@@ -336,11 +345,11 @@
     try {
       let certId;
       if (existing) {
-        s = pr.step('key-' + spec.slot, 'Key in slot ' + spec.slot);
+        s = pr.step('key-' + spec.slot, 'Key in slot ' + slotName(spec.slot));
         s.skip('certificate already issued');
         certId = existing.id;
       } else {
-        s = pr.step('key-' + spec.slot, 'Generate a ' + spec.algorithm + ' key in slot ' + spec.slot + ' with attestation');
+        s = pr.step('key-' + spec.slot, 'Generate an ' + algorithmName(spec.algorithm) + ' key in slot ' + slotName(spec.slot) + ' with attestation');
         const r = await runOperation(serial, {
           operation: 'generate_csr', slot: spec.slot, algorithm: spec.algorithm,
           pin_policy: spec.pin_policy, touch_policy: spec.touch_policy
@@ -353,7 +362,7 @@
         certId = c.certificate_id;
         s.done(c.subject + ', serial ' + c.serial_number);
       }
-      s = pr.step('import-' + spec.slot, 'Import the certificate into slot ' + spec.slot);
+      s = pr.step('import-' + spec.slot, 'Import the certificate into slot ' + slotName(spec.slot));
       await runOperation(serial, { operation: 'import_certificate', certificate_id: certId });
       s.done();
     } catch (err) {

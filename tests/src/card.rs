@@ -407,6 +407,22 @@ pub fn open(serial: u32) -> yubikey::YubiKey {
 }
 
 /// PIN retries left, read with the `yubikey` crate (an empty VERIFY).
+/// The management key of an escrow document (`management_key` hex and
+/// `management_key_algorithm` as Kleidia writes them), for `authenticate`.
+pub fn escrowed_mgm_key(escrow: &serde_json::Value) -> yubikey::MgmKey {
+    use yubikey::MgmAlgorithmId;
+    let alg = match escrow["management_key_algorithm"].as_str() {
+        Some("3des") => MgmAlgorithmId::ThreeDes,
+        Some("aes128") => MgmAlgorithmId::Aes128,
+        Some("aes192") => MgmAlgorithmId::Aes192,
+        Some("aes256") => MgmAlgorithmId::Aes256,
+        other => panic!("escrowed management key algorithm {other:?}"),
+    };
+    let bytes = hex::decode(escrow["management_key"].as_str().unwrap_or_default())
+        .expect("the escrowed management key is hex");
+    yubikey::MgmKey::from_bytes(bytes, Some(alg)).expect("a key of its algorithm's length")
+}
+
 pub fn pin_retries(serial: u32) -> u8 {
     open(serial).get_pin_retries().unwrap()
 }

@@ -21,11 +21,17 @@ fn open_all_once(policy: ReaderPolicy) -> Result<Scan, CardError> {
         }) => return Ok((Vec::new(), false, false)),
         Err(e) => return Err(other_err(e)),
     };
+    let readers: Vec<_> = readers
+        .into_iter()
+        .filter(|r| policy.allows(&r.name()))
+        .collect();
+    let names: Vec<String> = readers.iter().map(|r| r.name().into_owned()).collect();
+    let no_card = readers_without_card(&names);
     let mut out = Vec::new();
     let (mut transient, mut empty) = (false, false);
-    for reader in readers {
-        let name = reader.name().into_owned();
-        if !policy.allows(&name) {
+    for (reader, name) in readers.into_iter().zip(names) {
+        if no_card.contains(&name) {
+            empty = true;
             continue;
         }
         // Empty readers and non-PIV cards fail to open; they are simply not YubiKeys.
@@ -44,6 +50,32 @@ fn open_all_once(policy: ReaderPolicy) -> Result<Scan, CardError> {
         }
     }
     Ok((out, transient, empty))
+}
+
+/// The readers PC/SC reports empty right now. Opening an empty reader fails
+/// anyway, and the `yubikey` crate logs an ERROR for each such failure, so
+/// an idle agent with an empty reader filled its log on every scan. If the
+/// status cannot be read, every reader is tried as before.
+fn readers_without_card(names: &[String]) -> std::collections::HashSet<String> {
+    let Ok(ctx) = pcsc::Context::establish(pcsc::Scope::User) else {
+        return Default::default();
+    };
+    let mut states: Vec<pcsc::ReaderState> = names
+        .iter()
+        .filter_map(|n| std::ffi::CString::new(n.as_str()).ok())
+        .map(|n| pcsc::ReaderState::new(n, pcsc::State::UNAWARE))
+        .collect();
+    if ctx
+        .get_status_change(Some(std::time::Duration::ZERO), &mut states)
+        .is_err()
+    {
+        return Default::default();
+    }
+    states
+        .iter()
+        .filter(|s| s.event_state().contains(pcsc::State::EMPTY))
+        .map(|s| s.name().to_string_lossy().into_owned())
+        .collect()
 }
 
 /// Tries after a transient PC/SC failure, and the pause before each retry.

@@ -17,6 +17,68 @@ pub fn algorithm_name(alg: KeyAlgorithm) -> String {
         .unwrap_or_default()
 }
 
+/// A YubiKey firmware version, `major.minor.patch`, ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Firmware(pub u8, pub u8, pub u8);
+
+impl Firmware {
+    /// The first firmware whose PIV management key may be AES (5.4.0).
+    pub const AES: Firmware = Firmware(5, 4, 0);
+
+    /// `"5.7.1"` (a missing patch or minor reads 0); `None` for anything else.
+    pub fn parse(s: &str) -> Option<Firmware> {
+        let mut parts = s.trim().split('.');
+        let mut next = |required: bool| match parts.next() {
+            Some(p) => p.parse::<u8>().ok(),
+            None if !required => Some(0),
+            None => None,
+        };
+        let fw = Firmware(next(true)?, next(false)?, next(false)?);
+        parts.next().is_none().then_some(fw)
+    }
+}
+
+impl std::fmt::Display for Firmware {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
+}
+
+impl Serialize for Firmware {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Firmware {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Firmware::parse(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("firmware {s:?} is not major.minor.patch"))
+        })
+    }
+}
+
+/// The management key algorithm for the firmware range `from..until`
+/// (`until` excluded; absent: no upper bound). The first rule that contains
+/// a card's firmware wins; a card no rule covers gets the policy's
+/// `management_key_algorithm` from 5.4.0 on and 3DES below (the only
+/// algorithm such firmware has).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManagementKeyRule {
+    pub from: Firmware,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Firmware>,
+    pub algorithm: ManagementKeyAlgorithm,
+}
+
+impl ManagementKeyRule {
+    fn contains(&self, fw: Firmware) -> bool {
+        fw >= self.from && self.until.is_none_or(|u| fw < u)
+    }
+}
+
 /// What may be generated in one PIV slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +140,11 @@ pub struct Policy {
     pub pin_min_length: usize,
     pub pin_max_length: usize,
     pub puk_length: usize,
+    /// The management key algorithm of AES-capable firmware (5.4.0 and
+    /// later) that no rule in `management_key_by_firmware` covers.
     pub management_key_algorithm: ManagementKeyAlgorithm,
+    /// Per-firmware-range choices, first match wins (issue 18 §5).
+    pub management_key_by_firmware: Vec<ManagementKeyRule>,
     /// Slots that may hold keys, by slot name (`9a`, `9c`, `9d`, `9e`).
     pub slots: BTreeMap<PivSlot, SlotPolicy>,
     /// Slots enrollment fills, in order.
@@ -121,6 +187,7 @@ impl Default for Policy {
             pin_max_length: 8,
             puk_length: 8,
             management_key_algorithm: ManagementKeyAlgorithm::Aes192,
+            management_key_by_firmware: Vec::new(),
             slots,
             enrollment_slots: vec![PivSlot::Authentication],
             certificate_lifetime_days: 365,
@@ -152,6 +219,40 @@ impl Policy {
         ) {
             return Err("management_key_algorithm must be aes192 or aes256".into());
         }
+        for r in &self.management_key_by_firmware {
+            let range = match r.until {
+                Some(u) => format!("{}..{u}", r.from),
+                None => format!("{} and later", r.from),
+            };
+            if r.until.is_some_and(|u| u <= r.from) {
+                return Err(format!(
+                    "management_key_by_firmware: the range {range} is empty"
+                ));
+            }
+            match r.algorithm {
+                ManagementKeyAlgorithm::TripleDes => {
+                    if r.until.is_none_or(|u| u > Firmware::AES) {
+                        return Err(format!(
+                            "management_key_by_firmware: 3des is only allowed below {} (the range {range} has AES)",
+                            Firmware::AES
+                        ));
+                    }
+                }
+                ManagementKeyAlgorithm::Aes128 => {
+                    return Err(format!(
+                        "management_key_by_firmware: the range {range} must use aes192 or aes256"
+                    ))
+                }
+                ManagementKeyAlgorithm::Aes192 | ManagementKeyAlgorithm::Aes256 => {
+                    if r.from < Firmware::AES {
+                        return Err(format!(
+                            "management_key_by_firmware: firmware before {} has no AES management key (the range {range})",
+                            Firmware::AES
+                        ));
+                    }
+                }
+            }
+        }
         // Slot names are checked where the policy is read: a `PivSlot` is
         // one of the four key slots.
         for (slot, sp) in &self.slots {
@@ -182,6 +283,28 @@ impl Policy {
             return Err("expiry_warning_days must be between 1 and 180".into());
         }
         Ok(())
+    }
+
+    /// The management key algorithm for a card with this firmware (as the
+    /// card reported it). Unknown or unreadable firmware gets the AES
+    /// choice: a card without AES then refuses the new key and keeps its
+    /// old one, which stays escrowed.
+    pub fn management_key_algorithm_for(&self, firmware: Option<&str>) -> ManagementKeyAlgorithm {
+        let Some(fw) = firmware.and_then(Firmware::parse) else {
+            return self.management_key_algorithm;
+        };
+        if let Some(r) = self
+            .management_key_by_firmware
+            .iter()
+            .find(|r| r.contains(fw))
+        {
+            return r.algorithm;
+        }
+        if fw < Firmware::AES {
+            ManagementKeyAlgorithm::TripleDes
+        } else {
+            self.management_key_algorithm
+        }
     }
 
     /// The slot's policy, or the rule it breaks.
@@ -227,6 +350,82 @@ mod tests {
     #[test]
     fn the_default_policy_is_valid() {
         Policy::default().validate().unwrap();
+    }
+
+    #[test]
+    fn the_management_key_follows_the_firmware() {
+        let mut p = Policy::default();
+        let alg = |p: &Policy, fw: &str| p.management_key_algorithm_for(Some(fw));
+        assert_eq!(alg(&p, "5.7.1"), ManagementKeyAlgorithm::Aes192);
+        assert_eq!(alg(&p, "5.4.3"), ManagementKeyAlgorithm::Aes192);
+        assert_eq!(alg(&p, "5.2.7"), ManagementKeyAlgorithm::TripleDes);
+        assert_eq!(alg(&p, "4.3.7"), ManagementKeyAlgorithm::TripleDes);
+        assert_eq!(
+            p.management_key_algorithm_for(Some("garbage")),
+            ManagementKeyAlgorithm::Aes192
+        );
+        assert_eq!(
+            p.management_key_algorithm_for(None),
+            ManagementKeyAlgorithm::Aes192
+        );
+        p.management_key_by_firmware = vec![ManagementKeyRule {
+            from: Firmware(5, 4, 0),
+            until: Some(Firmware(5, 7, 0)),
+            algorithm: ManagementKeyAlgorithm::Aes256,
+        }];
+        p.validate().unwrap();
+        assert_eq!(alg(&p, "5.4.3"), ManagementKeyAlgorithm::Aes256);
+        assert_eq!(alg(&p, "5.6.9"), ManagementKeyAlgorithm::Aes256);
+        assert_eq!(alg(&p, "5.7.0"), ManagementKeyAlgorithm::Aes192);
+        // The JSON an admin PUTs.
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(
+            json["management_key_by_firmware"],
+            serde_json::json!([{"from": "5.4.0", "until": "5.7.0", "algorithm": "aes256"}])
+        );
+        assert_eq!(serde_json::from_value::<Policy>(json).unwrap(), p);
+    }
+
+    #[test]
+    fn a_firmware_rule_the_hardware_cannot_follow_is_refused() {
+        let rule = |from, until, algorithm| Policy {
+            management_key_by_firmware: vec![ManagementKeyRule {
+                from,
+                until,
+                algorithm,
+            }],
+            ..Policy::default()
+        };
+        let aes_on_old = rule(Firmware(5, 0, 0), None, ManagementKeyAlgorithm::Aes192);
+        assert!(aes_on_old.validate().unwrap_err().contains("no AES"));
+        let tdes_on_new = rule(
+            Firmware(5, 4, 0),
+            Some(Firmware(5, 7, 0)),
+            ManagementKeyAlgorithm::TripleDes,
+        );
+        assert!(tdes_on_new
+            .validate()
+            .unwrap_err()
+            .contains("only allowed below 5.4.0"));
+        let empty = rule(
+            Firmware(5, 7, 0),
+            Some(Firmware(5, 4, 0)),
+            ManagementKeyAlgorithm::Aes256,
+        );
+        assert!(empty.validate().unwrap_err().contains("empty"));
+        let tdes_old = rule(
+            Firmware(4, 0, 0),
+            Some(Firmware(5, 4, 0)),
+            ManagementKeyAlgorithm::TripleDes,
+        );
+        tdes_old.validate().unwrap();
+        for bad in ["5.x", "5.4.3.1", "", "300.0.0"] {
+            let json = serde_json::json!({"management_key_by_firmware": [{"from": bad, "algorithm": "aes192"}]});
+            assert!(
+                serde_json::from_value::<Policy>(json).is_err(),
+                "{bad:?} was accepted"
+            );
+        }
     }
 
     #[test]

@@ -117,6 +117,7 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("GET", "/api/openapi.json", PUBLIC),
     ("GET", "/api/session/agent", ALL),
     ("GET", "/api/policy/enrollment", ALL),
+    ("POST", "/api/policy/pin-check", ALL),
     ("GET", "/enroll", CHANGERS),
     ("GET", "/agent", ALL),
     ("GET", "/api/settings/policy", STAFF),

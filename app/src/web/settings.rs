@@ -15,6 +15,7 @@ use super::RouteDef;
 use crate::auth::{Access, ClientMeta, CurrentUser};
 use crate::error::AppError;
 use crate::fleet::policy::{CertificateApproval, ManagementKeyAlgorithm, Offboarding, Policy};
+use crate::fleet::secrets::acceptable_pin;
 use crate::fleet::settings;
 use crate::state::AppState;
 
@@ -25,6 +26,7 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::get("/api/settings/policy", Access::STAFF, get_policy),
         RouteDef::put("/api/settings/policy", Access::ADMIN, put_policy),
         RouteDef::get("/api/policy/enrollment", Access::SignedIn, enrollment_plan),
+        RouteDef::post("/api/policy/pin-check", Access::SignedIn, pin_check),
     ]
 }
 
@@ -131,6 +133,16 @@ pub fn mgmt_alg(p: &Policy) -> &'static str {
     }
 }
 
+/// A management key algorithm as people read it.
+pub fn mgmt_alg_name(a: &ManagementKeyAlgorithm) -> &'static str {
+    match a {
+        ManagementKeyAlgorithm::Aes256 => "AES-256",
+        ManagementKeyAlgorithm::Aes192 => "AES-192",
+        ManagementKeyAlgorithm::Aes128 => "AES-128",
+        ManagementKeyAlgorithm::TripleDes => "3DES",
+    }
+}
+
 async fn get_policy(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
     Ok(Json(settings::policy(&state.db).await?))
 }
@@ -146,6 +158,31 @@ async fn put_policy(
 
 /// The keys enrollment generates, by policy: per slot the first allowed
 /// algorithm and PIN/touch policy.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PinCheck {
+    pin: String,
+}
+
+/// Whether the policy accepts a PIN, asked by the enrollment wizard before
+/// it registers or changes anything (a refused PIN must not leave a
+/// half-enrolled key behind). Stateless: nothing is stored or logged; the
+/// same rule is enforced again when the PIN is set.
+async fn pin_check(
+    State(state): State<AppState>,
+    JsonBody(c): JsonBody<PinCheck>,
+) -> Result<impl IntoResponse, AppError> {
+    let p = settings::policy(&state.db).await?;
+    let pin = zeroize::Zeroizing::new(c.pin);
+    if !acceptable_pin(&pin, p.pin_min_length, p.pin_max_length) {
+        return Err(AppError::Unprocessable(format!(
+            "policy: a PIN has {}–{} digits, no repeated or sequential digits, and is not a well-known PIN",
+            p.pin_min_length, p.pin_max_length
+        )));
+    }
+    Ok(Json(json!({"acceptable": true})))
+}
+
 async fn enrollment_plan(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
     let p = settings::policy(&state.db).await?;
     let slots: Vec<Value> = p

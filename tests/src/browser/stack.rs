@@ -92,7 +92,12 @@ impl Stack {
     /// The whole stack with a factory-fresh key `serial` in reader 0 and an
     /// agent running for it.
     pub async fn start(serial: u32) -> Result<Self> {
-        Self::start_with(Some(serial)).await
+        Self::start_with(Some((serial, FIRMWARE))).await
+    }
+
+    /// The same with a key of another firmware personality (e.g. `5.4.3`).
+    pub async fn start_with_firmware(serial: u32, firmware: &str) -> Result<Self> {
+        Self::start_with(Some((serial, firmware))).await
     }
 
     /// The stack without a YubiKey (and without taking the readers).
@@ -100,17 +105,17 @@ impl Stack {
         Self::start_with(None).await
     }
 
-    async fn start_with(serial: Option<u32>) -> Result<Self> {
+    async fn start_with(key: Option<(u32, &str)>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let agent_port = free_port();
         let mut app = TestApp::builder().license_service().env(
             "KLEIDIA_AGENT_URL",
             &format!("http://127.0.0.1:{agent_port}"),
         );
-        let (card, key) = match serial {
-            Some(serial) => {
+        let (card, key) = match key {
+            Some((serial, firmware)) => {
                 let card = crate::card::lock().await;
-                let key = VirtualYubiKey::plug(dir.path(), serial, FIRMWARE, 0)?;
+                let key = VirtualYubiKey::plug(dir.path(), serial, firmware, 0)?;
                 let roots = dir.path().join("attestation-roots.pem");
                 std::fs::write(&roots, key.attestation_root_pem()?)?;
                 app = app.env(

@@ -12,6 +12,8 @@
 
 mod agent_status;
 mod approval;
+mod firmware;
 mod lifecycle;
 mod maintenance;
+mod newcomer;
 mod resume;

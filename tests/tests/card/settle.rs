@@ -9,11 +9,10 @@ use std::time::Duration;
 
 use kleidia_protocol::agent::{OperationDone, PubKey};
 use kleidia_tests::browser::Stack;
-use kleidia_tests::card::{info_line, open, pin_verifies, ykman};
+use kleidia_tests::card::{escrowed_mgm_key as mgm_key, info_line, open, pin_verifies, ykman};
 use kleidia_tests::{is_presence_challenge, Person};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use yubikey::{MgmAlgorithmId, MgmKey};
 
 const PIN: &str = "529371";
 const NEW_PIN: &str = "318642";
@@ -251,18 +250,6 @@ impl Page {
         let (ok, out) = self.stack.app.audit_verify();
         assert!(ok, "the audit chain verifies: {out}");
     }
-}
-
-fn mgm_key(escrow: &Value) -> MgmKey {
-    let alg = match escrow["management_key_algorithm"].as_str().unwrap() {
-        "3des" => MgmAlgorithmId::ThreeDes,
-        "aes128" => MgmAlgorithmId::Aes128,
-        "aes192" => MgmAlgorithmId::Aes192,
-        "aes256" => MgmAlgorithmId::Aes256,
-        other => panic!("algorithm {other}"),
-    };
-    let bytes = hex::decode(escrow["management_key"].as_str().unwrap()).unwrap();
-    MgmKey::from_bytes(bytes, Some(alg)).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

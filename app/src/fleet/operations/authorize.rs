@@ -542,9 +542,9 @@ impl Authorizing<'_> {
                 n.puk = secrets::generate_pin(&mut OsRng, policy.puk_length, policy.puk_length)
             }
             _ => {
-                n.management_key_algorithm = policy.management_key_algorithm;
-                n.management_key =
-                    secrets::generate_management_key(&mut OsRng, policy.management_key_algorithm);
+                let alg = policy.management_key_algorithm_for(self.d.firmware.as_deref());
+                n.management_key_algorithm = alg;
+                n.management_key = secrets::generate_management_key(&mut OsRng, alg);
             }
         }
         let serial = self.d.serial;

@@ -10,7 +10,7 @@ mod api;
 
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Form;
 use serde::Deserialize;
@@ -203,6 +203,14 @@ async fn new_page(me: CurrentUser) -> Result<Html<String>, AppError> {
 }
 
 #[derive(Template)]
+#[template(path = "user_password_partial.html")]
+struct OneTimePasswordCard {
+    user: UserView,
+    password: String,
+    created: bool,
+}
+
+#[derive(Template)]
 #[template(path = "user_password.html")]
 struct OneTimePasswordPage {
     me: Option<Nav>,
@@ -228,6 +236,7 @@ async fn create_form(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
+    hx: HxRequest,
     Form(f): Form<CreateForm>,
 ) -> Result<Response, AppError> {
     let created = create(
@@ -244,13 +253,28 @@ async fn create_form(
         },
     )
     .await?;
-    let page = render(&OneTimePasswordPage {
-        me: nav(&me),
-        user: created.user.view(),
-        password: created.one_time_password.unwrap_or_default(),
-        created: true,
-    })?;
-    Ok((StatusCode::CREATED, page).into_response())
+    let user = created.user.view();
+    let password = created.one_time_password.unwrap_or_default();
+    let page = if hx.htmx {
+        render(&OneTimePasswordCard {
+            user,
+            password,
+            created: true,
+        })?
+    } else {
+        render(&OneTimePasswordPage {
+            me: nav(&me),
+            user,
+            password,
+            created: true,
+        })?
+    };
+    Ok((
+        StatusCode::CREATED,
+        [(header::CACHE_CONTROL, "no-store")],
+        page,
+    )
+        .into_response())
 }
 
 #[derive(Template)]
