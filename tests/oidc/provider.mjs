@@ -13,6 +13,7 @@
 //   /admin/users             { username, password, name, email, groups } add or replace
 //   /admin/disable           { username }  the account is disabled: no sign-in, no refresh
 //   /admin/remove            { username }  the account is gone
+//   /admin/redirect-uris     { redirect_uris: [...] } the client's redirect URIs
 //   /admin/rotate            new signing key (the old one stays published, as in a
 //                            real rotation); tokens are signed with the new one
 //   /admin/next-token        { tamper: true } the next token response's id_token gets a
@@ -160,6 +161,10 @@ async function admin(req, res, url) {
       else users.delete(body.username);
       return send(res, 200, { ok: true });
     }
+    case '/admin/redirect-uris':
+      config.client.redirect_uris = body.redirect_uris;
+      provider = makeProvider();
+      return send(res, 200, { ok: true });
     case '/admin/rotate':
       keys.unshift(newKey());
       provider = makeProvider();

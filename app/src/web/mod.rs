@@ -23,6 +23,7 @@ mod fleet_errors;
 mod health;
 pub mod license;
 pub mod lockouts;
+pub mod oidc;
 pub mod openapi;
 pub mod operations;
 pub mod pages;
@@ -97,6 +98,7 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::get("/api/openapi.json", Access::Public, openapi::serve),
     ];
     v.extend(auth::routes());
+    v.extend(oidc::routes());
     v.extend(users::routes());
     v.extend(lockouts::routes());
     v.extend(audit::routes());

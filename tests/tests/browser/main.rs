@@ -14,4 +14,5 @@ mod agent_status;
 mod approval;
 mod lifecycle;
 mod maintenance;
+mod oidc;
 mod resume;
