@@ -47,16 +47,22 @@ async fn people_sign_in_with_the_idp_in_chromium_and_get_the_role_of_their_group
     chrome.wait_for("form[action=\"/logout\"]").await.unwrap();
     assert!(chrome.page_text().await.contains("alice"));
     chrome.logout().await.unwrap();
+    // Signing out of Kleidia leaves the session at the provider (single
+    // sign-on): the next person uses their own browser.
+    chrome.close().await;
 
     // Uma (kleidia-users) is a plain user: no user administration.
+    let chrome = Chrome::start().await.unwrap();
     sign_in_with_idp(&chrome, &app, &uma).await;
     chrome.wait_for("form[action=\"/logout\"]").await.unwrap();
     let text = chrome.page_text().await;
     assert!(text.contains("uma (IdP)"), "{text}");
     assert!(!chrome.exists("a[href=\"/users\"]").await, "{text}");
     chrome.logout().await.unwrap();
+    chrome.close().await;
 
     // Nora is in no mapped group: refused with the reason, not signed in.
+    let chrome = Chrome::start().await.unwrap();
     sign_in_with_idp(&chrome, &app, &nora).await;
     let err = chrome
         .wait_for("#oidc-error")
