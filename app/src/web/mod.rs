@@ -222,6 +222,6 @@ pub fn router(state: AppState) -> Router {
             state.config.clone(),
             csrf::check_host,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(oidc::request_span))
         .with_state(state)
 }

@@ -30,6 +30,19 @@ pub fn routes() -> Vec<RouteDef> {
     ]
 }
 
+/// The request span of every request (as tower-http's default, at DEBUG),
+/// except that the query of `/auth/oidc/…` (the authorization code and the
+/// state) never reaches the log.
+pub fn request_span<B>(req: &axum::http::Request<B>) -> tracing::Span {
+    let uri = req.uri();
+    let shown = if uri.path().starts_with("/auth/oidc/") && uri.query().is_some() {
+        format!("{}?…", uri.path())
+    } else {
+        uri.to_string()
+    };
+    tracing::debug_span!("request", method = %req.method(), uri = %shown, version = ?req.version())
+}
+
 /// The "Sign in with …" button's label on the login page, when OIDC is on.
 pub fn button(state: &AppState) -> Option<String> {
     state.oidc.as_ref().map(|o| o.display_name().to_string())

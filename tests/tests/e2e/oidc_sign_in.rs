@@ -150,6 +150,7 @@ async fn a_wrong_state_a_callback_in_another_browser_and_a_nonce_of_another_sign
     assert_eq!(st, StatusCode::FORBIDDEN, "{page}");
     assert!(page.contains("does not belong"), "{page}");
     assert_eq!(b.me().await.0, StatusCode::UNAUTHORIZED);
+    let (code, state) = (at.param("code").unwrap(), at.param("state").unwrap());
 
     // A code carried to another browser (no pending sign-in there) opens nothing.
     let b = app.browser();
@@ -192,6 +193,19 @@ async fn a_wrong_state_a_callback_in_another_browser_and_a_nonce_of_another_sign
         oidc_refusals(app).await,
         vec!["state_mismatch", "nonce_mismatch"]
     );
+    // The code, the state and the client secret reach neither the log nor
+    // the audit log.
+    let log = app.log();
+    for secret in [code.as_str(), state.as_str(), oidc::CLIENT_SECRET] {
+        let leaks: Vec<&str> = log.lines().filter(|l| l.contains(secret)).collect();
+        assert!(leaks.is_empty(), "{secret} in the log: {leaks:#?}");
+        assert_eq!(
+            app.db
+                .count(&format!("audit_log WHERE details::text LIKE '%{secret}%'"))
+                .await,
+            0
+        );
+    }
     // The legitimate flow still works afterwards.
     let b = app.browser();
     assert_eq!(
