@@ -80,6 +80,19 @@ if ! command -v kubectl >/dev/null 2>&1; then
   echo "install-deps: kubectl (with kustomize) is missing; it renders the manifests" >&2
   exit 1
 fi
+# The OpenID provider the OIDC tests sign in against (tests/oidc/provider.mjs):
+# oidc-provider from npm, exactly as package-lock.json pins it (Node 20+).
+OIDC_DIR="$(dirname "$0")/../tests/oidc"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "install-deps: node and npm (Node 20 or later) are needed for tests/oidc" >&2
+  exit 1
+fi
+if ! cmp -s "$OIDC_DIR/package-lock.json" "$OIDC_DIR/node_modules/.installed-lock.json" 2>/dev/null; then
+  echo "install-deps: installing the test OpenID provider (npm ci in tests/oidc)"
+  (cd "$OIDC_DIR" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error &&
+    cp package-lock.json node_modules/.installed-lock.json)
+fi
+
 # Cargo tools, pinned; built from crates.io with their own lock files.
 for extra in "$@"; do
   case "$extra" in

@@ -30,6 +30,7 @@ pub struct Config {
     pub attestation: AttestationConfig,
     pub agent: AgentConfig,
     pub audit: AuditConfig,
+    pub oidc: OidcConfig,
 }
 
 /// Anchoring the audit chain head in OpenBao (see `crate::audit::anchor`).
@@ -416,6 +417,90 @@ impl Default for ThrottleConfig {
     }
 }
 
+/// OIDC sign-in (issue 18 §1, see `auth::oidc`). Off while `issuer` is unset;
+/// local accounts (the break-glass admin) sign in with their password either way.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; its discovery document is
+    /// `{issuer}/.well-known/openid-configuration`. Unset: OIDC is off.
+    pub issuer: Option<url::Url>,
+    /// The client id Kleidia is registered under at the provider. The
+    /// redirect URI to register is `{server.public_url}/auth/oidc/callback`.
+    pub client_id: String,
+    /// The client secret (confidential client, `client_secret_basic`).
+    pub client_secret: Option<SecretString>,
+    /// Read the client secret from this file instead (wins over `client_secret`).
+    pub client_secret_file: Option<PathBuf>,
+    /// The name on the sign-in button ("Sign in with …").
+    pub display_name: String,
+    /// Scopes asked for besides `openid`.
+    pub scopes: Vec<String>,
+    /// The id_token claim that names the person's groups (a list of strings).
+    pub groups_claim: String,
+    /// The id_token claim that becomes the Kleidia username of an account
+    /// created at the first sign-in (the account is tied to `sub`, not to it).
+    pub username_claim: String,
+    /// Group → role (`admin`, `helpdesk`, `auditor`, `user`). Someone in
+    /// several mapped groups gets the first of admin, helpdesk, auditor,
+    /// user; someone in none is refused. Applied at every sign-in and recheck.
+    pub role_map: std::collections::BTreeMap<String, crate::domain::Role>,
+    /// An OIDC session is re-checked with the provider (refresh-token grant)
+    /// at most this long after sign-in or its last check: a person disabled
+    /// or removed at the provider loses the session then.
+    pub recheck_secs: u64,
+    /// Per-request timeout towards the provider.
+    pub timeout_secs: u64,
+    /// An id_token signed with a key the cached JWKS lacks makes Kleidia
+    /// fetch the provider's keys again (key rotation), at most this often.
+    pub jwks_refresh_min_secs: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        Self {
+            issuer: None,
+            client_id: "kleidia".into(),
+            client_secret: None,
+            client_secret_file: None,
+            display_name: "single sign-on".into(),
+            scopes: vec!["email".into(), "profile".into(), "groups".into()],
+            groups_claim: "groups".into(),
+            username_claim: "preferred_username".into(),
+            role_map: Default::default(),
+            recheck_secs: 300,
+            timeout_secs: 5,
+            jwks_refresh_min_secs: 30,
+        }
+    }
+}
+
+impl OidcConfig {
+    pub fn enabled(&self) -> bool {
+        self.issuer.is_some()
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let Some(issuer) = &self.issuer else {
+            return Ok(());
+        };
+        http_url("oidc.issuer", issuer)?;
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.client_id.is_empty() || self.client_secret.is_none() {
+            return invalid("oidc.issuer is set: oidc.client_id and oidc.client_secret (or oidc.client_secret_file) are needed");
+        }
+        if self.role_map.is_empty() {
+            return invalid(
+                "oidc.issuer is set: oidc.role_map must map at least one group to a role",
+            );
+        }
+        if self.recheck_secs == 0 || self.timeout_secs == 0 {
+            return invalid("oidc.recheck_secs and oidc.timeout_secs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 #[allow(clippy::expect_used)] // literal defaults; `defaults_are_valid` exercises them
 fn default_url(s: &str) -> url::Url {
     url::Url::parse(s).expect("literal default URL is valid")
@@ -450,6 +535,12 @@ impl Settings for Config {
             &mut lic.api_token,
             lic.api_token_file.as_deref(),
             "license.api_token_file",
+        )?;
+        let oidc = &mut self.oidc;
+        resolve_secret_file(
+            &mut oidc.client_secret,
+            oidc.client_secret_file.as_deref(),
+            "oidc.client_secret_file",
         )
     }
 
@@ -497,6 +588,7 @@ impl Settings for Config {
         if self.auth.hash_concurrency == 0 {
             return invalid("auth.hash_concurrency must be at least 1");
         }
+        self.oidc.validate()?;
         Ok(())
     }
 }
@@ -799,6 +891,48 @@ mod tests {
             assert!(err.contains("audit.anchor_interval_secs"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn oidc_settings_come_from_the_environment_with_the_role_map_as_a_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("oidc-secret");
+        std::fs::write(&secret, "oidc-client-secret-from-file\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KLEIDIA_OIDC_ISSUER", "https://idp.example/realms/corp");
+            jail.set_env("KLEIDIA_OIDC_CLIENT_SECRET_FILE", secret.display());
+            jail.set_env(
+                "KLEIDIA_OIDC_ROLE_MAP",
+                "{kleidia-admins=\"admin\", it-helpdesk=\"helpdesk\"}",
+            );
+            jail.set_env("KLEIDIA_OIDC_RECHECK_SECS", "60");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            assert!(cfg.oidc.enabled());
+            assert_eq!(
+                cfg.oidc.role_map.get("kleidia-admins"),
+                Some(&crate::domain::Role::Admin)
+            );
+            assert_eq!(
+                cfg.oidc.role_map.get("it-helpdesk"),
+                Some(&crate::domain::Role::Helpdesk)
+            );
+            assert_eq!(cfg.oidc.recheck_secs, 60);
+            assert_eq!(
+                cfg.oidc.client_secret.as_ref().unwrap().expose_secret(),
+                "oidc-client-secret-from-file"
+            );
+            assert!(!format!("{cfg:?}").contains("oidc-client-secret"));
+            // An unknown role, or OIDC without a role map, is a start-up error.
+            jail.set_env("KLEIDIA_OIDC_ROLE_MAP", "{staff=\"superuser\"}");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("superuser"), "{err}");
+            jail.set_env("KLEIDIA_OIDC_ROLE_MAP", "{}");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("oidc.role_map"), "{err}");
+            Ok(())
+        });
+        assert!(!Config::load_from(None, env_none()).unwrap().oidc.enabled());
     }
 
     #[test]

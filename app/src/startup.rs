@@ -70,6 +70,14 @@ impl Application {
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+        let oidc = if config.oidc.enabled() {
+            let key = crate::auth::oidc::load_key(&bao, &config.openbao.app_mount)
+                .await
+                .context("reading the OIDC sealing key from OpenBao")?;
+            crate::auth::oidc::Oidc::new(&config, &key)?.map(Arc::new)
+        } else {
+            None
+        };
         let state = AppState {
             config: Arc::new(config),
             db,
@@ -79,6 +87,7 @@ impl Application {
             jwt: Arc::new(jwt),
             fleet: Arc::new(FleetContext::new(ticket_key, roots)),
             license,
+            oidc,
         };
         Ok(Self {
             listener,
@@ -138,6 +147,11 @@ impl Application {
             anchor_store.clone(),
             self.state.config.audit.clone(),
         ));
+        let oidc_rechecks = self
+            .state
+            .oidc
+            .clone()
+            .map(|o| tokio::spawn(crate::auth::oidc::run_rechecks(o, pool.clone())));
         tokio::select! {
             res = server => res.context("HTTP server failed")?,
             _ = async {
@@ -150,6 +164,9 @@ impl Application {
         }
         sweeper.abort();
         anchorer.abort();
+        if let Some(t) = oidc_rechecks {
+            t.abort();
+        }
         // The last events of this replica get anchored before it goes.
         let last_anchor = anchor::anchor_logged(&pool, &anchor_store);
         if tokio::time::timeout(self.state.config.openbao_timeout() * 2, last_anchor)

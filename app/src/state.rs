@@ -29,6 +29,8 @@ pub struct AppState {
     pub fleet: Arc<FleetContext>,
     /// The license service's client: a short cache, TRIAL when unreachable.
     pub license: Arc<LicenseClient>,
+    /// OIDC sign-in, when `oidc.issuer` is set.
+    pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {

@@ -21,6 +21,7 @@ mod db;
 mod endpoints;
 pub mod jwt;
 pub mod license;
+pub mod oidc;
 mod person;
 pub mod pki;
 mod process;

@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod jwt;
 pub mod login;
+pub mod oidc;
 pub mod password;
 pub mod store;
 pub mod throttle;

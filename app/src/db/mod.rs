@@ -1,5 +1,6 @@
 //! PostgreSQL: pool construction with start-up retries, and migrations.
 
+pub mod oidc;
 pub mod roles;
 pub mod sessions;
 pub mod users;

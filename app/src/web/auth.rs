@@ -50,6 +50,8 @@ struct LoginPage {
     error: Option<String>,
     next: String,
     username: String,
+    /// The OIDC provider's name for the "Sign in with …" button, when on.
+    oidc: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -59,6 +61,7 @@ struct NextParam {
 }
 
 async fn login_page(
+    State(state): State<AppState>,
     MaybeUser(me): MaybeUser,
     Query(q): Query<NextParam>,
 ) -> Result<Response, AppError> {
@@ -70,6 +73,7 @@ async fn login_page(
         error: None,
         next: safe_next(q.next.as_deref()),
         username: String::new(),
+        oidc: super::oidc::button(&state),
     })?
     .into_response())
 }
@@ -135,6 +139,7 @@ async fn login_form(
                 }),
                 next,
                 username: f.username.chars().take(64).collect(),
+                oidc: super::oidc::button(&state),
             })?;
             Ok(with_retry_after(
                 (status, page).into_response(),

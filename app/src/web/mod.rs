@@ -23,6 +23,7 @@ mod fleet_errors;
 mod health;
 pub mod license;
 pub mod lockouts;
+pub mod oidc;
 pub mod openapi;
 pub mod operations;
 pub mod pages;
@@ -97,6 +98,7 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::get("/api/openapi.json", Access::Public, openapi::serve),
     ];
     v.extend(auth::routes());
+    v.extend(oidc::routes());
     v.extend(users::routes());
     v.extend(lockouts::routes());
     v.extend(audit::routes());
@@ -220,6 +222,6 @@ pub fn router(state: AppState) -> Router {
             state.config.clone(),
             csrf::check_host,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(oidc::request_span))
         .with_state(state)
 }

@@ -146,6 +146,9 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/license", ADMIN),
     ("GET", "/api/license", STAFF),
     ("POST", "/api/license", ADMIN),
+    // OIDC sign-in: anyone may start one; the callback checks everything.
+    ("GET", "/auth/oidc/start", PUBLIC),
+    ("GET", "/auth/oidc/callback", PUBLIC),
 ];
 
 const JWT_SECRET: &[u8] = b"rbac-test-secret-of-32-bytes!!!!";
@@ -186,6 +189,7 @@ pub async fn test_state(db: PgPool) -> AppState {
             )
             .unwrap(),
         ),
+        oidc: None,
     }
 }
 

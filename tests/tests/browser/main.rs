@@ -16,4 +16,5 @@ mod firmware;
 mod lifecycle;
 mod maintenance;
 mod newcomer;
+mod oidc;
 mod resume;

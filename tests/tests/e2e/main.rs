@@ -20,6 +20,7 @@ mod license_service;
 mod license_status_and_upload;
 mod newcomer_pages;
 mod offboarding;
+mod oidc_sign_in;
 mod one_time_passwords;
 mod openbao_auth;
 mod openbao_backup;
