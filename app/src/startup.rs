@@ -138,6 +138,13 @@ impl Application {
             anchor_store.clone(),
             self.state.config.audit.clone(),
         ));
+        // s4-fleet: expiry notices on their schedule.
+        let notices = self.state.config.notices.enabled.then(|| {
+            tokio::spawn(crate::fleet::notices::run(
+                pool.clone(),
+                self.state.config.clone(),
+            ))
+        });
         tokio::select! {
             res = server => res.context("HTTP server failed")?,
             _ = async {
@@ -150,6 +157,9 @@ impl Application {
         }
         sweeper.abort();
         anchorer.abort();
+        if let Some(n) = notices {
+            n.abort();
+        }
         // The last events of this replica get anchored before it goes.
         let last_anchor = anchor::anchor_logged(&pool, &anchor_store);
         if tokio::time::timeout(self.state.config.openbao_timeout() * 2, last_anchor)

@@ -27,6 +27,8 @@ pub mod csr;
 pub mod db;
 pub mod details;
 pub mod escrow;
+// s4-fleet: expiry notices.
+pub mod notices;
 pub mod offboarding;
 pub mod operations;
 pub mod pki;

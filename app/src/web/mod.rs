@@ -23,6 +23,8 @@ mod fleet_errors;
 mod health;
 pub mod license;
 pub mod lockouts;
+// s4-fleet: bulk work and expiry notices.
+pub mod notices;
 pub mod openapi;
 pub mod operations;
 pub mod pages;
@@ -109,6 +111,8 @@ pub fn routes() -> Vec<RouteDef> {
     v.extend(settings::routes());
     v.extend(pki::routes());
     v.extend(license::routes());
+    // s4-fleet: bulk work and expiry notices.
+    v.extend(notices::routes());
     v
 }
 

@@ -145,6 +145,8 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/license", ADMIN),
     ("GET", "/api/license", STAFF),
     ("POST", "/api/license", ADMIN),
+    // s4-fleet: bulk work and expiry notices.
+    ("POST", "/api/notices/run", ADMIN),
 ];
 
 const JWT_SECRET: &[u8] = b"rbac-test-secret-of-32-bytes!!!!";
