@@ -246,12 +246,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 // s4-fleet: expiry notices.
 async fn notices_run(config: Config) -> anyhow::Result<()> {
     let pool = db::connect(&config.database).await?;
-    let report = crate::fleet::notices::run_once(
-        &pool,
-        &config,
-        crate::fleet::notices::Trigger::Cli,
-    )
-    .await?;
+    let report =
+        crate::fleet::notices::run_once(&pool, &config, crate::fleet::notices::Trigger::Cli)
+            .await?;
     println!("{}", serde_json::to_string(&report)?);
     Ok(())
 }

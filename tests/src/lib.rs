@@ -21,6 +21,8 @@ mod db;
 mod endpoints;
 pub mod jwt;
 pub mod license;
+// s4-fleet: the SMTP server and webhook receiver of the notice tests.
+pub mod mail;
 mod person;
 pub mod pki;
 mod process;

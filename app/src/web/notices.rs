@@ -13,9 +13,7 @@ use crate::fleet::notices::{self, NoticeError, RunReport, Trigger};
 use crate::state::AppState;
 
 pub fn routes() -> Vec<RouteDef> {
-    vec![
-        RouteDef::post("/api/notices/run", Access::ADMIN, run_api),
-    ]
+    vec![RouteDef::post("/api/notices/run", Access::ADMIN, run_api)]
 }
 
 async fn run(state: &AppState, me: &CurrentUser, meta: &ClientMeta) -> Result<RunReport, AppError> {

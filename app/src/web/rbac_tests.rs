@@ -147,6 +147,15 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     ("POST", "/api/license", ADMIN),
     // s4-fleet: bulk work and expiry notices.
     ("POST", "/api/notices/run", ADMIN),
+    ("POST", "/api/devices/bulk/preview", ADMIN),
+    ("POST", "/api/devices/bulk", ADMIN),
+    ("GET", "/devices/bulk", ADMIN),
+    ("POST", "/devices/bulk", ADMIN),
+    ("POST", "/api/import/users", ADMIN),
+    ("POST", "/api/import/assignments", ADMIN),
+    ("GET", "/import", ADMIN),
+    ("POST", "/import/users", ADMIN),
+    ("POST", "/import/assignments", ADMIN),
 ];
 
 const JWT_SECRET: &[u8] = b"rbac-test-secret-of-32-bytes!!!!";

@@ -152,10 +152,7 @@ pub fn body(username: &str, admin: bool, items: &[Item]) -> String {
                     );
                 }
                 Kind::FactoryCredentials => {
-                    let _ = writeln!(
-                        s,
-                        "  - still has its factory PIN, PUK and management key"
-                    );
+                    let _ = writeln!(s, "  - still has its factory PIN, PUK and management key");
                 }
             }
         }

@@ -268,7 +268,11 @@ pub async fn run_once(
         .fetch_one(&mut *lock)
         .await?;
     if !got {
-        tracing::info!(?trigger, period, "notices: another replica is sending; skipped");
+        tracing::info!(
+            ?trigger,
+            period,
+            "notices: another replica is sending; skipped"
+        );
         return Ok(RunReport {
             ran: false,
             period,
@@ -342,7 +346,10 @@ async fn send_all(
                     continue;
                 }
             };
-            match m.send(&r.email, &r.username, r.role == "admin", &todo).await {
+            match m
+                .send(&r.email, &r.username, r.role == "admin", &todo)
+                .await
+            {
                 Ok(()) => {
                     mark_told(db, period, &key, &todo).await?;
                     report.emails_sent += 1;
