@@ -56,7 +56,10 @@ async fn import(api: &Api, path: &str, csv: &str) -> (StatusCode, Value) {
         .unwrap();
     let s = r.status();
     let text = r.text().await.unwrap();
-    (s, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    (
+        s,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
 }
 
 fn outcomes(v: &Value) -> Vec<(u64, bool, String)> {
@@ -97,11 +100,30 @@ async fn a_users_import_previews_every_row_and_applies_only_when_told() {
     assert_eq!((rows[0].0, rows[0].1), (2, true));
     assert_eq!(rows[0].2, "create dana (user, Dana Scully)");
     assert!(rows[1].1);
-    assert!(!rows[2].1 && rows[2].2.contains("starts with '='"), "{:?}", rows[2]);
-    assert!(!rows[3].1 && rows[3].2.contains("already taken"), "{:?}", rows[3]);
-    assert!(!rows[4].1 && rows[4].2.contains("role must be"), "{:?}", rows[4]);
-    assert!(!rows[5].1 && rows[5].2.contains("appears twice"), "{:?}", rows[5]);
-    assert_eq!((rows[6].1, rows[6].2.as_str()), (false, "expected 4 fields, found 2"));
+    assert!(
+        !rows[2].1 && rows[2].2.contains("starts with '='"),
+        "{:?}",
+        rows[2]
+    );
+    assert!(
+        !rows[3].1 && rows[3].2.contains("already taken"),
+        "{:?}",
+        rows[3]
+    );
+    assert!(
+        !rows[4].1 && rows[4].2.contains("role must be"),
+        "{:?}",
+        rows[4]
+    );
+    assert!(
+        !rows[5].1 && rows[5].2.contains("appears twice"),
+        "{:?}",
+        rows[5]
+    );
+    assert_eq!(
+        (rows[6].1, rows[6].2.as_str()),
+        (false, "expected 4 fields, found 2")
+    );
     assert_eq!((v["ok"].as_u64(), v["failed"].as_u64()), (Some(2), Some(5)));
     assert_eq!(usernames(&app).await, before);
 
@@ -109,14 +131,21 @@ async fn a_users_import_previews_every_row_and_applies_only_when_told() {
     let (s, v) = import(&admin, "/api/import/users", USERS_CSV).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
     assert_eq!(v["error"], "import_refused");
-    assert!(v["message"].as_str().unwrap().contains("5 of 7 rows"), "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("5 of 7 rows"),
+        "{v}"
+    );
     assert_eq!(outcomes(&v["report"]).len(), 7);
     assert_eq!(usernames(&app).await, before);
     let refused = app.audit_details("import.refused").await;
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0]["failed"], 5);
     // The file itself is not in the audit log.
-    assert!(!refused[0].to_string().contains("HYPERLINK"), "{}", refused[0]);
+    assert!(
+        !refused[0].to_string().contains("HYPERLINK"),
+        "{}",
+        refused[0]
+    );
 
     // Accepting a partial import: the good rows, in one batch.
     let (s, v) = import(&admin, "/api/import/users?accept_partial=true", USERS_CSV).await;
@@ -215,8 +244,9 @@ async fn hostile_csv_files_are_refused_whole_and_change_nothing() {
                     eve2,Eve,-2+3@corp.example,user\n";
     let (s, v) = import(&admin, "/api/import/users?accept_partial=true", formulas).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
-    assert!(outcomes(&v["report"]).iter().all(|(_, ok, m)| !ok
-        && m.contains("formula")));
+    assert!(outcomes(&v["report"])
+        .iter()
+        .all(|(_, ok, m)| !ok && m.contains("formula")));
     assert_eq!(usernames(&app).await, before);
     assert_eq!(app.audit_details("import.refused").await.len(), 6);
     assert!(app.audit_details("user.import").await.is_empty());
@@ -239,7 +269,10 @@ async fn assignments_import_moves_devices_in_one_audited_batch() {
     let (s, v) = import(&admin, "/api/import/assignments?dry_run=true", csv).await;
     assert_eq!(s, StatusCode::OK, "{v}");
     let rows = outcomes(&v);
-    assert!(rows[0].1 && rows[0].2.starts_with("assign 64001 to alice"), "{rows:?}");
+    assert!(
+        rows[0].1 && rows[0].2.starts_with("assign 64001 to alice"),
+        "{rows:?}"
+    );
     assert!(rows[1].1);
     assert_eq!(rows[2].2, "no user named nobody");
     assert_eq!(rows[3].2, "no device with serial 64999");
@@ -255,7 +288,10 @@ async fn assignments_import_moves_devices_in_one_audited_batch() {
     let good = "serial,owner\n64001,alice\n64002,bob\n";
     let (s, v) = import(&admin, "/api/import/assignments", good).await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
-    assert_eq!(owner(&app, 64_001).await.as_deref(), Some(alice.id.as_str()));
+    assert_eq!(
+        owner(&app, 64_001).await.as_deref(),
+        Some(alice.id.as_str())
+    );
     assert_ne!(owner(&app, 64_002).await, admin_id);
     assert_eq!(owner(&app, 64_003).await, admin_id);
     let batch = app.audit_details("device.import_assignments").await;
@@ -272,7 +308,9 @@ async fn assignments_import_moves_devices_in_one_audited_batch() {
     // The same file again: already so, nothing to change.
     let (s, v) = import(&admin, "/api/import/assignments?dry_run=true", good).await;
     assert_eq!(s, StatusCode::OK, "{v}");
-    assert!(outcomes(&v).iter().all(|(_, ok, m)| *ok && m.contains("no change")));
+    assert!(outcomes(&v)
+        .iter()
+        .all(|(_, ok, m)| *ok && m.contains("no change")));
 }
 
 #[tokio::test]
@@ -314,10 +352,17 @@ async fn non_admins_can_neither_import_nor_bulk_act_and_are_audited() {
     assert_eq!(usernames(&app).await, before);
     assert_eq!(states(&app, &[65_001]).await, ["active"]);
     let refused = app.audit_details("request.role_refused").await;
-    let paths: Vec<&str> = refused.iter().map(|d| d["path"].as_str().unwrap()).collect();
+    let paths: Vec<&str> = refused
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
     assert_eq!(
         paths,
-        ["/api/import/users", "/api/devices/bulk/preview", "/api/devices/bulk"]
+        [
+            "/api/import/users",
+            "/api/devices/bulk/preview",
+            "/api/devices/bulk"
+        ]
     );
 }
 
@@ -338,16 +383,25 @@ async fn a_bulk_action_reaches_exactly_the_confirmed_devices_of_the_filter() {
 
     // No filter is no selection.
     let (s, v) = admin
-        .post_json("/api/devices/bulk/preview", &json!({"action": "suspend", "filter": {}}))
+        .post_json(
+            "/api/devices/bulk/preview",
+            &json!({"action": "suspend", "filter": {}}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
 
     let filter = json!({"firmware": "5.4.3"});
     let (s, p) = admin
-        .post_json("/api/devices/bulk/preview", &json!({"action": "suspend", "filter": filter}))
+        .post_json(
+            "/api/devices/bulk/preview",
+            &json!({"action": "suspend", "filter": filter}),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{p}");
-    assert_eq!((p["count"].as_u64(), p["changing"].as_u64()), (Some(3), Some(2)));
+    assert_eq!(
+        (p["count"].as_u64(), p["changing"].as_u64()),
+        (Some(3), Some(2))
+    );
     let serials: Vec<u64> = p["devices"]
         .as_array()
         .unwrap()
@@ -365,7 +419,13 @@ async fn a_bulk_action_reaches_exactly_the_confirmed_devices_of_the_filter() {
         )
         .await;
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
-    assert!(v["message"].as_str().unwrap().contains("1 listed serial(s) outside it"), "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 listed serial(s) outside it"),
+        "{v}"
+    );
     // A count that is not the list's.
     let (s, v) = admin
         .post_json(
@@ -387,7 +447,14 @@ async fn a_bulk_action_reaches_exactly_the_confirmed_devices_of_the_filter() {
     assert_eq!(s, StatusCode::CONFLICT, "{v}");
     assert_eq!(
         states(&app, &[66_001, 66_002, 66_003, 66_004, 66_101, 66_102]).await,
-        ["active", "active", "suspended", "registered", "active", "active"]
+        [
+            "active",
+            "active",
+            "suspended",
+            "registered",
+            "active",
+            "active"
+        ]
     );
     let refused = app.audit_details("device.bulk_refused").await;
     assert_eq!(refused.len(), 3, "{refused:?}");
@@ -395,7 +462,10 @@ async fn a_bulk_action_reaches_exactly_the_confirmed_devices_of_the_filter() {
 
     // Confirmed as previewed (again, with the new device): done, one batch.
     let (_, p) = admin
-        .post_json("/api/devices/bulk/preview", &json!({"action": "suspend", "filter": filter}))
+        .post_json(
+            "/api/devices/bulk/preview",
+            &json!({"action": "suspend", "filter": filter}),
+        )
         .await;
     let serials: Vec<u64> = p["devices"]
         .as_array()
@@ -412,13 +482,24 @@ async fn a_bulk_action_reaches_exactly_the_confirmed_devices_of_the_filter() {
         .await;
     assert_eq!(s, StatusCode::OK, "{r}");
     assert_eq!(
-        (r["changed"].as_u64(), r["skipped"].as_u64(), r["failed"].as_u64()),
+        (
+            r["changed"].as_u64(),
+            r["skipped"].as_u64(),
+            r["failed"].as_u64()
+        ),
         (Some(2), Some(2), Some(0)),
         "{r}"
     );
     assert_eq!(
         states(&app, &[66_001, 66_002, 66_003, 66_004, 66_101, 66_102]).await,
-        ["suspended", "suspended", "suspended", "registered", "active", "active"]
+        [
+            "suspended",
+            "suspended",
+            "suspended",
+            "registered",
+            "active",
+            "active"
+        ]
     );
     let batches = app.audit_details("device.bulk_suspend").await;
     assert_eq!(batches.len(), 1);
@@ -444,13 +525,19 @@ async fn the_bulk_page_names_the_count_and_reports_each_device() {
     let b = app.admin_browser().await;
     let (s, _, html) = b.get_text("/devices?firmware=5.7.1").await;
     assert_eq!(s, StatusCode::OK);
-    assert!(html.contains("/devices/bulk?action=suspend&firmware=5.7.1"), "{html}");
+    assert!(
+        html.contains("/devices/bulk?action=suspend&firmware=5.7.1"),
+        "{html}"
+    );
 
     let (s, _, html) = b.get_text("/devices/bulk?action=lost&firmware=5.7.1").await;
     assert_eq!(s, StatusCode::OK, "{html}");
     assert!(html.contains("2 devices match; 2 will change"), "{html}");
     assert!(html.contains("Mark lost 2 devices"), "{html}");
-    assert!(html.contains("name=\"serials\" value=\"67001,67002\""), "{html}");
+    assert!(
+        html.contains("name=\"serials\" value=\"67001,67002\""),
+        "{html}"
+    );
 
     let r = b
         .post_form(
@@ -471,8 +558,14 @@ async fn the_bulk_page_names_the_count_and_reports_each_device() {
         .await;
     assert_eq!(r.status(), StatusCode::OK);
     let html = r.text().await.unwrap();
-    assert!(html.contains("Batch done: 2 changed, 0 skipped, 0 failed"), "{html}");
-    assert_eq!(states(&app, &[67_001, 67_002, 67_003]).await, ["lost", "lost", "registered"]);
+    assert!(
+        html.contains("Batch done: 2 changed, 0 skipped, 0 failed"),
+        "{html}"
+    );
+    assert_eq!(
+        states(&app, &[67_001, 67_002, 67_003]).await,
+        ["lost", "lost", "registered"]
+    );
 
     // The import page previews a pasted file row by row.
     let (s, _, html) = b.get_text("/import").await;

@@ -6,8 +6,9 @@
 
 use std::time::Duration;
 
+use kleidia_tests::client::Api;
 use kleidia_tests::mail::{SmtpServer, WebhookReceiver};
-use kleidia_tests::{wait_until, TestApp};
+use kleidia_tests::{wait_until, TestApp, ADMIN_PASSWORD};
 use reqwest::StatusCode;
 use serde_json::Value;
 
@@ -94,16 +95,28 @@ async fn two_replicas_mail_each_owner_and_admin_once_with_links_and_the_webhook_
         .await
         .unwrap();
 
-    // Two replicas with the schedule on: both run at start.
-    let on = [("KLEIDIA_NOTICES_ENABLED", "true")];
-    let (r1, r2) = tokio::join!(app.spawn_another(&on), app.spawn_another(&on));
-    for r in [&r1, &r2] {
-        let done = wait_until(Duration::from_secs(60), || async {
-            let log = r.log();
-            log.contains("notices: run finished") || log.contains("another replica is sending")
-        })
-        .await;
-        assert!(done, "a replica never ran the notices:\n{}", r.log());
+    // Two more replicas on the same database; both are told to send at
+    // the same moment. (They start one after the other: replicas starting
+    // at the same instant can collide on the runtime role's GRANTs.)
+    let r1 = app.spawn_another(&[]).await;
+    let r2 = app.spawn_another(&[]).await;
+    // API tokens name their replica's origin: one sign-in on each.
+    let (mut a1, mut a2) = (Api::new(&r1.base_url), Api::new(&r2.base_url));
+    a1.login("admin", ADMIN_PASSWORD).await.unwrap();
+    a2.login("admin", ADMIN_PASSWORD).await.unwrap();
+    let ((s1, v1), (s2, v2)) = tokio::join!(
+        a1.post_json("/api/notices/run", &Value::Null),
+        a2.post_json("/api/notices/run", &Value::Null)
+    );
+    assert_eq!((s1, s2), (StatusCode::OK, StatusCode::OK), "{v1} {v2}");
+    let sent = v1["emails_sent"].as_u64().unwrap() + v2["emails_sent"].as_u64().unwrap();
+    assert_eq!(sent, 2, "{v1} {v2}");
+    // The loser either found the lock taken or nothing left to tell.
+    for v in [&v1, &v2] {
+        assert!(
+            v["ran"] == false || v["emails_sent"] == 2 || v["emails_sent"] == 0,
+            "{v}"
+        );
     }
 
     let mails = smtp.mails();
@@ -160,6 +173,17 @@ async fn two_replicas_mail_each_owner_and_admin_once_with_links_and_the_webhook_
     let runs = app.audit_details("notices.sent").await;
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["emails_sent"], 2);
+
+    // A replica with the schedule on runs at start: nothing new to tell.
+    let r3 = app
+        .spawn_another(&[("KLEIDIA_NOTICES_ENABLED", "true")])
+        .await;
+    let done = wait_until(Duration::from_secs(60), || async {
+        r3.log().contains("notices: run finished")
+    })
+    .await;
+    assert!(done, "the schedule never ran:\n{}", r3.log());
+    assert_eq!(smtp.mails().len(), 2);
 
     // "Send now" in the same period: nobody is told the same thing twice.
     let (s, v) = admin.post_json("/api/notices/run", &Value::Null).await;
