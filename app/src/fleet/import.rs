@@ -193,15 +193,33 @@ fn parse(kind: ImportKind, bytes: &[u8]) -> Result<Vec<ParsedRow>, ImportError> 
         });
     }
     let width = kind.header().len();
+    // The line as an editor counts it (the reader does not count blank lines).
+    let line_at = |p: Option<&csv::Position>| {
+        p.map_or(0, |p| {
+            let mut upto = usize::try_from(p.byte())
+                .unwrap_or(usize::MAX)
+                .min(text.len());
+            // A record's position is where the reader began, before the blank
+            // lines it skipped.
+            while matches!(text.as_bytes().get(upto), Some(b'\n' | b'\r')) {
+                upto += 1;
+            }
+            text.as_bytes()[..upto]
+                .iter()
+                .filter(|b| **b == b'\n')
+                .count() as u64
+                + 1
+        })
+    };
     let mut rows = Vec::new();
     for rec in records {
         if rows.len() >= MAX_ROWS {
             return Err(ImportError::TooManyRows);
         }
         let (line, r) = match rec {
-            Ok(r) => (r.position().map_or(0, |p| p.line()), r),
+            Ok(r) => (line_at(r.position()), r),
             Err(e) => {
-                let line = e.position().map_or(0, |p| p.line());
+                let line = line_at(e.position());
                 rows.push((line, String::new(), Err("the line is not valid CSV".into())));
                 continue;
             }
