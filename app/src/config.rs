@@ -928,4 +928,53 @@ mod tests {
             .to_string();
         assert!(err.contains("public_url"), "{err}");
     }
+
+    // s4-fleet: expiry notices.
+    #[test]
+    fn notice_settings_come_from_the_environment_secrets_stay_hidden_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("smtp-pw");
+        std::fs::write(&pw, "smtp-secret-pw\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KLEIDIA_NOTICES_ENABLED", "true");
+            jail.set_env("KLEIDIA_NOTICES_SMTP_HOST", "mail.corp.example");
+            jail.set_env("KLEIDIA_NOTICES_SMTP_USERNAME", "kleidia");
+            jail.set_env("KLEIDIA_NOTICES_SMTP_PASSWORD_FILE", pw.display());
+            jail.set_env("KLEIDIA_NOTICES_WEBHOOK_URL", "https://hooks.example/T0K3N");
+            jail.set_env("KLEIDIA_NOTICES_WARNING_DAYS", "14");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            let n = &cfg.notices;
+            assert!(n.enabled);
+            assert_eq!(
+                (n.smtp_port, n.smtp_tls, n.warning_days),
+                (587, SmtpTls::Starttls, 14)
+            );
+            assert_eq!(
+                n.smtp_password.as_ref().unwrap().expose_secret(),
+                "smtp-secret-pw"
+            );
+            let shown = format!("{cfg:?}");
+            assert!(!shown.contains("smtp-secret-pw") && !shown.contains("T0K3N"));
+            for (key, value, why) in [
+                ("KLEIDIA_NOTICES_SMTP_TLS", "none", "never sent without TLS"),
+                ("KLEIDIA_NOTICES_WARNING_DAYS", "0", "warning_days"),
+                ("KLEIDIA_NOTICES_FROM", "not an address", "notices.from"),
+                ("KLEIDIA_NOTICES_WEBHOOK_URL", "ftp://x", "webhook_url"),
+                ("KLEIDIA_NOTICES_INTERVAL_SECS", "0", "interval_secs"),
+            ] {
+                jail.set_env(key, value);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains(why), "{key}={value}: {err}");
+                jail.clear_env();
+                jail.set_env("KLEIDIA_NOTICES_SMTP_HOST", "mail.corp.example");
+                jail.set_env("KLEIDIA_NOTICES_SMTP_USERNAME", "kleidia");
+                jail.set_env("KLEIDIA_NOTICES_SMTP_PASSWORD_FILE", pw.display());
+            }
+            jail.clear_env();
+            jail.set_env("KLEIDIA_NOTICES_ENABLED", "true");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("needs notices.smtp_host"), "{err}");
+            Ok(())
+        });
+    }
 }

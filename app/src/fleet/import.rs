@@ -15,7 +15,7 @@
 //! formula (`=`, `+`, `-`, `@`, tab or CR first) fails its row: values
 //! imported here come back out in exports and pages.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use secrecy::SecretString;
 use serde::Serialize;
@@ -636,11 +636,6 @@ impl Importer<'_> {
         tx.commit().await?;
         Ok(())
     }
-}
-
-/// Counts per outcome, for the page's summary line.
-pub fn summary(r: &ImportReport) -> BTreeMap<&'static str, usize> {
-    BTreeMap::from([("ok", r.ok), ("failed", r.failed)])
 }
 
 #[cfg(test)]
