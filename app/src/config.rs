@@ -931,6 +931,7 @@ mod tests {
 
     // s4-fleet: expiry notices.
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
     fn notice_settings_come_from_the_environment_secrets_stay_hidden_and_bad_ones_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let pw = dir.path().join("smtp-pw");
