@@ -92,6 +92,19 @@ if ! cmp -s "$OIDC_DIR/package-lock.json" "$OIDC_DIR/node_modules/.installed-loc
   (cd "$OIDC_DIR" && npm ci --no-audit --no-fund --prefer-offline --loglevel=error &&
     cp package-lock.json node_modules/.installed-lock.json)
 fi
+# --- s4-fleet: the SMTP server the expiry-notice tests start (aiosmtpd),
+# pinned, in its own venv; tests find it at $SMTP_VENV/bin/python.
+KLEIDIA_CACHE=${KLEIDIA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kleidia}
+SMTP_VENV=${SMTP_VENV:-$KLEIDIA_CACHE/smtp-venv}
+SMTP_TOOLS=(aiosmtpd==1.4.6)
+if ! "$SMTP_VENV/bin/python" -c "import aiosmtpd" >/dev/null 2>&1 ||
+  [ "$(cat "$SMTP_VENV/.tools" 2>/dev/null)" != "${SMTP_TOOLS[*]}" ]; then
+  echo "install-deps: installing ${SMTP_TOOLS[*]} into $SMTP_VENV"
+  python3 -m venv "$SMTP_VENV"
+  "$SMTP_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${SMTP_TOOLS[@]}"
+  echo "${SMTP_TOOLS[*]}" >"$SMTP_VENV/.tools"
+fi
+# --- end s4-fleet
 
 # Cargo tools, pinned; built from crates.io with their own lock files.
 for extra in "$@"; do

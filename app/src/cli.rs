@@ -66,6 +66,20 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    // s4-fleet: expiry notices.
+    /// Expiry notices (mail and webhook; `[notices]` settings).
+    Notices {
+        #[command(subcommand)]
+        command: NoticesCommand,
+    },
+}
+
+// s4-fleet: expiry notices.
+#[derive(Debug, Subcommand)]
+pub enum NoticesCommand {
+    /// Send the notices now (what nobody was told this period yet) and
+    /// print what was done as JSON. Skips when another replica is sending.
+    Run,
 }
 
 /// The machine logins `kleidia bootstrap` sets up (AppRole always; JWT for
@@ -214,6 +228,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Audit {
             command: AuditCommand::Anchor,
         } => crate::audit::anchor::command(&config).await,
+        // s4-fleet: expiry notices.
+        Command::Notices {
+            command: NoticesCommand::Run,
+        } => notices_run(config).await,
     };
     match res {
         Ok(()) => ExitCode::SUCCESS,
@@ -223,6 +241,16 @@ pub async fn run(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+// s4-fleet: expiry notices.
+async fn notices_run(config: Config) -> anyhow::Result<()> {
+    let pool = db::connect(&config.database).await?;
+    let report =
+        crate::fleet::notices::run_once(&pool, &config, crate::fleet::notices::Trigger::Cli)
+            .await?;
+    println!("{}", serde_json::to_string(&report)?);
+    Ok(())
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {

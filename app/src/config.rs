@@ -31,7 +31,110 @@ pub struct Config {
     pub agent: AgentConfig,
     pub audit: AuditConfig,
     pub oidc: OidcConfig,
+    // s4-fleet: expiry notices.
+    pub notices: NoticesConfig,
 }
+
+// --- s4-fleet: expiry notices (`fleet::notices`) ---
+
+/// How the notice mails reach the SMTP server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// STARTTLS, required (port 587).
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+    /// Plain text: only for a relay on the same host or in tests.
+    None,
+}
+
+/// The daily notices about certificates near expiry and keys still on
+/// factory credentials (`fleet::notices`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NoticesConfig {
+    /// Run the job on its own every `interval_secs` (the first run at start).
+    /// Off: only `kleidia notices run` and the admin's "Send now" send.
+    pub enabled: bool,
+    /// Seconds between runs; also the window in which a recipient is told
+    /// about one thing once (86400: once a day).
+    pub interval_secs: u64,
+    /// Certificates expiring within this many days are announced.
+    pub warning_days: u32,
+    /// SMTP server; unset: no mail (the webhook alone).
+    pub smtp_host: Option<String>,
+    pub smtp_port: u16,
+    pub smtp_tls: SmtpTls,
+    pub smtp_username: Option<String>,
+    /// SMTP password (secret).
+    pub smtp_password: Option<SecretString>,
+    /// Read the SMTP password from this file instead (wins over `smtp_password`).
+    pub smtp_password_file: Option<PathBuf>,
+    /// The mails' From address, e.g. `Kleidia <kleidia@example.com>`.
+    pub from: String,
+    /// A URL that gets each run's notices as one JSON POST (secret: such
+    /// URLs often carry a token).
+    pub webhook_url: Option<SecretString>,
+    /// Read the webhook URL from this file instead (wins over `webhook_url`).
+    pub webhook_url_file: Option<PathBuf>,
+    /// Seconds an SMTP conversation or the webhook may take.
+    pub timeout_secs: u64,
+}
+
+impl Default for NoticesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            interval_secs: 86_400,
+            warning_days: 30,
+            smtp_host: None,
+            smtp_port: 587,
+            smtp_tls: SmtpTls::Starttls,
+            smtp_username: None,
+            smtp_password: None,
+            smtp_password_file: None,
+            from: "Kleidia <kleidia@localhost>".into(),
+            webhook_url: None,
+            webhook_url_file: None,
+            timeout_secs: 30,
+        }
+    }
+}
+
+impl NoticesConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if self.interval_secs == 0 || self.timeout_secs == 0 {
+            return invalid("notices.interval_secs and notices.timeout_secs must be at least 1");
+        }
+        if !(1..=3650).contains(&self.warning_days) {
+            return invalid("notices.warning_days must be between 1 and 3650");
+        }
+        if self.enabled && self.smtp_host.is_none() && self.webhook_url.is_none() {
+            return invalid("notices.enabled needs notices.smtp_host or notices.webhook_url");
+        }
+        if self.smtp_username.is_some() != self.smtp_password.is_some() {
+            return invalid("notices.smtp_username and notices.smtp_password go together");
+        }
+        if self.smtp_password.is_some() && self.smtp_tls == SmtpTls::None {
+            return invalid("notices.smtp_password is never sent without TLS (notices.smtp_tls)");
+        }
+        if self.from.parse::<lettre::message::Mailbox>().is_err() {
+            return invalid("notices.from must be an address like Kleidia <kleidia@example.com>");
+        }
+        if let Some(u) = &self.webhook_url {
+            use secrecy::ExposeSecret;
+            match url::Url::parse(u.expose_secret()) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => return invalid("notices.webhook_url must be an http or https URL"),
+            }
+        }
+        Ok(())
+    }
+}
+
+// --- end s4-fleet ---
 
 /// Anchoring the audit chain head in OpenBao (see `crate::audit::anchor`).
 #[derive(Debug, Clone, Deserialize)]
@@ -541,6 +644,18 @@ impl Settings for Config {
             &mut oidc.client_secret,
             oidc.client_secret_file.as_deref(),
             "oidc.client_secret_file",
+        )?;
+        // s4-fleet: expiry notices.
+        let n = &mut self.notices;
+        resolve_secret_file(
+            &mut n.smtp_password,
+            n.smtp_password_file.as_deref(),
+            "notices.smtp_password_file",
+        )?;
+        resolve_secret_file(
+            &mut n.webhook_url,
+            n.webhook_url_file.as_deref(),
+            "notices.webhook_url_file",
         )
     }
 
@@ -589,6 +704,8 @@ impl Settings for Config {
             return invalid("auth.hash_concurrency must be at least 1");
         }
         self.oidc.validate()?;
+        // s4-fleet: expiry notices.
+        self.notices.validate()?;
         Ok(())
     }
 }
@@ -944,5 +1061,55 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("public_url"), "{err}");
+    }
+
+    // s4-fleet: expiry notices.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn notice_settings_come_from_the_environment_secrets_stay_hidden_and_bad_ones_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let pw = dir.path().join("smtp-pw");
+        std::fs::write(&pw, "smtp-secret-pw\n").unwrap();
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KLEIDIA_NOTICES_ENABLED", "true");
+            jail.set_env("KLEIDIA_NOTICES_SMTP_HOST", "mail.corp.example");
+            jail.set_env("KLEIDIA_NOTICES_SMTP_USERNAME", "kleidia");
+            jail.set_env("KLEIDIA_NOTICES_SMTP_PASSWORD_FILE", pw.display());
+            jail.set_env("KLEIDIA_NOTICES_WEBHOOK_URL", "https://hooks.example/T0K3N");
+            jail.set_env("KLEIDIA_NOTICES_WARNING_DAYS", "14");
+            let cfg = Config::load(None).map_err(|e| e.to_string())?;
+            let n = &cfg.notices;
+            assert!(n.enabled);
+            assert_eq!(
+                (n.smtp_port, n.smtp_tls, n.warning_days),
+                (587, SmtpTls::Starttls, 14)
+            );
+            assert_eq!(
+                n.smtp_password.as_ref().unwrap().expose_secret(),
+                "smtp-secret-pw"
+            );
+            let shown = format!("{cfg:?}");
+            assert!(!shown.contains("smtp-secret-pw") && !shown.contains("T0K3N"));
+            for (key, value, why) in [
+                ("KLEIDIA_NOTICES_SMTP_TLS", "none", "never sent without TLS"),
+                ("KLEIDIA_NOTICES_WARNING_DAYS", "0", "warning_days"),
+                ("KLEIDIA_NOTICES_FROM", "not an address", "notices.from"),
+                ("KLEIDIA_NOTICES_WEBHOOK_URL", "ftp://x", "webhook_url"),
+                ("KLEIDIA_NOTICES_INTERVAL_SECS", "0", "interval_secs"),
+            ] {
+                jail.set_env(key, value);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains(why), "{key}={value}: {err}");
+                jail.clear_env();
+                jail.set_env("KLEIDIA_NOTICES_SMTP_HOST", "mail.corp.example");
+                jail.set_env("KLEIDIA_NOTICES_SMTP_USERNAME", "kleidia");
+                jail.set_env("KLEIDIA_NOTICES_SMTP_PASSWORD_FILE", pw.display());
+            }
+            jail.clear_env();
+            jail.set_env("KLEIDIA_NOTICES_ENABLED", "true");
+            let err = Config::load(None).unwrap_err().to_string();
+            assert!(err.contains("needs notices.smtp_host"), "{err}");
+            Ok(())
+        });
     }
 }

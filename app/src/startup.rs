@@ -152,6 +152,13 @@ impl Application {
             .oidc
             .clone()
             .map(|o| tokio::spawn(crate::auth::oidc::run_rechecks(o, pool.clone())));
+        // s4-fleet: expiry notices on their schedule.
+        let notices = self.state.config.notices.enabled.then(|| {
+            tokio::spawn(crate::fleet::notices::run(
+                pool.clone(),
+                self.state.config.clone(),
+            ))
+        });
         tokio::select! {
             res = server => res.context("HTTP server failed")?,
             _ = async {
@@ -166,6 +173,9 @@ impl Application {
         anchorer.abort();
         if let Some(t) = oidc_rechecks {
             t.abort();
+        }
+        if let Some(n) = notices {
+            n.abort();
         }
         // The last events of this replica get anchored before it goes.
         let last_anchor = anchor::anchor_logged(&pool, &anchor_store);

@@ -22,6 +22,8 @@ mod endpoints;
 pub mod jwt;
 pub mod license;
 pub mod oidc;
+// s4-fleet: the SMTP server and webhook receiver of the notice tests.
+pub mod mail;
 mod person;
 pub mod pki;
 mod process;

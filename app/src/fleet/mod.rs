@@ -20,6 +20,8 @@ pub mod access;
 pub mod agent;
 pub mod approvals;
 pub mod attestation;
+// s4-fleet: bulk work.
+pub mod bulk;
 pub mod certificates;
 pub mod claim;
 pub mod context;
@@ -27,6 +29,10 @@ pub mod csr;
 pub mod db;
 pub mod details;
 pub mod escrow;
+// s4-fleet: CSV imports.
+pub mod import;
+// s4-fleet: expiry notices.
+pub mod notices;
 pub mod offboarding;
 pub mod operations;
 pub mod pki;

@@ -284,6 +284,20 @@ pub async fn transition(
     serial: Serial,
     t: Transition,
 ) -> Result<DeviceRow, TransitionError> {
+    transition_in_batch(db, pki, u, meta, serial, t, None).await
+}
+
+/// [`transition`], as a member of a bulk action (`fleet::bulk`): the
+/// device's audit row names the batch.
+pub async fn transition_in_batch(
+    db: &PgPool,
+    pki: &Pki<'_>,
+    u: &CurrentUser,
+    meta: &ClientMeta,
+    serial: Serial,
+    t: Transition,
+    batch: Option<Uuid>,
+) -> Result<DeviceRow, TransitionError> {
     let to: DeviceState = t
         .state
         .parse()
@@ -323,7 +337,13 @@ pub async fn transition(
             .actor(u)
             .from_client(meta)
             .target("device", serial)
-            .details(json!({"from": from, "to": to, "reason": reason, "certificates_revoked": revoked.len()})),
+            .details({
+                let mut d = json!({"from": from, "to": to, "reason": reason, "certificates_revoked": revoked.len()});
+                if let Some(b) = batch {
+                    d["batch"] = json!(b);
+                }
+                d
+            }),
     )
     .await?;
     tx.commit().await?;

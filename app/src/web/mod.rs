@@ -24,6 +24,10 @@ mod health;
 pub mod license;
 pub mod lockouts;
 pub mod oidc;
+// s4-fleet: bulk work and expiry notices.
+pub mod bulk;
+pub mod import;
+pub mod notices;
 pub mod openapi;
 pub mod operations;
 pub mod pages;
@@ -111,6 +115,10 @@ pub fn routes() -> Vec<RouteDef> {
     v.extend(settings::routes());
     v.extend(pki::routes());
     v.extend(license::routes());
+    // s4-fleet: bulk work and expiry notices.
+    v.extend(bulk::routes());
+    v.extend(import::routes());
+    v.extend(notices::routes());
     v
 }
 
@@ -154,6 +162,23 @@ async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
     };
     let role = user.as_ref().map(|u| u.role);
     if !g.access.allows(role) {
+        // s4-fleet: a signed-in person's attempt to change something their
+        // role does not allow (a bulk action, an import) is audited.
+        if let Some(u) = user.as_ref().filter(|_| !csrf::is_safe(&parts.method)) {
+            let meta =
+                extract::client_meta(&parts, g.state.config.server.client_ip_header.as_deref());
+            let event = crate::audit::AuditEvent::new("request.role_refused")
+                .actor(u)
+                .from_client(&meta)
+                .details(serde_json::json!({
+                    "method": parts.method.as_str(),
+                    "path": parts.uri.path(),
+                    "role": u.role,
+                }));
+            if let Err(e) = crate::audit::record_alone(&g.state.db, event).await {
+                tracing::error!(error = %e, "could not audit a refused request");
+            }
+        }
         return match role {
             None => AppError::Unauthorized.into_response(),
             Some(_) => AppError::Forbidden("your role does not allow this".into()).into_response(),

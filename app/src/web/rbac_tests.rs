@@ -149,6 +149,17 @@ const EXPECTED: &[(&str, &str, &str)] = &[
     // OIDC sign-in: anyone may start one; the callback checks everything.
     ("GET", "/auth/oidc/start", PUBLIC),
     ("GET", "/auth/oidc/callback", PUBLIC),
+    // s4-fleet: bulk work and expiry notices.
+    ("POST", "/api/notices/run", ADMIN),
+    ("POST", "/api/devices/bulk/preview", ADMIN),
+    ("POST", "/api/devices/bulk", ADMIN),
+    ("GET", "/devices/bulk", ADMIN),
+    ("POST", "/devices/bulk", ADMIN),
+    ("POST", "/api/import/users", ADMIN),
+    ("POST", "/api/import/assignments", ADMIN),
+    ("GET", "/import", ADMIN),
+    ("POST", "/import/users", ADMIN),
+    ("POST", "/import/assignments", ADMIN),
 ];
 
 const JWT_SECRET: &[u8] = b"rbac-test-secret-of-32-bytes!!!!";

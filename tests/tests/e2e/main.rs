@@ -7,6 +7,8 @@ mod attestation_attacks;
 mod audit_anchor;
 mod audit_log;
 mod backup_audit;
+// s4-fleet
+mod bulk_work;
 mod certificate_approval;
 mod certificates;
 mod devices;
@@ -19,6 +21,8 @@ mod license_fallback;
 mod license_service;
 mod license_status_and_upload;
 mod newcomer_pages;
+// s4-fleet
+mod notices;
 mod offboarding;
 mod oidc_sign_in;
 mod one_time_passwords;

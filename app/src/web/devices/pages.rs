@@ -47,6 +47,8 @@ struct DevicesPage {
     states: [DeviceState; 7],
     can_register: bool,
     can_register_for_others: bool,
+    // s4-fleet: the bulk-action and import links (admins).
+    bulk: bool,
 }
 
 #[derive(Template)]
@@ -57,6 +59,8 @@ struct DevicesTable {
     /// The filters as a query string for the export links (the whole
     /// fleet's list only); `None` on "My YubiKeys".
     export: Option<String>,
+    // s4-fleet: the bulk-action and import links (admins).
+    bulk: bool,
 }
 
 #[derive(Default)]
@@ -117,8 +121,15 @@ async fn list_common(
     let rows = devices::search(&state.db, &f, wanted, only_mine.then_some(me.user_id)).await?;
     let next = next_link(base, &f, &rows);
     let export = (!only_mine && me.role.reads_all_users()).then(|| filter_pairs(&f).join("&"));
+    let bulk = !only_mine && me.role == Role::Admin;
     if hx.wants_partial() {
-        return Ok(render(&DevicesTable { rows, next, export })?.into_response());
+        return Ok(render(&DevicesTable {
+            rows,
+            next,
+            export,
+            bulk,
+        })?
+        .into_response());
     }
     Ok(render(&DevicesPage {
         me: nav(me),
@@ -136,6 +147,7 @@ async fn list_common(
         states: DeviceState::ALL,
         can_register: me.role != Role::Auditor,
         can_register_for_others: access::is_operator(me),
+        bulk,
     })?
     .into_response())
 }
