@@ -92,20 +92,15 @@ impl Stack {
     /// The whole stack with a factory-fresh key `serial` in reader 0 and an
     /// agent running for it.
     pub async fn start(serial: u32) -> Result<Self> {
-        Self::start_with(Some(serial), true).await
+        Self::start_with(Some(serial)).await
     }
 
     /// The stack without a YubiKey (and without taking the readers).
     pub async fn start_without_key() -> Result<Self> {
-        Self::start_with(None, true).await
+        Self::start_with(None).await
     }
 
-    /// [`start`](Self::start) with a key that has no OATH application.
-    pub async fn start_without_oath(serial: u32) -> Result<Self> {
-        Self::start_with(Some(serial), false).await
-    }
-
-    async fn start_with(serial: Option<u32>, oath: bool) -> Result<Self> {
+    async fn start_with(serial: Option<u32>) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let agent_port = free_port();
         let mut app = TestApp::builder().license_service().env(
@@ -115,11 +110,7 @@ impl Stack {
         let (card, key) = match serial {
             Some(serial) => {
                 let card = crate::card::lock().await;
-                let key = if oath {
-                    VirtualYubiKey::plug(dir.path(), serial, FIRMWARE, 0)?
-                } else {
-                    VirtualYubiKey::plug_without_oath(dir.path(), serial, FIRMWARE, 0)?
-                };
+                let key = VirtualYubiKey::plug(dir.path(), serial, FIRMWARE, 0)?;
                 let roots = dir.path().join("attestation-roots.pem");
                 std::fs::write(&roots, key.attestation_root_pem()?)?;
                 app = app.env(

@@ -8,8 +8,8 @@
 //! processes; the test plays the page (static/agent.js) over HTTP.
 
 use kleidia_protocol::agent::{OathWipe, OperationDone, PubKey};
-use kleidia_tests::browser::Stack;
-use kleidia_tests::card::{info_line, open, ykman};
+use kleidia_tests::browser::{Stack, FIRMWARE};
+use kleidia_tests::card::{info_line, open, ykman, VirtualYubiKey};
 use kleidia_tests::{is_presence_challenge, Person};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
@@ -218,7 +218,16 @@ async fn a_wipe_deletes_the_previous_owners_oath_accounts_and_leaves_piv_factory
 #[tokio::test(flavor = "multi_thread")]
 async fn a_key_without_the_oath_application_is_wiped_and_the_wipe_says_so() {
     let serial = 42000002;
-    let stack = Stack::start_without_oath(serial).await.unwrap();
+    let mut stack = Stack::start(serial).await.unwrap();
+    // A key without the OATH application: the factory key the stack
+    // plugged in is swapped for one made without it (same serial, same
+    // test attestation root) before anyone registers it.
+    let mut factory = stack.key.take().unwrap();
+    factory.stop().unwrap();
+    std::fs::remove_file(&factory.state).unwrap();
+    drop(factory);
+    stack.key =
+        Some(VirtualYubiKey::plug_without_oath(stack.dir.path(), serial, FIRMWARE, 0).unwrap());
     let owner = stack.app.person("otto", "user", "Otto Example").await;
     owner.register_ok(serial).await;
     let owner = Desk::new(&stack, owner, serial).await;
