@@ -105,6 +105,23 @@ put("vyk_apdu", "mgm-auth", session(0, SEL_PIV, h("0087039b047c028000"), h("0087
 put("vyk_apdu", "chained-put-data", session(2, h("10db3fff055c035fc105"), h("00db3fff0353010a"),
                                          h("00cb3fff055c035fc105")))
 put("vyk_apdu", "extended", session(3, h("000047009a0005ac03800111"), h("00fb0000"), h("00fa0000")))
+# The OATH applet (YKOATH): PUT as ykman builds it (property 78 without a
+# length), LIST, CALCULATE, CALCULATE ALL (INS A4 with P1 00), SEND
+# REMAINING, RENAME, DELETE, RESET. Flags 08: firmware 5.7.1 (flags 00 pick
+# 4.3.4, which the emulator refuses, so such a seed stops at once).
+def apdu(ins, p1, p2, data=b""):
+    return bytes([0, ins, p1, p2]) + (bytes([len(data)]) + data if data else b"")
+def tlv(tag, value):
+    return bytes([tag, len(value)]) + value
+SEL_OATH = apdu(0xA4, 4, 0, h("a0000005272101"))
+OATH_PUT = apdu(0x01, 0, 0, tlv(0x71, b"GitHub:ada") + tlv(0x73, h("2106") + b"12345678901234567890")
+                + h("7802") + tlv(0x7A, h("00000001")))
+put("vyk_apdu", "oath", session(0x08, SEL_OATH, OATH_PUT, apdu(0xA1, 0, 0),
+                                 apdu(0xA2, 0, 1, tlv(0x71, b"GitHub:ada") + tlv(0x74, h("0000000000000001"))),
+                                 apdu(0xA4, 0, 1, tlv(0x74, h("0000000000000001"))), apdu(0xA5, 0, 0),
+                                 apdu(0x05, 0, 0, tlv(0x71, b"GitHub:ada") + tlv(0x71, b"GitLab:ada")),
+                                 apdu(0x02, 0, 0, tlv(0x71, b"GitLab:ada")), apdu(0x04, 0xDE, 0xAD), None,
+                                 SEL_OATH, apdu(0xA1, 0, 0), SEL_PIV, h("00f80000")))
 
 # agent_tlv: selector byte, then input
 tdir = ROOT / "app" / "src" / "fleet" / "attestation" / "testdata"

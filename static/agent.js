@@ -159,7 +159,11 @@
       }
       throw err;
     }
-    await report(serial, opId, res && res.settled ? { success: true, settled: res.settled } : { success: true });
+    const outcome = { success: true };
+    if (res && res.settled) { outcome.settled = res.settled; }
+    // A wipe says what became of the OATH accounts; the audit keeps it.
+    if (res && res.oath) { outcome.oath = res.oath; }
+    await report(serial, opId, outcome);
     return res;
   }
 
@@ -483,8 +487,11 @@
         // metadata first, as resuming would.
         const [checked, dev] = await Promise.all([agent('GET', '/piv/check-defaults?serial=' + serial), device(serial)]);
         if (dev) { await settlePending(serial, dev, checked.defaults); }
-        await runOperation(serial, { operation: 'reset' });
-        return 'The YubiKey was reset to factory state.';
+        const wiped = await runOperation(serial, { operation: 'reset' });
+        if (wiped.res && wiped.res.oath === 'not_present') {
+          return 'The YubiKey was reset to factory state. It has no OATH application, so it held no OATH accounts to delete. FIDO2 credentials need a reset by hand: see below.';
+        }
+        return 'The YubiKey was reset to factory state and its OATH accounts were deleted. FIDO2 credentials need a reset by hand: see below.';
       }
       case 'settle-applied':
       case 'settle-not-applied':

@@ -459,7 +459,8 @@ params!(
 
 params!(
     /// `POST /piv/reset`: blocks PIN and PUK on purpose (with values that
-    /// cannot be a PIN) and resets the PIV application to factory state.
+    /// cannot be a PIN) and resets the PIV application to factory state,
+    /// then resets the OATH application (see [`OathWipe`]).
     ResetParams, Operation::Reset, {
 });
 
@@ -528,6 +529,30 @@ pub struct OperationDone {
     /// What a settling secret change found on the card.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub settled: Option<Settled>,
+    /// What a reset did to the OATH application.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oath: Option<OathWipe>,
+}
+
+/// What a reset (`POST /piv/reset`, Kleidia's wipe) did to the OATH
+/// application, after returning PIV to factory state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OathWipe {
+    /// The OATH application was reset: every OATH account is gone.
+    Reset,
+    /// The key has no OATH application (none in its firmware, or it is
+    /// disabled): there were no OATH accounts to delete.
+    NotPresent,
+}
+
+impl OathWipe {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reset => "reset",
+            Self::NotPresent => "not_present",
+        }
+    }
 }
 
 /// What a settling secret change (`settle: true`) found on the card.

@@ -141,6 +141,22 @@ impl VirtualYubiKey {
     /// and wait until pcscd shows it. `dir` also holds the attestation root
     /// shared by every key plugged from it.
     pub fn plug(dir: &Path, serial: u32, firmware: &str, reader: u8) -> Result<Self> {
+        Self::plug_with(dir, serial, firmware, reader, &[])
+    }
+
+    /// [`plug`](Self::plug) a new key made without the OATH application
+    /// (`--without-oath`: SELECT of the OATH AID answers "not found").
+    pub fn plug_without_oath(dir: &Path, serial: u32, firmware: &str, reader: u8) -> Result<Self> {
+        Self::plug_with(dir, serial, firmware, reader, &["--without-oath"])
+    }
+
+    fn plug_with(
+        dir: &Path,
+        serial: u32,
+        firmware: &str,
+        reader: u8,
+        extra: &[&str],
+    ) -> Result<Self> {
         let name = READERS[usize::from(reader)];
         let readers = ReadersGuard::acquire()?;
         // A key from the previous test may still be on its way out.
@@ -151,7 +167,9 @@ impl VirtualYubiKey {
         let attestation_root = dir.join("attestation-root.pem");
         let log = dir.join(format!("yubikey-{serial}.log"));
         let fault = dir.join(format!("yubikey-{serial}.fault"));
-        let proc = Self::spawn(serial, firmware, reader, &state, &attestation_root, &log)?;
+        let mut cmd = Self::command(serial, firmware, reader, &state, &attestation_root);
+        cmd.args(extra);
+        let proc = ChildGuard::spawn_logged(&format!("virtual-yubikey-{serial}"), &mut cmd, &log)?;
         let mut key = Self {
             serial,
             firmware: firmware.to_string(),
@@ -175,6 +193,11 @@ impl VirtualYubiKey {
         root: &Path,
         log: &Path,
     ) -> Result<ChildGuard> {
+        let mut cmd = Self::command(serial, firmware, reader, state, root);
+        ChildGuard::spawn_logged(&format!("virtual-yubikey-{serial}"), &mut cmd, log)
+    }
+
+    fn command(serial: u32, firmware: &str, reader: u8, state: &Path, root: &Path) -> Command {
         let mut cmd = Command::new(bin_path("kleidia-virtual-yubikey"));
         cmd.arg("--serial")
             .arg(serial.to_string())
@@ -185,7 +208,7 @@ impl VirtualYubiKey {
             .arg(root)
             // The test fault hook: inert until a test writes this file.
             .env("KLEIDIA_VYK_FAULT_FILE", state.with_extension("fault"));
-        ChildGuard::spawn_logged(&format!("virtual-yubikey-{serial}"), &mut cmd, log)
+        cmd
     }
 
     fn wait_plugged(&mut self) -> Result<()> {

@@ -6,6 +6,7 @@
 pub mod fuzzing;
 mod info;
 mod keys;
+mod oath;
 mod open;
 mod presence;
 mod reset;

@@ -1,8 +1,12 @@
-//! Returning the PIV application to its factory state.
+//! Returning the PIV application to its factory state, and the OATH
+//! application with it.
 
 use yubikey::YubiKey;
 
-use super::open::open;
+use kleidia_protocol::agent::OathWipe;
+
+use super::oath::reset_oath;
+use super::open::{open, release};
 use super::{other_err, CardError, ReaderPolicy};
 
 /// Values used to block the PIN and PUK before a reset. Policy-generated
@@ -10,15 +14,23 @@ use super::{other_err, CardError, ReaderPolicy};
 /// two of them in case someone set one by hand.
 const BLOCKERS: [[u8; 8]; 2] = [[0x00; 8], [0x01; 8]];
 
-pub fn reset(serial: u32, policy: ReaderPolicy) -> Result<(), CardError> {
-    let (_, mut yk) = open(serial, policy)?;
+/// Kleidia's wipe: the PIV application back to factory state, then the
+/// OATH application reset (every OATH account deleted), so the next person
+/// gets none of the previous owner's one-time-password accounts. FIDO2
+/// credentials need a reset within seconds of plugging the key in, with a
+/// touch: no program can do that for a person (the device page says how).
+pub fn reset(serial: u32, policy: ReaderPolicy) -> Result<OathWipe, CardError> {
+    let (reader, mut yk) = open(serial, policy)?;
     // A PIV reset is only possible once both PIN and PUK are blocked.
     block(&mut yk, |yk, value| yk.verify_pin(value))?;
     block(&mut yk, |yk, value| yk.change_puk(value, value))?;
     yk.reset_device().map_err(|e| match e {
         yubikey::Error::GenericError => CardError::ResetRefused,
         e => other_err(e),
-    })
+    })?;
+    // Nothing was authenticated: let go of the card without resetting it.
+    release(yk);
+    reset_oath(&reader, serial)
 }
 
 /// Try the [`BLOCKERS`] until the card says the PIN (or PUK) is blocked.

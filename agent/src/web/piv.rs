@@ -28,6 +28,7 @@ fn settled(
         serial,
         ticket_id: auth.claims.id.to_string(),
         settled,
+        oath: None,
     })
 }
 
@@ -217,8 +218,15 @@ pub(super) async fn reset(
     let p = req.params;
     let mut auth = st.authorize(&req.ticket, &p).await?;
     let policy = st.reader_policy();
-    run(&st, &mut auth, move || card::reset(p.serial, policy)).await?;
-    Ok(done(&auth, Operation::Reset, p.serial))
+    let oath = run(&st, &mut auth, move || card::reset(p.serial, policy)).await?;
+    tracing::info!(
+        serial = p.serial,
+        oath = oath.as_str(),
+        "OATH application after the wipe"
+    );
+    let Json(mut answer) = done(&auth, Operation::Reset, p.serial);
+    answer.oath = Some(oath);
+    Ok(Json(answer))
 }
 
 /// Sign the server's presence challenge for one operation, over this agent's

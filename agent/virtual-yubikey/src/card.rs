@@ -1,10 +1,12 @@
 //! The card as pcscd sees it: ATR, power events, application selection,
 //! command chaining, `61xx` + GET RESPONSE, and the management application
-//! that `ykman info` reads. The PIV applet itself is in `piv.rs`.
+//! that `ykman info` reads. The PIV applet itself is in `piv.rs`, the OATH
+//! applet in `oath.rs`.
 
 use rand::{CryptoRng, RngCore};
 
 use crate::apdu::{sw, Command, Response};
+use crate::oath::{AID_OATH, INS_SEND_REMAINING};
 use crate::state::CardState;
 use crate::tlv;
 
@@ -29,12 +31,15 @@ const INS_READ_CONFIG: u8 = 0x1D;
 
 /// USB capabilities of a YubiKey 5 NFC: OTP, U2F, OpenPGP, PIV, OATH, FIDO2.
 const CAPABILITIES: [u8; 2] = [0x02, 0x3B];
+/// The OATH bit of the capabilities.
+const CAPABILITY_OATH: u8 = 0x20;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Applet {
     None,
     Piv,
     Management,
+    Oath,
 }
 
 /// The PIV applet's volatile state: lost on power-off, reset or unplug.
@@ -101,7 +106,10 @@ impl<R: RngCore + CryptoRng> Card<R> {
             Ok(c) => c,
             Err(_) => return Response::status(sw::WRONG_LENGTH).encode(),
         };
-        if cmd.ins == INS_GET_RESPONSE && cmd.cla & 0x10 == 0 {
+        // The OATH applet's own GET RESPONSE is SEND REMAINING.
+        let get_response = cmd.ins == INS_GET_RESPONSE
+            || (cmd.ins == INS_SEND_REMAINING && self.applet == Applet::Oath);
+        if get_response && cmd.cla & 0x10 == 0 {
             return self.get_response(&cmd).encode();
         }
         self.pending.clear();
@@ -132,12 +140,14 @@ impl<R: RngCore + CryptoRng> Card<R> {
         if cmd.cla & !0x10 != 0 {
             return Response::status(sw::CLA_NOT_SUPPORTED);
         }
-        if cmd.ins == INS_SELECT {
+        // OATH's CALCULATE ALL shares SELECT's INS; only SELECT has P1 04.
+        if cmd.ins == INS_SELECT && (self.applet != Applet::Oath || cmd.p1 == 0x04) {
             return self.select(cmd);
         }
         match self.applet {
             Applet::Piv => self.piv_command(cmd),
             Applet::Management => self.management_command(cmd),
+            Applet::Oath => self.oath_command(cmd),
             Applet::None => Response::status(sw::INS_NOT_SUPPORTED),
         }
     }
@@ -192,6 +202,14 @@ impl<R: RngCore + CryptoRng> Card<R> {
             self.session = Session::default();
             return Response::ok(self.state.firmware.to_string().into_bytes());
         }
+        if aid == AID_OATH {
+            // A key without the OATH application answers like any unknown AID.
+            if let Some(resp) = self.oath_select() {
+                self.applet = Applet::Oath;
+                self.session = Session::default();
+                return resp;
+            }
+        }
         Response::status(sw::NOT_FOUND)
     }
 
@@ -204,10 +222,14 @@ impl<R: RngCore + CryptoRng> Card<R> {
 
     /// The management application's device information (`ykman info`).
     pub fn device_info(&self) -> Vec<u8> {
+        let mut caps = CAPABILITIES;
+        if self.state.oath.is_none() {
+            caps[1] &= !CAPABILITY_OATH;
+        }
         let mut body = Vec::new();
-        tlv::encode_into(0x01, &CAPABILITIES, &mut body); // USB supported
+        tlv::encode_into(0x01, &caps, &mut body); // USB supported
         tlv::encode_into(0x02, &self.state.serial.to_be_bytes(), &mut body);
-        tlv::encode_into(0x03, &CAPABILITIES, &mut body); // USB enabled
+        tlv::encode_into(0x03, &caps, &mut body); // USB enabled
         tlv::encode_into(
             0x04,
             &[crate::attest::FORM_FACTOR_USB_A_KEYCHAIN],
@@ -218,8 +240,8 @@ impl<R: RngCore + CryptoRng> Card<R> {
         tlv::encode_into(0x07, &[0x0F], &mut body); // challenge-response timeout
         tlv::encode_into(0x08, &[0x00], &mut body); // device flags
         tlv::encode_into(0x0A, &[0x00], &mut body); // configuration not locked
-        tlv::encode_into(0x0D, &CAPABILITIES, &mut body); // NFC supported
-        tlv::encode_into(0x0E, &CAPABILITIES, &mut body); // NFC enabled
+        tlv::encode_into(0x0D, &caps, &mut body); // NFC supported
+        tlv::encode_into(0x0E, &caps, &mut body); // NFC enabled
         let mut out = vec![body.len() as u8];
         out.extend(body);
         out

@@ -6,7 +6,8 @@
 //! length (extended APDUs); length 0xFE is a power cycle. Flag bits 0 and 1
 //! start the session with the PIN verified and the management key
 //! authenticated (the fuzzer cannot answer the challenge), bits 2–3 pick the
-//! firmware, so that every command handler is reachable.
+//! firmware, so that every command handler is reachable. The OATH applet is
+//! reached by a SELECT of its AID among the frames (it needs no login).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -17,7 +18,7 @@ use rand::SeedableRng;
 
 use crate::attest::AttestationRoot;
 use crate::card::{Card, AID_PIV};
-use crate::state::{CardState, SlotKey};
+use crate::state::{CardState, OathState, SlotKey};
 
 const FIRMWARES: [&str; 4] = ["4.3.4", "5.4.3", "5.7.1", "5.7.4"];
 
@@ -40,7 +41,11 @@ fn factory_state(firmware: usize) -> Option<CardState> {
         })
         .clone()?;
     let fw = FIRMWARES[firmware % FIRMWARES.len()].parse().ok()?;
-    Some(CardState::factory(12345678, fw, f9, cert))
+    let mut st = CardState::factory(12345678, fw, f9, cert);
+    // The OATH application's salt is random at the factory: fix it, so an
+    // input replays the same.
+    st.oath = Some(OathState::new(*b"fuzzsalt"));
+    Some(st)
 }
 
 /// Target `vyk_apdu`: a session of raw APDUs against a factory card.

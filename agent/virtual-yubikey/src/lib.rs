@@ -1,4 +1,4 @@
-//! A software YubiKey 5 (PIV applet and enough of the management
+//! A software YubiKey 5 (PIV and OATH applets and enough of the management
 //! application for `ykman info`) that plugs into pcscd through vsmartcard's
 //! vpcd reader driver. For tests and the demo only: vpcd listens on all
 //! interfaces, so anything that reaches its port can insert a card.
@@ -12,6 +12,7 @@ pub mod fault;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod keys;
+pub mod oath;
 pub mod piv;
 pub mod run;
 pub mod state;

@@ -10,7 +10,7 @@ use kleidia_virtual_yubikey::attest::AttestationRoot;
 use kleidia_virtual_yubikey::run::{self, Options, VPCD_BASE_PORT};
 use kleidia_virtual_yubikey::state::Firmware;
 
-/// A software YubiKey 5 (PIV) that plugs into pcscd through vsmartcard's vpcd.
+/// A software YubiKey 5 (PIV, OATH) that plugs into pcscd through vsmartcard's vpcd.
 /// FOR TESTS AND DEMOS ONLY: vpcd listens on all interfaces.
 ///
 /// Signals: SIGUSR1 unplugs the key (state kept), SIGUSR2 plugs it back in,
@@ -66,6 +66,10 @@ struct RunArgs {
     /// Test attestation root CA (created if missing); default: attestation-root.pem beside --state.
     #[arg(long, value_name = "FILE", env = "KLEIDIA_VYK_ATTESTATION_ROOT")]
     attestation_root: Option<PathBuf>,
+    /// Create the new key without the OATH application (as a key whose OATH
+    /// application is disabled): SELECT of its AID answers "not found".
+    #[arg(long)]
+    without_oath: bool,
 }
 
 fn main() -> ExitCode {
@@ -120,6 +124,7 @@ fn real_main() -> Result<()> {
                 attestation_root,
                 vpcd_host: a.vpcd_host,
                 vpcd_port,
+                without_oath: a.without_oath,
             })
         }
     }

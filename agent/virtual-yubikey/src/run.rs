@@ -30,6 +30,9 @@ pub struct Options {
     pub attestation_root: PathBuf,
     pub vpcd_host: String,
     pub vpcd_port: u16,
+    /// A new key without the OATH application (as on a key whose OATH is
+    /// disabled); an existing state file must agree.
+    pub without_oath: bool,
 }
 
 /// The default attestation root file: `attestation-root.pem` beside the state file.
@@ -58,6 +61,12 @@ pub fn load_or_create_state(opts: &Options) -> Result<CardState> {
                 st.firmware
             );
         }
+        if opts.without_oath && st.oath.is_some() {
+            bail!(
+                "{} holds a key with the OATH application: --without-oath only applies to a new key",
+                opts.state.display()
+            );
+        }
         return Ok(st);
     }
     let (Some(serial), Some(firmware)) = (opts.serial, opts.firmware) else {
@@ -76,7 +85,10 @@ pub fn load_or_create_state(opts: &Options) -> Result<CardState> {
         touch_policy: crate::piv::touch_policy::NEVER,
         origin: ORIGIN_IMPORTED,
     };
-    let st = CardState::factory(serial, firmware, f9, f9_cert);
+    let mut st = CardState::factory(serial, firmware, f9, f9_cert);
+    if opts.without_oath {
+        st.oath = None;
+    }
     st.save(&opts.state)?;
     Ok(st)
 }
@@ -304,6 +316,7 @@ mod tests {
             attestation_root: dir.join("root.pem"),
             vpcd_host: "127.0.0.1".into(),
             vpcd_port: port,
+            without_oath: false,
         };
         let card = Card::new(load_or_create_state(&opts).unwrap(), OsRng);
         let control = Arc::new(Control::default());
@@ -366,6 +379,7 @@ mod tests {
             attestation_root: dir.join("root.pem"),
             vpcd_host: "127.0.0.1".into(),
             vpcd_port: 1,
+            without_oath: false,
         };
         load_or_create_state(&opts).unwrap();
         opts.serial = Some(2);

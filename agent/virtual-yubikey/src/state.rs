@@ -203,6 +203,54 @@ pub struct CardState {
     /// Data objects by their 3-byte tag (content inside the `53` wrapper).
     #[serde(with = "hexmap")]
     pub objects: BTreeMap<u32, Vec<u8>>,
+    /// The OATH application; `null` for a key without one. State files
+    /// from before the emulator had OATH get an empty one.
+    #[serde(default = "OathState::fresh")]
+    pub oath: Option<OathState>,
+}
+
+/// What the OATH application keeps: the salt that names it (ykman's device
+/// id, new after every OATH reset) and the accounts.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OathState {
+    #[serde(with = "hexbytes")]
+    pub salt: Vec<u8>,
+    pub credentials: Vec<OathCredential>,
+}
+
+impl OathState {
+    pub fn new(salt: [u8; 8]) -> Self {
+        Self {
+            salt: salt.to_vec(),
+            credentials: Vec::new(),
+        }
+    }
+
+    /// A factory-fresh OATH application with a random salt.
+    pub fn fresh() -> Option<Self> {
+        Some(Self::new(rand::random()))
+    }
+}
+
+/// One OATH account.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct OathCredential {
+    /// The account's id as ykman writes it (`[period/]issuer:name`).
+    #[serde(with = "hexbytes")]
+    pub name: Vec<u8>,
+    /// `10` HOTP, `20` TOTP.
+    pub kind: u8,
+    /// `01` SHA-1, `02` SHA-256, `03` SHA-512.
+    pub algorithm: u8,
+    pub digits: u8,
+    /// The HMAC key.
+    #[serde(with = "hexbytes")]
+    pub secret: Vec<u8>,
+    pub touch: bool,
+    /// HOTP's moving factor.
+    pub counter: u32,
 }
 
 mod slotmap {
@@ -261,11 +309,13 @@ impl CardState {
             },
             slots,
             objects,
+            oath: OathState::fresh(),
         }
     }
 
     /// PIV RESET: everything back to factory values, except the attestation
     /// key and its certificate, which survive a reset on a real YubiKey.
+    /// The OATH application is another application: a PIV reset leaves it.
     pub fn reset(&mut self) {
         self.pin = Credential::new(DEFAULT_PIN, DEFAULT_TRIES);
         self.puk = Credential::new(DEFAULT_PUK, DEFAULT_TRIES);

@@ -254,7 +254,29 @@ async fn a_user_enrolls_a_factory_key_changes_its_pin_and_an_admin_marks_it_lost
         .unwrap();
     chrome.wait_for("form[data-action=\"wipe\"]").await.unwrap();
     chrome.wait_agent_state("running").await.unwrap();
+    // Beside the wipe, how to reset FIDO2 by hand (issue 18 §6).
+    let fido2 = chrome.wait_for("#wipe #fido2-reset").await.unwrap();
+    assert!(
+        fido2.text().await.unwrap().contains("FIDO2 credentials"),
+        "the FIDO2 reset is explained"
+    );
     chrome.screenshot("device-lost").await.unwrap();
+    chrome.click("#fido2-reset summary").await.unwrap();
+    chrome.screenshot("device-fido2-reset").await.unwrap();
+    // The previous owner kept an OATH account on the key.
+    ykman(
+        reader,
+        &[
+            "oath",
+            "accounts",
+            "add",
+            "-i",
+            "GitHub",
+            "old-owner",
+            "JBSWY3DPEHPK3PXP",
+        ],
+    )
+    .unwrap();
     chrome
         .click("form[data-action=\"wipe\"] button[type=submit]")
         .await
@@ -266,6 +288,7 @@ async fn a_user_enrolls_a_factory_key_changes_its_pin_and_an_admin_marks_it_lost
     );
     let (class, text) = chrome.action_result().await;
     stack.check(class.contains("ok"), &format!("wipe failed: {text}"));
+    assert!(text.contains("OATH accounts were deleted"), "{text}");
     chrome.wait_for(".badge.state-returned").await.unwrap();
     chrome.screenshot("device-returned").await.unwrap();
 
@@ -286,6 +309,8 @@ async fn a_user_enrolls_a_factory_key_changes_its_pin_and_an_admin_marks_it_lost
     drop(yk);
     let slot = ykman(reader, &["piv", "certificates", "export", "9a", "-"]);
     assert!(slot.is_err(), "slot 9a still holds a certificate: {slot:?}");
+    let oath = ykman(reader, &["oath", "accounts", "list"]).unwrap();
+    assert_eq!(oath, "", "the previous owner's OATH accounts are gone");
 
     chrome.close().await;
 }

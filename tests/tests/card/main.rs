@@ -5,5 +5,6 @@
 
 mod agent;
 mod backup_restore;
+mod oath_wipe;
 mod settle;
 mod virtual_yubikey;

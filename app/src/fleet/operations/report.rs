@@ -9,6 +9,7 @@
 //! Any other failure (the answer was lost, the agent died, an error code
 //! Kleidia does not know) leaves it pending, to be settled by a resume.
 
+use kleidia_protocol::agent::OathWipe;
 use kleidia_protocol::ticket::Operation;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -38,6 +39,10 @@ pub struct OperationResult {
     /// `applied_now`), for the audit.
     #[serde(default)]
     pub settled: Option<String>,
+    /// What a wipe did to the OATH application (the agent's `oath`:
+    /// `reset`, `not_present`), for the audit.
+    #[serde(default)]
+    pub oath: Option<OathWipe>,
 }
 
 /// Agent codes that say the card does not hold the new value: it refused the
@@ -172,6 +177,7 @@ pub async fn report(
             device_change = json!({
                 "state": to,
                 "certificates_revoked": revoked.len(),
+                "oath": r.oath.map(OathWipe::as_str),
             });
         }
     }

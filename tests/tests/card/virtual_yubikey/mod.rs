@@ -5,4 +5,5 @@
 mod certificates;
 mod credentials;
 mod keys;
+mod oath;
 mod readers;
