@@ -43,7 +43,7 @@ P=${HA_PORT:-18400}
 APP_URL="http://127.0.0.1:$P"
 BAO_LB="http://127.0.0.1:$((P + 10))"
 LICENSE_ADDR="127.0.0.1:$((P + 20))"
-BIN=${KLEIDIA_BIN:-$ROOT/target/debug}
+BIN=${HA_BIN:-$ROOT/target/debug}
 DB=${HA_DB:-kleidia_ha}
 REPLICAS=${HA_REPLICAS:-3}
 
