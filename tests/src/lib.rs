@@ -23,6 +23,7 @@ pub mod jwt;
 pub mod license;
 mod person;
 pub mod pki;
+pub mod player;
 mod process;
 pub mod raft;
 mod test_app;

@@ -5,5 +5,6 @@
 
 mod agent;
 mod backup_restore;
+mod player;
 mod settle;
 mod virtual_yubikey;
