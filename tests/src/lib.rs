@@ -19,6 +19,7 @@ pub mod card;
 pub mod client;
 mod db;
 mod endpoints;
+pub mod ha;
 pub mod jwt;
 pub mod license;
 mod person;

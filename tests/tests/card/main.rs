@@ -5,6 +5,7 @@
 
 mod agent;
 mod backup_restore;
+mod ha_failover;
 mod player;
 mod settle;
 mod virtual_yubikey;
