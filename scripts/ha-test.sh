@@ -3,7 +3,8 @@
 # (tests/tests/card/ha_failover.rs) starts its own stack with scripts/ha.sh on
 # ports 18430..18450 and a fresh database; this script brings up what it
 # needs around it (PostgreSQL, pcscd with the vpcd readers) like `make test`.
-# `make test` skips the test (it runs only with HA_TEST=1).
+# `make test` runs it too (scripts/test.sh sets HA_TEST=1); a bare
+# `cargo nextest run` skips it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

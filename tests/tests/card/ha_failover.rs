@@ -16,8 +16,9 @@
 //! was followed by a successful retry, and the failures stay within the
 //! bound the fault explains (see `bound`); `kleidia audit verify` passes.
 //!
-//! It takes a few minutes, so `make test` skips it: `make ha-test` runs it
-//! (HA_TEST=1). Figures: target/bench/ha-failover.md.
+//! It takes about 2 minutes and needs HAProxy: it runs when HA_TEST=1, which
+//! `make test` and `make ha-test` (this test alone) set; a bare `cargo
+//! nextest run` skips it. Figures: target/bench/ha-failover.md.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -129,7 +130,10 @@ async fn play(
                 tally.note(&format!("{} enroll {serial}", seat.name), &e);
                 tries += 1;
                 if tries >= MAX_TRIES {
-                    bail!("{}: enrollment of {serial} never succeeded: {e:#}", seat.name);
+                    bail!(
+                        "{}: enrollment of {serial} never succeeded: {e:#}",
+                        seat.name
+                    );
                 }
                 tokio::time::sleep(BACKOFF).await;
             }
@@ -151,7 +155,10 @@ async fn play(
                 tally.note(&format!("{} set_pin {serial}", seat.name), &e);
                 tries += 1;
                 if tries >= MAX_TRIES {
-                    bail!("{}: PIN change of {serial} never succeeded: {e:#}", seat.name);
+                    bail!(
+                        "{}: PIN change of {serial} never succeeded: {e:#}",
+                        seat.name
+                    );
                 }
                 tokio::time::sleep(BACKOFF).await;
                 // The page's retry: an unconfirmed change is sent again.
@@ -238,7 +245,11 @@ async fn load(browser: &Browser, path: &str) -> Result<()> {
         return Err(anyhow!("{SIGN_IN} from {path}"));
     }
     if status != StatusCode::OK {
-        return Err(fail(status.as_u16(), "http", body.chars().take(200).collect()));
+        return Err(fail(
+            status.as_u16(),
+            "http",
+            body.chars().take(200).collect(),
+        ));
     }
     Ok(())
 }
@@ -522,20 +533,27 @@ fn report(rounds: &[Round]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn failover_under_load_loses_nothing() {
     if std::env::var("HA_TEST").is_err() {
-        eprintln!("skipped: `make ha-test` runs this test (HA_TEST=1)");
+        eprintln!("skipped: `make test` and `make ha-test` run this test (HA_TEST=1)");
         return;
     }
     let _card = kleidia_tests::card::lock().await;
     let ha = HaStack::up(PORT).await.unwrap();
     let cards = tempfile::tempdir().unwrap();
-    std::fs::copy(ha.attestation_root(), cards.path().join("attestation-root.pem")).unwrap();
+    std::fs::copy(
+        ha.attestation_root(),
+        cards.path().join("attestation-root.pem"),
+    )
+    .unwrap();
 
     ha.create_user("watcher", "admin", PASSWORD).unwrap();
     let browser = Browser::new(&ha.url);
     let r = browser.login("watcher", PASSWORD).await;
     assert_eq!(r.status(), StatusCode::SEE_OTHER, "browser sign-in");
     let cookie = browser.cookie_header();
-    let seats = [seat(&ha, "alice").await.unwrap(), seat(&ha, "bob").await.unwrap()];
+    let seats = [
+        seat(&ha, "alice").await.unwrap(),
+        seat(&ha, "bob").await.unwrap(),
+    ];
 
     let mut rounds = Vec::new();
     for (i, fault) in [
@@ -563,7 +581,11 @@ async fn failover_under_load_loses_nothing() {
     eprintln!("{md}");
 
     // The browser kept one session throughout.
-    assert_eq!(browser.cookie_header(), cookie, "the session cookie changed");
+    assert_eq!(
+        browser.cookie_header(),
+        cookie,
+        "the session cookie changed"
+    );
     for r in &rounds {
         assert!(
             r.failures <= r.bound,
