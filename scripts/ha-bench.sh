@@ -78,6 +78,7 @@ measure() { # connections, extra wrk args...
   echo "$(python3 -c "print(round(($total - $non2xx) / $DURATION, 1))") $non2xx $(cpu_busy "$before" "$after")"
 }
 
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 results=()
 for n in 3 2 1; do
   # Exactly n replicas in HAProxy's rotation.
@@ -94,9 +95,9 @@ for n in 3 2 1; do
 done
 
 printf '%s\n' "${results[@]}" >"$OUT/ha-runs.txt"
-python3 - "$OUT" "$DURATION" "$DEVICES" "$PROFILE" "$(nproc)" <<'PY'
+python3 - "$OUT" "$DURATION" "$DEVICES" "$PROFILE" "$(nproc)" "$LOAD_BEFORE" <<'PY'
 import json, sys
-out, duration, devices, profile, cores = sys.argv[1:6]
+out, duration, devices, profile, cores, load_before = sys.argv[1:7]
 rows = {}
 for line in open(f"{out}/ha-runs.txt").read().split("\n"):
     if not line.strip():
@@ -109,7 +110,7 @@ one = rows[1]
 for r in rows.values():
     r["device_list_ratio"] = round(r["device_list_rps"] / max(one["device_list_rps"], 0.1), 2)
     r["sign_in_ratio"] = round(r["sign_in_per_s"] / max(one["sign_in_per_s"], 0.1), 2)
-report = dict(cores=int(cores), profile=profile, seconds_per_run=int(duration), devices=int(devices),
+report = dict(cores=int(cores), load_average_before=float(load_before), profile=profile, seconds_per_run=int(duration), devices=int(devices),
               through="HAProxy round robin, one PostgreSQL, a three-node OpenBao Raft cluster",
               runs=[rows[n] for n in sorted(rows)])
 json.dump(report, open(f"{out}/ha-report.json", "w"), indent=2)
@@ -117,7 +118,8 @@ md = [f"# Kleidia HA bench ({cores} cores, {profile} build)", "",
       f"Through HAProxy on one machine: {devices} devices, {duration} s per run; device list: 16 connections "
       "`GET /api/devices?limit=50` with a bearer token; sign-in: 64 connections `POST /api/auth/login` "
       "(Argon2id, refused = 503 from the bounded hash queue). CPU = busy share of all cores during the run "
-      "(replicas, PostgreSQL, OpenBao, HAProxy and wrk share them).", "",
+      "(replicas, PostgreSQL, OpenBao, HAProxy and wrk share them, with anything else running: "
+      f"the 1-minute load average was {load_before} before the first run).", "",
       "| replicas | device list req/s | ratio | CPU busy | sign-ins/s | ratio | refused | CPU busy |",
       "|---|---|---|---|---|---|---|---|"]
 for n in sorted(rows):
