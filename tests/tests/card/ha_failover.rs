@@ -46,6 +46,11 @@ const MAX_TRIES: u32 = 120;
 const SIGN_IN: &str = "sent to sign-in";
 /// Concurrent clients: two players and one browser.
 const CLIENTS: u64 = 3;
+/// Sign-ins (slow: Argon2id) sent through HAProxy just before the replica
+/// is killed, so some are in flight on it. Fewer than
+/// `throttle.account_free_failures` (5): sign-ins of one account in flight
+/// at once count against it until they succeed (parallel guessing).
+const BURST: u64 = 4;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Fault {
@@ -254,6 +259,42 @@ async fn load(browser: &Browser, path: &str) -> Result<()> {
     Ok(())
 }
 
+/// `POST /api/auth/login` through HAProxy until it succeeds, retrying after
+/// [`BACKOFF`]; how many tries failed.
+async fn sign_in_until_ok(url: String, tally: Arc<Tally>) -> Result<u32> {
+    use kleidia_tests::player::PlayError;
+    let http = reqwest::Client::new();
+    let mut failed = 0;
+    for _ in 0..MAX_TRIES {
+        let r = http
+            .post(format!("{url}/api/auth/login"))
+            .json(&serde_json::json!({"username": "watcher", "password": PASSWORD}))
+            .send()
+            .await;
+        let (status, body) = match r {
+            Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+            Err(e) => (0, e.to_string()),
+        };
+        if status == 200 {
+            return Ok(failed);
+        }
+        failed += 1;
+        tally.note(
+            "burst sign-in",
+            &PlayError {
+                who: "kleidia",
+                path: "/api/auth/login".into(),
+                status,
+                code: "sign_in".into(),
+                body: Value::String(body.chars().take(200).collect()),
+            }
+            .into(),
+        );
+        tokio::time::sleep(BACKOFF).await;
+    }
+    bail!("a sign-in never succeeded")
+}
+
 /// The most failed requests a fault may cause, and why (see docs/ha.md).
 fn bound(fault: Fault, outage: Duration) -> (u64, String) {
     match fault {
@@ -261,8 +302,10 @@ fn bound(fault: Fault, outage: Duration) -> (u64, String) {
         // redispatch); only a request already in flight on it can fail, at
         // most one per client.
         Fault::KillReplica => (
-            CLIENTS,
-            format!("one request in flight per client ({CLIENTS} clients)"),
+            CLIENTS + BURST,
+            format!(
+                "one request in flight per client ({CLIENTS} clients + {BURST} sign-ins sent just before)"
+            ),
         ),
         // While no node is active, secret operations answer 503: each player
         // fails at most once per backoff during the outage, plus the request
@@ -285,6 +328,8 @@ fn bound(fault: Fault, outage: Duration) -> (u64, String) {
 }
 
 struct Round {
+    /// Sign-ins of the burst whose first try failed (their retry succeeded).
+    burst_failed: u32,
     fault: Fault,
     outage: Duration,
     failures: u64,
@@ -394,7 +439,22 @@ async fn round(
     // Mid-enrollment: the players have registered their keys and are
     // escrowing credentials.
     tokio::time::sleep(Duration::from_secs(3)).await;
+    // Sign-ins in flight when the replica dies: each must succeed on retry.
+    let mut burst = Vec::new();
+    if fault == Fault::KillReplica {
+        for _ in 0..BURST {
+            burst.push(tokio::spawn(sign_in_until_ok(
+                ha.url.clone(),
+                tally.clone(),
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
     let outage = inject(ha, fault).await?;
+    let mut burst_failed = 0;
+    for b in burst {
+        burst_failed += b.await??;
+    }
     healed.store(true, Ordering::SeqCst);
     // Each player enrolls and then changes its PIN twice on the healed stack.
     let deadline = Instant::now() + Duration::from_secs(300);
@@ -460,6 +520,7 @@ async fn round(
     let (max, why) = bound(fault, outage);
     let events = tally.events.lock().unwrap().clone();
     Ok(Round {
+        burst_failed,
         fault,
         outage,
         failures: tally.failures(),
@@ -500,12 +561,12 @@ fn report(rounds: &[Round]) -> String {
          Two agent players (real agent, software YubiKeys) enroll and change PINs through \
          HAProxy while a browser session loads pages; one fault per round. Failures = 5xx \
          answers + requests nothing answered; each was retried and the retry succeeded.\n\n\
-         | fault | degraded for | 5xx | unreachable | 4xx | failures | bound | why | pages | PIN changes |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n",
+         | fault | degraded for | 5xx | unreachable | 4xx | failures | bound | why | pages | PIN changes | in-flight sign-ins failed (then retried OK) |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in rounds {
         md.push_str(&format!(
-            "| {:?} | {} ms | {} | {} | {} | {} | {} | {} | {} | {:?} |\n",
+            "| {:?} | {} ms | {} | {} | {} | {} | {} | {} | {} | {:?} | {} |\n",
             r.fault,
             r.outage.as_millis(),
             r.server_errors,
@@ -515,7 +576,8 @@ fn report(rounds: &[Round]) -> String {
             r.bound,
             r.why,
             r.pages,
-            r.pin_changes
+            r.pin_changes,
+            r.burst_failed
         ));
     }
     for r in rounds {
