@@ -81,7 +81,21 @@ impl HaStack {
     }
 
     /// SIGKILL replica `n` (1-3): a crashed node, requests in flight and all.
+    /// The signal goes straight to the recorded PID (no script start-up
+    /// delay between the test's decision and the crash); the script then
+    /// forgets the process.
     pub fn kill_app(&self, n: u8) -> Result<String> {
+        let pidfile = self.dir().join(format!("app{n}.pid"));
+        let pid: i32 = std::fs::read_to_string(&pidfile)
+            .with_context(|| format!("read {}", pidfile.display()))?
+            .trim()
+            .parse()
+            .context("replica PID")?;
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .context("SIGKILL the replica")?;
         self.script(&["app-kill", &n.to_string()])
     }
 

@@ -448,7 +448,7 @@ async fn round(
                 tally.clone(),
             )));
         }
-        tokio::time::sleep(Duration::from_millis(150)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let outage = inject(ha, fault).await?;
     let mut burst_failed = 0;
