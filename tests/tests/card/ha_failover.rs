@@ -264,8 +264,8 @@ async fn load(browser: &Browser, path: &str) -> Result<()> {
 async fn sign_in_until_ok(url: String, tally: Arc<Tally>) -> Result<u32> {
     use kleidia_tests::player::PlayError;
     let http = reqwest::Client::new();
-    let mut failed = 0;
-    for _ in 0..MAX_TRIES {
+    // Every try before the successful one failed.
+    for failed in 0..MAX_TRIES {
         let r = http
             .post(format!("{url}/api/auth/login"))
             .json(&serde_json::json!({"username": "watcher", "password": PASSWORD}))
@@ -278,7 +278,6 @@ async fn sign_in_until_ok(url: String, tally: Arc<Tally>) -> Result<u32> {
         if status == 200 {
             return Ok(failed);
         }
-        failed += 1;
         tally.note(
             "burst sign-in",
             &PlayError {
