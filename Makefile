@@ -1,6 +1,7 @@
 # Kleidia entry points. See README.md.
 SHELL := /bin/bash
 
+.PHONY: ha ha-down ha-test ha-bench
 .PHONY: help demo test yubico-suite lint fmt bench fuzz build deps stack-up stack-down image image-test kube-validate
 
 help:
@@ -12,6 +13,9 @@ help:
 	@echo "make image  container images (podman, Debian base by mmdebstrap); docs/deploy.md"
 	@echo "make image-test  build the images and start them as the cluster would (in make test)"
 	@echo "make kube-validate  render, schema-check, checkov and invariants of kustomize/ (in make test)"
+	@echo "make ha     three replicas behind HAProxy, a 3-node OpenBao Raft cluster, PostgreSQL, the license service (docs/ha.md)"
+	@echo "make ha-test  failover under load: replica, active OpenBao node and license service killed and brought back"
+	@echo "make ha-bench  device-list and sign-in throughput with 1, 2 and 3 replicas (target/bench/ha-report.md)"
 	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (60) and minimise the corpus"
 
 demo:
@@ -58,3 +62,18 @@ image-test: deps
 
 kube-validate: deps
 	scripts/kube-validate.sh
+
+# High availability on one machine (docs/ha.md). State in .ha/ (git-ignored).
+ha: deps
+	cargo build --workspace --bins --locked
+	scripts/ha.sh up .ha
+	@echo "make ha-down stops it"
+
+ha-down:
+	scripts/ha.sh down .ha
+
+ha-test: deps
+	scripts/ha-test.sh
+
+ha-bench: deps
+	scripts/ha-bench.sh

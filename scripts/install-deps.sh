@@ -32,6 +32,10 @@ APT_PACKAGES=(
   runc
   catatonit
   python3-venv
+  # The HA stack (make ha, ha-test, ha-bench; docs/ha.md): the load balancer
+  # in front of the replicas and the OpenBao nodes, and the HTTP load generator.
+  haproxy
+  wrk
 )
 
 missing=()

@@ -5,6 +5,7 @@
 #   scripts/stack.sh up   STATE_DIR   start what is not running, write STATE_DIR/env
 #   scripts/stack.sh down STATE_DIR   stop exactly what `up` started (by recorded PID)
 #   scripts/stack.sh status STATE_DIR
+#   scripts/stack.sh postgres STATE_DIR   PostgreSQL alone (scripts/ha.sh): STATE_DIR/database-url, …
 #
 # Environment:
 #   DATABASE_URL   use this PostgreSQL instead of starting the local cluster
@@ -324,6 +325,9 @@ case "$cmd" in
     pcscd_down
     bao_down
     pg_down
+    ;;
+  postgres)
+    pg_up
     ;;
   status)
     pg_lsclusters 2>/dev/null || true

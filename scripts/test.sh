@@ -32,6 +32,10 @@ KLEIDIA_IMAGE_PROFILE=${KLEIDIA_IMAGE_PROFILE:-debug} scripts/image-test.sh
 # stoppable server start their own.
 KLEIDIA_OPENBAO_ADDR=$BAO_ADDR target/debug/kleidia bootstrap >/dev/null
 
+# The HA failover test (tests/tests/card/ha_failover.rs, docs/ha.md: about
+# 2 minutes) is part of make test; a bare `cargo nextest run` skips it.
+export HA_TEST=${HA_TEST:-1}
+
 rc=0
 if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast "$@" || rc=$?

@@ -6,5 +6,7 @@
 mod agent;
 mod backup_restore;
 mod oath_wipe;
+mod ha_failover;
+mod player;
 mod settle;
 mod virtual_yubikey;
