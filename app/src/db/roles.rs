@@ -171,6 +171,9 @@ async fn applied_count(pool: &PgPool) -> i64 {
         .unwrap_or(0)
 }
 
+/// The advisory lock the runtime grants run under ("KLGRANT" in ASCII).
+const GRANT_LOCK: i64 = 0x4b4c_4752_414e_54;
+
 /// The runtime role's rights, granted by the owner after every migration run
 /// (idempotent), so tables added by later migrations are covered too.
 async fn grant_runtime(pool: &PgPool, role: &str) -> anyhow::Result<()> {
@@ -197,6 +200,14 @@ async fn grant_runtime(pool: &PgPool, role: &str) -> anyhow::Result<()> {
         format!("GRANT SELECT ON {MIGRATIONS} TO {r}"),
     ];
     let mut tx = pool.begin().await?;
+    // Replicas starting at the same instant each grant: PostgreSQL refuses
+    // concurrent GRANTs on one object ("tuple concurrently updated"), so
+    // they take turns (the lock ends with the transaction).
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(GRANT_LOCK)
+        .execute(&mut *tx)
+        .await
+        .context("waiting for another replica's grants")?;
     for s in &statements {
         sqlx::query(s)
             .execute(&mut *tx)

@@ -5,8 +5,8 @@
 
 mod agent;
 mod backup_restore;
-mod oath_wipe;
 mod ha_failover;
+mod oath_wipe;
 mod player;
 mod settle;
 mod virtual_yubikey;

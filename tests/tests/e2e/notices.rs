@@ -95,11 +95,10 @@ async fn two_replicas_mail_each_owner_and_admin_once_with_links_and_the_webhook_
         .await
         .unwrap();
 
-    // Two more replicas on the same database; both are told to send at
-    // the same moment. (They start one after the other: replicas starting
-    // at the same instant can collide on the runtime role's GRANTs.)
-    let r1 = app.spawn_another(&[]).await;
-    let r2 = app.spawn_another(&[]).await;
+    // Two more replicas on the same database, started at the same instant
+    // (their runtime-role GRANTs take turns), both told to send at the
+    // same moment.
+    let (r1, r2) = tokio::join!(app.spawn_another(&[]), app.spawn_another(&[]));
     // API tokens name their replica's origin: one sign-in on each.
     let (mut a1, mut a2) = (Api::new(&r1.base_url), Api::new(&r2.base_url));
     a1.login("admin", ADMIN_PASSWORD).await.unwrap();
