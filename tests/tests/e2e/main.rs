@@ -18,6 +18,7 @@ mod license_enforcement;
 mod license_fallback;
 mod license_service;
 mod license_status_and_upload;
+mod load;
 mod newcomer_pages;
 mod offboarding;
 mod one_time_passwords;
