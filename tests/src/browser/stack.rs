@@ -101,9 +101,18 @@ impl Stack {
     }
 
     async fn start_with(serial: Option<u32>) -> Result<Self> {
+        Self::start_configured(serial, |b| b).await
+    }
+
+    /// [`start`](Self::start) with the installation's builder changed by
+    /// `configure` (e.g. an OpenBao of its own that can be stopped).
+    pub async fn start_configured(
+        serial: Option<u32>,
+        configure: impl FnOnce(crate::TestAppBuilder) -> crate::TestAppBuilder,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let agent_port = free_port();
-        let mut app = TestApp::builder().license_service().env(
+        let mut app = configure(TestApp::builder().license_service()).env(
             "KLEIDIA_AGENT_URL",
             &format!("http://127.0.0.1:{agent_port}"),
         );

@@ -5,6 +5,7 @@
 
 mod agent;
 mod backup_restore;
+mod fault_matrix;
 mod player;
 mod settle;
 mod virtual_yubikey;
