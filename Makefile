@@ -13,6 +13,8 @@ help:
 	@echo "make image-test  build the images and start them as the cluster would (in make test)"
 	@echo "make kube-validate  render, schema-check, checkov and invariants of kustomize/ (in make test)"
 	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (60) and minimise the corpus"
+	@echo "make load   200 browsing sessions, 20 enrollments and 50 PIN changes at once (make test runs a slice)"
+	@echo "make faults every (step, fault) cell of the fault matrix, docs/reliability.md (make test runs a slice)"
 
 demo:
 	scripts/demo.sh
@@ -58,3 +60,11 @@ image-test: deps
 
 kube-validate: deps
 	scripts/kube-validate.sh
+
+# --- issue 16 §1/§2: the fault matrix and the load test (scripts/faults.sh) ---
+.PHONY: load faults
+load:
+	scripts/faults.sh load
+
+faults:
+	scripts/faults.sh faults
