@@ -139,10 +139,21 @@ async fn run(plan: Plan) {
         }
     }
 
-    // A person per key, with the agent of its pcscd registered.
+    // A person per key (the trial license allows 25 accounts: at most ten
+    // owners, each with a session per key), with the agent of its pcscd
+    // registered to that session.
     let mut seats = Vec::new();
-    for (serial, p, reader, key) in keys {
-        let player = Player::sign_in(&app, &format!("u{serial}"), "user", &agents[p])
+    let mut owners: Vec<String> = Vec::new();
+    for (i, (serial, p, reader, key)) in keys.into_iter().enumerate() {
+        let o = i % 10;
+        let username = format!("owner{o}");
+        if owners.len() <= o {
+            let u = app
+                .create_user(&username, "user", "Owner", "owner-first-pw-1")
+                .await;
+            owners.push(u.password);
+        }
+        let player = Player::login(&app, &username, &owners[o], &agents[p])
             .await
             .unwrap();
         seats.push(Seat {
