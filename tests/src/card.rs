@@ -281,7 +281,7 @@ impl VirtualYubiKey {
         let log = self.log();
         let plugged = log.rfind("plugged into");
         let pulled = log.rfind("unplugged");
-        Ok(plugged.is_some_and(|p| pulled.map_or(true, |u| p > u)))
+        Ok(plugged.is_some_and(|p| pulled.is_none_or(|u| p > u)))
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {

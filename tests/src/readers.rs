@@ -48,7 +48,7 @@ impl PrivatePcscd {
     /// Start pcscd with `readers` readers (2: one vpcd entry) on the vpcd
     /// ports from `first_port` up (`readers` ports in all).
     pub fn start(first_port: u16, readers: usize) -> Result<Self> {
-        if readers == 0 || readers % 2 != 0 || readers > MAX_READERS {
+        if readers == 0 || !readers.is_multiple_of(2) || readers > MAX_READERS {
             bail!(
                 "{readers} readers: vpcd entries give two each, pcscd takes at most {MAX_READERS}"
             );
