@@ -139,6 +139,7 @@ async fn run(plan: Plan) {
         }
     }
 
+    eprintln!("load: {cards} keys seen by {} agents", agents.len());
     // A person per key (the trial license allows 25 accounts: at most ten
     // owners, each with a session per key), with the agent of its pcscd
     // registered to that session.
@@ -196,6 +197,11 @@ async fn run(plan: Plan) {
         browsers.push((b, admin));
     }
 
+    eprintln!(
+        "load: {} sessions signed in, {} keys enrolled for the PIN changes",
+        plan.sessions,
+        changing.len()
+    );
     // Everything at once.
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -235,6 +241,10 @@ async fn run(plan: Plan) {
         t.await.unwrap();
     }
 
+    eprintln!(
+        "load: operations done, {} page loads",
+        seen.requests.load(Ordering::SeqCst)
+    );
     // No operation failed, nothing answered 5xx.
     let mut failures = Vec::new();
     for (s, r) in enrolling.iter().zip(&enrolled) {
