@@ -17,6 +17,8 @@ help:
 	@echo "make ha-test  failover under load: replica, active OpenBao node and license service killed and brought back"
 	@echo "make ha-bench  device-list and sign-in throughput with 1, 2 and 3 replicas (target/bench/ha-report.md)"
 	@echo "make fuzz   run each cargo-fuzz target for FUZZ_SECONDS (60) and minimise the corpus"
+	@echo "make load   200 browsing sessions, 20 enrollments and 50 PIN changes at once (make test runs a slice)"
+	@echo "make faults every (step, fault) cell of the fault matrix, docs/reliability.md (make test runs a slice)"
 
 demo:
 	scripts/demo.sh
@@ -77,3 +79,10 @@ ha-test: deps
 
 ha-bench: deps
 	scripts/ha-bench.sh
+# --- issue 16 §1/§2: the fault matrix and the load test (scripts/faults.sh) ---
+.PHONY: load faults
+load:
+	scripts/faults.sh load
+
+faults:
+	scripts/faults.sh faults

@@ -106,7 +106,22 @@ impl TestAgent {
         state_dir: PathBuf,
         log: PathBuf,
     ) -> Result<Self> {
+        Self::start_with_env(opts, port, state_dir, log, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment variables (e.g.
+    /// `PCSCLITE_CSOCK_NAME` for a private pcscd, see [`crate::readers`]).
+    pub async fn start_with_env(
+        opts: AgentOptions,
+        port: u16,
+        state_dir: PathBuf,
+        log: PathBuf,
+        env: &[(&str, String)],
+    ) -> Result<Self> {
         let mut cmd = Self::command(&opts, port, &state_dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
         let mut proc = ChildGuard::spawn_logged("kleidia-agent", &mut cmd, &log)?;
         let base = format!("http://127.0.0.1:{port}");
         proc.wait_healthy(&format!("{base}/health"), Duration::from_secs(60), &log)

@@ -18,6 +18,9 @@ use crate::{bin_path, read_log, ChildGuard};
 /// The two readers of the vpcd entry, by index (port 35963 and 35964).
 pub const READERS: [&str; 2] = ["Virtual PCD 00 00", "Virtual PCD 00 01"];
 
+/// The vpcd port of reader 0 of the system pcscd (reader 1: the next one).
+const VPCD_BASE_PORT: u16 = 35963;
+
 /// Factory PIN, PUK and management key of every YubiKey.
 pub const DEFAULT_PIN: &[u8] = b"123456";
 pub const DEFAULT_PUK: &[u8] = b"12345678";
@@ -124,8 +127,15 @@ pub fn wait_card(reader: &str, present: bool, timeout: Duration) -> Result<()> {
 pub struct VirtualYubiKey {
     pub serial: u32,
     pub firmware: String,
-    /// Reader index: 0 or 1.
+    /// Reader index: 0 or 1 (0 for a key in a private pcscd's reader).
     pub reader: u8,
+    /// The reader's name; its vpcd port.
+    name: &'static str,
+    port: u16,
+    /// Plugged into a private pcscd ([`crate::readers::PrivatePcscd`]):
+    /// the test process's PC/SC talks to the system pcscd, so presence is
+    /// read from the key's log instead.
+    private: bool,
     pub state: PathBuf,
     pub attestation_root: PathBuf,
     /// The fault hook's control file (see [`VirtualYubiKey::arm_fault`]).
@@ -133,7 +143,7 @@ pub struct VirtualYubiKey {
     log: PathBuf,
     proc: ChildGuard,
     // Declared after `proc`: the process is gone before the readers are released.
-    _readers: ReadersGuard,
+    _readers: Option<ReadersGuard>,
 }
 
 impl VirtualYubiKey {
@@ -167,19 +177,64 @@ impl VirtualYubiKey {
         let attestation_root = dir.join("attestation-root.pem");
         let log = dir.join(format!("yubikey-{serial}.log"));
         let fault = dir.join(format!("yubikey-{serial}.fault"));
-        let mut cmd = Self::command(serial, firmware, reader, &state, &attestation_root);
+        let port = VPCD_BASE_PORT + u16::from(reader);
+        let mut cmd = Self::command(serial, firmware, port, &state, &attestation_root);
         cmd.args(extra);
         let proc = ChildGuard::spawn_logged(&format!("virtual-yubikey-{serial}"), &mut cmd, &log)?;
         let mut key = Self {
             serial,
             firmware: firmware.to_string(),
             reader,
+            name,
+            port,
+            private: false,
             state,
             attestation_root,
             fault,
             log,
             proc,
-            _readers: readers,
+            _readers: Some(readers),
+        };
+        key.wait_plugged()?;
+        Ok(key)
+    }
+
+    /// Start a key in `reader` of a private pcscd (see
+    /// [`crate::readers::PrivatePcscd`]): no machine-wide lock, the reader
+    /// belongs to the test that started that pcscd. Waits until the key is
+    /// connected to the reader (the agent's `/discover` is what tells
+    /// whether pcscd shows it).
+    pub fn plug_private(
+        dir: &Path,
+        serial: u32,
+        firmware: &str,
+        reader: &crate::readers::Reader,
+    ) -> Result<Self> {
+        let state = dir.join(format!("yubikey-{serial}.json"));
+        let attestation_root = dir.join("attestation-root.pem");
+        let log = dir.join(format!("yubikey-{serial}.log"));
+        let fault = dir.join(format!("yubikey-{serial}.fault"));
+        let proc = Self::spawn(
+            serial,
+            firmware,
+            reader.port,
+            &state,
+            &attestation_root,
+            &log,
+        )?;
+        let mut key = Self {
+            serial,
+            firmware: firmware.to_string(),
+            reader: 0,
+            name: Box::leak(reader.name.clone().into_boxed_str()),
+            port: reader.port,
+            private: true,
+            state,
+            attestation_root,
+            fault,
+            log,
+            proc,
+            _readers: None,
         };
         key.wait_plugged()?;
         Ok(key)
@@ -188,20 +243,20 @@ impl VirtualYubiKey {
     fn spawn(
         serial: u32,
         firmware: &str,
-        reader: u8,
+        port: u16,
         state: &Path,
         root: &Path,
         log: &Path,
     ) -> Result<ChildGuard> {
-        let mut cmd = Self::command(serial, firmware, reader, state, root);
+        let mut cmd = Self::command(serial, firmware, port, state, root);
         ChildGuard::spawn_logged(&format!("virtual-yubikey-{serial}"), &mut cmd, log)
     }
 
-    fn command(serial: u32, firmware: &str, reader: u8, state: &Path, root: &Path) -> Command {
+    fn command(serial: u32, firmware: &str, port: u16, state: &Path, root: &Path) -> Command {
         let mut cmd = Command::new(bin_path("kleidia-virtual-yubikey"));
         cmd.arg("--serial")
             .arg(serial.to_string())
-            .args(["--firmware", firmware, "--reader", &reader.to_string()])
+            .args(["--firmware", firmware, "--reader-port", &port.to_string()])
             .arg("--state")
             .arg(state)
             .arg("--attestation-root")
@@ -217,7 +272,7 @@ impl VirtualYubiKey {
 
     fn wait_plugged_within(&mut self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        while !card_present(self.reader_name())? {
+        while !self.present()? {
             if let Some(status) = self.proc.exited() {
                 bail!(
                     "kleidia-virtual-yubikey exited with {status}:\n{}",
@@ -237,7 +292,19 @@ impl VirtualYubiKey {
     }
 
     pub fn reader_name(&self) -> &'static str {
-        READERS[usize::from(self.reader)]
+        self.name
+    }
+
+    /// The key is in its reader: pcscd shows a card there (for a key in a
+    /// private pcscd's reader: the key says it is connected to it).
+    fn present(&self) -> Result<bool> {
+        if !self.private {
+            return card_present(self.reader_name());
+        }
+        let log = self.log();
+        let plugged = log.rfind("plugged into");
+        let pulled = log.rfind("unplugged");
+        Ok(plugged.is_some_and(|p| pulled.is_none_or(|u| p > u)))
     }
 
     fn signal(&self, sig: nix::sys::signal::Signal) -> Result<()> {
@@ -284,7 +351,7 @@ impl VirtualYubiKey {
         self.proc = Self::spawn(
             self.serial,
             &self.firmware,
-            self.reader,
+            self.port,
             &self.state,
             &self.attestation_root,
             &self.log,
@@ -321,6 +388,11 @@ impl VirtualYubiKey {
     pub fn arm_fault(&self, mode: &str, ins: u8) -> Result<()> {
         std::fs::write(&self.fault, format!("{mode} {ins:02X}\n"))
             .with_context(|| format!("write {}", self.fault.display()))
+    }
+
+    /// Take back an armed fault that has not fired.
+    pub fn disarm_fault(&self) {
+        let _ = std::fs::remove_file(&self.fault);
     }
 
     /// [`arm_fault`](Self::arm_fault), and when it fires the key first

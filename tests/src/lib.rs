@@ -30,6 +30,7 @@ pub mod pki;
 pub mod player;
 mod process;
 pub mod raft;
+pub mod readers;
 mod test_app;
 pub mod tls;
 

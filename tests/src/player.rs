@@ -176,6 +176,21 @@ impl Player {
         Ok(me)
     }
 
+    /// `username` signs in again with `password` (a new session), with
+    /// `agent`'s key registered to it.
+    pub async fn login(
+        app: &TestApp,
+        username: &str,
+        password: &str,
+        agent: &TestAgent,
+    ) -> Result<Self> {
+        let mut api = app.api();
+        api.login(username, password).await?;
+        let me = Self::new(api, agent);
+        me.detect().await?;
+        Ok(me)
+    }
+
     // ------------------------------------------------------------ transport
 
     async fn call(

@@ -612,6 +612,29 @@ impl TestApp {
         KleidiaApp::spawn(options).await
     }
 
+    /// Stop `kleidia serve` (SIGTERM) and start it again on the same port,
+    /// database, OpenBao and settings, as a restart or redeploy would.
+    pub async fn restart_server(&mut self) -> Result<()> {
+        self.server.proc.stop();
+        self.start_server_again().await
+    }
+
+    /// Start `kleidia serve` again on the same port and settings after its
+    /// process was stopped or killed.
+    pub async fn start_server_again(&mut self) -> Result<()> {
+        let mut options = app_options(
+            self.server.port,
+            &self.db,
+            self.runtime_url.as_deref(),
+            &self.root_bao,
+            &self.app_bao_token,
+            self.env.clone(),
+        );
+        options.https_ca = self.https_ca.clone();
+        self.server = KleidiaApp::spawn(options).await?;
+        Ok(())
+    }
+
     /// The runtime role's database URL the server runs with (started with
     /// [`TestAppBuilder::runtime_role`], or on a stack with the role split).
     pub fn runtime_url(&self) -> &str {

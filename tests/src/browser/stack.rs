@@ -106,9 +106,25 @@ impl Stack {
     }
 
     async fn start_with(key: Option<(u32, &str)>) -> Result<Self> {
+        Self::start_full(key, |b| b).await
+    }
+
+    /// [`start`](Self::start) with the installation's builder changed by
+    /// `configure` (e.g. an OpenBao of its own that can be stopped).
+    pub async fn start_configured(
+        serial: Option<u32>,
+        configure: impl FnOnce(crate::TestAppBuilder) -> crate::TestAppBuilder,
+    ) -> Result<Self> {
+        Self::start_full(serial.map(|s| (s, FIRMWARE)), configure).await
+    }
+
+    async fn start_full(
+        key: Option<(u32, &str)>,
+        configure: impl FnOnce(crate::TestAppBuilder) -> crate::TestAppBuilder,
+    ) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let agent_port = free_port();
-        let mut app = TestApp::builder().license_service().env(
+        let mut app = configure(TestApp::builder().license_service()).env(
             "KLEIDIA_AGENT_URL",
             &format!("http://127.0.0.1:{agent_port}"),
         );

@@ -7,6 +7,7 @@ mod agent;
 mod backup_restore;
 mod ha_failover;
 mod oath_wipe;
+mod fault_matrix;
 mod player;
 mod settle;
 mod virtual_yubikey;

@@ -20,6 +20,7 @@ mod license_enforcement;
 mod license_fallback;
 mod license_service;
 mod license_status_and_upload;
+mod load;
 mod newcomer_pages;
 // s4-fleet
 mod notices;

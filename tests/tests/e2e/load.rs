@@ -1,0 +1,443 @@
+//! Load and concurrency (issue 16 §2): while signed-in sessions browse,
+//! enrollments and PIN changes run at once through protocol-level agent
+//! players ([`Player`]) to real agents driving software YubiKeys in the
+//! readers of private pcscds ([`PrivatePcscd`]; the system pcscd's two
+//! readers are not used, so this holds no `pcsc.lock`).
+//!
+//! Afterwards: no 5xx anywhere, no operation left pending, every device
+//! enrolled or changed is active with its secrets escrowed and those
+//! secrets open its card (ykman changes the PIN and PUK to themselves),
+//! and `kleidia audit verify` passes.
+//!
+//! `make load` runs the full size (200 sessions, 20 enrollments, 50 PIN
+//! changes: `full_load`, ignored otherwise); `make test` runs a small
+//! slice of the same code (`a_slice_of_the_load`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kleidia_tests::agent::{AgentOptions, TestAgent};
+use kleidia_tests::card::VirtualYubiKey;
+use kleidia_tests::client::Browser;
+use kleidia_tests::player::{play_error, Player};
+use kleidia_tests::readers::{PrivatePcscd, MAX_READERS};
+use kleidia_tests::{free_port, TestApp};
+use reqwest::StatusCode;
+
+const FIRMWARE: &str = "5.7.1";
+
+/// How much load.
+struct Plan {
+    /// Signed-in browser sessions that browse while the operations run.
+    sessions: usize,
+    /// Factory keys enrolled at once.
+    enrollments: usize,
+    /// PIN changes, spread over `pin_cards` enrolled keys (one at a time per key).
+    pin_changes: usize,
+    pin_cards: usize,
+    /// The first vpcd port of this plan's private pcscds (from the 18700–18799 block).
+    first_port: u16,
+    /// Serials from here up.
+    first_serial: u32,
+}
+
+/// A key in a reader of a private pcscd, and the player that owns it.
+struct Seat {
+    serial: u32,
+    pcscd: usize,
+    reader: String,
+    player: Player,
+    _key: VirtualYubiKey,
+}
+
+/// What the browsing sessions saw.
+#[derive(Default)]
+struct Seen {
+    requests: AtomicU64,
+    server_errors: AtomicU64,
+    failures: AtomicU64,
+}
+
+async fn run(plan: Plan) {
+    let cards = plan.enrollments + plan.pin_cards;
+    let dir = tempfile::tempdir().unwrap();
+
+    // Readers: private pcscds of two readers each, an agent for each.
+    let mut pcscds = Vec::new();
+    let mut left = cards + cards % 2;
+    let mut port = plan.first_port;
+    while left > 0 {
+        let n = left.min(MAX_READERS);
+        pcscds.push(PrivatePcscd::start(port, n).unwrap());
+        port += n as u16;
+        left -= n;
+    }
+
+    // The keys, factory-fresh, plugged before Kleidia starts: Kleidia
+    // trusts their attestation root (made by the first one).
+    let mut keys = Vec::new();
+    for i in 0..cards {
+        let p = i / MAX_READERS;
+        let reader = pcscds[p].readers[i % MAX_READERS].clone();
+        let serial = plan.first_serial + i as u32;
+        let key = VirtualYubiKey::plug_private(dir.path(), serial, FIRMWARE, &reader).unwrap();
+        keys.push((serial, p, reader.name.clone(), key));
+    }
+    let roots = dir.path().join("attestation-roots.pem");
+    std::fs::write(&roots, keys[0].3.attestation_root_pem().unwrap()).unwrap();
+    let app = TestApp::builder()
+        .license_service()
+        .env(
+            "KLEIDIA_ATTESTATION_ROOTS_FILE",
+            &roots.display().to_string(),
+        )
+        .start()
+        .await;
+
+    // One agent per pcscd (a workstation with two keys plugged in).
+    let mut agents = Vec::new();
+    for (i, p) in pcscds.iter().enumerate() {
+        let opts = AgentOptions {
+            kleidia_url: app.base_url().to_string(),
+            ticket_key: None,
+            allow_virtual_readers: true,
+        };
+        let agent = TestAgent::start_with_env(
+            opts,
+            free_port(),
+            dir.path().join(format!("agent-{i}")),
+            dir.path().join(format!("agent-{i}.log")),
+            &[p.env()],
+        )
+        .await
+        .unwrap();
+        agents.push(agent);
+    }
+    // Every key is seen by its agent (pcscd polls vpcd for the card).
+    for (a, agent) in agents.iter().enumerate() {
+        let want: Vec<u32> = keys.iter().filter(|k| k.1 == a).map(|k| k.0).collect();
+        let want = &want;
+        let seen = kleidia_tests::wait_until(Duration::from_secs(30), move || async move {
+            let d = agent.discover().await;
+            want.iter()
+                .all(|s| d.yubikeys.iter().any(|k| k.serial == *s))
+        })
+        .await;
+        if !seen {
+            let logs: Vec<String> = keys
+                .iter()
+                .filter(|k| k.1 == a)
+                .map(|k| k.3.log())
+                .collect();
+            panic!(
+                "agent {a} does not see every key:\n{}\n--- pcscd ---\n{}\n--- keys ---\n{}",
+                tail(&agent.log_text()),
+                pcscds[a].log_text(),
+                logs.join("\n")
+            );
+        }
+    }
+
+    eprintln!("load: {cards} keys seen by {} agents", agents.len());
+    // A person per key (the trial license allows 25 accounts: at most ten
+    // owners, each with a session per key), with the agent of its pcscd
+    // registered to that session.
+    let mut seats = Vec::new();
+    let mut owners: Vec<String> = Vec::new();
+    for (i, (serial, p, reader, key)) in keys.into_iter().enumerate() {
+        let o = i % 10;
+        let username = format!("owner{o}");
+        if owners.len() <= o {
+            let u = app
+                .create_user(&username, "user", "Owner", "owner-first-pw-1")
+                .await;
+            owners.push(u.password);
+        }
+        let player = Player::login(&app, &username, &owners[o], &agents[p])
+            .await
+            .unwrap();
+        seats.push(Seat {
+            serial,
+            pcscd: p,
+            reader,
+            player,
+            _key: key,
+        });
+    }
+    let (enrolling, changing) = seats.split_at(plan.enrollments);
+
+    // The keys whose PIN changes are enrolled first.
+    let ready = spawn_all(changing.iter().map(|s| enroll(s, 0))).await;
+    for (s, r) in changing.iter().zip(&ready) {
+        assert!(r.is_ok(), "enroll {} before the load: {r:?}", s.serial);
+    }
+
+    // Browsing sessions: a few users, many sessions each, and admins.
+    let admin_password = kleidia_tests::ADMIN_PASSWORD;
+    let viewers = plan.sessions.div_ceil(20).max(1);
+    let mut viewer_passwords = Vec::new();
+    for v in 0..viewers {
+        let u = app
+            .create_user(&format!("viewer{v}"), "user", "Viewer", "viewer-first-pw-1")
+            .await;
+        viewer_passwords.push(u.password);
+    }
+    let mut browsers = Vec::new();
+    for i in 0..plan.sessions {
+        let b = Browser::new(app.base_url());
+        let (user, password, admin) = if i % 10 == 0 {
+            ("admin".to_string(), admin_password.to_string(), true)
+        } else {
+            let v = i % viewers;
+            (format!("viewer{v}"), viewer_passwords[v].clone(), false)
+        };
+        let r = b.login(&user, &password).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER, "sign-in {i} as {user}");
+        browsers.push((b, admin));
+    }
+
+    eprintln!(
+        "load: {} sessions signed in, {} keys enrolled for the PIN changes",
+        plan.sessions,
+        changing.len()
+    );
+    // Everything at once.
+    let seen = Arc::new(Seen::default());
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let serials: Vec<u32> = seats.iter().map(|s| s.serial).collect();
+    let mut browse_tasks = Vec::new();
+    for (b, admin) in browsers {
+        let seen = seen.clone();
+        let stop = stop.clone();
+        let serials = serials.clone();
+        browse_tasks.push(tokio::spawn(async move {
+            browse(b, admin, &serials, &seen, &stop).await;
+        }));
+    }
+    let per_card = plan.pin_changes.div_ceil(plan.pin_cards.max(1));
+    let mut remaining = plan.pin_changes;
+    let mut changes_of = Vec::new();
+    for _ in changing {
+        let n = per_card.min(remaining);
+        remaining -= n;
+        changes_of.push(n);
+    }
+    let enrollments = spawn_all(enrolling.iter().map(|s| enroll(s, 0)));
+    let changes = spawn_all(changing.iter().zip(&changes_of).map(|(s, n)| {
+        let (player, serial, n) = (s.player.clone(), s.serial, *n);
+        async move {
+            let mut results = Vec::new();
+            for k in 1..=n {
+                let pin = pin_for(serial, k);
+                results.push(player.change_pin(serial, Some(&pin)).await.map(|_| ()));
+            }
+            results
+        }
+    }));
+    let (enrolled, changed) = tokio::join!(enrollments, changes);
+    stop.store(true, Ordering::SeqCst);
+    for t in browse_tasks {
+        t.await.unwrap();
+    }
+
+    eprintln!(
+        "load: operations done, {} page loads",
+        seen.requests.load(Ordering::SeqCst)
+    );
+    // No operation failed, nothing answered 5xx.
+    let mut failures = Vec::new();
+    for (s, r) in enrolling.iter().zip(&enrolled) {
+        if let Err(e) = r {
+            failures.push(format!("enroll {}: {e:#}", s.serial));
+        }
+    }
+    let changed: Vec<_> = changed.into_iter().flatten().collect();
+    assert_eq!(changed.len(), plan.pin_changes);
+    for r in &changed {
+        if let Err(e) = r {
+            failures.push(format!("PIN change: {e:#}"));
+        }
+    }
+    let five = enrolled
+        .iter()
+        .chain(&changed)
+        .filter(|r| {
+            r.as_ref()
+                .err()
+                .and_then(play_error)
+                .is_some_and(|p| p.status >= 500)
+        })
+        .count();
+    assert!(failures.is_empty(), "{failures:#?}\n{}", tail(&app.log()));
+    assert_eq!(five, 0);
+    let requests = seen.requests.load(Ordering::SeqCst);
+    assert!(requests >= plan.sessions as u64, "every session browsed");
+    assert_eq!(
+        seen.server_errors.load(Ordering::SeqCst),
+        0,
+        "5xx while browsing"
+    );
+    assert_eq!(seen.failures.load(Ordering::SeqCst), 0, "failed page loads");
+
+    // Nothing stuck pending; every device active and confirmed.
+    let pool = app.db.pool().await.unwrap();
+    let pending: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM operations WHERE state = 'pending'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(pending, 0, "operations stuck pending");
+
+    // No secret lost: what OpenBao holds opens every card.
+    for (i, s) in seats.iter().enumerate() {
+        let dev = app.device(s.serial).await;
+        assert_eq!(dev["device"]["state"], "active", "{dev}");
+        let (_, version, _) = app.device_row(s.serial).await;
+        let escrow = app.escrow(s.serial, version.unwrap() as u64).await;
+        let last = if i < plan.enrollments {
+            0
+        } else {
+            changes_of[i - plan.enrollments]
+        };
+        assert_eq!(
+            escrow["pin"].as_str(),
+            Some(pin_for(s.serial, last).as_str()),
+            "{}: the escrowed PIN is the last one chosen",
+            s.serial
+        );
+        pcscds[s.pcscd]
+            .escrow_opens(&s.reader, &escrow)
+            .unwrap_or_else(|e| panic!("{}: {e:#}", s.serial));
+    }
+    let (ok, out) = app.audit_verify();
+    assert!(ok, "audit verify: {out}");
+    drop(agents);
+}
+
+/// The `k`th PIN of `serial` (0: the one chosen at enrollment): six
+/// digits the PIN policy accepts (no equal neighbours, no run of three),
+/// different for every (serial, k).
+fn pin_for(serial: u32, k: usize) -> String {
+    let mut x = u64::from(serial) * 1_000 + k as u64;
+    loop {
+        x = x
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let pin = format!("{:06}", (x >> 20) % 1_000_000);
+        let b = pin.as_bytes();
+        let step = |a: u8, c: u8| i16::from(c) - i16::from(a);
+        let repeated = b.windows(2).any(|w| w[0] == w[1]);
+        let run = b
+            .windows(3)
+            .any(|w| step(w[0], w[1]) == step(w[1], w[2]) && step(w[0], w[1]).abs() == 1);
+        if !repeated && !run {
+            return pin;
+        }
+    }
+}
+
+/// Pages a signed-in person looks at, again and again, until `stop`.
+async fn browse(
+    b: Browser,
+    admin: bool,
+    serials: &[u32],
+    seen: &Seen,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let mut pages: Vec<String> = vec![
+        "/".into(),
+        "/my/devices".into(),
+        "/agent".into(),
+        "/approvals".into(),
+    ];
+    if admin {
+        pages.extend(["/devices".into(), "/audit".into(), "/users".into()]);
+        pages.extend(serials.iter().take(5).map(|s| format!("/devices/{s}")));
+    }
+    let mut i = 0usize;
+    loop {
+        let path = &pages[i % pages.len()];
+        i += 1;
+        match b.http.get(b.url(path)).send().await {
+            Ok(r) => {
+                seen.requests.fetch_add(1, Ordering::SeqCst);
+                if r.status().is_server_error() {
+                    seen.server_errors.fetch_add(1, Ordering::SeqCst);
+                    eprintln!("GET {path}: {}", r.status());
+                } else if r.status() != StatusCode::OK
+                    // A key being enrolled has no page until it is registered.
+                    && !(r.status() == StatusCode::NOT_FOUND && path.starts_with("/devices/"))
+                {
+                    seen.failures.fetch_add(1, Ordering::SeqCst);
+                    eprintln!("GET {path}: {}", r.status());
+                }
+                let _ = r.bytes().await;
+            }
+            Err(e) => {
+                seen.failures.fetch_add(1, Ordering::SeqCst);
+                eprintln!("GET {path}: {e}");
+            }
+        }
+        if stop.load(Ordering::SeqCst) && i >= pages.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Enroll the seat's key with its `k`th PIN.
+fn enroll(
+    s: &Seat,
+    k: usize,
+) -> impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static {
+    let (player, serial) = (s.player.clone(), s.serial);
+    async move { player.enroll(serial, &pin_for(serial, k)).await.map(|_| ()) }
+}
+
+/// Spawn every future at once; their results in order.
+async fn spawn_all<F>(futs: impl Iterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futs.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+fn tail(s: &str) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(80)..].join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slice_of_the_load() {
+    run(Plan {
+        sessions: 20,
+        enrollments: 3,
+        pin_changes: 4,
+        pin_cards: 2,
+        first_port: 18740,
+        first_serial: 48100001,
+    })
+    .await;
+}
+
+/// `make load`: 200 sessions, 20 enrollments and 50 PIN changes at once.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "the full load: `make load`"]
+async fn full_load() {
+    run(Plan {
+        sessions: 200,
+        enrollments: 20,
+        pin_changes: 50,
+        pin_cards: 10,
+        first_port: 18700,
+        first_serial: 48000001,
+    })
+    .await;
+}
