@@ -349,6 +349,11 @@ pub struct SessionConfig {
     /// A browser session ends this long after sign-in, used or not.
     pub absolute_timeout_secs: u64,
     pub cookie_secure: CookieSecure,
+    /// How long a replica may answer from its in-process session cache
+    /// (`auth::session_cache`) before asking PostgreSQL again: logout,
+    /// disabling, a password reset or a role change made elsewhere (another
+    /// replica, the CLI) takes effect within this bound. 0 = no cache.
+    pub cache_secs: u64,
 }
 
 impl Default for SessionConfig {
@@ -357,6 +362,7 @@ impl Default for SessionConfig {
             idle_timeout_secs: 30 * 60,
             absolute_timeout_secs: 12 * 3600,
             cookie_secure: CookieSecure::Auto,
+            cache_secs: 1,
         }
     }
 }
@@ -479,6 +485,9 @@ impl Settings for Config {
             return invalid(
                 "session.idle_timeout_secs and session.absolute_timeout_secs must be at least 1",
             );
+        }
+        if self.session.cache_secs > crate::auth::session_cache::MAX_CACHE_SECS {
+            return invalid("session.cache_secs must be at most 10");
         }
         if self.auth.jwt_ttl_secs == 0 || self.auth.jwt_audience.is_empty() {
             return invalid("auth.jwt_ttl_secs must be at least 1 and auth.jwt_audience not empty");

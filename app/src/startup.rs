@@ -70,7 +70,11 @@ impl Application {
         let listener = TcpListener::bind(config.server.bind)
             .await
             .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+        let sessions = Arc::new(crate::auth::session_cache::SessionCache::new(
+            std::time::Duration::from_secs(config.session.cache_secs),
+        ));
         let state = AppState {
+            sessions,
             config: Arc::new(config),
             db,
             bao,

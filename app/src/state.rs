@@ -29,6 +29,8 @@ pub struct AppState {
     pub fleet: Arc<FleetContext>,
     /// The license service's client: a short cache, TRIAL when unreachable.
     pub license: Arc<LicenseClient>,
+    /// Who each recently seen session is, for `session.cache_secs`.
+    pub sessions: Arc<crate::auth::session_cache::SessionCache>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {

@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod jwt;
 pub mod login;
 pub mod password;
+pub mod session_cache;
 pub mod store;
 pub mod throttle;
 

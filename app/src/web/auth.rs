@@ -169,6 +169,7 @@ async fn logout_form(
     meta: ClientMeta,
 ) -> Result<Response, AppError> {
     end_session(&state.db, &me, &meta).await?;
+    state.sessions.forget_session(me.session_id);
     session
         .flush()
         .await
@@ -245,6 +246,7 @@ async fn api_logout(
     meta: ClientMeta,
 ) -> Result<StatusCode, AppError> {
     end_session(&state.db, &me, &meta).await?;
+    state.sessions.forget_session(me.session_id);
     if me.via == SessionKind::Browser {
         session
             .flush()
@@ -406,5 +408,6 @@ async fn change_own_password(
     )
     .await?;
     tx.commit().await?;
+    state.sessions.forget_user(me.user_id);
     Ok(Ok(()))
 }
