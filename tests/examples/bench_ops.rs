@@ -173,7 +173,10 @@ async fn main() -> Result<()> {
         let root = root.clone();
         let mode = mode.clone();
         tasks.push(tokio::spawn(async move {
-            let dir = tempfile::tempdir().expect("temp dir");
+            let dir = match tempfile::tempdir() {
+                Ok(d) => d,
+                Err(e) => return (Vec::new(), per_worker, format!("temp dir: {e}")),
+            };
             let mut times = Vec::new();
             let mut failed = 0usize;
             let mut last_error = String::new();
