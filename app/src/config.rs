@@ -341,6 +341,9 @@ pub enum CookieSecure {
     Never,
 }
 
+/// The longest `session.cache_secs` accepted (`auth::session_cache`).
+pub const MAX_SESSION_CACHE_SECS: u64 = 10;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
@@ -486,7 +489,7 @@ impl Settings for Config {
                 "session.idle_timeout_secs and session.absolute_timeout_secs must be at least 1",
             );
         }
-        if self.session.cache_secs > crate::auth::session_cache::MAX_CACHE_SECS {
+        if self.session.cache_secs > MAX_SESSION_CACHE_SECS {
             return invalid("session.cache_secs must be at most 10");
         }
         if self.auth.jwt_ttl_secs == 0 || self.auth.jwt_audience.is_empty() {

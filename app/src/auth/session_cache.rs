@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::{CurrentUser, SessionKind};
 
 /// The longest `session.cache_secs` the configuration accepts.
-pub const MAX_CACHE_SECS: u64 = 10;
+pub use crate::config::MAX_SESSION_CACHE_SECS as MAX_CACHE_SECS;
 
 /// More entries than this (distinct live sessions seen within one TTL) and
 /// the cache drops what it holds rather than grow: memory stays bounded.
@@ -131,6 +131,7 @@ impl SessionCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::auth::Role;
