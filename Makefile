@@ -2,14 +2,15 @@
 SHELL := /bin/bash
 
 .PHONY: ha ha-down ha-test ha-bench
-.PHONY: help demo test yubico-suite lint fmt bench fuzz build deps stack-up stack-down image image-test kube-validate
+.PHONY: help demo test yubico-suite lint fmt bench bench-smoke fuzz build deps stack-up stack-down image image-test kube-validate
 
 help:
 	@echo "make demo   run Kleidia on http://127.0.0.1:8080 with a software YubiKey (Ctrl-C stops it)"
 	@echo "make test   bring up PostgreSQL, OpenBao and pcscd, run the whole test suite"
 	@echo "make yubico-suite  Yubico's PIV device tests (ykman 5.9.1) against the software YubiKey, firmware 5.4.3 and 5.7.1"
 	@echo "make lint   rustfmt check, clippy with warnings as errors, cargo-deny"
-	@echo "make bench  throughput and memory benchmarks"
+	@echo "make bench  every hot path next to its raw engine: target/bench/report.md (issue 17)"
+	@echo "make bench-smoke  the seconds-long bench smoke make test runs"
 	@echo "make image  container images (podman, Debian base by mmdebstrap); docs/deploy.md"
 	@echo "make image-test  build the images and start them as the cluster would (in make test)"
 	@echo "make kube-validate  render, schema-check, checkov and invariants of kustomize/ (in make test)"
@@ -40,6 +41,9 @@ fmt:
 
 bench:
 	scripts/bench.sh
+
+bench-smoke:
+	scripts/bench.sh --smoke
 
 fuzz:
 	scripts/fuzz.sh

@@ -44,6 +44,16 @@ else
   cargo test --workspace --locked --no-fail-fast -- --test-threads=1 "$@" || rc=$?
 fi
 
+# A seconds-long smoke of `make bench` (tiny fleet, debug binaries, this
+# stack) so the bench cannot rot; its report goes to target/bench/smoke/.
+if [ "$#" -eq 0 ]; then
+  scripts/bench.sh --smoke >target/bench-smoke.log 2>&1 || {
+    echo "test: the bench smoke failed (target/bench-smoke.log)" >&2
+    tail -20 target/bench-smoke.log >&2
+    rc=1
+  }
+fi
+
 # Yubico's own PIV device tests against the software key, one personality
 # (about 10 minutes; `make yubico-suite` runs both). Not with a test filter.
 if [ "$#" -eq 0 ]; then

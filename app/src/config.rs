@@ -445,6 +445,9 @@ pub enum CookieSecure {
     Never,
 }
 
+/// The longest `session.cache_secs` accepted (`auth::session_cache`).
+pub const MAX_SESSION_CACHE_SECS: u64 = 10;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SessionConfig {
@@ -453,6 +456,11 @@ pub struct SessionConfig {
     /// A browser session ends this long after sign-in, used or not.
     pub absolute_timeout_secs: u64,
     pub cookie_secure: CookieSecure,
+    /// How long a replica may answer from its in-process session cache
+    /// (`auth::session_cache`) before asking PostgreSQL again: logout,
+    /// disabling, a password reset or a role change made elsewhere (another
+    /// replica, the CLI) takes effect within this bound. 0 = no cache.
+    pub cache_secs: u64,
 }
 
 impl Default for SessionConfig {
@@ -461,6 +469,7 @@ impl Default for SessionConfig {
             idle_timeout_secs: 30 * 60,
             absolute_timeout_secs: 12 * 3600,
             cookie_secure: CookieSecure::Auto,
+            cache_secs: 1,
         }
     }
 }
@@ -685,6 +694,9 @@ impl Settings for Config {
             return invalid(
                 "session.idle_timeout_secs and session.absolute_timeout_secs must be at least 1",
             );
+        }
+        if self.session.cache_secs > MAX_SESSION_CACHE_SECS {
+            return invalid("session.cache_secs must be at most 10");
         }
         if self.auth.jwt_ttl_secs == 0 || self.auth.jwt_audience.is_empty() {
             return invalid("auth.jwt_ttl_secs must be at least 1 and auth.jwt_audience not empty");

@@ -78,7 +78,11 @@ impl Application {
         } else {
             None
         };
+        let sessions = Arc::new(crate::auth::session_cache::SessionCache::new(
+            std::time::Duration::from_secs(config.session.cache_secs),
+        ));
         let state = AppState {
+            sessions,
             config: Arc::new(config),
             db,
             bao,

@@ -31,6 +31,8 @@ pub struct AppState {
     pub license: Arc<LicenseClient>,
     /// OIDC sign-in, when `oidc.issuer` is set.
     pub oidc: Option<Arc<crate::auth::oidc::Oidc>>,
+    /// Who each recently seen session is, for `session.cache_secs`.
+    pub sessions: Arc<crate::auth::session_cache::SessionCache>,
 }
 
 impl FromRef<AppState> for Arc<Metrics> {

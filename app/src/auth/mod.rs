@@ -8,6 +8,7 @@ pub mod jwt;
 pub mod login;
 pub mod oidc;
 pub mod password;
+pub mod session_cache;
 pub mod store;
 pub mod throttle;
 

@@ -44,18 +44,19 @@ pub async fn current_user(
 }
 
 /// Record activity: moves a browser session's idle expiry forward (never past
-/// its absolute expiry). Written at most every few seconds per session.
+/// its absolute expiry). Written at most every few seconds per session;
+/// returns when it wrote (`None`: not yet due).
 pub async fn touch(
     db: &PgPool,
     cfg: &SessionConfig,
     id: Uuid,
     kind: SessionKind,
     last_seen: OffsetDateTime,
-) -> Result<(), sqlx::Error> {
+) -> Result<Option<OffsetDateTime>, sqlx::Error> {
     let granularity = (cfg.idle_timeout_secs / 4).clamp(1, 60);
     let now = OffsetDateTime::now_utc();
     if now - last_seen < Duration::from_secs(granularity) {
-        return Ok(());
+        return Ok(None);
     }
     match kind {
         SessionKind::Browser => {
@@ -76,7 +77,7 @@ pub async fn touch(
                 .await?;
         }
     }
-    Ok(())
+    Ok(Some(now))
 }
 
 pub struct NewSession<'a> {

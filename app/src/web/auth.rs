@@ -174,6 +174,7 @@ async fn logout_form(
     meta: ClientMeta,
 ) -> Result<Response, AppError> {
     end_session(&state.db, &me, &meta).await?;
+    state.sessions.forget_session(me.session_id);
     session
         .flush()
         .await
@@ -250,6 +251,7 @@ async fn api_logout(
     meta: ClientMeta,
 ) -> Result<StatusCode, AppError> {
     end_session(&state.db, &me, &meta).await?;
+    state.sessions.forget_session(me.session_id);
     if me.via == SessionKind::Browser {
         session
             .flush()
@@ -411,5 +413,6 @@ async fn change_own_password(
     )
     .await?;
     tx.commit().await?;
+    state.sessions.forget_user(me.user_id);
     Ok(Ok(()))
 }

@@ -57,8 +57,8 @@ pub async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Option<Curre
         let Ok(claims) = state.jwt.verify(token.trim()) else {
             return Ok(None);
         };
-        match sessions::current_user(&state.db, claims.sid, SessionKind::Api).await? {
-            Some(u) if u.user_id.to_string() == claims.sub => Some(u),
+        match session_user(state, claims.sid, SessionKind::Api).await? {
+            Some(u) if u.0.user_id.to_string() == claims.sub => Some(u),
             _ => None,
         }
     } else if let Some(session) = parts.extensions.get::<Session>().cloned() {
@@ -67,31 +67,51 @@ pub async fn resolve(parts: &mut Parts, state: &AppState) -> Result<Option<Curre
             .await
             .map_err(|e| AppError::Unavailable(format!("session store: {e}")))?;
         match sid {
-            Some(sid) => sessions::current_user(&state.db, sid, SessionKind::Browser).await?,
+            Some(sid) => session_user(state, sid, SessionKind::Browser).await?,
             None => None,
         }
     } else {
         None
     };
-    let Some((user, last_seen)) = found.map(|u| {
-        let seen = u.last_seen_at;
-        (CurrentUser::from(u), seen)
-    }) else {
+    let Some((user, last_seen)) = found else {
         return Ok(None);
     };
-    sessions::touch(
+    if let Some(at) = sessions::touch(
         &state.db,
         &state.config.session,
         user.session_id,
         user.via,
         last_seen,
     )
-    .await?;
+    .await?
+    {
+        state.sessions.touched(user.session_id, at);
+    }
     if let Some(slot) = parts.extensions.get::<super::error_pages::SignedIn>() {
         slot.set(&user);
     }
     parts.extensions.insert(user.clone());
     Ok(Some(user))
+}
+
+/// The live session `id` of an enabled account and its last-seen time: from
+/// this replica's session cache (`auth::session_cache`, at most
+/// `session.cache_secs` old), else from PostgreSQL.
+async fn session_user(
+    state: &AppState,
+    id: Uuid,
+    kind: SessionKind,
+) -> Result<Option<(CurrentUser, time::OffsetDateTime)>, AppError> {
+    if let Some(hit) = state.sessions.get(id, kind) {
+        return Ok(Some(hit));
+    }
+    let Some(row) = sessions::current_user(&state.db, id, kind).await? else {
+        return Ok(None);
+    };
+    let seen = row.last_seen_at;
+    let user = CurrentUser::from(row);
+    state.sessions.put(&user, seen);
+    Ok(Some((user, seen)))
 }
 
 /// The peer address, or the configured proxy header's (see

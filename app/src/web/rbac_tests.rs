@@ -180,6 +180,9 @@ pub async fn test_state(db: PgPool) -> AppState {
     bao_config.timeout = Duration::from_millis(200);
     let bao = Bao::new(bao_config).unwrap();
     AppState {
+        sessions: Arc::new(crate::auth::session_cache::SessionCache::new(
+            Duration::from_secs(config.session.cache_secs),
+        )),
         config: Arc::new(config),
         db,
         bao,

@@ -38,6 +38,7 @@ mod presence_attacks;
 mod revocation;
 mod secrets_resume_post;
 mod serial_squatting;
+mod session_cache;
 mod sessions;
 mod shared_proxy_throttle;
 mod sign_in;

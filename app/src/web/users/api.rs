@@ -135,6 +135,7 @@ async fn update(
         role: b.role,
     };
     let row = accounts::update(&state.db, admin(&me, &meta), id, change).await?;
+    state.sessions.forget_user(id);
     Ok(Json(row.view()))
 }
 

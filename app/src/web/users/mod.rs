@@ -91,6 +91,7 @@ async fn set_disabled(
         crate::licensing::check_new_user(&state.license, &state.db).await?;
     }
     let row = accounts::set_disabled(&state.db, by, id, disabled).await?;
+    state.sessions.forget_user(id);
     // Offboarding by policy (issue 14 §10); again on every disable, so a
     // revocation OpenBao refused the first time is finished by the next.
     if let (true, ChangedBy::Admin { me, meta }) = (disabled, by) {
@@ -114,6 +115,7 @@ async fn reset_password(
         true,
     )
     .await?;
+    state.sessions.forget_user(id);
     Ok((r.user, r.one_time_password.unwrap_or_default()))
 }
 
@@ -361,6 +363,7 @@ async fn edit_form(
         role: Some(parse_role(&f.role)?),
     };
     accounts::update(&state.db, admin(&me, &meta), id, change).await?;
+    state.sessions.forget_user(id);
     Ok(Redirect::to(&format!("/users/{id}?done=saved")))
 }
 
