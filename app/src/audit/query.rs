@@ -100,7 +100,7 @@ impl AuditParams {
     }
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     #[serde(with = "time::serde::rfc3339")]
@@ -130,7 +130,7 @@ impl AuditEntry {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,
     /// Pass as `before` for the next (older) page.

@@ -17,7 +17,8 @@ use crate::state::AppState;
 pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::get("/audit", Access::AUDIT, audit_page),
-        RouteDef::get("/api/audit", Access::AUDIT, api_audit),
+        RouteDef::get("/api/audit", Access::AUDIT, api_audit)
+            .gives::<AuditPage>(200, "a page of the audit log, newest first"),
     ]
 }
 

@@ -22,6 +22,7 @@ use futures_util::stream::{self, Stream};
 use serde::Serialize;
 use serde_json::json;
 
+use super::api_doc::Body as ApiBody;
 use super::RouteDef;
 use crate::audit::query::{self as audit_query, AuditEntry, AuditFilter, AuditParams};
 use crate::audit::{self, AuditEvent};
@@ -33,10 +34,26 @@ use crate::state::AppState;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::get("/api/export/devices.csv", Access::STAFF, devices_csv),
-        RouteDef::get("/api/export/devices.jsonl", Access::STAFF, devices_jsonl),
-        RouteDef::get("/api/export/audit.csv", Access::AUDIT, audit_csv),
-        RouteDef::get("/api/export/audit.jsonl", Access::AUDIT, audit_jsonl),
+        RouteDef::get("/api/export/devices.csv", Access::STAFF, devices_csv).gives_body(
+            200,
+            "the devices as CSV",
+            ApiBody::text("text/csv"),
+        ),
+        RouteDef::get("/api/export/devices.jsonl", Access::STAFF, devices_jsonl).gives_body(
+            200,
+            "the devices as JSON lines (one DeviceRow a line)",
+            ApiBody::text("application/x-ndjson"),
+        ),
+        RouteDef::get("/api/export/audit.csv", Access::AUDIT, audit_csv).gives_body(
+            200,
+            "the audit log as CSV",
+            ApiBody::text("text/csv"),
+        ),
+        RouteDef::get("/api/export/audit.jsonl", Access::AUDIT, audit_jsonl).gives_body(
+            200,
+            "the audit log as JSON lines (one AuditEntry a line)",
+            ApiBody::text("application/x-ndjson"),
+        ),
     ]
 }
 

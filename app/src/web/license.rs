@@ -30,8 +30,11 @@ pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::get("/license", Access::ADMIN, license_page),
         RouteDef::post("/license", Access::ADMIN, upload_form),
-        RouteDef::get("/api/license", Access::STAFF, api_get),
-        RouteDef::post("/api/license", Access::ADMIN, api_upload),
+        RouteDef::get("/api/license", Access::STAFF, api_get)
+            .gives::<ApiLicense>(200, "the license status, usage and upload history"),
+        RouteDef::post("/api/license", Access::ADMIN, api_upload)
+            .takes::<kleidia_protocol::license::SignedLicense>()
+            .gives::<ApiLicense>(200, "the license was accepted; the new status"),
     ]
 }
 
@@ -261,7 +264,7 @@ async fn upload_form(
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ApiLicense {
     #[serde(flatten)]
     status: LicenseStatus,
@@ -278,7 +281,7 @@ struct ApiLicense {
     problem: Option<Problem>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Enrollments {
     allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]

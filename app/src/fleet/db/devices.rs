@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{fmt_time, CertificateStatus};
 use crate::domain::{DeviceState, Serial, UnknownDeviceState};
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct DeviceRow {
     #[sqlx(try_from = "i64")]
     pub serial: Serial,
