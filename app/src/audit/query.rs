@@ -33,6 +33,8 @@ pub struct AuditFilter {
 /// Times are RFC 3339, or `YYYY-MM-DDTHH:MM` (a `datetime-local` input) in UTC.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct AuditParams {
     pub actor: Option<String>,
     pub action: Option<String>,

@@ -239,6 +239,7 @@ async fn register_checked(
 #[derive(utoipa::ToSchema)]
 pub struct Transition {
     /// A [`DeviceState`] name (checked here, so an unknown one gets its own message).
+    #[schema(value_type = crate::domain::DeviceState)]
     pub state: String,
     pub reason: String,
 }

@@ -13,9 +13,10 @@
 //! declaration: every route may answer `{"error", "message"}`
 //! ([`kleidia_protocol::ErrorBody`]) with a 4xx or 503.
 
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Schema, Type};
 use utoipa::openapi::{Ref, RefOr};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 /// Named schemas a body refers to (`#/components/schemas/…`).
 pub type Components = Vec<(String, RefOr<Schema>)>;
@@ -98,10 +99,17 @@ pub struct Answer {
     pub body: Option<Body>,
 }
 
+/// The query parameters of `T` (its `IntoParams` derive).
+pub fn query_params<T: IntoParams>() -> Vec<Parameter> {
+    T::into_params(|| Some(ParameterIn::Query))
+}
+
 /// What a route takes and answers. `request` is `Some(None)` for a route
 /// declared to take no body ([`crate::web::RouteDef::takes_nothing`]).
 #[derive(Clone, Default)]
 pub struct ApiDoc {
+    /// The query string's parameters ([`crate::web::RouteDef::query`]).
+    pub query: Option<fn() -> Vec<Parameter>>,
     pub request: Option<Option<Body>>,
     pub answers: Vec<Answer>,
 }

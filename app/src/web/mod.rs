@@ -93,6 +93,12 @@ impl RouteDef {
         self.doc.get_or_insert_with(ApiDoc::default)
     }
 
+    /// The query string is `T` (the handler's `QueryParams<T>`).
+    pub fn query<T: utoipa::IntoParams>(mut self) -> Self {
+        self.doc_mut().query = Some(api_doc::query_params::<T>);
+        self
+    }
+
     /// The request body is JSON of type `T` (the handler's `JsonBody<T>`).
     pub fn takes<T: utoipa::ToSchema>(self) -> Self {
         self.takes_body(Body::json::<T>())

@@ -61,7 +61,7 @@ pub fn document() -> Value {
         if !path.starts_with("/api/") {
             continue;
         }
-        let params: Vec<Value> = path
+        let mut params: Vec<Value> = path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
             .map(|name| {
@@ -76,6 +76,10 @@ pub fn document() -> Value {
             "x-kleidia-access": access_text(access),
         });
         if let Some(doc) = &route.doc {
+            if let Some(query) = doc.query {
+                params.extend(query().iter().map(|p| json!(p)));
+                op["parameters"] = json!(params);
+            }
             if let Some(Some(body)) = &doc.request {
                 op["requestBody"] = json!({
                     "required": true,
@@ -213,6 +217,17 @@ mod tests {
         assert!(s["ApiLogin"]["properties"]["password"].is_object());
         assert!(s["DeviceRow"]["properties"]["serial"].is_object());
         assert!(s["UserView"]["properties"]["must_change_password"].is_object());
+        // Query strings too: the filter struct's fields are the parameters.
+        let params = doc["paths"]["/api/devices"]["get"]["parameters"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        assert!(
+            params
+                .iter()
+                .any(|p| p["name"] == "state" && p["in"] == "query"),
+            "{params:?}"
+        );
         assert_eq!(
             doc["paths"]["/api/devices"]["post"]["responses"]["201"]["content"]["application/json"]
                 ["schema"]["$ref"],

@@ -125,6 +125,7 @@ async fn presence(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SecretsRequest {
+    #[schema(format = Uuid)]
     operation_id: String,
 }
 

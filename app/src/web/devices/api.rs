@@ -1,6 +1,6 @@
 //! `/api/devices…`: list, register, read, move through the lifecycle, assign.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -16,12 +16,13 @@ use crate::fleet::details::{device_details, DeviceDetails};
 use crate::fleet::registry::{self, AssignOwner, RegisterDevice, Transition};
 use crate::licensing;
 use crate::state::AppState;
-use crate::web::extract::JsonBody;
+use crate::web::extract::{JsonBody, QueryParams};
 use crate::web::RouteDef;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::get("/api/devices", Access::STAFF, list)
+            .query::<DeviceFilter>()
             .gives::<DevicePage>(200, "a page of devices"),
         RouteDef::post("/api/devices", CHANGERS, register)
             .takes::<RegisterDevice>()
@@ -30,6 +31,7 @@ pub fn routes() -> Vec<RouteDef> {
             .takes::<ClaimRequest>()
             .gives::<ClaimChallenge>(201, "a presence challenge for the card"),
         RouteDef::get("/api/my/devices", Access::SignedIn, my_devices)
+            .query::<DeviceFilter>()
             .gives::<DevicePage>(200, "a page of the caller's devices"),
         RouteDef::get("/api/devices/{serial}", Access::SignedIn, get_device)
             .gives::<DeviceDetails>(
@@ -73,7 +75,7 @@ async fn page(
 
 async fn list(
     State(state): State<AppState>,
-    Query(f): Query<DeviceFilter>,
+    QueryParams(f): QueryParams<DeviceFilter>,
 ) -> Result<impl IntoResponse, AppError> {
     page(&state, &f, None).await
 }
@@ -81,7 +83,7 @@ async fn list(
 async fn my_devices(
     State(state): State<AppState>,
     me: CurrentUser,
-    Query(f): Query<DeviceFilter>,
+    QueryParams(f): QueryParams<DeviceFilter>,
 ) -> Result<impl IntoResponse, AppError> {
     page(&state, &f, Some(me.user_id)).await
 }

@@ -1,6 +1,6 @@
 //! `/api/users`: the JSON side of user administration.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use secrecy::SecretString;
@@ -13,12 +13,14 @@ use crate::db::users::UserView;
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::state::AppState;
-use crate::web::extract::JsonBody;
+use crate::web::extract::{JsonBody, QueryParams};
 use crate::web::RouteDef;
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::get("/api/users", Access::STAFF, list).gives::<UserList>(200, "a page of users"),
+        RouteDef::get("/api/users", Access::STAFF, list)
+            .query::<ListParams>()
+            .gives::<UserList>(200, "a page of users"),
         RouteDef::post("/api/users", Access::ADMIN, create_user)
             .takes::<ApiCreate>()
             .gives::<Created>(201, "the new user (and its one-time password)"),
@@ -47,7 +49,7 @@ struct UserList {
 
 async fn list(
     State(state): State<AppState>,
-    Query(p): Query<ListParams>,
+    QueryParams(p): QueryParams<ListParams>,
 ) -> Result<Json<UserList>, AppError> {
     let (users, next_after) = super::list_users(&state.db, &p).await?;
     Ok(Json(UserList { users, next_after }))
