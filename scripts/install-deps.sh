@@ -80,6 +80,16 @@ if ! "$KUBE_VENV/bin/python" -m pip show -q "${KUBE_TOOLS[@]%%==*}" >/dev/null 2
   "$KUBE_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${KUBE_TOOLS[@]}"
   echo "${KUBE_TOOLS[*]}" >"$KUBE_VENV/.tools"
 fi
+# schemathesis (the e2e test api_schema: the live API against /api/openapi.json),
+# pinned, in its own venv: $KLEIDIA_CACHE/schemathesis-venv.
+ST_VENV=${SCHEMATHESIS_VENV:-$KLEIDIA_CACHE/schemathesis-venv}
+ST_TOOL=schemathesis==4.32.5
+if [ "$(cat "$ST_VENV/.tools" 2>/dev/null)" != "$ST_TOOL" ] || ! [ -x "$ST_VENV/bin/schemathesis" ]; then
+  echo "install-deps: installing $ST_TOOL into $ST_VENV"
+  python3 -m venv "$ST_VENV"
+  "$ST_VENV/bin/python" -m pip install --quiet --disable-pip-version-check "$ST_TOOL"
+  echo "$ST_TOOL" >"$ST_VENV/.tools"
+fi
 if ! command -v kubectl >/dev/null 2>&1; then
   echo "install-deps: kubectl (with kustomize) is missing; it renders the manifests" >&2
   exit 1

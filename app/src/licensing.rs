@@ -103,7 +103,7 @@ pub async fn keep_last_verified(client: &Arc<LicenseClient>, db: &PgPool) {
 }
 
 /// What the license limits count.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct Usage {
     /// Users that are not disabled.
     pub users: i64,

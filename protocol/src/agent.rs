@@ -171,6 +171,7 @@ pub struct CheckDefaults {
 /// PIV key slots the agent manages (ordered as [`PivSlot::ALL`], so a policy
 /// keyed by slot lists them in that order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PivSlot {
     #[serde(rename = "9a")]
     Authentication,
@@ -248,6 +249,7 @@ impl std::str::FromStr for PivSlot {
 /// On-card key algorithms for `generate-csr`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum KeyAlgorithm {
     Rsa2048,
     /// Firmware 5.7+.
@@ -263,6 +265,7 @@ pub type ReportedAlgorithm = String;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum PinPolicy {
     Default,
     Never,
@@ -272,6 +275,7 @@ pub enum PinPolicy {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TouchPolicy {
     Default,
     Never,
@@ -280,6 +284,7 @@ pub enum TouchPolicy {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ManagementKeyAlgorithm {
     #[serde(rename = "3des")]
     TripleDes,
@@ -481,6 +486,7 @@ params!(
 /// Response of `POST /piv/prove-presence`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PresenceProof {
     /// Standard base64 of the DER ECDSA (P-256, SHA-256) signature over
     /// [`presence_digest`].

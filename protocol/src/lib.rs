@@ -25,6 +25,7 @@ pub const LICENSE_DEFAULT_ADDR: &str = "127.0.0.1:8090";
 /// Body of a JSON error response, the same shape from every Kleidia process.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `not_found`, `ticket_expired`.
     pub error: String,

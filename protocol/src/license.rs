@@ -36,6 +36,7 @@ pub const ACTOR_HEADER: &str = "x-kleidia-actor";
 /// The signed license file, as written by `kleidia-license issue` and uploaded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SignedLicense {
     /// Always [`LICENSE_FORMAT`].
     pub format: String,
@@ -49,6 +50,7 @@ pub struct SignedLicense {
 /// What the vendor grants. Times are Unix seconds (UTC).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LicensePayload {
     pub license_id: String,
     pub customer: String,
@@ -64,6 +66,7 @@ pub struct LicensePayload {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LicenseLimits {
     pub max_users: u32,
     pub max_devices: u32,
@@ -72,6 +75,7 @@ pub struct LicenseLimits {
 /// The five states the service reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum LicenseState {
     /// No license uploaded and the trial period is still running.
     Trial,
@@ -115,6 +119,7 @@ impl std::fmt::Display for LicenseState {
 /// Body of `GET /license/status` and of a successful `POST /license`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LicenseStatus {
     pub status: LicenseState,
     /// Human-readable explanation of the status, safe to show to admins.
@@ -147,6 +152,7 @@ pub struct LicenseStatus {
 /// One uploaded license in `GET /license/history`, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LicenseHistoryEntry {
     pub license_id: String,
     pub customer: String,

@@ -250,7 +250,7 @@ pub async fn clear(conn: &mut PgConnection, scope: Scope, key: &str) -> Result<b
     )
 }
 
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct Lockout {
     pub scope: String,
     pub key: String,

@@ -23,7 +23,7 @@ pub struct UserRow {
 }
 
 /// What the API and pages show about a user (never the hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: Uuid,
     pub username: String,

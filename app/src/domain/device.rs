@@ -13,6 +13,33 @@ use serde::{Deserialize, Serialize};
 #[serde(try_from = "SerialRepr", into = "u32")]
 pub struct Serial(u32);
 
+/// In the API: the number (as responses carry it), or its decimal text
+/// (requests may send either, as [`Serial`]'s `Deserialize` accepts both).
+impl utoipa::PartialSchema for Serial {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, OneOfBuilder, SchemaFormat, Type};
+        OneOfBuilder::new()
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .format(Some(SchemaFormat::KnownFormat(
+                        utoipa::openapi::KnownFormat::Int64,
+                    )))
+                    .minimum(Some(1))
+                    .maximum(Some(u32::MAX)),
+            )
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some("^[0-9]{1,10}$")),
+            )
+            .description(Some("A YubiKey serial number (1 to 4294967295)"))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for Serial {}
+
 /// Text or a number that is not a YubiKey serial number; the message says why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -103,6 +130,7 @@ impl FromStr for Serial {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum DeviceState {
     Registered,
     Active,

@@ -12,6 +12,7 @@ use super::stored_as_text;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum Role {
     /// Everything, including user and settings administration.
     Admin,
@@ -82,6 +83,7 @@ stored_as_text!(Role);
 /// How a request is signed in: the browser session cookie or an API token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum SessionKind {
     Browser,
     Api,

@@ -15,6 +15,7 @@ use crate::auth::{ClientMeta, CurrentUser};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct RegisterAgent {
     /// PEM SubjectPublicKeyInfo of the agent's RSA key (≥ 3072 bits).
     pub public_key: String,

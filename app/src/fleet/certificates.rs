@@ -80,6 +80,7 @@ pub async fn owner_names(db: &PgPool, d: &DeviceRow) -> Result<CertificateNames,
 /// `POST /api/yubikey/{serial}/sign-csr`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct SignCsrRequest {
     /// The `generate_csr` operation that produced this CSR.
     pub operation_id: Uuid,
@@ -88,7 +89,7 @@ pub struct SignCsrRequest {
     pub attestation_chain_pem: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SignedCertificate {
     pub certificate_id: Uuid,
     pub certificate_pem: String,
@@ -322,6 +323,7 @@ fn check_csr(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct RevokeRequest {
     pub reason: String,
 }

@@ -36,13 +36,14 @@ use crate::domain::Serial;
 /// `POST /api/devices/claim`: the card the person says they hold.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct ClaimRequest {
     pub serial: Serial,
 }
 
 /// What the page posts to the agent (`agent_path`, `request`); the agent's
 /// answer goes to `POST /api/devices` as `{challenge_id, proof}`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ClaimChallenge {
     pub challenge_id: Uuid,
     pub serial: Serial,

@@ -12,7 +12,7 @@ use super::escrow::{Escrow, EscrowError, VersionInfo};
 use crate::auth::{CurrentUser, Role};
 use crate::domain::Serial;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct DeviceDetails {
     pub device: DeviceRow,
     /// Escrow history: dates and versions, never values.
@@ -25,7 +25,7 @@ pub struct DeviceDetails {
     pub escrow_damaged: Option<i64>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct SecretVersion {
     #[serde(flatten)]
     pub info: VersionInfo,

@@ -27,7 +27,7 @@ pub enum EscrowError {
 }
 
 /// One version's metadata (dates only; never values).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct VersionInfo {
     pub version: u64,
     #[serde(with = "time::serde::rfc3339::option")]

@@ -82,6 +82,7 @@ impl ManagementKeyRule {
 /// What may be generated in one PIV slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct SlotPolicy {
     pub algorithms: Vec<KeyAlgorithm>,
     pub pin_policies: Vec<PinPolicy>,
@@ -92,6 +93,7 @@ pub struct SlotPolicy {
 /// owner is not the requester (the certificate carries the owner's names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum CertificateApproval {
     /// Nobody: operators certify keys for anyone (the behaviour before issue 12).
     Off,
@@ -112,6 +114,7 @@ impl CertificateApproval {
 /// moved to `returned` has its certificates revoked whatever this says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[derive(utoipa::ToSchema)]
 pub enum Offboarding {
     /// Sessions end; devices and certificates stay valid (before issue 14).
     SessionsOnly,
@@ -136,6 +139,7 @@ impl Offboarding {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Policy {
     pub pin_min_length: usize,
     pub pin_max_length: usize,

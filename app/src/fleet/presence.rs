@@ -78,7 +78,7 @@ impl Purpose {
 /// The answer to an operation that needs presence first: what the page
 /// posts to the agent (`agent_path`, `request`), then the agent's answer to
 /// `POST /api/yubikey/{serial}/operations/{operation_id}/presence`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PresenceChallenge {
     pub presence_required: bool,
     pub challenge_id: Uuid,
@@ -96,6 +96,7 @@ pub struct PresenceChallenge {
 /// `POST /api/yubikey/{serial}/operations/{id}/presence`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct PresenceSubmission {
     pub challenge_id: Uuid,
     /// The agent's answer, unchanged.

@@ -60,6 +60,7 @@ async fn enabled_user(db: impl PgExecutor<'_>, id: Uuid) -> Result<UserRow, Owne
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct RegisterDevice {
     /// Required from admins and helpdesk. A plain user's device gets the
     /// serial its card's attestation names; one given here must agree.
@@ -235,8 +236,10 @@ async fn register_checked(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct Transition {
     /// A [`DeviceState`] name (checked here, so an unknown one gets its own message).
+    #[schema(value_type = crate::domain::DeviceState)]
     pub state: String,
     pub reason: String,
 }
@@ -354,6 +357,7 @@ pub async fn transition_in_batch(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct AssignOwner {
     pub owner_id: Option<Uuid>,
 }

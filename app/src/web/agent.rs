@@ -7,12 +7,15 @@ use askama::Template;
 use axum::extract::{Path, State};
 use axum::response::{Html, IntoResponse};
 use axum::Json;
-use serde_json::json;
+use kleidia_protocol::ticket::TicketKeyResponse;
+use serde::Serialize;
+use uuid::Uuid;
 
 use super::extract::{parse_uuid, JsonBody};
 use super::pages::{nav, render, Nav};
 use super::RouteDef;
 use crate::auth::{Access, ClientMeta, CurrentUser};
+use crate::domain::Role;
 use crate::error::AppError;
 use crate::fleet::agent::{self, RegisterAgent};
 use crate::fleet::db::agent_keys;
@@ -25,9 +28,13 @@ pub fn routes() -> Vec<RouteDef> {
             "/api/session/{session}/register-agent",
             Access::SignedIn,
             register_agent,
-        ),
-        RouteDef::get("/api/session/agent", Access::SignedIn, session_agent),
-        RouteDef::get("/api/agent/ticket-key", Access::Public, ticket_key),
+        )
+        .takes::<RegisterAgent>()
+        .gives::<AgentRegistered>(200, "the agent's key is registered on the session"),
+        RouteDef::get("/api/session/agent", Access::SignedIn, session_agent)
+            .gives::<SessionAgent>(200, "where the page finds the agent"),
+        RouteDef::get("/api/agent/ticket-key", Access::Public, ticket_key)
+            .gives::<TicketKeyResponse>(200, "the key the agent checks tickets with"),
     ]
 }
 
@@ -70,9 +77,27 @@ async fn register_agent(
 ) -> Result<impl IntoResponse, AppError> {
     let sid = parse_uuid(&session, "session id")?;
     let fingerprint = agent::register(&state.db, &me, &meta, sid, body).await?;
-    Ok(Json(
-        json!({"status": "ok", "agent_key_fingerprint": fingerprint}),
-    ))
+    Ok(Json(AgentRegistered {
+        status: "ok",
+        agent_key_fingerprint: fingerprint,
+    }))
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct AgentRegistered {
+    /// Always `ok`.
+    status: &'static str,
+    agent_key_fingerprint: String,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct SessionAgent {
+    session_id: Uuid,
+    /// Where the agent listens (`agent.url`).
+    agent_url: String,
+    /// The agent key registered on this session so far, if any.
+    agent_key_fingerprint: Option<String>,
+    role: Role,
 }
 
 /// What the page needs to find and register the agent: this session's id,
@@ -83,12 +108,18 @@ async fn session_agent(
     me: CurrentUser,
 ) -> Result<impl IntoResponse, AppError> {
     let fp = agent_keys::fingerprint(&state.db, me.session_id).await?;
-    Ok(Json(json!({
-        "session_id": me.session_id,
-        "agent_url": state.config.agent.url.as_str().trim_end_matches('/'),
-        "agent_key_fingerprint": fp,
-        "role": me.role,
-    })))
+    Ok(Json(SessionAgent {
+        session_id: me.session_id,
+        agent_url: state
+            .config
+            .agent
+            .url
+            .as_str()
+            .trim_end_matches('/')
+            .to_string(),
+        agent_key_fingerprint: fp,
+        role: me.role,
+    }))
 }
 
 async fn ticket_key(State(state): State<AppState>) -> impl IntoResponse {

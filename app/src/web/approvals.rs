@@ -33,17 +33,22 @@ pub fn routes() -> Vec<RouteDef> {
             Access::SignedIn,
             reject_form,
         ),
-        RouteDef::get("/api/certificate-approvals", Access::SignedIn, api_list),
+        RouteDef::get("/api/certificate-approvals", Access::SignedIn, api_list)
+            .gives_list::<ApiApproval>(200, "the requests the caller may see"),
         RouteDef::post(
             "/api/certificate-approvals/{approval}/approve",
             Access::SignedIn,
             api_approve,
-        ),
+        )
+        .takes_nothing()
+        .gives::<ApprovalRow>(200, "the request, approved"),
         RouteDef::post(
             "/api/certificate-approvals/{approval}/reject",
             Access::SignedIn,
             api_reject,
-        ),
+        )
+        .takes_nothing()
+        .gives::<ApprovalRow>(200, "the request, rejected"),
     ]
 }
 
@@ -129,19 +134,64 @@ async fn reject_form(
     decide_form(&state, &me, &meta, hx, id, Decision::Reject).await
 }
 
+/// One request in `GET /api/certificate-approvals`: the row's fields, with
+/// the status as shown (`expired` once an open request is past
+/// `expires_at`) and whether the caller may decide it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ApiApproval {
+    id: Uuid,
+    device_serial: crate::domain::Serial,
+    slot: kleidia_protocol::agent::PivSlot,
+    requester_id: Uuid,
+    requester_name: String,
+    owner_id: Uuid,
+    owner_name: String,
+    /// `pending`, `approved`, `rejected`, `used` or `expired`.
+    status: &'static str,
+    #[serde(with = "time::serde::rfc3339")]
+    created_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    expires_at: OffsetDateTime,
+    decided_by: Option<Uuid>,
+    decided_by_name: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    decided_at: Option<OffsetDateTime>,
+    operation_id: Option<Uuid>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    used_at: Option<OffsetDateTime>,
+    may_decide: bool,
+}
+
+impl From<ApprovalLine> for ApiApproval {
+    fn from(l: ApprovalLine) -> Self {
+        let a = l.a;
+        ApiApproval {
+            id: a.id,
+            device_serial: a.device_serial,
+            slot: a.slot,
+            requester_id: a.requester_id,
+            requester_name: a.requester_name,
+            owner_id: a.owner_id,
+            owner_name: a.owner_name,
+            status: l.status,
+            created_at: a.created_at,
+            expires_at: a.expires_at,
+            decided_by: a.decided_by,
+            decided_by_name: a.decided_by_name,
+            decided_at: a.decided_at,
+            operation_id: a.operation_id,
+            used_at: a.used_at,
+            may_decide: l.may_decide,
+        }
+    }
+}
+
 async fn api_list(
     State(state): State<AppState>,
     me: CurrentUser,
-) -> Result<Json<Vec<serde_json::Value>>, AppError> {
+) -> Result<Json<Vec<ApiApproval>>, AppError> {
     let rows = lines(&me, approvals::list(&state.db, &me).await?);
-    Ok(Json(rows.iter().map(api_line).collect()))
-}
-
-fn api_line(l: &ApprovalLine) -> serde_json::Value {
-    let mut v = serde_json::to_value(&l.a).unwrap_or_default();
-    v["status"] = l.status.into();
-    v["may_decide"] = l.may_decide.into();
-    v
+    Ok(Json(rows.into_iter().map(ApiApproval::from).collect()))
 }
 
 async fn api_approve(

@@ -6,7 +6,7 @@ use axum::extract::{Query, State};
 use axum::response::Html;
 use axum::Json;
 
-use super::extract::HxRequest;
+use super::extract::{HxRequest, QueryParams};
 use super::pages::{nav, render, Nav};
 use super::RouteDef;
 use crate::audit::query::{self, AuditEntry, AuditPage, AuditParams};
@@ -17,7 +17,9 @@ use crate::state::AppState;
 pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::get("/audit", Access::AUDIT, audit_page),
-        RouteDef::get("/api/audit", Access::AUDIT, api_audit),
+        RouteDef::get("/api/audit", Access::AUDIT, api_audit)
+            .query::<AuditParams>()
+            .gives::<AuditPage>(200, "a page of the audit log, newest first"),
     ]
 }
 
@@ -74,7 +76,7 @@ async fn audit_page(
 
 async fn api_audit(
     State(state): State<AppState>,
-    Query(params): Query<AuditParams>,
+    QueryParams(params): QueryParams<AuditParams>,
 ) -> Result<Json<AuditPage>, AppError> {
     let filter = params.to_filter()?;
     Ok(Json(query::page(&state.db, &filter).await?))

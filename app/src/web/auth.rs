@@ -16,7 +16,7 @@ use tower_sessions::Session;
 use uuid::Uuid;
 
 use super::auth_next::safe_next;
-use super::extract::MaybeUser;
+use super::extract::{JsonBody, MaybeUser};
 use super::pages::{nav, render, Nav};
 use super::RouteDef;
 use crate::audit::{self, AuditEvent};
@@ -36,10 +36,17 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::post("/logout", Access::SignedIn, logout_form),
         RouteDef::get("/account/password", Access::SignedIn, password_page),
         RouteDef::post("/account/password", Access::SignedIn, password_form),
-        RouteDef::post("/api/auth/login", Access::Public, api_login),
-        RouteDef::post("/api/auth/logout", Access::SignedIn, api_logout),
-        RouteDef::get("/api/auth/me", Access::SignedIn, api_me),
-        RouteDef::post("/api/auth/password", Access::SignedIn, api_password),
+        RouteDef::post("/api/auth/login", Access::Public, api_login)
+            .takes::<ApiLogin>()
+            .gives::<ApiToken>(200, "an API token (JWT) and who it is for"),
+        RouteDef::post("/api/auth/logout", Access::SignedIn, api_logout)
+            .takes_nothing()
+            .gives_nothing(204, "the session (and its token) ended"),
+        RouteDef::get("/api/auth/me", Access::SignedIn, api_me)
+            .gives::<Me>(200, "the signed-in user and session"),
+        RouteDef::post("/api/auth/password", Access::SignedIn, api_password)
+            .takes::<ApiPassword>()
+            .gives_nothing(204, "changed; the account's other sessions ended"),
     ]
 }
 
@@ -182,14 +189,15 @@ async fn logout_form(
     Ok(Redirect::to("/login").into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApiLogin {
     username: String,
+    #[schema(value_type = String, format = Password)]
     password: SecretString,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct ApiToken {
     token: String,
     token_type: &'static str,
@@ -211,7 +219,7 @@ fn with_retry_after(mut r: Response, retry_after: Option<u64>) -> Response {
 async fn api_login(
     State(state): State<AppState>,
     meta: ClientMeta,
-    Json(body): Json<ApiLogin>,
+    JsonBody(body): JsonBody<ApiLogin>,
 ) -> Result<Response, AppError> {
     let done = match login(
         &state.db,
@@ -261,7 +269,7 @@ async fn api_logout(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Me {
     user: UserView,
     session_id: Uuid,
@@ -331,10 +339,12 @@ fn password_form_error(me: &CurrentUser, msg: String) -> Result<Response, AppErr
         .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApiPassword {
+    #[schema(value_type = String, format = Password)]
     current: SecretString,
+    #[schema(value_type = String, format = Password)]
     new: SecretString,
 }
 
@@ -346,7 +356,7 @@ async fn api_password(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    Json(body): Json<ApiPassword>,
+    JsonBody(body): JsonBody<ApiPassword>,
 ) -> Result<StatusCode, AppError> {
     match change_own_password(&state, &me, &meta, &body.current, &body.new).await? {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

@@ -16,7 +16,9 @@ use crate::state::AppState;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::post("/api/certificates/{cert}/revoke", Access::OPERATORS, revoke),
+        RouteDef::post("/api/certificates/{cert}/revoke", Access::OPERATORS, revoke)
+            .takes::<RevokeRequest>()
+            .gives::<CertificateRow>(200, "the certificate, revoked"),
         RouteDef::post(
             "/certificates/{cert}/revoke",
             Access::OPERATORS,

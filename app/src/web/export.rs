@@ -15,13 +15,15 @@
 //! injection); JSON lines carry the values unchanged.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use futures_util::stream::{self, Stream};
 use serde::Serialize;
 use serde_json::json;
 
+use super::api_doc::Body as ApiBody;
+use super::extract::QueryParams;
 use super::RouteDef;
 use crate::audit::query::{self as audit_query, AuditEntry, AuditFilter, AuditParams};
 use crate::audit::{self, AuditEvent};
@@ -33,10 +35,26 @@ use crate::state::AppState;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::get("/api/export/devices.csv", Access::STAFF, devices_csv),
-        RouteDef::get("/api/export/devices.jsonl", Access::STAFF, devices_jsonl),
-        RouteDef::get("/api/export/audit.csv", Access::AUDIT, audit_csv),
-        RouteDef::get("/api/export/audit.jsonl", Access::AUDIT, audit_jsonl),
+        RouteDef::get("/api/export/devices.csv", Access::STAFF, devices_csv)
+            .query::<DeviceFilter>()
+            .gives_body(200, "the devices as CSV", ApiBody::text("text/csv")),
+        RouteDef::get("/api/export/devices.jsonl", Access::STAFF, devices_jsonl)
+            .query::<DeviceFilter>()
+            .gives_body(
+                200,
+                "the devices as JSON lines (one DeviceRow a line)",
+                ApiBody::text("application/x-ndjson"),
+            ),
+        RouteDef::get("/api/export/audit.csv", Access::AUDIT, audit_csv)
+            .query::<AuditParams>()
+            .gives_body(200, "the audit log as CSV", ApiBody::text("text/csv")),
+        RouteDef::get("/api/export/audit.jsonl", Access::AUDIT, audit_jsonl)
+            .query::<AuditParams>()
+            .gives_body(
+                200,
+                "the audit log as JSON lines (one AuditEntry a line)",
+                ApiBody::text("application/x-ndjson"),
+            ),
     ]
 }
 
@@ -307,7 +325,7 @@ async fn devices_csv(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    Query(f): Query<DeviceFilter>,
+    QueryParams(f): QueryParams<DeviceFilter>,
 ) -> Result<Response, AppError> {
     devices_export(state, me, meta, f, Format::Csv).await
 }
@@ -316,7 +334,7 @@ async fn devices_jsonl(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    Query(f): Query<DeviceFilter>,
+    QueryParams(f): QueryParams<DeviceFilter>,
 ) -> Result<Response, AppError> {
     devices_export(state, me, meta, f, Format::Jsonl).await
 }
@@ -325,7 +343,7 @@ async fn audit_csv(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    Query(p): Query<AuditParams>,
+    QueryParams(p): QueryParams<AuditParams>,
 ) -> Result<Response, AppError> {
     audit_export(state, me, meta, p, Format::Csv).await
 }
@@ -334,7 +352,7 @@ async fn audit_jsonl(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    Query(p): Query<AuditParams>,
+    QueryParams(p): QueryParams<AuditParams>,
 ) -> Result<Response, AppError> {
     audit_export(state, me, meta, p, Format::Jsonl).await
 }

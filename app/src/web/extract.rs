@@ -203,8 +203,40 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes = axum::body::Bytes::from_request(
+            axum::extract::Request::from_parts(parts.clone(), body),
+            state,
+        )
+        .await
+        .map_err(|e| AppError::BadRequest(e.body_text()))?;
+        // serde reads a struct from a JSON array too (`[null, null]` as
+        // the first two fields); every body Kleidia takes is an object.
+        let is_object = bytes.trim_ascii_start().first() == Some(&b'{');
+        let req = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
         match Json::<T>::from_request(req, state).await {
+            Ok(Json(_)) if !is_object => Err(AppError::BadRequest(
+                "the JSON body must be an object".into(),
+            )),
             Ok(Json(v)) => Ok(JsonBody(v)),
+            Err(e) => Err(AppError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// A query string with a clear JSON 400 instead of axum's default text.
+pub struct QueryParams<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for QueryParams<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(QueryParams(v)),
             Err(e) => Err(AppError::BadRequest(e.body_text())),
         }
     }

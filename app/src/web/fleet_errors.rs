@@ -31,6 +31,12 @@ impl From<InvalidSerial> for AppError {
     }
 }
 
+impl From<crate::fleet::db::devices::BadDeviceFilter> for AppError {
+    fn from(e: crate::fleet::db::devices::BadDeviceFilter) -> Self {
+        AppError::BadRequest(e.to_string())
+    }
+}
+
 impl From<UnknownDeviceState> for AppError {
     fn from(e: UnknownDeviceState) -> Self {
         AppError::BadRequest(e.to_string())

@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use super::extract::QueryParams;
 use super::pages::{nav, render};
 use super::RouteDef;
 use crate::audit::{self, AuditEvent};
@@ -30,8 +31,12 @@ pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::get("/license", Access::ADMIN, license_page),
         RouteDef::post("/license", Access::ADMIN, upload_form),
-        RouteDef::get("/api/license", Access::STAFF, api_get),
-        RouteDef::post("/api/license", Access::ADMIN, api_upload),
+        RouteDef::get("/api/license", Access::STAFF, api_get)
+            .query::<ApiParams>()
+            .gives::<ApiLicense>(200, "the license status, usage and upload history"),
+        RouteDef::post("/api/license", Access::ADMIN, api_upload)
+            .takes::<kleidia_protocol::license::SignedLicense>()
+            .gives::<ApiLicense>(200, "the license was accepted; the new status"),
     ]
 }
 
@@ -261,10 +266,53 @@ async fn upload_form(
     }
 }
 
+/// `GET /api/license`: the service's status, and what the app adds to it,
+/// in one object.
 #[derive(Serialize)]
 struct ApiLicense {
     #[serde(flatten)]
     status: LicenseStatus,
+    #[serde(flatten)]
+    more: LicenseMore,
+}
+
+/// The schema is [`LicenseStatus`]'s properties and [`LicenseMore`]'s in one
+/// object: utoipa would make `allOf` of the two, which no body satisfies
+/// since the status does not allow properties it does not name
+/// (`deny_unknown_fields`, for the service's answers).
+impl utoipa::PartialSchema for ApiLicense {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::Schema;
+        use utoipa::openapi::RefOr;
+        match (LicenseStatus::schema(), LicenseMore::schema()) {
+            (RefOr::T(Schema::Object(mut status)), RefOr::T(Schema::Object(more))) => {
+                status.properties.extend(more.properties);
+                status.required.extend(more.required);
+                status.additional_properties = None;
+                status.description = Some("The license status, usage and upload history".into());
+                RefOr::T(Schema::Object(status))
+            }
+            // Both are derived structs, so objects; anything else is a bug
+            // the openapi unit tests show.
+            (_, more) => more,
+        }
+    }
+}
+
+impl utoipa::ToSchema for ApiLicense {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        LicenseStatus::schemas(schemas);
+        LicenseMore::schemas(schemas);
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct LicenseMore {
     usage: Usage,
     new_enrollments: Enrollments,
     /// Every accepted upload, oldest first; `null` if the service could not say.
@@ -278,7 +326,7 @@ struct ApiLicense {
     problem: Option<Problem>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Enrollments {
     allowed: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -288,19 +336,23 @@ struct Enrollments {
 fn api_body(o: Overview) -> ApiLicense {
     ApiLicense {
         status: o.status,
-        usage: o.usage,
-        new_enrollments: Enrollments {
-            allowed: o.enrollment.is_ok(),
-            reason: o.enrollment.err(),
+        more: LicenseMore {
+            usage: o.usage,
+            new_enrollments: Enrollments {
+                allowed: o.enrollment.is_ok(),
+                reason: o.enrollment.err(),
+            },
+            history: o.history,
+            history_error: o.history_error,
+            problem: o.problem,
         },
-        history: o.history,
-        history_error: o.history_error,
-        problem: o.problem,
     }
 }
 
 #[derive(Deserialize, Default)]
 #[serde(default)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ApiParams {
     /// `?fresh=true`: ask the service now instead of using the cache.
     fresh: bool,
@@ -308,7 +360,7 @@ struct ApiParams {
 
 async fn api_get(
     State(state): State<AppState>,
-    Query(p): Query<ApiParams>,
+    QueryParams(p): QueryParams<ApiParams>,
 ) -> Result<Json<ApiLicense>, AppError> {
     Ok(Json(api_body(overview(&state, p.fresh).await?)))
 }

@@ -20,8 +20,10 @@ pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::get("/lockouts", Access::ADMIN, lockouts_page),
         RouteDef::post("/lockouts/clear", Access::ADMIN, clear_form),
-        RouteDef::get("/api/lockouts", Access::ADMIN, api_lockouts),
-        RouteDef::delete("/api/lockouts/{scope}/{key}", Access::ADMIN, api_clear),
+        RouteDef::get("/api/lockouts", Access::ADMIN, api_lockouts)
+            .gives_list::<Lockout>(200, "keys with recent failed sign-ins, locked ones first"),
+        RouteDef::delete("/api/lockouts/{scope}/{key}", Access::ADMIN, api_clear)
+            .gives_nothing(204, "the lockout is cleared"),
     ]
 }
 

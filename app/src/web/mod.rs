@@ -8,6 +8,7 @@
 //! [`routes`].
 
 pub mod agent;
+pub mod api_doc;
 pub mod approvals;
 mod assets;
 pub mod audit;
@@ -51,6 +52,7 @@ use tower_http::trace::TraceLayer;
 use tower_sessions::cookie::SameSite;
 use tower_sessions::SessionManagerLayer;
 
+use self::api_doc::{Answer, ApiDoc, Body};
 use crate::auth::store::PgSessionStore;
 use crate::auth::Access;
 use crate::domain::SessionKind;
@@ -63,6 +65,8 @@ pub struct RouteDef {
     pub path: &'static str,
     pub access: Access,
     handler: MethodRouter<AppState>,
+    /// What an `/api` route takes and answers (`/api/openapi.json`).
+    pub doc: Option<ApiDoc>,
 }
 
 macro_rules! route_ctor {
@@ -77,6 +81,7 @@ macro_rules! route_ctor {
                 path,
                 access,
                 handler: $router(handler),
+                doc: None,
             }
         }
     };
@@ -88,6 +93,63 @@ impl RouteDef {
     route_ctor!(put, Method::PUT, routing::put);
     route_ctor!(patch, Method::PATCH, routing::patch);
     route_ctor!(delete, Method::DELETE, routing::delete);
+
+    fn doc_mut(&mut self) -> &mut ApiDoc {
+        self.doc.get_or_insert_with(ApiDoc::default)
+    }
+
+    /// The query string is `T` (the handler's `QueryParams<T>`).
+    pub fn query<T: utoipa::IntoParams>(mut self) -> Self {
+        self.doc_mut().query = Some(api_doc::query_params::<T>);
+        self
+    }
+
+    /// The request body is JSON of type `T` (the handler's `JsonBody<T>`).
+    pub fn takes<T: utoipa::ToSchema>(self) -> Self {
+        self.takes_body(Body::json::<T>())
+    }
+
+    /// The request body is `body` (another media type).
+    pub fn takes_body(mut self, body: Body) -> Self {
+        self.doc_mut().request = Some(Some(body));
+        self
+    }
+
+    /// A POST that takes no body.
+    pub fn takes_nothing(mut self) -> Self {
+        self.doc_mut().request = Some(None);
+        self
+    }
+
+    /// Answers `status` with JSON of type `T`.
+    pub fn gives<T: utoipa::ToSchema>(self, status: u16, description: &'static str) -> Self {
+        self.gives_body(status, description, Body::json::<T>())
+    }
+
+    /// Answers `status` with a JSON array of `T`.
+    pub fn gives_list<T: utoipa::ToSchema>(self, status: u16, description: &'static str) -> Self {
+        self.gives_body(status, description, Body::json_array::<T>())
+    }
+
+    /// Answers `status` with `body`.
+    pub fn gives_body(mut self, status: u16, description: &'static str, body: Body) -> Self {
+        self.doc_mut().answers.push(Answer {
+            status,
+            description,
+            body: Some(body),
+        });
+        self
+    }
+
+    /// Answers `status` with no body.
+    pub fn gives_nothing(mut self, status: u16, description: &'static str) -> Self {
+        self.doc_mut().answers.push(Answer {
+            status,
+            description,
+            body: None,
+        });
+        self
+    }
 }
 
 /// Every route of the server.
@@ -99,7 +161,11 @@ pub fn routes() -> Vec<RouteDef> {
         RouteDef::get("/static/{file}", Access::Public, assets::serve),
         RouteDef::get("/favicon.ico", Access::Public, assets::favicon),
         RouteDef::get("/", Access::SignedIn, pages::index),
-        RouteDef::get("/api/openapi.json", Access::Public, openapi::serve),
+        RouteDef::get("/api/openapi.json", Access::Public, openapi::serve).gives_body(
+            200,
+            "this document (OpenAPI 3.1)",
+            Body::any_json(),
+        ),
     ];
     v.extend(auth::routes());
     v.extend(oidc::routes());

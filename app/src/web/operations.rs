@@ -17,27 +17,40 @@ use super::RouteDef;
 use crate::auth::{ClientMeta, CurrentUser};
 use crate::domain::Serial;
 use crate::error::AppError;
-use crate::fleet::certificates::{self, SignCsrRequest};
-use crate::fleet::operations::{self, OperationRequest, OperationResult};
-use crate::fleet::presence::{self, PresenceSubmission, Purpose};
+use crate::fleet::certificates::{self, SignCsrRequest, SignedCertificate};
+use crate::fleet::db::OperationRow;
+use crate::fleet::operations::{self, AuthorizedOperation, OperationRequest, OperationResult};
+use crate::fleet::presence::{self, PresenceChallenge, PresenceSubmission, Purpose};
 use crate::fleet::settings;
 use crate::state::AppState;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::post("/api/yubikey/{serial}/operations", CHANGERS, authorize),
-        RouteDef::post("/api/yubikey/{serial}/secrets", CHANGERS, secrets),
+        RouteDef::post("/api/yubikey/{serial}/operations", CHANGERS, authorize)
+            .takes::<OperationRequest>()
+            .gives::<PresenceChallenge>(202, "the operation releases secrets: prove the card first")
+            .gives::<AuthorizedOperation>(201, "authorised: the ticket for the agent"),
+        RouteDef::post("/api/yubikey/{serial}/secrets", CHANGERS, secrets)
+            .takes::<SecretsRequest>()
+            .gives::<PresenceChallenge>(202, "prove the card to resume the unconfirmed change"),
         RouteDef::post(
             "/api/yubikey/{serial}/operations/{op}/result",
             CHANGERS,
             report,
-        ),
+        )
+        .takes::<OperationResult>()
+        .gives::<OperationRow>(200, "the operation as recorded"),
         RouteDef::post(
             "/api/yubikey/{serial}/operations/{op}/presence",
             CHANGERS,
             presence,
-        ),
-        RouteDef::post("/api/yubikey/{serial}/sign-csr", CHANGERS, sign_csr),
+        )
+        .takes::<PresenceSubmission>()
+        .gives::<AuthorizedOperation>(201, "the card is proven: the operation is authorised")
+        .gives::<AuthorizedOperation>(200, "the card is proven: the unconfirmed change resumes"),
+        RouteDef::post("/api/yubikey/{serial}/sign-csr", CHANGERS, sign_csr)
+            .takes::<SignCsrRequest>()
+            .gives::<SignedCertificate>(201, "the signed certificate"),
         RouteDef::get("/enroll", CHANGERS, enroll_page),
     ]
 }
@@ -109,9 +122,10 @@ async fn presence(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SecretsRequest {
+    #[schema(format = Uuid)]
     operation_id: String,
 }
 

@@ -6,8 +6,8 @@ use askama::Template;
 use axum::extract::{Query, State};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::{Form, Json};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use kleidia_protocol::agent::{KeyAlgorithm, PinPolicy, PivSlot, TouchPolicy};
+use serde::{Deserialize, Serialize};
 
 use super::extract::JsonBody;
 use super::pages::{nav, render, Nav};
@@ -23,10 +23,16 @@ pub fn routes() -> Vec<RouteDef> {
     vec![
         RouteDef::get("/settings", Access::ADMIN, settings_page),
         RouteDef::post("/settings", Access::ADMIN, settings_form),
-        RouteDef::get("/api/settings/policy", Access::STAFF, get_policy),
-        RouteDef::put("/api/settings/policy", Access::ADMIN, put_policy),
-        RouteDef::get("/api/policy/enrollment", Access::SignedIn, enrollment_plan),
-        RouteDef::post("/api/policy/pin-check", Access::SignedIn, pin_check),
+        RouteDef::get("/api/settings/policy", Access::STAFF, get_policy)
+            .gives::<Policy>(200, "the device policy"),
+        RouteDef::put("/api/settings/policy", Access::ADMIN, put_policy)
+            .takes::<Policy>()
+            .gives::<Policy>(200, "the policy as saved"),
+        RouteDef::get("/api/policy/enrollment", Access::SignedIn, enrollment_plan)
+            .gives::<EnrollmentPlan>(200, "what enrollment generates, by policy"),
+        RouteDef::post("/api/policy/pin-check", Access::SignedIn, pin_check)
+            .takes::<PinCheck>()
+            .gives::<PinAcceptable>(200, "the policy accepts the PIN (422 names the rule it breaks)"),
     ]
 }
 
@@ -156,12 +162,17 @@ async fn put_policy(
     Ok(Json(settings::save(&state.db, &me, &meta, p).await?))
 }
 
-/// The keys enrollment generates, by policy: per slot the first allowed
-/// algorithm and PIN/touch policy.
-#[derive(Deserialize)]
+/// `POST /api/policy/pin-check`: a PIN to check against the policy.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PinCheck {
     pin: String,
+}
+
+/// The policy accepts the PIN.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PinAcceptable {
+    acceptable: bool,
 }
 
 /// Whether the policy accepts a PIN, asked by the enrollment wizard before
@@ -180,29 +191,50 @@ async fn pin_check(
             p.pin_min_length, p.pin_max_length
         )));
     }
-    Ok(Json(json!({"acceptable": true})))
+    Ok(Json(PinAcceptable { acceptable: true }))
 }
 
+/// The keys enrollment generates, by policy: per slot the first allowed
+/// algorithm and PIN/touch policy.
 async fn enrollment_plan(State(state): State<AppState>) -> Result<impl IntoResponse, AppError> {
     let p = settings::policy(&state.db).await?;
-    let slots: Vec<Value> = p
+    let slots = p
         .enrollment_slots
         .iter()
-        .filter_map(|s| {
-            let sp = p.slots.get(s)?;
-            Some(json!({
-                "slot": s,
-                "algorithm": sp.algorithms.first()?,
-                "pin_policy": sp.pin_policies.first()?,
-                "touch_policy": sp.touch_policies.first()?,
-            }))
+        .filter_map(|&slot| {
+            let sp = p.slots.get(&slot)?;
+            Some(PlannedKey {
+                slot,
+                algorithm: *sp.algorithms.first()?,
+                pin_policy: *sp.pin_policies.first()?,
+                touch_policy: *sp.touch_policies.first()?,
+            })
         })
         .collect();
-    Ok(Json(json!({
-        "slots": slots,
-        "pin_min_length": p.pin_min_length,
-        "pin_max_length": p.pin_max_length,
-        "owners_may_unblock_pin": p.owners_may_unblock_pin,
-        "certificate_approval": p.certificate_approval,
-    })))
+    Ok(Json(EnrollmentPlan {
+        slots,
+        pin_min_length: p.pin_min_length,
+        pin_max_length: p.pin_max_length,
+        owners_may_unblock_pin: p.owners_may_unblock_pin,
+        certificate_approval: p.certificate_approval,
+    }))
+}
+
+/// `GET /api/policy/enrollment`.
+#[derive(Serialize, utoipa::ToSchema)]
+struct EnrollmentPlan {
+    slots: Vec<PlannedKey>,
+    pin_min_length: usize,
+    pin_max_length: usize,
+    owners_may_unblock_pin: bool,
+    certificate_approval: CertificateApproval,
+}
+
+/// The key enrollment generates in one slot.
+#[derive(Serialize, utoipa::ToSchema)]
+struct PlannedKey {
+    slot: PivSlot,
+    algorithm: KeyAlgorithm,
+    pin_policy: PinPolicy,
+    touch_policy: TouchPolicy,
 }

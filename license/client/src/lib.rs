@@ -43,6 +43,7 @@ pub enum ClientError {
 /// Why the last status request got no status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ProblemKind {
     /// Refused connection, timeout, broken answer.
     Unreachable,
@@ -54,6 +55,7 @@ pub enum ProblemKind {
 
 /// The last failure to get a status, shown on `/license` and `/readyz`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Problem {
     pub kind: ProblemKind,
     pub message: String,

@@ -56,6 +56,7 @@ pub const AGENT_KEY_MIN_BITS: usize = 3072;
 /// The state-changing agent operations; each is one `POST /piv/...` endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Operation {
     SetPin,
     SetPuk,

@@ -15,6 +15,7 @@ use super::{TicketClaims, TicketError, TICKET_ALGORITHM, TICKET_MAX_LEN, TICKET_
 /// `{"algorithm":"Ed25519","public_key":"<standard base64 of the raw 32-byte key>","key_id":"<16 hex>"}`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TicketKeyResponse {
     /// Always [`TICKET_ALGORITHM`].
     pub algorithm: String,

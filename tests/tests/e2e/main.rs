@@ -3,6 +3,7 @@
 //! `tests/src` (`kleidia_tests::TestApp`). One module per feature.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod api_schema;
 mod attestation_attacks;
 mod audit_anchor;
 mod audit_log;

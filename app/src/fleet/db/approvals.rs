@@ -18,6 +18,7 @@ use crate::domain::{ProtocolName, Serial};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum ApprovalStatus {
     Pending,
     Approved,
@@ -42,7 +43,7 @@ impl fmt::Display for ApprovalStatus {
     }
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct ApprovalRow {
     pub id: Uuid,
     #[sqlx(try_from = "i64")]

@@ -16,6 +16,7 @@ use crate::domain::{ProtocolName, Serial};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, sqlx::Type)]
 #[serde(rename_all = "lowercase")]
 #[sqlx(type_name = "text", rename_all = "lowercase")]
+#[derive(utoipa::ToSchema)]
 pub enum CertificateStatus {
     Issued,
     Revoked,
@@ -36,7 +37,7 @@ impl fmt::Display for CertificateStatus {
     }
 }
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct CertificateRow {
     pub id: Uuid,
     #[sqlx(try_from = "i64")]

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::{fmt_time, CertificateStatus};
 use crate::domain::{DeviceState, Serial, UnknownDeviceState};
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct DeviceRow {
     #[sqlx(try_from = "i64")]
     pub serial: Serial,
@@ -73,6 +73,8 @@ pub async fn device_for_update(
 
 #[derive(Debug, Default, Clone, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DeviceFilter {
     /// Serial prefix, owner username or display name.
     pub q: Option<String>,
@@ -83,7 +85,9 @@ pub struct DeviceFilter {
     /// Keyset cursor: serials greater than this.
     pub after: Option<i64>,
     pub limit: Option<i64>,
-    /// Only devices whose certificates expire within this many days.
+    /// Only devices whose certificates expire within this many days
+    /// (0 to [`MAX_EXPIRING_DAYS`]).
+    #[param(minimum = 0, maximum = 3650)]
     pub expiring_days: Option<i32>,
     /// Only devices still on factory credentials.
     pub factory: Option<bool>,
@@ -95,13 +99,33 @@ impl DeviceFilter {
         self.limit.unwrap_or(50).clamp(1, 200)
     }
 
-    /// The state asked for, if any.
-    pub fn state(&self) -> Result<Option<DeviceState>, UnknownDeviceState> {
+    /// The state asked for, if any, once the whole filter is checked: an
+    /// unknown state, or an `expiring_days` outside 0 to
+    /// [`MAX_EXPIRING_DAYS`] (PostgreSQL would overflow on it), is refused.
+    pub fn state(&self) -> Result<Option<DeviceState>, BadDeviceFilter> {
+        if let Some(d) = self
+            .expiring_days
+            .filter(|d| !(0..=MAX_EXPIRING_DAYS).contains(d))
+        {
+            return Err(BadDeviceFilter::ExpiringDays(d));
+        }
         match self.state.as_deref() {
             None | Some("") => Ok(None),
-            Some(s) => s.parse().map(Some),
+            Some(s) => Ok(Some(s.parse()?)),
         }
     }
+}
+
+/// The longest look-ahead of `expiring_days`: ten years.
+pub const MAX_EXPIRING_DAYS: i32 = 3650;
+
+/// A device filter that cannot be searched; the message says which value.
+#[derive(Debug, thiserror::Error)]
+pub enum BadDeviceFilter {
+    #[error(transparent)]
+    State(#[from] UnknownDeviceState),
+    #[error("expiring_days must be between 0 and {MAX_EXPIRING_DAYS}, not {0}")]
+    ExpiringDays(i32),
 }
 
 /// A page of devices ordered by serial (keyset pagination: fast at any depth).

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use super::fmt_time;
 use crate::domain::{OperationState, ProtocolName, Serial};
 
-#[derive(Debug, Clone, FromRow, Serialize)]
+#[derive(Debug, Clone, FromRow, Serialize, utoipa::ToSchema)]
 pub struct OperationRow {
     pub id: Uuid,
     #[sqlx(try_from = "i64")]

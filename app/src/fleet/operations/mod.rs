@@ -44,7 +44,7 @@ use crate::domain::{OperationState, Serial};
 const TICKET_LIFETIME_SECS: i64 = 90;
 
 /// What the page posts to the agent, and where.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AuthorizedOperation {
     pub operation_id: Uuid,
     pub operation: Operation,

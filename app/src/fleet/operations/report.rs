@@ -28,6 +28,7 @@ use crate::fleet::pki::{Pki, PkiError};
 /// `POST /api/yubikey/{serial}/operations/{id}/result`
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::ToSchema)]
 pub struct OperationResult {
     pub success: bool,
     /// The agent's error code on failure.

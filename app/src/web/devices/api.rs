@@ -1,6 +1,6 @@
 //! `/api/devices…`: list, register, read, move through the lifecycle, assign.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
@@ -10,32 +10,48 @@ use super::CHANGERS;
 use crate::auth::{Access, ClientMeta, CurrentUser};
 use crate::domain::Serial;
 use crate::error::AppError;
-use crate::fleet::claim::{self, ClaimRequest};
+use crate::fleet::claim::{self, ClaimChallenge, ClaimRequest};
 use crate::fleet::db::{devices, DeviceFilter, DeviceRow};
-use crate::fleet::details::device_details;
+use crate::fleet::details::{device_details, DeviceDetails};
 use crate::fleet::registry::{self, AssignOwner, RegisterDevice, Transition};
 use crate::licensing;
 use crate::state::AppState;
-use crate::web::extract::JsonBody;
+use crate::web::extract::{JsonBody, QueryParams};
 use crate::web::RouteDef;
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::get("/api/devices", Access::STAFF, list),
-        RouteDef::post("/api/devices", CHANGERS, register),
-        RouteDef::post("/api/devices/claim", CHANGERS, claim),
-        RouteDef::get("/api/my/devices", Access::SignedIn, my_devices),
-        RouteDef::get("/api/devices/{serial}", Access::SignedIn, get_device),
-        RouteDef::post("/api/devices/{serial}/state", CHANGERS, transition),
+        RouteDef::get("/api/devices", Access::STAFF, list)
+            .query::<DeviceFilter>()
+            .gives::<DevicePage>(200, "a page of devices"),
+        RouteDef::post("/api/devices", CHANGERS, register)
+            .takes::<RegisterDevice>()
+            .gives::<DeviceRow>(201, "the registered device"),
+        RouteDef::post("/api/devices/claim", CHANGERS, claim)
+            .takes::<ClaimRequest>()
+            .gives::<ClaimChallenge>(201, "a presence challenge for the card"),
+        RouteDef::get("/api/my/devices", Access::SignedIn, my_devices)
+            .query::<DeviceFilter>()
+            .gives::<DevicePage>(200, "a page of the caller's devices"),
+        RouteDef::get("/api/devices/{serial}", Access::SignedIn, get_device)
+            .gives::<DeviceDetails>(
+                200,
+                "the device, its secrets' versions, certificates, operations and audit",
+            ),
+        RouteDef::post("/api/devices/{serial}/state", CHANGERS, transition)
+            .takes::<Transition>()
+            .gives::<DeviceRow>(200, "the device in its new state"),
         RouteDef::put(
             "/api/devices/{serial}/owner",
             Access::OPERATORS,
             assign_owner,
-        ),
+        )
+        .takes::<AssignOwner>()
+        .gives::<DeviceRow>(200, "the device with its new owner"),
     ]
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct DevicePage {
     devices: Vec<DeviceRow>,
     /// Pass as `after` for the next page; absent on the last page.
@@ -59,7 +75,7 @@ async fn page(
 
 async fn list(
     State(state): State<AppState>,
-    Query(f): Query<DeviceFilter>,
+    QueryParams(f): QueryParams<DeviceFilter>,
 ) -> Result<impl IntoResponse, AppError> {
     page(&state, &f, None).await
 }
@@ -67,7 +83,7 @@ async fn list(
 async fn my_devices(
     State(state): State<AppState>,
     me: CurrentUser,
-    Query(f): Query<DeviceFilter>,
+    QueryParams(f): QueryParams<DeviceFilter>,
 ) -> Result<impl IntoResponse, AppError> {
     page(&state, &f, Some(me.user_id)).await
 }

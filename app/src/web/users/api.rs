@@ -1,6 +1,6 @@
 //! `/api/users`: the JSON side of user administration.
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use secrecy::SecretString;
@@ -13,21 +13,34 @@ use crate::db::users::UserView;
 use crate::domain::Role;
 use crate::error::AppError;
 use crate::state::AppState;
+use crate::web::extract::{JsonBody, QueryParams};
 use crate::web::RouteDef;
 
 pub(super) fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::get("/api/users", Access::STAFF, list),
-        RouteDef::post("/api/users", Access::ADMIN, create_user),
-        RouteDef::get("/api/users/{id}", Access::SignedIn, get),
-        RouteDef::patch("/api/users/{id}", Access::ADMIN, update),
-        RouteDef::post("/api/users/{id}/disable", Access::ADMIN, disable),
-        RouteDef::post("/api/users/{id}/enable", Access::ADMIN, enable),
-        RouteDef::post("/api/users/{id}/reset-password", Access::ADMIN, reset),
+        RouteDef::get("/api/users", Access::STAFF, list)
+            .query::<ListParams>()
+            .gives::<UserList>(200, "a page of users"),
+        RouteDef::post("/api/users", Access::ADMIN, create_user)
+            .takes::<ApiCreate>()
+            .gives::<Created>(201, "the new user (and its one-time password)"),
+        RouteDef::get("/api/users/{id}", Access::SignedIn, get).gives::<UserView>(200, "the user"),
+        RouteDef::patch("/api/users/{id}", Access::ADMIN, update)
+            .takes::<ApiUpdate>()
+            .gives::<UserView>(200, "the user as changed"),
+        RouteDef::post("/api/users/{id}/disable", Access::ADMIN, disable)
+            .takes_nothing()
+            .gives::<UserView>(200, "the user, disabled; their sessions ended"),
+        RouteDef::post("/api/users/{id}/enable", Access::ADMIN, enable)
+            .takes_nothing()
+            .gives::<UserView>(200, "the user, enabled"),
+        RouteDef::post("/api/users/{id}/reset-password", Access::ADMIN, reset)
+            .takes_nothing()
+            .gives::<Reset>(200, "the user and their new one-time password"),
     ]
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct UserList {
     users: Vec<UserView>,
     /// Pass as `after` for the next page.
@@ -36,13 +49,13 @@ struct UserList {
 
 async fn list(
     State(state): State<AppState>,
-    Query(p): Query<ListParams>,
+    QueryParams(p): QueryParams<ListParams>,
 ) -> Result<Json<UserList>, AppError> {
     let (users, next_after) = super::list_users(&state.db, &p).await?;
     Ok(Json(UserList { users, next_after }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApiCreate {
     username: String,
@@ -52,10 +65,11 @@ struct ApiCreate {
     role: Role,
     /// Omit to have a one-time password generated and returned once.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = Password)]
     password: Option<SecretString>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Created {
     user: UserView,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,7 +80,7 @@ async fn create_user(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    Json(b): Json<ApiCreate>,
+    JsonBody(b): JsonBody<ApiCreate>,
 ) -> Result<(StatusCode, Json<Created>), AppError> {
     let created = create(
         &state,
@@ -100,13 +114,14 @@ async fn get(
     Ok(Json(visible_user(&state.db, &me, id).await?.view()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ApiUpdate {
     #[serde(default)]
     display_name: Option<String>,
     /// `null` clears the address; absent leaves it.
     #[serde(default, with = "double_option")]
+    #[schema(value_type = Option<String>)]
     email: Option<Option<String>>,
     #[serde(default)]
     role: Option<Role>,
@@ -126,7 +141,7 @@ async fn update(
     me: CurrentUser,
     meta: ClientMeta,
     Path(id): Path<String>,
-    Json(b): Json<ApiUpdate>,
+    JsonBody(b): JsonBody<ApiUpdate>,
 ) -> Result<Json<UserView>, AppError> {
     let id = parse_id(&id)?;
     let change = ProfileChange {
@@ -167,7 +182,7 @@ async fn toggle(
     Ok(Json(row.view()))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 struct Reset {
     user: UserView,
     one_time_password: String,

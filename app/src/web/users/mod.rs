@@ -121,6 +121,8 @@ async fn reset_password(
 
 #[derive(Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ListParams {
     q: Option<String>,
     after: Option<String>,
