@@ -42,6 +42,8 @@ struct Table {
     rows: Vec<DeviceRow>,
     next: Option<String>,
     export: Option<String>,
+    /// The bulk-action link is for admins; the bench's page is a reader's.
+    bulk: bool,
 }
 
 async fn list(State(db): State<PgPool>, Query(f): Query<DeviceFilter>) -> Response {
@@ -60,6 +62,7 @@ async fn list(State(db): State<PgPool>, Query(f): Query<DeviceFilter>) -> Respon
         rows,
         next,
         export: None,
+        bulk: false,
     };
     match table.render().and_then(|table| Page { table }.render()) {
         Ok(html) => Html(html).into_response(),

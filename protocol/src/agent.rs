@@ -543,6 +543,7 @@ pub struct OperationDone {
 /// What a reset (`POST /piv/reset`, Kleidia's wipe) did to the OATH
 /// application, after returning PIV to factory state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum OathWipe {
     /// The OATH application was reset: every OATH account is gone.

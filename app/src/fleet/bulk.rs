@@ -22,12 +22,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use super::access;
+use super::db::devices::BadDeviceFilter;
 use super::db::{devices, DeviceFilter, DeviceRow};
 use super::pki::Pki;
 use super::registry::{self, checked_reason, BadReason, Transition, TransitionError};
 use crate::audit::{self, AuditEvent};
 use crate::auth::{ClientMeta, CurrentUser, Role};
-use crate::domain::{DeviceState, Serial, UnknownDeviceState};
+use crate::domain::{DeviceState, Serial};
 
 /// The most devices one bulk action touches.
 pub const MAX_DEVICES: usize = 1000;
@@ -129,7 +130,7 @@ pub enum BulkError {
     #[error("choose at least one filter: a bulk action never runs on the whole fleet unfiltered")]
     NoFilter,
     #[error(transparent)]
-    State(#[from] UnknownDeviceState),
+    State(#[from] BadDeviceFilter),
     #[error("the filter matches more than {MAX_DEVICES} devices; narrow it")]
     TooMany,
     #[error("no device matches the filter")]

@@ -64,11 +64,14 @@ impl<'de> Deserialize<'de> for Firmware {
 /// a card's firmware wins; a card no rule covers gets the policy's
 /// `management_key_algorithm` from 5.4.0 on and 3DES below (the only
 /// algorithm such firmware has).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ManagementKeyRule {
+    /// `major.minor.patch`, e.g. `5.4.0`.
+    #[schema(value_type = String, example = "5.4.0")]
     pub from: Firmware,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>, example = "5.7.0")]
     pub until: Option<Firmware>,
     pub algorithm: ManagementKeyAlgorithm,
 }

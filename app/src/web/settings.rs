@@ -32,7 +32,10 @@ pub fn routes() -> Vec<RouteDef> {
             .gives::<EnrollmentPlan>(200, "what enrollment generates, by policy"),
         RouteDef::post("/api/policy/pin-check", Access::SignedIn, pin_check)
             .takes::<PinCheck>()
-            .gives::<PinAcceptable>(200, "the policy accepts the PIN (422 names the rule it breaks)"),
+            .gives::<PinAcceptable>(
+                200,
+                "the policy accepts the PIN (422 names the rule it breaks)",
+            ),
     ]
 }
 

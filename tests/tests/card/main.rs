@@ -5,9 +5,9 @@
 
 mod agent;
 mod backup_restore;
+mod fault_matrix;
 mod ha_failover;
 mod oath_wipe;
-mod fault_matrix;
 mod player;
 mod settle;
 mod virtual_yubikey;
