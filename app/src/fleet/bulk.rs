@@ -34,7 +34,7 @@ use crate::domain::{DeviceState, Serial};
 pub const MAX_DEVICES: usize = 1000;
 const BATCH: i64 = 200;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BulkAction {
     Suspend,
@@ -79,7 +79,7 @@ impl BulkAction {
 }
 
 /// The filters of the devices page, without its cursor and page size.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkFilter {
     #[serde(default)]
@@ -186,7 +186,7 @@ pub async fn matching(db: &PgPool, filter: &BulkFilter) -> Result<Vec<DeviceRow>
 }
 
 /// What the action will do to one device.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Planned {
     pub serial: Serial,
     pub owner: Option<String>,
@@ -216,7 +216,7 @@ fn plan(u: &CurrentUser, action: BulkAction, d: &DeviceRow) -> Planned {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Preview {
     pub action: BulkAction,
     pub filter: BulkFilter,
@@ -247,7 +247,7 @@ pub async fn preview(
     })
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BulkRequest {
     pub action: BulkAction,
@@ -259,7 +259,7 @@ pub struct BulkRequest {
     pub count: usize,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Outcome {
     pub serial: Serial,
     /// `changed`, `skipped` or `failed`.
@@ -267,7 +267,7 @@ pub struct Outcome {
     pub note: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BulkReport {
     pub batch: Uuid,
     pub action: BulkAction,

@@ -39,7 +39,7 @@ pub const MAX_ROWS: usize = 1000;
 /// Longest cell, in characters.
 pub const MAX_CELL: usize = 254;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ImportKind {
     Users,
@@ -63,7 +63,7 @@ impl ImportKind {
 }
 
 /// One row and what becomes of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct RowOutcome {
     /// The line in the file (the header is line 1).
     pub line: u64,
@@ -74,7 +74,7 @@ pub struct RowOutcome {
     pub message: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ImportReport {
     pub kind: ImportKind,
     pub dry_run: bool,
@@ -89,7 +89,7 @@ pub struct ImportReport {
     pub one_time_passwords: Vec<OneTimePassword>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct OneTimePassword {
     pub username: String,
     pub password: String,

@@ -10,6 +10,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::{Form, Json};
 use serde::Deserialize;
 
+use super::extract::JsonBody;
 use super::RouteDef;
 use crate::auth::{Access, ClientMeta, CurrentUser};
 use crate::domain::Serial;
@@ -22,8 +23,15 @@ use crate::web::pages::{nav, render, urlencode, Nav};
 
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::post("/api/devices/bulk/preview", Access::ADMIN, preview_api),
-        RouteDef::post("/api/devices/bulk", Access::ADMIN, apply_api),
+        RouteDef::post("/api/devices/bulk/preview", Access::ADMIN, preview_api)
+            .takes::<PreviewBody>()
+            .gives::<Preview>(
+                200,
+                "each device the filter matches and what the action does to it",
+            ),
+        RouteDef::post("/api/devices/bulk", Access::ADMIN, apply_api)
+            .takes::<BulkRequest>()
+            .gives::<BulkReport>(200, "the batch and each device's outcome"),
         RouteDef::get("/devices/bulk", Access::ADMIN, preview_page),
         RouteDef::post("/devices/bulk", Access::ADMIN, apply_form),
     ]
@@ -40,7 +48,7 @@ impl From<BulkError> for AppError {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PreviewBody {
     action: BulkAction,
@@ -50,7 +58,7 @@ struct PreviewBody {
 async fn preview_api(
     State(state): State<AppState>,
     me: CurrentUser,
-    Json(b): Json<PreviewBody>,
+    JsonBody(b): JsonBody<PreviewBody>,
 ) -> Result<Json<Preview>, AppError> {
     Ok(Json(
         bulk::preview(&state.db, &me, b.action, b.filter).await?,
@@ -61,7 +69,7 @@ async fn apply_api(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    Json(req): Json<BulkRequest>,
+    JsonBody(req): JsonBody<BulkRequest>,
 ) -> Result<Json<BulkReport>, AppError> {
     Ok(Json(
         bulk::apply(&state.db, &state.pki(), &me, &meta, req).await?,

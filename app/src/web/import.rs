@@ -9,13 +9,14 @@
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::{Multipart, Query, State};
+use axum::extract::{Multipart, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
-use serde_json::json;
 
+use super::api_doc::Body;
+use super::extract::QueryParams;
 use super::RouteDef;
 use crate::auth::{Access, ClientMeta, CurrentUser};
 use crate::error::AppError;
@@ -26,10 +27,26 @@ use crate::licensing;
 use crate::state::AppState;
 use crate::web::pages::{nav, render, Nav};
 
+const REFUSED: &str =
+    "refused: nothing applied; the reason, and every row's outcome when the file could be read";
+
 pub fn routes() -> Vec<RouteDef> {
     vec![
-        RouteDef::post("/api/import/users", Access::ADMIN, users_api),
-        RouteDef::post("/api/import/assignments", Access::ADMIN, assignments_api),
+        RouteDef::post("/api/import/users", Access::ADMIN, users_api)
+            .query::<ModeQuery>()
+            .takes_body(Body::text("text/csv"))
+            .gives::<ImportReport>(200, "the dry run: every row's outcome")
+            .gives::<ImportReport>(
+                201,
+                "imported: every row's outcome and the new accounts' one-time passwords",
+            )
+            .gives::<ImportRefused>(422, REFUSED),
+        RouteDef::post("/api/import/assignments", Access::ADMIN, assignments_api)
+            .query::<ModeQuery>()
+            .takes_body(Body::text("text/csv"))
+            .gives::<ImportReport>(200, "the dry run: every row's outcome")
+            .gives::<ImportReport>(201, "imported: every row's outcome")
+            .gives::<ImportRefused>(422, REFUSED),
         RouteDef::get("/import", Access::ADMIN, page),
         RouteDef::post("/import/users", Access::ADMIN, users_form),
         RouteDef::post("/import/assignments", Access::ADMIN, assignments_form),
@@ -38,6 +55,8 @@ pub fn routes() -> Vec<RouteDef> {
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct ModeQuery {
     #[serde(default)]
     dry_run: bool,
@@ -70,19 +89,27 @@ async fn run(
         .await
 }
 
+/// A refused import: the error body every route gives, plus the report of
+/// every row when the file could be read.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct ImportRefused {
+    /// `import_refused`.
+    error: &'static str,
+    message: String,
+    report: Option<ImportReport>,
+}
+
 fn error_response(e: ImportError) -> Response {
     match e {
         ImportError::App(e) => e.into_response(),
         ImportError::Db(e) => AppError::from(e).into_response(),
         e => {
-            let report = e.report().cloned();
-            (
-                StatusCode::UNPROCESSABLE_ENTITY,
-                Json(
-                    json!({"error": "import_refused", "message": e.to_string(), "report": report}),
-                ),
-            )
-                .into_response()
+            let refused = ImportRefused {
+                error: "import_refused",
+                message: e.to_string(),
+                report: e.report().cloned(),
+            };
+            (StatusCode::UNPROCESSABLE_ENTITY, Json(refused)).into_response()
         }
     }
 }
@@ -122,7 +149,7 @@ async fn users_api(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    Query(q): Query<ModeQuery>,
+    QueryParams(q): QueryParams<ModeQuery>,
     body: Bytes,
 ) -> Response {
     api(state, me, meta, ImportKind::Users, q, body).await
@@ -132,7 +159,7 @@ async fn assignments_api(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    Query(q): Query<ModeQuery>,
+    QueryParams(q): QueryParams<ModeQuery>,
     body: Bytes,
 ) -> Response {
     api(state, me, meta, ImportKind::Assignments, q, body).await

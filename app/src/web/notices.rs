@@ -13,7 +13,9 @@ use crate::fleet::notices::{self, NoticeError, RunReport, Trigger};
 use crate::state::AppState;
 
 pub fn routes() -> Vec<RouteDef> {
-    vec![RouteDef::post("/api/notices/run", Access::ADMIN, run_api)]
+    vec![RouteDef::post("/api/notices/run", Access::ADMIN, run_api)
+        .takes_nothing()
+        .gives::<RunReport>(200, "what this run sent")]
 }
 
 async fn run(state: &AppState, me: &CurrentUser, meta: &ClientMeta) -> Result<RunReport, AppError> {

@@ -150,6 +150,20 @@ async fn the_live_api_keeps_to_its_openapi_document_for_an_admin_and_a_plain_use
     assert_eq!(v["error"], "bad_request", "{v}");
     let (s, v) = admin.get("/api/devices?expiring_days=30").await;
     assert_eq!(s, StatusCode::OK, "{v}");
+    // A NUL in a filter reached PostgreSQL, which refuses it in text: the
+    // device export was a 500. It is a 400, on the API and the page alike.
+    let (s, v) = admin
+        .get("/api/export/devices.jsonl?firmware=%40%00x&factory=true")
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"].as_str().unwrap_or_default().contains("NUL"),
+        "{v}"
+    );
+    let page = app.admin_browser().await;
+    let (s, _, text) = page.get_text("/devices?firmware=%00").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+    assert!(text.contains("NUL"), "{text}");
     // serde reads a struct from a JSON array as well: `[null, null]` was
     // taken as `{"display_name": null, "email": null}` and cleared the
     // address (200). A body that is not an object is a 400 and changes nothing.

@@ -109,6 +109,15 @@ impl DeviceFilter {
         {
             return Err(BadDeviceFilter::ExpiringDays(d));
         }
+        for (name, v) in [
+            ("q", &self.q),
+            ("owner", &self.owner),
+            ("firmware", &self.firmware),
+        ] {
+            if v.as_deref().is_some_and(|v| v.contains('\0')) {
+                return Err(BadDeviceFilter::Nul(name));
+            }
+        }
         match self.state.as_deref() {
             None | Some("") => Ok(None),
             Some(s) => Ok(Some(s.parse()?)),
@@ -126,6 +135,9 @@ pub enum BadDeviceFilter {
     State(#[from] UnknownDeviceState),
     #[error("expiring_days must be between 0 and {MAX_EXPIRING_DAYS}, not {0}")]
     ExpiringDays(i32),
+    /// PostgreSQL text cannot hold NUL (it was a 500).
+    #[error("{0} contains a NUL character")]
+    Nul(&'static str),
 }
 
 /// A page of devices ordered by serial (keyset pagination: fast at any depth).

@@ -37,7 +37,7 @@ pub const LOCK_KEY: i64 = 0x4b4c_4e4f_5449_4345;
 const MAX_LISTED: usize = 200;
 
 /// Who started a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Trigger {
     Schedule,
@@ -46,7 +46,7 @@ pub enum Trigger {
     Admin,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     CertificateExpiring,
@@ -63,7 +63,7 @@ impl Kind {
 }
 
 /// One thing someone should act on.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 pub struct Item {
     pub kind: Kind,
     pub serial: i64,
@@ -79,7 +79,7 @@ pub struct Item {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct RunReport {
     /// False when another replica held the lock (nothing was looked at).
     pub ran: bool,
