@@ -172,7 +172,7 @@ async fn applied_count(pool: &PgPool) -> i64 {
 }
 
 /// The advisory lock the runtime grants run under ("KLGRANT" in ASCII).
-const GRANT_LOCK: i64 = 0x4b4c_4752_414e_54;
+const GRANT_LOCK: i64 = 0x004b_4c47_5241_4e54;
 
 /// The runtime role's rights, granted by the owner after every migration run
 /// (idempotent), so tables added by later migrations are covered too.
