@@ -209,7 +209,7 @@ where
             state,
         )
         .await
-        .map_err(|e| AppError::BadRequest(e.body_text()))?;
+        .map_err(|e| body_rejection(e.status(), e.body_text()))?;
         // serde reads a struct from a JSON array too (`[null, null]` as
         // the first two fields); every body Kleidia takes is an object.
         let is_object = bytes.trim_ascii_start().first() == Some(&b'{');
@@ -219,8 +219,21 @@ where
                 "the JSON body must be an object".into(),
             )),
             Ok(Json(v)) => Ok(JsonBody(v)),
-            Err(e) => Err(AppError::BadRequest(e.body_text())),
+            Err(e) => Err(body_rejection(e.status(), e.body_text())),
         }
+    }
+}
+
+/// axum's rejection of a body, with its status kept: 415 for a body that
+/// is not JSON, 422 for JSON that does not fit the type (the field named),
+/// 413 over the limit, 400 for broken JSON.
+fn body_rejection(status: axum::http::StatusCode, text: String) -> AppError {
+    use axum::http::StatusCode as S;
+    match status {
+        S::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType(text),
+        S::UNPROCESSABLE_ENTITY => AppError::Unprocessable(text),
+        S::PAYLOAD_TOO_LARGE => AppError::TooLarge(text),
+        _ => AppError::BadRequest(text),
     }
 }
 
