@@ -16,7 +16,7 @@ use tower_sessions::Session;
 use uuid::Uuid;
 
 use super::auth_next::safe_next;
-use super::extract::{JsonBody, MaybeUser};
+use super::extract::{JsonBodyStrict, MaybeUser};
 use super::pages::{nav, render, Nav};
 use super::RouteDef;
 use crate::audit::{self, AuditEvent};
@@ -219,7 +219,7 @@ fn with_retry_after(mut r: Response, retry_after: Option<u64>) -> Response {
 async fn api_login(
     State(state): State<AppState>,
     meta: ClientMeta,
-    JsonBody(body): JsonBody<ApiLogin>,
+    JsonBodyStrict(body): JsonBodyStrict<ApiLogin>,
 ) -> Result<Response, AppError> {
     let done = match login(
         &state.db,
@@ -356,7 +356,7 @@ async fn api_password(
     State(state): State<AppState>,
     me: CurrentUser,
     meta: ClientMeta,
-    JsonBody(body): JsonBody<ApiPassword>,
+    JsonBodyStrict(body): JsonBodyStrict<ApiPassword>,
 ) -> Result<StatusCode, AppError> {
     match change_own_password(&state, &me, &meta, &body.current, &body.new).await? {
         Ok(()) => Ok(StatusCode::NO_CONTENT),

@@ -224,14 +224,38 @@ where
     }
 }
 
-/// axum's rejection of a body, with its status kept: 415 for a body that
-/// is not JSON, 422 for JSON that does not fit the type (the field named),
-/// 413 over the limit, 400 for broken JSON.
+/// [`JsonBody`] for the sign-in and password API, whose contract (since
+/// before the JSON bodies were checked alike) is 422 for JSON that does
+/// not fit, e.g. an unknown field; elsewhere that is a 400.
+pub struct JsonBodyStrict<T>(pub T);
+
+impl<T, S> axum::extract::FromRequest<S> for JsonBodyStrict<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
+        match JsonBody::<T>::from_request(req, state).await {
+            Ok(JsonBody(v)) => Ok(JsonBodyStrict(v)),
+            Err(AppError::BadRequest(m))
+                if m.starts_with("Failed to deserialize the JSON body into the target type") =>
+            {
+                Err(AppError::Unprocessable(m))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// axum's rejection of a body: 415 for a body that is not JSON, 413 over
+/// the limit, 400 for anything else (broken JSON, or JSON that does not
+/// fit the type: the message names the field).
 fn body_rejection(status: axum::http::StatusCode, text: String) -> AppError {
     use axum::http::StatusCode as S;
     match status {
         S::UNSUPPORTED_MEDIA_TYPE => AppError::UnsupportedMediaType(text),
-        S::UNPROCESSABLE_ENTITY => AppError::Unprocessable(text),
         S::PAYLOAD_TOO_LARGE => AppError::TooLarge(text),
         _ => AppError::BadRequest(text),
     }
