@@ -112,17 +112,7 @@ async fn login_form(
     .await
     {
         Ok(done) => {
-            // A fresh session id at sign-in: whatever cookie the browser
-            // carried before (planted or stale) is deleted and useless now.
-            session
-                .cycle_id()
-                .await
-                .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
-            session.clear().await;
-            session
-                .insert(SESSION_KEY, done.session_id)
-                .await
-                .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+            begin_browser_session(&session, done.session_id).await?;
             let to = if done.user.must_change_password {
                 "/account/password".to_string()
             } else {
@@ -425,4 +415,17 @@ async fn change_own_password(
     tx.commit().await?;
     state.sessions.forget_user(me.user_id);
     Ok(Ok(()))
+}
+
+/// Tie a browser to the session a sign-in created, under a fresh session
+/// id: whatever cookie the browser carried before (planted or stale) is
+/// deleted and useless now. Password and OIDC sign-ins alike.
+pub(super) async fn begin_browser_session<T: serde::Serialize>(
+    session: &Session,
+    session_id: T,
+) -> Result<(), AppError> {
+    let err = |e| AppError::Internal(anyhow::anyhow!("session: {e}"));
+    session.cycle_id().await.map_err(err)?;
+    session.clear().await;
+    session.insert(SESSION_KEY, session_id).await.map_err(err)
 }

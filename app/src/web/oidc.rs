@@ -19,7 +19,7 @@ use super::auth_next::safe_next;
 use super::pages::{render, Nav};
 use super::RouteDef;
 use crate::auth::oidc::{Callback, OidcError, PENDING_COOKIE, PENDING_TTL_SECS};
-use crate::auth::{Access, ClientMeta, SESSION_KEY};
+use crate::auth::{Access, ClientMeta};
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -163,16 +163,7 @@ async fn callback(
         .await;
     let mut r = match outcome {
         Ok(done) => {
-            // A fresh session id at sign-in, as for the password form.
-            session
-                .cycle_id()
-                .await
-                .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
-            session.clear().await;
-            session
-                .insert(SESSION_KEY, done.session_id)
-                .await
-                .map_err(|e| AppError::Internal(anyhow::anyhow!("session: {e}")))?;
+            super::auth::begin_browser_session(&session, done.session_id).await?;
             page(
                 &state,
                 StatusCode::OK,
