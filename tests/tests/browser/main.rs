@@ -13,6 +13,7 @@
 mod agent_status;
 mod approval;
 mod firmware;
+mod fleet_pages;
 mod lifecycle;
 mod maintenance;
 mod newcomer;
