@@ -47,7 +47,9 @@ async fn an_admin_previews_a_users_csv_then_imports_the_good_rows_once() {
         .login(stack.app.base_url(), "admin", ADMIN_PASSWORD)
         .await
         .unwrap();
-    chrome.goto(&stack.url("/import")).await.unwrap();
+    // The Users page leads there.
+    chrome.goto(&stack.url("/users")).await.unwrap();
+    chrome.click("a[href=\"/import\"]").await.unwrap();
     let form = "form[action=\"/import/users\"]";
     chrome.fill(form, "csv", USERS).await.unwrap();
     chrome
