@@ -11,6 +11,7 @@ use super::db::{self, certificates, devices, operations, CertificateRow, DeviceR
 use super::escrow::{Escrow, EscrowError, VersionInfo};
 use crate::auth::{CurrentUser, Role};
 use crate::domain::Serial;
+use crate::vault::BaoError;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct DeviceDetails {
@@ -23,6 +24,10 @@ pub struct DeviceDetails {
     /// The confirmed escrow version, when OpenBao's metadata says it is
     /// destroyed, deleted or gone: the key's secrets are lost (a wipe still works).
     pub escrow_damaged: Option<i64>,
+    /// Why the escrow history could not be read (OpenBao sealed or down):
+    /// the rest of the page comes from PostgreSQL and is still shown, and
+    /// `secret_versions` is empty. Never set when the history was read.
+    pub escrow_unavailable: Option<String>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -85,8 +90,22 @@ pub async fn device_details(
 ) -> Result<DeviceDetails, DetailsError> {
     let device = access::load_visible(db, me, serial).await?;
     // One metadata read: it says whether the confirmed version is still
-    // readable, without reading any secret value.
-    let (_, versions) = escrow.versions(serial).await?;
+    // readable, without reading any secret value. While OpenBao is sealed or
+    // down the page still shows what PostgreSQL knows, and says why the
+    // history is missing (an answer of 503 would hide the device's state
+    // and operations exactly when someone needs them).
+    let (versions, escrow_unavailable) = match escrow.versions(serial).await {
+        Ok((_, v)) => (v, None),
+        Err(EscrowError::Bao(BaoError::Sealed)) => (
+            Vec::new(),
+            Some("the secret store (OpenBao) is sealed: the escrow history is shown again once an operator unseals it".to_string()),
+        ),
+        Err(EscrowError::Bao(BaoError::Down { .. })) => (
+            Vec::new(),
+            Some("the secret store (OpenBao) is unavailable: the escrow history is shown again once it is back".to_string()),
+        ),
+        Err(e) => return Err(e.into()),
+    };
     let escrow_damaged = device.secrets_version.filter(|&c| {
         !versions
             .iter()
@@ -119,5 +138,6 @@ pub async fn device_details(
         operations,
         audit,
         escrow_damaged,
+        escrow_unavailable,
     })
 }

@@ -95,6 +95,25 @@ async fn approle_logins_carry_secret_operations_across_expiries_a_restart_and_a_
     assert_eq!(ann.api.me().await.0, StatusCode::OK);
     let admin = f.admin_browser().await;
     assert_eq!(admin.get("/devices").await.status(), StatusCode::OK);
+    // The device itself: its state and operations from PostgreSQL, and a
+    // sentence instead of the escrow history.
+    let (s, v) = ann.api.device(serial).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["device"]["serial"], serial, "{v}");
+    assert!(
+        v["operations"].as_array().is_some_and(|o| !o.is_empty()),
+        "{v}"
+    );
+    assert_eq!(v["secret_versions"], json!([]), "{v}");
+    assert!(
+        v["escrow_unavailable"]
+            .as_str()
+            .is_some_and(|w| w.contains("sealed")),
+        "{v}"
+    );
+    let (s, _, page) = admin.get_text(&format!("/devices/{serial}")).await;
+    assert_eq!(s, StatusCode::OK, "{page}");
+    assert!(page.contains("id=\"escrow-unavailable\""), "{page}");
     let before = pins.len();
     let (s, v) = ann.authorize(serial, json!({"operation": "set_pin"})).await;
     assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
@@ -108,6 +127,16 @@ async fn approle_logins_carry_secret_operations_across_expiries_a_restart_and_a_
         s == StatusCode::OK && v["status"] == "ready"
     })
     .await;
+    let (s, v) = ann.api.device(serial).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["escrow_unavailable"], serde_json::Value::Null, "{v}");
+    let history = v["secret_versions"].as_array().cloned().unwrap_or_default();
+    assert!(
+        history
+            .iter()
+            .any(|h| h["current"] == true && h["version"] == pins.len()),
+        "the history is back, with the version on the key: {history:?}"
+    );
     pins.push(change_pin(&ann, serial).await.unwrap());
 
     f.openbao().restart().await.unwrap();

@@ -28,6 +28,19 @@ async fn openbao_down_refuses_with_503_before_any_ticket_exists() {
     assert_eq!(state, "failed");
     assert_eq!(hash, None, "no ticket was issued");
     assert_eq!(f.device_row(serial).await.1, None);
+
+    // The owner still sees the device, its state and the refused operation,
+    // with a sentence where the escrow history would be.
+    let (s, v) = jack.api.device(serial).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["device"]["serial"], serial, "{v}");
+    assert_eq!(v["operations"][0]["state"], "failed", "{v}");
+    assert!(
+        v["escrow_unavailable"]
+            .as_str()
+            .is_some_and(|w| w.contains("unavailable")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
