@@ -297,4 +297,21 @@ impl OpenBao {
             Err(e) => Err(Error::from_rest(self.addr_str(), path, e)),
         }
     }
+
+    /// `sys/leader`, without a token: the active node's API address as
+    /// this node sees it, or `None` while no node is active (an election)
+    /// or HA is off. A standby that knows its leader forwards every request
+    /// to it, so a client talking to that standby is served.
+    pub async fn leader(&self) -> Result<Option<String>, Error> {
+        let path = "sys/leader";
+        let body = Raw::new(RequestMethod::GET, path, None)
+            .send(&self.anonymous())
+            .await
+            .map_err(|e| Error::from_rest(self.addr_str(), path, e))?;
+        let v = parse(path, &body)?;
+        Ok(v["leader_address"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+            .map(str::to_string))
+    }
 }

@@ -88,7 +88,21 @@ async fn check_postgres(state: &AppState) -> Result<(), String> {
 async fn check_openbao(state: &AppState) -> Result<(), String> {
     match tokio::time::timeout(CHECK_TIMEOUT, state.bao.health()).await {
         Ok(Ok(BaoHealth::Ready)) => Ok(()),
-        Ok(Ok(BaoHealth::Standby)) => Err("standby".into()),
+        // A standby (the Service may route the check to one) forwards every
+        // request to the active node: ready as long as it knows one.
+        Ok(Ok(BaoHealth::Standby)) => {
+            match tokio::time::timeout(CHECK_TIMEOUT, state.bao.leader()).await {
+                Ok(Ok(Some(_))) => Ok(()),
+                Ok(Ok(None)) => {
+                    Err("standby, and no node is active (an election, or no quorum)".into())
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness: OpenBao standby, leader unknown");
+                    Err("standby, and its leader is unknown".into())
+                }
+                Err(_) => Err("standby, and not answering (timed out)".into()),
+            }
+        }
         Ok(Ok(BaoHealth::Sealed)) => Err("sealed".into()),
         Ok(Ok(BaoHealth::Uninitialized)) => Err("not initialized".into()),
         Ok(Err(e)) => {

@@ -635,6 +635,8 @@ async fn failover_under_load_loses_nothing() {
         );
         rounds.push(r);
     }
+    standby_replica_is_served(&ha, 19_190_000).await;
+
     let md = report(&rounds);
     let out = workspace_root().join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
@@ -657,4 +659,66 @@ async fn failover_under_load_loses_nothing() {
             r.why
         );
     }
+}
+
+/// A replica whose OpenBao address is a standby node, not the active one
+/// (the production Service may hand it one: docs/ha.md): `/readyz` says
+/// ready, because the standby forwards every request to the active node,
+/// and the device page's escrow history, read from OpenBao, is there.
+async fn standby_replica_is_served(ha: &HaStack, serial: u32) {
+    let active = ha.active_bao().unwrap();
+    let standby = (1..=3u8).find(|n| *n != active).unwrap();
+    let bao = format!("http://127.0.0.1:{}", PORT + 9 + 2 * u16::from(standby));
+    let port = PORT + 22;
+    let url = format!("http://127.0.0.1:{port}");
+    let mut cmd = kleidia_tests::app::kleidia_command();
+    cmd.arg("--config")
+        .arg(ha.dir().join("kleidia.toml"))
+        .arg("serve")
+        .env("KLEIDIA_SERVER_BIND", format!("127.0.0.1:{port}"))
+        .env("KLEIDIA_OPENBAO_ADDR", &bao)
+        // Reached directly, not through HAProxy: its own address is the one
+        // its host check accepts.
+        .env("KLEIDIA_SERVER_PUBLIC_URL", &url);
+    let _replica = kleidia_tests::ChildGuard::spawn_logged(
+        "replica on a standby",
+        &mut cmd,
+        &ha.dir().join("logs/app-on-standby.log"),
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let ready = loop {
+        if let Ok(r) = http.get(format!("{url}/readyz")).send().await {
+            let v: Value = r.json().await.unwrap_or_default();
+            if v["status"] == "ready" || Instant::now() > deadline {
+                break v;
+            }
+        } else if Instant::now() > deadline {
+            panic!(
+                "the replica on standby node {standby} never answered:\n{}",
+                ha.log("app-on-standby")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(
+        ready["status"], "ready",
+        "a replica on standby node {standby} ({bao}): {ready}"
+    );
+    assert_eq!(ready["checks"]["openbao"], "ok", "{ready}");
+
+    let browser = Browser::new(&url);
+    let r = browser.login("watcher", PASSWORD).await;
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let (s, _, body) = browser.get_text(&format!("/api/devices/{serial}")).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["escrow_unavailable"], Value::Null, "{v}");
+    assert!(
+        v["secret_versions"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|x| x["current"] == true)),
+        "the escrow history came through the standby: {v}"
+    );
 }
