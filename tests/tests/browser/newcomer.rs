@@ -175,7 +175,10 @@ async fn the_pages_a_newcomer_tripped_over_read_right_in_chromium() {
         .wait_for("nav a[href=\"/my/devices\"]")
         .await
         .unwrap();
-    assert!(chrome.exists("#agent-status").await, "the agent bar is back");
+    assert!(
+        chrome.exists("#agent-status").await,
+        "the agent bar is back"
+    );
 
     // A helpdesk user refused a page still sees who is signed in.
     chrome.goto(&stack.url("/settings")).await.unwrap();
