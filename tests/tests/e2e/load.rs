@@ -5,7 +5,8 @@
 //! readers are not used, so this holds no `pcsc.lock`).
 //!
 //! Afterwards: no 5xx anywhere (not in what the sessions and players saw,
-//! not in the server's `/metrics`, not in its log), no operation left
+//! not in the server's `/metrics`, not in its log), no PIN, PUK or
+//! management key in the server's or an agent's log, no operation left
 //! pending, every device enrolled or changed is active with its secrets
 //! escrowed and those secrets open its card (ykman changes the PIN, the PUK
 //! and the management key to themselves), and `kleidia audit verify` passes.
@@ -349,6 +350,31 @@ async fn run(plan: Plan) {
         }
         out
     });
+    // No secret in a log: not the server's (at debug level, through every
+    // request of the load), not an agent's. The PINs chosen (every one) and
+    // the escrowed PUK and management key, each as a whole token.
+    let mut secrets: Vec<(String, String)> = Vec::new();
+    for (i, (s, escrow)) in seats.iter().zip(&escrows).enumerate() {
+        let last = if i < plan.enrollments {
+            0
+        } else {
+            changes_of[i - plan.enrollments]
+        };
+        for k in 0..=last {
+            secrets.push((format!("{} PIN #{k}", s.serial), pin_for(s.serial, k)));
+        }
+        for field in ["puk", "management_key"] {
+            if let Some(v) = escrow[field].as_str() {
+                secrets.push((format!("{} {field}", s.serial), v.to_string()));
+            }
+        }
+    }
+    let mut leaked = leaks(&app.log(), &secrets, "server");
+    for (a, agent) in agents.iter().enumerate() {
+        leaked.extend(leaks(&agent.log_text(), &secrets, &format!("agent {a}")));
+    }
+    assert!(leaked.is_empty(), "secrets in logs: {leaked:#?}");
+
     let lost: Vec<String> = opened
         .iter()
         .filter_map(|(serial, r)| r.as_ref().err().map(|e| format!("{serial}: {e:#}")))
@@ -382,6 +408,25 @@ async fn run(plan: Plan) {
         slowest_routes(&metrics, 6)
     );
     drop(agents);
+}
+
+/// Which of `secrets` (label, value) occur in `log` as a whole token (not
+/// inside a longer word or number, nor as a timestamp's fraction): the
+/// labels, never the values.
+fn leaks(log: &str, secrets: &[(String, String)], whose: &str) -> Vec<String> {
+    let bytes = log.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric();
+    secrets
+        .iter()
+        .filter(|(_, value)| {
+            log.match_indices(value.as_str()).any(|(at, _)| {
+                let before = at.checked_sub(1).map(|i| bytes[i]);
+                let after = bytes.get(at + value.len()).copied();
+                !before.is_some_and(|b| word(b) || b == b'.') && !after.is_some_and(word)
+            })
+        })
+        .map(|(label, _)| format!("{label} in the {whose} log"))
+        .collect()
 }
 
 /// The server's `/metrics` text.
@@ -557,4 +602,27 @@ async fn full_load() {
         first_serial: 48000001,
     })
     .await;
+}
+
+/// The log check finds a secret as a token, and not where it is only part
+/// of a timestamp, a number or a hex string.
+#[test]
+fn a_secret_in_a_log_is_found_as_a_token() {
+    let secrets = [("PIN".to_string(), "529371".to_string())];
+    for hit in [
+        "new_pin=529371",
+        "{\"new_pin\":\"529371\"}",
+        "PIN 529371\n",
+        "529371",
+    ] {
+        assert_eq!(leaks(hit, &secrets, "x"), ["PIN in the x log"], "{hit}");
+    }
+    for miss in [
+        "2026-11-30T13:47:40.529371Z",
+        "id=15293712",
+        "fingerprint=ab529371cd",
+        "latency=5293",
+    ] {
+        assert!(leaks(miss, &secrets, "x").is_empty(), "{miss}");
+    }
 }
