@@ -235,6 +235,24 @@ async fn run(plan: Plan) {
         remaining -= n;
         changes_of.push(n);
     }
+    // How busy the server's PostgreSQL pool gets (printed for the record,
+    // not asserted: a pool that runs out answers 5xx, which is).
+    let pool_peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (url, stop, peak) = (app.url("/metrics"), stop.clone(), pool_peak.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(r) = http.get(&url).bearer_auth(METRICS_TOKEN).send().await {
+                    let text = r.text().await.unwrap_or_default();
+                    if let Some(n) = pool_in_use(&text) {
+                        peak.fetch_max(n, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
     let enrollments = spawn_all(enrolling.iter().map(|s| enroll(s, 0)));
     let changes = spawn_all(changing.iter().zip(&changes_of).map(|(s, n)| {
         let (player, serial, n) = (s.player.clone(), s.serial, *n);
@@ -250,16 +268,19 @@ async fn run(plan: Plan) {
     let (enrolled, changed) = tokio::join!(enrollments, changes);
     let load_time = load_started.elapsed();
     stop.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
     let mut answered_per_session = Vec::new();
     for t in browse_tasks {
         answered_per_session.push(t.await.unwrap());
     }
 
     eprintln!(
-        "load: {} enrollments and {} PIN changes done in {load_time:?}, {} page loads ({:?})",
+        "load: {} enrollments and {} PIN changes done in {load_time:?}, {} page loads, \
+         at most {} PostgreSQL connections in use ({:?})",
         enrolling.len(),
         plan.pin_changes,
         seen.requests.load(Ordering::SeqCst),
+        pool_peak.load(Ordering::SeqCst),
         started.elapsed()
     );
     // No operation failed, nothing answered 5xx.
@@ -439,6 +460,14 @@ async fn scrape_metrics(app: &TestApp) -> String {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "GET /metrics");
     r.text().await.unwrap()
+}
+
+/// `kleidia_db_pool_connections{state="in_use"}` in `metrics`.
+fn pool_in_use(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kleidia_db_pool_connections{state=\"in_use\"} "))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// The `n` routes with the highest mean latency in `metrics`, one a line
