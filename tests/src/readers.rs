@@ -138,11 +138,22 @@ impl PrivatePcscd {
 }
 
 impl PrivatePcscd {
-    /// The escrowed PIN and PUK open the card in `reader` (each changed to
-    /// itself with ykman: a wrong one would fail and cost a try).
+    /// The escrowed PIN, PUK and management key open the card in `reader`
+    /// (each changed to itself with ykman: a wrong PIN or PUK would fail and
+    /// cost a try, a wrong management key fails to authenticate).
     pub fn escrow_opens(&self, reader: &str, escrow: &serde_json::Value) -> Result<()> {
         let pin = escrow["pin"].as_str().context("no PIN escrowed")?;
         let puk = escrow["puk"].as_str().context("no PUK escrowed")?;
+        let key = escrow["management_key"]
+            .as_str()
+            .context("no management key escrowed")?;
+        let algorithm = match escrow["management_key_algorithm"].as_str() {
+            Some("3des") => "TDES",
+            Some("aes128") => "AES128",
+            Some("aes192") => "AES192",
+            Some("aes256") => "AES256",
+            other => bail!("escrowed management key algorithm {other:?}"),
+        };
         self.ykman(
             reader,
             &["piv", "access", "change-pin", "-P", pin, "-n", pin],
@@ -153,6 +164,22 @@ impl PrivatePcscd {
             &["piv", "access", "change-puk", "-p", puk, "-n", puk],
         )
         .context("the escrowed PUK")?;
+        self.ykman(
+            reader,
+            &[
+                "piv",
+                "access",
+                "change-management-key",
+                "-f",
+                "-a",
+                algorithm,
+                "-m",
+                key,
+                "-n",
+                key,
+            ],
+        )
+        .context("the escrowed management key")?;
         Ok(())
     }
 }

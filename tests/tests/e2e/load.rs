@@ -4,10 +4,12 @@
 //! readers of private pcscds ([`PrivatePcscd`]; the system pcscd's two
 //! readers are not used, so this holds no `pcsc.lock`).
 //!
-//! Afterwards: no 5xx anywhere, no operation left pending, every device
-//! enrolled or changed is active with its secrets escrowed and those
-//! secrets open its card (ykman changes the PIN and PUK to themselves),
-//! and `kleidia audit verify` passes.
+//! Afterwards: no 5xx anywhere (not in what the sessions and players saw,
+//! not in the server's `/metrics`, not in its log), no PIN, PUK or
+//! management key in the server's or an agent's log, no operation left
+//! pending, every device enrolled or changed is active with its secrets
+//! escrowed and those secrets open its card (ykman changes the PIN, the PUK
+//! and the management key to themselves), and `kleidia audit verify` passes.
 //!
 //! `make load` runs the full size (200 sessions, 20 enrollments, 50 PIN
 //! changes: `full_load`, ignored otherwise); `make test` runs a small
@@ -15,7 +17,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kleidia_tests::agent::{AgentOptions, TestAgent};
 use kleidia_tests::card::VirtualYubiKey;
@@ -26,6 +28,8 @@ use kleidia_tests::{free_port, TestApp};
 use reqwest::StatusCode;
 
 const FIRMWARE: &str = "5.7.1";
+/// Bearer token for the server's `/metrics` (read after the load).
+const METRICS_TOKEN: &str = "load-test-scrape-token";
 
 /// How much load.
 struct Plan {
@@ -60,6 +64,7 @@ struct Seen {
 }
 
 async fn run(plan: Plan) {
+    let started = Instant::now();
     let cards = plan.enrollments + plan.pin_cards;
     let dir = tempfile::tempdir().unwrap();
 
@@ -92,6 +97,7 @@ async fn run(plan: Plan) {
             "KLEIDIA_ATTESTATION_ROOTS_FILE",
             &roots.display().to_string(),
         )
+        .env("KLEIDIA_SERVER_METRICS_TOKEN", METRICS_TOKEN)
         .start()
         .await;
 
@@ -139,7 +145,11 @@ async fn run(plan: Plan) {
         }
     }
 
-    eprintln!("load: {cards} keys seen by {} agents", agents.len());
+    eprintln!(
+        "load: {cards} keys seen by {} agents ({:?})",
+        agents.len(),
+        started.elapsed()
+    );
     // A person per key (the trial license allows 25 accounts: at most ten
     // owners, each with a session per key), with the agent of its pcscd
     // registered to that session.
@@ -198,10 +208,12 @@ async fn run(plan: Plan) {
     }
 
     eprintln!(
-        "load: {} sessions signed in, {} keys enrolled for the PIN changes",
+        "load: {} sessions signed in, {} keys enrolled for the PIN changes ({:?})",
         plan.sessions,
-        changing.len()
+        changing.len(),
+        started.elapsed()
     );
+    let load_started = Instant::now();
     // Everything at once.
     let seen = Arc::new(Seen::default());
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -212,7 +224,7 @@ async fn run(plan: Plan) {
         let stop = stop.clone();
         let serials = serials.clone();
         browse_tasks.push(tokio::spawn(async move {
-            browse(b, admin, &serials, &seen, &stop).await;
+            browse(b, admin, &serials, &seen, &stop).await
         }));
     }
     let per_card = plan.pin_changes.div_ceil(plan.pin_cards.max(1));
@@ -223,6 +235,24 @@ async fn run(plan: Plan) {
         remaining -= n;
         changes_of.push(n);
     }
+    // How busy the server's PostgreSQL pool gets (printed for the record,
+    // not asserted: a pool that runs out answers 5xx, which is).
+    let pool_peak = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let (url, stop, peak) = (app.url("/metrics"), stop.clone(), pool_peak.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                if let Ok(r) = http.get(&url).bearer_auth(METRICS_TOKEN).send().await {
+                    let text = r.text().await.unwrap_or_default();
+                    if let Some(n) = pool_in_use(&text) {
+                        peak.fetch_max(n, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        })
+    };
     let enrollments = spawn_all(enrolling.iter().map(|s| enroll(s, 0)));
     let changes = spawn_all(changing.iter().zip(&changes_of).map(|(s, n)| {
         let (player, serial, n) = (s.player.clone(), s.serial, *n);
@@ -236,14 +266,22 @@ async fn run(plan: Plan) {
         }
     }));
     let (enrolled, changed) = tokio::join!(enrollments, changes);
+    let load_time = load_started.elapsed();
     stop.store(true, Ordering::SeqCst);
+    sampler.await.unwrap();
+    let mut answered_per_session = Vec::new();
     for t in browse_tasks {
-        t.await.unwrap();
+        answered_per_session.push(t.await.unwrap());
     }
 
     eprintln!(
-        "load: operations done, {} page loads",
-        seen.requests.load(Ordering::SeqCst)
+        "load: {} enrollments and {} PIN changes done in {load_time:?}, {} page loads, \
+         at most {} PostgreSQL connections in use ({:?})",
+        enrolling.len(),
+        plan.pin_changes,
+        seen.requests.load(Ordering::SeqCst),
+        pool_peak.load(Ordering::SeqCst),
+        started.elapsed()
     );
     // No operation failed, nothing answered 5xx.
     let mut failures = Vec::new();
@@ -271,8 +309,8 @@ async fn run(plan: Plan) {
         .count();
     assert!(failures.is_empty(), "{failures:#?}\n{}", tail(&app.log()));
     assert_eq!(five, 0);
-    let requests = seen.requests.load(Ordering::SeqCst);
-    assert!(requests >= plan.sessions as u64, "every session browsed");
+    let idle = answered_per_session.iter().filter(|n| **n == 0).count();
+    assert_eq!(idle, 0, "sessions that never got a page");
     assert_eq!(
         seen.server_errors.load(Ordering::SeqCst),
         0,
@@ -290,6 +328,7 @@ async fn run(plan: Plan) {
     assert_eq!(pending, 0, "operations stuck pending");
 
     // No secret lost: what OpenBao holds opens every card.
+    let mut escrows = Vec::new();
     for (i, s) in seats.iter().enumerate() {
         let dev = app.device(s.serial).await;
         assert_eq!(dev["device"]["state"], "active", "{dev}");
@@ -306,13 +345,161 @@ async fn run(plan: Plan) {
             "{}: the escrowed PIN is the last one chosen",
             s.serial
         );
-        pcscds[s.pcscd]
-            .escrow_opens(&s.reader, &escrow)
-            .unwrap_or_else(|e| panic!("{}: {e:#}", s.serial));
+        escrows.push(escrow);
     }
+    // ykman on every card, a few at a time (each a Python process: on a
+    // busy 2-core machine one after the other takes minutes).
+    let opened: Vec<(u32, anyhow::Result<()>)> = tokio::task::block_in_place(|| {
+        let mut out = Vec::new();
+        let work: Vec<_> = seats.iter().zip(&escrows).collect();
+        for chunk in work.chunks(6) {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .iter()
+                    .map(|(s, escrow)| {
+                        let pcscd = &pcscds[s.pcscd];
+                        (
+                            s.serial,
+                            scope.spawn(move || pcscd.escrow_opens(&s.reader, escrow)),
+                        )
+                    })
+                    .collect();
+                for (serial, h) in handles {
+                    out.push((serial, h.join().expect("ykman thread")));
+                }
+            });
+        }
+        out
+    });
+    // No secret in a log: not the server's (at debug level, through every
+    // request of the load), not an agent's. The PINs chosen (every one) and
+    // the escrowed PUK and management key, each as a whole token.
+    let mut secrets: Vec<(String, String)> = Vec::new();
+    for (i, (s, escrow)) in seats.iter().zip(&escrows).enumerate() {
+        let last = if i < plan.enrollments {
+            0
+        } else {
+            changes_of[i - plan.enrollments]
+        };
+        for k in 0..=last {
+            secrets.push((format!("{} PIN #{k}", s.serial), pin_for(s.serial, k)));
+        }
+        for field in ["puk", "management_key"] {
+            if let Some(v) = escrow[field].as_str() {
+                secrets.push((format!("{} {field}", s.serial), v.to_string()));
+            }
+        }
+    }
+    let mut leaked = leaks(&app.log(), &secrets, "server");
+    for (a, agent) in agents.iter().enumerate() {
+        leaked.extend(leaks(&agent.log_text(), &secrets, &format!("agent {a}")));
+    }
+    assert!(leaked.is_empty(), "secrets in logs: {leaked:#?}");
+
+    let lost: Vec<String> = opened
+        .iter()
+        .filter_map(|(serial, r)| r.as_ref().err().map(|e| format!("{serial}: {e:#}")))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "escrowed secrets that do not open the card: {lost:#?}"
+    );
     let (ok, out) = app.audit_verify();
     assert!(ok, "audit verify: {out}");
+
+    // The server agrees: no 5xx counted in its metrics (every route, also
+    // the reports a player sends and does not wait for), and none logged
+    // (the trace layer is outside everything, the session store included).
+    let metrics = scrape_metrics(&app).await;
+    let counted: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("kleidia_http_requests_total{") && l.contains("status=\"5"))
+        .collect();
+    assert!(counted.is_empty(), "5xx in /metrics: {counted:#?}");
+    let log = app.log();
+    let failed: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("response failed"))
+        .take(20)
+        .collect();
+    assert!(failed.is_empty(), "5xx in the server log: {failed:#?}");
+    eprintln!(
+        "load: checked ({:?}); slowest routes by mean latency:\n{}",
+        started.elapsed(),
+        slowest_routes(&metrics, 6)
+    );
     drop(agents);
+}
+
+/// Which of `secrets` (label, value) occur in `log` as a whole token (not
+/// inside a longer word or number, nor as a timestamp's fraction): the
+/// labels, never the values.
+fn leaks(log: &str, secrets: &[(String, String)], whose: &str) -> Vec<String> {
+    let bytes = log.as_bytes();
+    let word = |b: u8| b.is_ascii_alphanumeric();
+    secrets
+        .iter()
+        .filter(|(_, value)| {
+            log.match_indices(value.as_str()).any(|(at, _)| {
+                let before = at.checked_sub(1).map(|i| bytes[i]);
+                let after = bytes.get(at + value.len()).copied();
+                !before.is_some_and(|b| word(b) || b == b'.') && !after.is_some_and(word)
+            })
+        })
+        .map(|(label, _)| format!("{label} in the {whose} log"))
+        .collect()
+}
+
+/// The server's `/metrics` text.
+async fn scrape_metrics(app: &TestApp) -> String {
+    let r = reqwest::Client::new()
+        .get(app.url("/metrics"))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "GET /metrics");
+    r.text().await.unwrap()
+}
+
+/// `kleidia_db_pool_connections{state="in_use"}` in `metrics`.
+fn pool_in_use(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kleidia_db_pool_connections{state=\"in_use\"} "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The `n` routes with the highest mean latency in `metrics`, one a line
+/// (for the record in docs/reliability.md; nothing asserts on speed).
+fn slowest_routes(metrics: &str, n: usize) -> String {
+    let mut sums = std::collections::HashMap::<String, (f64, f64)>::new();
+    for line in metrics.lines() {
+        let (what, value) = match line.rsplit_once(' ') {
+            Some((w, v)) => (w, v.parse::<f64>().unwrap_or(0.0)),
+            None => continue,
+        };
+        let prefix = "kleidia_http_request_duration_seconds_";
+        let Some(rest) = what.strip_prefix(prefix) else {
+            continue;
+        };
+        if let Some(labels) = rest.strip_prefix("sum") {
+            sums.entry(labels.to_string()).or_default().0 = value;
+        } else if let Some(labels) = rest.strip_prefix("count") {
+            sums.entry(labels.to_string()).or_default().1 = value;
+        }
+    }
+    let mut rows: Vec<(f64, f64, String)> = sums
+        .into_iter()
+        .filter(|(_, (_, c))| *c > 0.0)
+        .map(|(l, (s, c))| (s / c, c, l))
+        .collect();
+    rows.sort_by(|a, b| b.0.total_cmp(&a.0));
+    rows.iter()
+        .take(n)
+        .map(|(mean, count, labels)| format!("  {mean:.2} s mean over {count} {labels}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The `k`th PIN of `serial` (0: the one chosen at enrollment): six
@@ -337,14 +524,16 @@ fn pin_for(serial: u32, k: usize) -> String {
     }
 }
 
-/// Pages a signed-in person looks at, again and again, until `stop`.
+/// Pages a signed-in person looks at, again and again, until `stop`;
+/// how many were answered.
 async fn browse(
     b: Browser,
     admin: bool,
     serials: &[u32],
     seen: &Seen,
     stop: &std::sync::atomic::AtomicBool,
-) {
+) -> u64 {
+    let mut answered = 0u64;
     let mut pages: Vec<String> = vec![
         "/".into(),
         "/my/devices".into(),
@@ -362,6 +551,7 @@ async fn browse(
         match b.http.get(b.url(path)).send().await {
             Ok(r) => {
                 seen.requests.fetch_add(1, Ordering::SeqCst);
+                answered += 1;
                 if r.status().is_server_error() {
                     seen.server_errors.fetch_add(1, Ordering::SeqCst);
                     eprintln!("GET {path}: {}", r.status());
@@ -384,6 +574,7 @@ async fn browse(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    answered
 }
 
 /// Enroll the seat's key with its `k`th PIN.
@@ -440,4 +631,27 @@ async fn full_load() {
         first_serial: 48000001,
     })
     .await;
+}
+
+/// The log check finds a secret as a token, and not where it is only part
+/// of a timestamp, a number or a hex string.
+#[test]
+fn a_secret_in_a_log_is_found_as_a_token() {
+    let secrets = [("PIN".to_string(), "529371".to_string())];
+    for hit in [
+        "new_pin=529371",
+        "{\"new_pin\":\"529371\"}",
+        "PIN 529371\n",
+        "529371",
+    ] {
+        assert_eq!(leaks(hit, &secrets, "x"), ["PIN in the x log"], "{hit}");
+    }
+    for miss in [
+        "2026-11-30T13:47:40.529371Z",
+        "id=15293712",
+        "fingerprint=ab529371cd",
+        "latency=5293",
+    ] {
+        assert!(leaks(miss, &secrets, "x").is_empty(), "{miss}");
+    }
 }
