@@ -33,6 +33,8 @@ pub struct Config {
     pub oidc: OidcConfig,
     // s4-fleet: expiry notices.
     pub notices: NoticesConfig,
+    // s5-faults: closing operations whose ticket expired with no result.
+    pub operations: OperationsConfig,
 }
 
 // --- s4-fleet: expiry notices (`fleet::notices`) ---
@@ -135,6 +137,52 @@ impl NoticesConfig {
 }
 
 // --- end s4-fleet ---
+
+// --- s5-faults: operations whose ticket expired (`fleet::operations::expiry`) ---
+
+/// The tickets of operations, and closing the operations whose ticket
+/// expired with no result.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OperationsConfig {
+    /// How long a ticket is valid (10–120 s; the agent refuses more than 120).
+    pub ticket_lifetime_secs: u64,
+    /// How long after its ticket expired a non-secret operation with no
+    /// result is closed as `expired`: room for a card command started just
+    /// before the expiry (a touch waits up to 15 s), its report, and an
+    /// agent whose clock is late (0–3600 s).
+    pub result_grace_secs: u64,
+    /// How often the server looks for such operations (at least 1 s).
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        Self {
+            ticket_lifetime_secs: 90,
+            result_grace_secs: 60,
+            sweep_interval_secs: 30,
+        }
+    }
+}
+
+impl OperationsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if !(10..=120).contains(&self.ticket_lifetime_secs) {
+            return invalid("operations.ticket_lifetime_secs must be between 10 and 120");
+        }
+        if self.result_grace_secs > 3600 {
+            return invalid("operations.result_grace_secs must be at most 3600");
+        }
+        if self.sweep_interval_secs == 0 {
+            return invalid("operations.sweep_interval_secs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+// --- end s5-faults ---
 
 /// Anchoring the audit chain head in OpenBao (see `crate::audit::anchor`).
 #[derive(Debug, Clone, Deserialize)]
@@ -718,6 +766,8 @@ impl Settings for Config {
         self.oidc.validate()?;
         // s4-fleet: expiry notices.
         self.notices.validate()?;
+        // s5-faults: operations whose ticket expired.
+        self.operations.validate()?;
         Ok(())
     }
 }
@@ -1121,6 +1171,63 @@ mod tests {
             jail.set_env("KLEIDIA_NOTICES_ENABLED", "true");
             let err = Config::load(None).unwrap_err().to_string();
             assert!(err.contains("needs notices.smtp_host"), "{err}");
+            Ok(())
+        });
+    }
+
+    // s5-faults: operations whose ticket expired.
+    #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail's own signature
+    fn operation_ticket_and_sweep_settings_are_read_and_bounded() {
+        let d = Config::load_from(None, env_none()).unwrap().operations;
+        assert_eq!(
+            (
+                d.ticket_lifetime_secs,
+                d.result_grace_secs,
+                d.sweep_interval_secs
+            ),
+            (90, 60, 30)
+        );
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("KLEIDIA_OPERATIONS_TICKET_LIFETIME_SECS", "20");
+            jail.set_env("KLEIDIA_OPERATIONS_RESULT_GRACE_SECS", "0");
+            jail.set_env("KLEIDIA_OPERATIONS_SWEEP_INTERVAL_SECS", "2");
+            let o = Config::load(None).map_err(|e| e.to_string())?.operations;
+            assert_eq!(
+                (
+                    o.ticket_lifetime_secs,
+                    o.result_grace_secs,
+                    o.sweep_interval_secs
+                ),
+                (20, 0, 2)
+            );
+            for (key, value, why) in [
+                (
+                    "KLEIDIA_OPERATIONS_TICKET_LIFETIME_SECS",
+                    "121",
+                    "ticket_lifetime_secs",
+                ),
+                (
+                    "KLEIDIA_OPERATIONS_TICKET_LIFETIME_SECS",
+                    "9",
+                    "ticket_lifetime_secs",
+                ),
+                (
+                    "KLEIDIA_OPERATIONS_RESULT_GRACE_SECS",
+                    "3601",
+                    "result_grace_secs",
+                ),
+                (
+                    "KLEIDIA_OPERATIONS_SWEEP_INTERVAL_SECS",
+                    "0",
+                    "sweep_interval_secs",
+                ),
+            ] {
+                jail.clear_env();
+                jail.set_env(key, value);
+                let err = Config::load(None).unwrap_err().to_string();
+                assert!(err.contains(why), "{key}={value}: {err}");
+            }
             Ok(())
         });
     }

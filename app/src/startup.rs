@@ -81,6 +81,10 @@ impl Application {
         let sessions = Arc::new(crate::auth::session_cache::SessionCache::new(
             std::time::Duration::from_secs(config.session.cache_secs),
         ));
+        let fleet = Arc::new(
+            FleetContext::new(ticket_key, roots)
+                .with_ticket_lifetime(config.operations.ticket_lifetime_secs),
+        );
         let state = AppState {
             sessions,
             config: Arc::new(config),
@@ -89,7 +93,7 @@ impl Application {
             metrics: Arc::new(Metrics::new()),
             passwords,
             jwt: Arc::new(jwt),
-            fleet: Arc::new(FleetContext::new(ticket_key, roots)),
+            fleet,
             license,
             oidc,
         };
@@ -156,6 +160,11 @@ impl Application {
             .oidc
             .clone()
             .map(|o| tokio::spawn(crate::auth::oidc::run_rechecks(o, pool.clone())));
+        // s5-faults: close operations whose ticket expired with no result.
+        let expiry = tokio::spawn(crate::fleet::operations::expiry::run(
+            pool.clone(),
+            self.state.config.operations.clone(),
+        ));
         // s4-fleet: expiry notices on their schedule.
         let notices = self.state.config.notices.enabled.then(|| {
             tokio::spawn(crate::fleet::notices::run(
@@ -175,6 +184,7 @@ impl Application {
         }
         sweeper.abort();
         anchorer.abort();
+        expiry.abort();
         if let Some(t) = oidc_rechecks {
             t.abort();
         }

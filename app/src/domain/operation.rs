@@ -19,6 +19,11 @@ pub enum OperationState {
     Pending,
     Succeeded,
     Failed,
+    /// Closed by Kleidia: a non-secret operation whose ticket expired with no
+    /// result. The agent refuses an expired ticket, so nothing more happens
+    /// under it; whether the card applied the command before its answer was
+    /// lost is not known (`error` = `outcome_unknown`).
+    Expired,
 }
 
 /// A name that is not one of the [`OperationState`]s.
@@ -27,10 +32,11 @@ pub enum OperationState {
 pub struct UnknownOperationState(pub String);
 
 impl OperationState {
-    pub const ALL: [OperationState; 3] = [
+    pub const ALL: [OperationState; 4] = [
         OperationState::Pending,
         OperationState::Succeeded,
         OperationState::Failed,
+        OperationState::Expired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -38,6 +44,7 @@ impl OperationState {
             OperationState::Pending => "pending",
             OperationState::Succeeded => "succeeded",
             OperationState::Failed => "failed",
+            OperationState::Expired => "expired",
         }
     }
 

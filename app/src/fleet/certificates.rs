@@ -109,6 +109,13 @@ pub enum SignCsrError {
     StartedBySomeoneElse,
     #[error("that key generation failed")]
     GenerationFailed,
+    /// Closed by the server: its ticket expired with no result
+    /// (`fleet::operations::expiry`). Its key may be on the card, but no
+    /// certificate is signed for an operation that is closed.
+    #[error(
+        "that key generation expired before its certificate was requested; generate the key again"
+    )]
+    GenerationExpired,
     #[error(transparent)]
     Policy(#[from] PolicyError),
     #[error(transparent)]
@@ -269,6 +276,9 @@ async fn key_generation(
     }
     if op.state == OperationState::Failed {
         return Err(SignCsrError::GenerationFailed);
+    }
+    if op.state == OperationState::Expired {
+        return Err(SignCsrError::GenerationExpired);
     }
     Ok(op)
 }

@@ -14,6 +14,8 @@ pub struct FleetContext {
     pub ticket_key: TicketSigningKey,
     pub attestation_roots: AttestationRoots,
     pub pki_cache: PkiCache,
+    /// How long a ticket is valid (`operations.ticket_lifetime_secs`).
+    pub ticket_lifetime_secs: i64,
 }
 
 impl FleetContext {
@@ -22,7 +24,16 @@ impl FleetContext {
             ticket_key,
             attestation_roots,
             pki_cache: PkiCache::default(),
+            ticket_lifetime_secs: 90,
         }
+    }
+
+    /// Tickets valid for `secs` (at most the protocol's 120 s).
+    pub fn with_ticket_lifetime(mut self, secs: u64) -> Self {
+        self.ticket_lifetime_secs = i64::try_from(secs)
+            .unwrap_or(i64::MAX)
+            .min(kleidia_protocol::ticket::TICKET_MAX_LIFETIME_SECS);
+        self
     }
 }
 

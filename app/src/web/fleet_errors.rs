@@ -344,7 +344,9 @@ impl From<SignCsrError> for AppError {
         match e {
             E::NoKeyGeneration { .. } => AppError::NotFound(e.to_string()),
             E::StartedBySomeoneElse => AppError::Forbidden(e.to_string()),
-            E::GenerationFailed | E::AlreadyIssued => AppError::Conflict(e.to_string()),
+            E::GenerationFailed | E::GenerationExpired | E::AlreadyIssued => {
+                AppError::Conflict(e.to_string())
+            }
             E::Refused(reason) => AppError::Unprocessable(reason),
             E::NotApproved(reason) => AppError::Forbidden(reason),
             E::Lookup(e) => e.into(),

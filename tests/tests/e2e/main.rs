@@ -33,6 +33,8 @@ mod openbao_backup;
 mod openbao_license_auth;
 mod openbao_tls;
 mod operations;
+// s5-faults: operations whose ticket expired with no result.
+mod operation_expiry;
 mod outages;
 mod parallel_guesses;
 mod presence_attacks;

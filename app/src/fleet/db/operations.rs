@@ -136,7 +136,8 @@ pub async fn operations_of(
 /// The ticket issued for an operation: the agent key it is bound to, what
 /// its parameters hash to and until when it is valid; for a new secret
 /// change, the escrow version it writes (a reissued ticket keeps the one
-/// recorded).
+/// recorded). Only a pending operation gets a ticket: `RowNotFound` when it
+/// was closed meanwhile.
 pub async fn record_ticket(
     conn: &mut PgConnection,
     id: Uuid,
@@ -145,18 +146,23 @@ pub async fn record_ticket(
     expires_at: OffsetDateTime,
     secrets_version_new: Option<i64>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    let done = sqlx::query(
         "UPDATE operations SET agent_key_fingerprint = $2, params_hash = $3, ticket_expires_at = $4, \
-         secrets_version_new = COALESCE($5, secrets_version_new) WHERE id = $1",
+         secrets_version_new = COALESCE($5, secrets_version_new) WHERE id = $1 AND state = $6",
     )
     .bind(id)
     .bind(fingerprint)
     .bind(params_hash)
     .bind(expires_at)
     .bind(secrets_version_new)
+    .bind(OperationState::Pending)
     .execute(conn)
-    .await
-    .map(|_| ())
+    .await?;
+    // A row closed meanwhile (by the expiry sweep) never gets a ticket.
+    if done.rows_affected() == 0 {
+        return Err(sqlx::Error::RowNotFound);
+    }
+    Ok(())
 }
 
 /// Finish an operation as `state` if it is still pending, with an error
@@ -193,4 +199,47 @@ pub async fn mark_maybe_applied(conn: &mut PgConnection, id: Uuid) -> Result<(),
     .execute(conn)
     .await
     .map(|_| ())
+}
+
+/// A non-secret operation closed by [`close_expired`].
+#[derive(Debug, Clone, FromRow)]
+pub struct ExpiredOperation {
+    pub id: Uuid,
+    #[sqlx(try_from = "i64")]
+    pub device_serial: Serial,
+    #[sqlx(try_from = "ProtocolName")]
+    pub kind: Operation,
+    pub actor_id: Option<Uuid>,
+    pub actor_name: String,
+    pub ticket_expires_at: Option<OffsetDateTime>,
+}
+
+/// Close, as `expired` with the error `outcome_unknown`, every pending
+/// operation that changes no secret and whose ticket expired more than
+/// `grace_secs` ago with no result (`grace_secs` covers a card command
+/// started just before the expiry, its report, and the agent's clock). An
+/// operation that never got a ticket is closed once no ticket recorded now
+/// could still be valid: `max_lifetime_secs + grace_secs` after it was
+/// created (and [`record_ticket`] refuses a closed row). A secret change is
+/// never closed here: it stays pending until it is settled (DESIGN §8).
+/// Runs in the caller's transaction, which audits what it closed.
+pub async fn close_expired(
+    conn: &mut PgConnection,
+    grace_secs: i64,
+    max_lifetime_secs: i64,
+) -> Result<Vec<ExpiredOperation>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE operations SET state = $1, error = 'outcome_unknown', finished_at = now() \
+         WHERE state = $2 AND secrets_version_new IS NULL \
+           AND CASE WHEN ticket_expires_at IS NULL \
+                    THEN created_at < now() - make_interval(secs => $4 + $3) \
+                    ELSE ticket_expires_at < now() - make_interval(secs => $3) END \
+         RETURNING id, device_serial, kind, actor_id, actor_name, ticket_expires_at",
+    )
+    .bind(OperationState::Expired)
+    .bind(OperationState::Pending)
+    .bind(grace_secs as f64)
+    .bind(max_lifetime_secs as f64)
+    .fetch_all(conn)
+    .await
 }

@@ -642,7 +642,14 @@ impl Authorizing<'_> {
             ticket.expires_at,
             new_version.map(|v| i64::try_from(v).unwrap_or(i64::MAX)),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::RowNotFound => AuthorizeError::Internal(anyhow::anyhow!(
+                "operation {} was closed as expired before its ticket was recorded; no ticket was handed out",
+                self.id
+            )),
+            e => e.into(),
+        })?;
         audit::record(
             &mut tx,
             AuditEvent::new("ticket.issue")

@@ -10,6 +10,7 @@
 //! both the confirmed and the new version stay in OpenBao.
 
 mod authorize;
+pub mod expiry;
 mod reissue;
 mod report;
 
@@ -39,9 +40,6 @@ use super::presence::{self, PresenceChallenge, Purpose};
 use super::secrets::DeviceSecrets;
 use crate::auth::CurrentUser;
 use crate::domain::{OperationState, Serial};
-
-/// Lifetime of a ticket; the agent refuses anything longer than 120 s.
-const TICKET_LIFETIME_SECS: i64 = 90;
 
 /// What the page posts to the agent, and where.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -76,7 +74,9 @@ pub(crate) fn sign_ticket(
 ) -> anyhow::Result<Ticket> {
     let hash = params_hash(params)?;
     let now = OffsetDateTime::now_utc();
-    let expires = now + time::Duration::seconds(TICKET_LIFETIME_SECS.min(TICKET_MAX_LIFETIME_SECS));
+    // `operations.ticket_lifetime_secs`; the agent refuses anything longer than 120 s.
+    let expires =
+        now + time::Duration::seconds(ctx.ticket_lifetime_secs.clamp(1, TICKET_MAX_LIFETIME_SECS));
     let ticket = ctx.ticket_key.sign(&TicketClaims {
         id: ticket_id,
         operation: op,
