@@ -14,8 +14,14 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new() -> Result<Self> {
+        Self::new_on(&stack_var("DATABASE_URL")).await
+    }
+
+    /// A fresh database on the server `admin_url` points at (a role that
+    /// may create databases).
+    pub async fn new_on(admin_url: &str) -> Result<Self> {
         use sqlx::Connection;
-        let admin_url = stack_var("DATABASE_URL");
+        let admin_url = admin_url.to_string();
         let name = format!("kt_{}", uuid::Uuid::new_v4().simple());
         let mut conn = sqlx::PgConnection::connect(&admin_url)
             .await
@@ -96,5 +102,134 @@ impl TestDb {
             .unwrap_or_else(|e| panic!("count {from_where}: {e}"));
         pool.close().await;
         n
+    }
+}
+
+/// A PostgreSQL server of the test's own (`initdb` + `pg_ctl` as the
+/// `postgres` user on a temporary directory, loopback `port`), with the
+/// stack's two roles: `kleidia` (owner, may create databases) and
+/// `kleidia_app` (runtime). A test can stop the server process itself
+/// (the fault matrix's "PostgreSQL stopped") without touching the shared
+/// one. Stopped when dropped.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl PrivatePostgres {
+    pub fn start_new(port: u16) -> Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let me = Self { port, dir };
+        let status = std::process::Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(me.dir.path())
+            .status()?;
+        if !status.success() {
+            bail!("chown the private PostgreSQL directory to postgres");
+        }
+        me.as_postgres(
+            "initdb",
+            &[
+                "-D",
+                &me.data(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        )?;
+        me.start()?;
+        me.as_postgres(
+            "psql",
+            &[
+                "-h",
+                &me.socket_dir(),
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-qAt",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                "CREATE ROLE kleidia LOGIN CREATEDB PASSWORD 'kleidia'; \
+                 CREATE ROLE kleidia_app LOGIN PASSWORD 'kleidia_app'; \
+                 GRANT kleidia_app TO kleidia;",
+            ],
+        )?;
+        Ok(me)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn socket_dir(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    fn as_postgres(&self, tool: &str, args: &[&str]) -> Result<()> {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/{tool}"))
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .with_context(|| format!("run {tool} as postgres"))?;
+        if !out.status.success() {
+            bail!(
+                "{tool} {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+
+    /// Start the server (again); returns once it takes connections.
+    pub fn start(&self) -> Result<()> {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.socket_dir()
+        );
+        let log = self.dir.path().join("postgres.log").display().to_string();
+        self.as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-l", &log, "-o", &opts, "-w", "start"],
+        )
+    }
+
+    /// Stop the server process (`pg_ctl stop -m fast`: every session is
+    /// ended, then the server exits).
+    pub fn stop(&self) -> Result<()> {
+        self.as_postgres("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"])
+    }
+
+    /// The owner role's URL for database `name`.
+    pub fn owner_url(&self, name: &str) -> String {
+        format!("postgres://kleidia:kleidia@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The runtime role's URL for database `name`.
+    pub fn runtime_url(&self, name: &str) -> String {
+        format!(
+            "postgres://kleidia_app:kleidia_app@127.0.0.1:{}/{name}",
+            self.port
+        )
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self.as_postgres(
+            "pg_ctl",
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
     }
 }

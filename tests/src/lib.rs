@@ -35,7 +35,7 @@ mod test_app;
 pub mod tls;
 
 pub use bao::{shared_bao, TestBao};
-pub use db::TestDb;
+pub use db::{PrivatePostgres, TestDb};
 pub use person::{
     authorize_with_card, is_presence_challenge, prove_presence, sign_presence, Cards, Person,
 };

@@ -73,6 +73,8 @@ pub struct TestAppBuilder {
     /// The app reads a periodic token with this period (seconds) from
     /// `openbao.token_file`.
     token_file_period: Option<u64>,
+    /// A PostgreSQL server of the test's own on this port.
+    own_postgres: Option<u16>,
 }
 
 impl TestAppBuilder {
@@ -81,6 +83,14 @@ impl TestAppBuilder {
     /// ([`TestApp::openbao`]).
     pub fn persistent_openbao(mut self) -> Self {
         self.openbao = OpenBao::Persistent;
+        self
+    }
+
+    /// The installation's database on a PostgreSQL server of the test's
+    /// own, on loopback `port`, that the test can stop and start
+    /// ([`TestApp::postgres`]); the stack's roles as on the shared one.
+    pub fn own_postgres(mut self, port: u16) -> Self {
+        self.own_postgres = Some(port);
         self
     }
 
@@ -336,13 +346,30 @@ impl TestAppBuilder {
             ]);
         }
         env.extend(self.env);
-        let db = TestDb::new().await?;
-        let runtime_url = match self.db_roles {
-            DbRoles::Auto => runtime_url_for(&db.url),
-            DbRoles::Runtime => Some(runtime_url_for(&db.url).context(
-                "DATABASE_RUNTIME_URL is not set: .runtime_role() needs the runtime role from scripts/stack.sh",
-            )?),
-            DbRoles::Single => None,
+        let postgres = match self.own_postgres {
+            Some(port) => Some(crate::PrivatePostgres::start_new(port)?),
+            None => None,
+        };
+        let (db, runtime_url) = match &postgres {
+            Some(pg) => {
+                let db = TestDb::new_on(&pg.owner_url("postgres")).await?;
+                let runtime = match self.db_roles {
+                    DbRoles::Single => None,
+                    _ => Some(pg.runtime_url(&db.name)),
+                };
+                (db, runtime)
+            }
+            None => {
+                let db = TestDb::new().await?;
+                let runtime = match self.db_roles {
+                    DbRoles::Auto => runtime_url_for(&db.url),
+                    DbRoles::Runtime => Some(runtime_url_for(&db.url).context(
+                        "DATABASE_RUNTIME_URL is not set: .runtime_role() needs the runtime role from scripts/stack.sh",
+                    )?),
+                    DbRoles::Single => None,
+                };
+                (db, runtime)
+            }
         };
         let mut options = app_options(
             port,
@@ -376,6 +403,7 @@ impl TestAppBuilder {
             env,
             dir,
             cards,
+            postgres,
         })
     }
 }
@@ -427,6 +455,8 @@ pub struct TestApp {
     dir: tempfile::TempDir,
     /// The cards the test plays (their presence keys).
     pub cards: crate::person::Cards,
+    /// The PostgreSQL server of the test's own, if any (dropped last).
+    postgres: Option<crate::PrivatePostgres>,
 }
 
 impl TestApp {
@@ -442,7 +472,16 @@ impl TestApp {
             approle: None,
             openbao_tls: false,
             token_file_period: None,
+            own_postgres: None,
         }
+    }
+
+    /// The PostgreSQL server of the test's own
+    /// ([`TestAppBuilder::own_postgres`]).
+    pub fn postgres(&self) -> &crate::PrivatePostgres {
+        self.postgres
+            .as_ref()
+            .expect("a PostgreSQL of the test's own (own_postgres)")
     }
 
     /// The plain installation: shared OpenBao, a first admin.

@@ -104,10 +104,8 @@ enum Fault {
     CardUnplugged,
     OpenBaoStopped,
     OpenBaoSealed,
-    /// The installation's database refuses connections and its sessions are
-    /// terminated (`CONNECTION LIMIT 0` + `pg_terminate_backend`): what a
-    /// stopped PostgreSQL looks like to Kleidia, without stopping the
-    /// machine's shared server.
+    /// The installation's PostgreSQL server is stopped (a server of the
+    /// cell's own: the machine's shared one keeps running).
     PostgresDown,
     LicenseStopped,
     /// `kleidia serve` is killed (mid-command on a card-writing step) and started again.
@@ -169,27 +167,15 @@ fn inject(stack: &mut Stack, fault: Fault, step: Step, done: &mut Injected) {
     }
 }
 
-/// Cut (or restore) the installation's database, from a connection to
-/// the server's maintenance database (not cut).
+/// Stop (or start again) the installation's PostgreSQL server: a server
+/// of the cell's own ([`TestAppBuilder::own_postgres`]), so the shared one
+/// the other tests use keeps running. `pg_ctl stop -m fast` ends every
+/// session and the server process exits: connections are refused until
+/// the start.
 async fn database_down(stack: &Stack, down: bool) {
-    use sqlx::Connection;
-    let mut conn = sqlx::PgConnection::connect(&kleidia_tests::stack_var("DATABASE_URL"))
-        .await
-        .unwrap();
-    let name = &stack.app.db.name;
-    let limit = if down { 0 } else { -1 };
-    sqlx::query(&format!("ALTER DATABASE {name} CONNECTION LIMIT {limit}"))
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    if down {
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
-            .bind(name)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
-    conn.close().await.ok();
+    let pg = stack.app.postgres();
+    let r = if down { pg.stop() } else { pg.start() };
+    r.unwrap_or_else(|e| panic!("PostgreSQL {}: {e:#}", if down { "stop" } else { "start" }));
 }
 
 /// Undo the fault: what an operator (or the person) does.
@@ -293,6 +279,9 @@ async fn pending(stack: &Stack, serial: u32) -> Vec<(String, String, bool)> {
 /// default 90 + 60 + 30. 30 s still leaves a loaded 2-core machine ample
 /// time between a ticket being issued and the agent checking it.
 const TICKET_SECS: u64 = 30;
+/// The PostgresDown cells' own PostgreSQL server (loopback; cells run one
+/// at a time under the readers' lock).
+const POSTGRES_PORT: u16 = 18760;
 const GRACE_SECS: u64 = 5;
 
 /// The device's pending operations once every ticket issued so far has
@@ -388,6 +377,11 @@ async fn cell(step: Step, fault: Fault, serial: u32) {
                 &GRACE_SECS.to_string(),
             )
             .env("KLEIDIA_OPERATIONS_SWEEP_INTERVAL_SECS", "1");
+        let b = if fault == Fault::PostgresDown {
+            b.own_postgres(POSTGRES_PORT)
+        } else {
+            b
+        };
         if fault.needs_own_openbao() {
             b.persistent_openbao()
         } else {
