@@ -126,6 +126,51 @@ impl TestAgent {
         let base = format!("http://127.0.0.1:{port}");
         proc.wait_healthy(&format!("{base}/health"), Duration::from_secs(60), &log)
             .await?;
+        Self::started(opts, port, state_dir, log, proc, base).await
+    }
+
+    /// [`start_with_env`](Self::start_with_env), and what `/health` said
+    /// the first time it answered (the agent listens before its key is
+    /// made: `starting`). Polls as fast as it can.
+    pub async fn start_watching_health(
+        opts: AgentOptions,
+        port: u16,
+        state_dir: PathBuf,
+        log: PathBuf,
+        env: &[(&str, String)],
+    ) -> Result<(Self, Health)> {
+        let mut cmd = Self::command(&opts, port, &state_dir);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let proc = ChildGuard::spawn_logged("kleidia-agent", &mut cmd, &log)?;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let first = loop {
+            if let Ok(r) = http.get(format!("{base}/health")).send().await {
+                break r.error_for_status()?.json::<Health>().await?;
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("the agent did not answer:\n{}", read_log(&log));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        Ok((
+            Self::started(opts, port, state_dir, log, proc, base).await?,
+            first,
+        ))
+    }
+
+    /// The agent answers: read its key (waits until it is made).
+    async fn started(
+        opts: AgentOptions,
+        port: u16,
+        state_dir: PathBuf,
+        log: PathBuf,
+        proc: ChildGuard,
+        base: String,
+    ) -> Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()?;
