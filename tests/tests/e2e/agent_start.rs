@@ -21,7 +21,8 @@ async fn the_agent_answers_before_its_key_exists_and_an_operation_sent_at_once_s
     let _key =
         VirtualYubiKey::plug_private(dir.path(), serial, "5.7.1", &pcscd.readers[0]).unwrap();
 
-    let (agent, first) = TestAgent::start_watching_health(
+    let (agent, first, _) = TestAgent::start_watching_health(
+        None,
         AgentOptions::default(),
         free_port(),
         dir.path().join("state"),
