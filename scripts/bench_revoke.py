@@ -6,7 +6,8 @@ over and over, each a new serial), records a handful in Kleidia's
 `certificates` table on one device, then grows the CRL with raw revocations
 (`pki_int/revoke`) and at each checkpoint times, sequentially:
 
-  kleidia  POST /api/certificates/{id}/revoke  (revoke + CRL rebuild, audit)
+  kleidia  POST /api/certificates/{id}/revoke  (revoke, audit; the CRL is
+           rebuilt in the background since issue 17)
   raw      POST {bao}/v1/pki_int/revoke        (what OpenBao does alone)
 
 Prints JSON: {"points": [{"crl": n, "kleidia_ms": .., "raw_ms": ..}, ...]}.
