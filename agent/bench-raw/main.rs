@@ -25,7 +25,7 @@ fn main() -> Result<()> {
     let mut times = Vec::with_capacity(n);
     let mut failed = 0usize;
     for i in 0..n {
-        let (from, to) = if i % 2 == 0 {
+        let (from, to) = if i.is_multiple_of(2) {
             (pin_a, pin_b)
         } else {
             (pin_b, pin_a)

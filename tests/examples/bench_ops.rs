@@ -170,7 +170,7 @@ async fn agent_rows(agent_bin: &str, raw_bin: &str, n: usize, vpcd_port: u16) ->
 
     let (mut times, mut failed, mut last_error) = (Vec::new(), 0usize, String::new());
     for i in 0..n {
-        let (from, to) = if i % 2 == 0 {
+        let (from, to) = if i.is_multiple_of(2) {
             (pin_a, pin_b)
         } else {
             (pin_b, pin_a)
@@ -200,7 +200,7 @@ async fn agent_rows(agent_bin: &str, raw_bin: &str, n: usize, vpcd_port: u16) ->
     drop(agent);
 
     // The same changes with the raw crate, from the PIN the agent left.
-    let start_pin = if n % 2 == 0 { pin_a } else { pin_b };
+    let start_pin = if n.is_multiple_of(2) { pin_a } else { pin_b };
     let other = if start_pin == pin_a { pin_b } else { pin_a };
     let (k, v) = pcscd.env();
     let out = std::process::Command::new(raw_bin)
