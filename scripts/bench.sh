@@ -347,6 +347,12 @@ for p in pts:
                     "better=lower", "goal=flat",
                     f"note=growth from an empty CRL: Kleidia ×{p['kleidia_ms'] / first['kleidia_ms']:.1f}, raw ×{p['raw_ms'] / first['raw_ms']:.1f}"],
                    check=True)
+    subprocess.run(["python3", "scripts/bench_report.py", "add", sys.argv[2],
+                    "row=Revoked certificate on the served CRL", f"case=CRL of {p['crl']} revoked",
+                    f"kleidia={p['listed_ms']:.1f}", "unit=ms median", "better=lower",
+                    "goal=measured (bound: docs/openbao.md)",
+                    "note=from the revoke request to /pki/crl listing it: the background CRL rebuild (OpenBao's, grows with the CRL)"],
+                   check=True)
 PY
 else
   add row="Revoke latency as the CRL grows" case="CRL to $REVOKES" goal=flat note="failed: see logs/revoke.err"
