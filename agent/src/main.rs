@@ -33,7 +33,6 @@ async fn main() -> ExitCode {
     tracing::info!(
         port = app.port(),
         kleidia_origin = %st.config.allowed_origin,
-        agent_key = %st.key.fingerprint,
         allow_virtual_readers = st.config.allow_virtual_readers,
         "kleidia-agent listening on 127.0.0.1 and [::1]"
     );

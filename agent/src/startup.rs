@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::state::{AgentKey, AppState};
+use crate::state::{AgentKey, AppState, KeyState};
 
 pub struct Application {
     port: u16,
@@ -16,14 +16,27 @@ pub struct Application {
 }
 
 impl Application {
-    /// Generate the agent key, open the used-ticket store and bind
-    /// 127.0.0.1 and [::1] (never any other address; see [`bind_loopback`]).
+    /// Open the used-ticket store, bind 127.0.0.1 and [::1] (never any
+    /// other address; see [`bind_loopback`]) and start making the agent key
+    /// in the background: the agent answers at once (`/health` says
+    /// `starting`), and whatever needs the key waits for it.
     pub async fn build(config: Config) -> Result<Self> {
-        let key = tokio::task::spawn_blocking(AgentKey::generate)
-            .await
-            .context("key generation task")??;
         let (port, listeners) = bind_loopback(config.port).await?;
-        let state = AppState::new(config, port, key)?;
+        let (key_tx, key_rx) = tokio::sync::watch::channel(KeyState::Generating);
+        let state = AppState::new(config, port, key_rx)?;
+        tokio::task::spawn_blocking(move || {
+            let state = match AgentKey::generate() {
+                Ok(k) => {
+                    tracing::info!(agent_key = %k.fingerprint, "agent key ready");
+                    KeyState::Ready(std::sync::Arc::new(k))
+                }
+                Err(e) => {
+                    tracing::error!("the agent key could not be made: {e:#}");
+                    KeyState::Failed
+                }
+            };
+            key_tx.send_replace(state);
+        });
         Ok(Self {
             port,
             listeners,

@@ -50,6 +50,16 @@ impl AgentKey {
     }
 }
 
+/// The agent key while the agent starts: it listens at once and makes the
+/// key in the background (an RSA-3072 prime search takes seconds on a busy
+/// core); whatever needs the key waits for it.
+#[derive(Clone)]
+pub enum KeyState {
+    Generating,
+    Ready(Arc<AgentKey>),
+    Failed,
+}
+
 #[derive(Default)]
 pub struct Counters {
     pub decryptions: AtomicU64,
@@ -66,7 +76,7 @@ pub struct Inner {
     pub config: Config,
     pub port: u16,
     pub started_at: i64,
-    pub key: AgentKey,
+    key: tokio::sync::watch::Receiver<KeyState>,
     pub counters: Counters,
     ticket_key: OnceCell<TicketVerifyingKey>,
     replay: ReplayStore,
@@ -110,12 +120,19 @@ impl Drop for BusyGuard {
 /// A ticket that checked out and has been recorded as used.
 pub struct Authorized {
     pub claims: TicketClaims,
+    /// The agent key the ticket was checked against.
+    pub key: Arc<AgentKey>,
     /// Released when the card operation ends.
     pub guard: Option<BusyGuard>,
 }
 
 impl AppState {
-    pub fn new(config: Config, port: u16, key: AgentKey) -> Result<Self> {
+    /// `key` tells when the agent key is ready (see [`KeyState`]).
+    pub fn new(
+        config: Config,
+        port: u16,
+        key: tokio::sync::watch::Receiver<KeyState>,
+    ) -> Result<Self> {
         let started_at = now();
         let replay = ReplayStore::open(&config.state_dir, started_at)?;
         let ticket_key = match config.ticket_key {
@@ -151,6 +168,33 @@ impl AppState {
     pub fn reader_policy(&self) -> ReaderPolicy {
         ReaderPolicy {
             allow_virtual_readers: self.config.allow_virtual_readers,
+        }
+    }
+
+    /// `starting` while the agent key is being made, then `ok` (or
+    /// `failed`); never waits.
+    pub fn key_status(&self) -> &'static str {
+        match &*self.key.borrow() {
+            KeyState::Generating => "starting",
+            KeyState::Ready(_) => "ok",
+            KeyState::Failed => "failed",
+        }
+    }
+
+    /// The agent key, waiting while it is being made; 503 if making it failed.
+    pub async fn key(&self) -> Result<Arc<AgentKey>, ApiError> {
+        let mut rx = self.key.clone();
+        let state = rx
+            .wait_for(|k| !matches!(k, KeyState::Generating))
+            .await
+            .map(|k| k.clone());
+        match state {
+            Ok(KeyState::Ready(k)) => Ok(k),
+            _ => Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                codes::INTERNAL,
+                "the agent could not make its key; restart the agent",
+            )),
         }
     }
 
@@ -253,6 +297,7 @@ impl AppState {
         ticket: &str,
         params: &P,
     ) -> Result<Authorized, ApiError> {
+        let agent_key = self.key().await?;
         let key = self.ticket_key().await?;
         let claims = key.verify(ticket)?;
         // Before the other checks, so that a replay is reported as one even
@@ -265,7 +310,7 @@ impl AppState {
         claims.check(&TicketExpectation {
             operation: P::OPERATION,
             serial: params.serial(),
-            agent_key_fingerprint: &self.key.fingerprint,
+            agent_key_fingerprint: &agent_key.fingerprint,
             params_hash: &hash,
             now,
         })?;
@@ -280,6 +325,7 @@ impl AppState {
         }
         Ok(Authorized {
             claims,
+            key: agent_key,
             guard: Some(guard),
         })
     }
@@ -287,11 +333,11 @@ impl AppState {
     /// Decrypt one secret with the agent key. Only called after `authorize`.
     pub fn decrypt(
         &self,
-        _proof: &Authorized,
+        proof: &Authorized,
         secret: &EncryptedSecret,
     ) -> Result<Zeroizing<Vec<u8>>, ApiError> {
         self.counters.decryptions.fetch_add(1, Ordering::Relaxed);
-        secret.decrypt(&self.key.private).map_err(|_| {
+        secret.decrypt(&proof.key.private).map_err(|_| {
             ApiError::new(
                 StatusCode::BAD_REQUEST,
                 codes::DECRYPT_FAILED,

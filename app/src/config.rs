@@ -543,7 +543,7 @@ impl Default for AuthConfig {
             jwt_audience: "kleidia-api".into(),
             hash_concurrency: 2,
             // The same as `auth::password::DEFAULT_HASH_QUEUE`.
-            hash_queue: 64,
+            hash_queue: 256,
         }
     }
 }

@@ -149,6 +149,10 @@ impl Application {
         };
         let pool = self.state.db.clone();
         let sweeper = tokio::spawn(sweep(self.state.clone()));
+        // s5-bench: CRL rebuilds after revocations, one at a time (and one now).
+        let crl_state = self.state.clone();
+        let crl_rebuilds =
+            tokio::spawn(async move { crate::fleet::pki::run_crl_rebuilds(crl_state.pki()).await });
         let anchor_store = AnchorStore::new(self.state.bao.clone(), &self.state.config.openbao);
         let anchorer = tokio::spawn(anchor::run(
             pool.clone(),
@@ -183,8 +187,17 @@ impl Application {
             } => tracing::warn!(?grace, "grace period over; closing remaining connections"),
         }
         sweeper.abort();
+        crl_rebuilds.abort();
         anchorer.abort();
         expiry.abort();
+        // A revocation whose CRL rebuild has not run yet gets it now.
+        let pki = self.state.pki();
+        let last_crl = pki.rebuild_crl_if_wanted();
+        match tokio::time::timeout(self.state.config.openbao_timeout() * 2, last_crl).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "CRL rebuild at shutdown failed"),
+            Err(_) => tracing::warn!("CRL rebuild at shutdown timed out"),
+        }
         if let Some(t) = oidc_rechecks {
             t.abort();
         }

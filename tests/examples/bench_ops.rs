@@ -12,6 +12,19 @@
 //!       `POST …/presence` (proof verify, escrow read, OAEP to the agent key,
 //!       ticket).
 //!
+//!   bench_ops agent AGENT_BIN RAW_BIN N VPCD_PORT
+//!       the agent rows, on a private pcscd (tests/src/readers.rs; vpcd on
+//!       VPCD_PORT and the next) with a software YubiKey: start the agent
+//!       binary AGENT_BIN, time exec to the first `/health` answer and to
+//!       its key being ready (`/pubkey`), its RSS then, N PIN changes
+//!       through the agent (`POST /piv/set-pin` with a ticket and both PINs
+//!       RSA-OAEP encrypted to the agent key, as the server sends them;
+//!       the ticket and encryption are made before the clock starts), its
+//!       RSS after them, then the same N PIN changes with the raw `yubikey`
+//!       crate (RAW_BIN, `kleidia-bench-card-raw`, same build profile).
+//!       Prints one JSON line: {"start_health_ms", "start_key_ms",
+//!       "rss_start_kib", "rss_after_kib", "agent": {…}, "raw": {…}}.
+//!
 //! C workers, one device each, N requests in all. Prints one JSON line:
 //! {"mode", "c", "n", "failed", "mean_ms", "p99_ms", "per_s"} where per_s is
 //! the completed requests per second of wall time over the timed calls
@@ -91,9 +104,137 @@ async fn release_once(agent: &Agent, serial: u32) -> Result<f64> {
     Ok(ms)
 }
 
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn stats(mut times: Vec<f64>, failed: usize) -> Value {
+    times.sort_by(f64::total_cmp);
+    let mean = if times.is_empty() {
+        0.0
+    } else {
+        times.iter().sum::<f64>() / times.len() as f64
+    };
+    let p50 = times.get(times.len() / 2).copied().unwrap_or(0.0);
+    json!({"n": times.len(), "failed": failed, "mean_ms": mean, "p50_ms": p50})
+}
+
+/// The agent rows (see the module documentation).
+async fn agent_rows(agent_bin: &str, raw_bin: &str, n: usize, vpcd_port: u16) -> Result<()> {
+    use kleidia_protocol::agent::SetPinParams;
+    use kleidia_tests::agent::{AgentOptions, TestAgent};
+    use kleidia_tests::card::VirtualYubiKey;
+    use kleidia_tests::readers::PrivatePcscd;
+
+    const SERIAL: u32 = 32_170_100;
+    let (pin_a, pin_b) = ("123456", "271828");
+    let dir = tempfile::tempdir()?;
+    let pcscd = PrivatePcscd::start(vpcd_port, 2)?;
+    let _key = VirtualYubiKey::plug_private(dir.path(), SERIAL, "5.7.1", &pcscd.readers[0])?;
+    let t0 = Instant::now();
+    let (agent, _, health_after) = TestAgent::start_watching_health(
+        Some(std::path::Path::new(agent_bin)),
+        AgentOptions::default(),
+        kleidia_tests::free_port(),
+        dir.path().join("state"),
+        dir.path().join("agent.log"),
+        &[pcscd.env()],
+    )
+    .await?;
+    let key_after = t0.elapsed();
+    // The card is seen (pcscd polls vpcd for it) before anything is timed.
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    while !agent
+        .get("/discover")
+        .await?
+        .json::<Value>()
+        .await?
+        .to_string()
+        .contains(&SERIAL.to_string())
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "the agent does not see the software YubiKey:\n{}",
+                agent.log_text()
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let rss_start = rss_kib(agent.proc.pid());
+
+    let (mut times, mut failed, mut last_error) = (Vec::new(), 0usize, String::new());
+    for i in 0..n {
+        let (from, to) = if i.is_multiple_of(2) {
+            (pin_a, pin_b)
+        } else {
+            (pin_b, pin_a)
+        };
+        let p = SetPinParams {
+            serial: SERIAL,
+            current_pin: agent.encrypt(from.as_bytes()),
+            new_pin: agent.encrypt(to.as_bytes()),
+            settle: false,
+        };
+        let body = agent.signed(&p);
+        let t = Instant::now();
+        let r = agent.post("/piv/set-pin", &body).await?;
+        let ms = t.elapsed().as_secs_f64() * 1000.0;
+        if r.status().is_success() {
+            times.push(ms);
+        } else {
+            failed += 1;
+            last_error = format!("{} {}", r.status(), r.text().await.unwrap_or_default());
+            // Keep the PIN where the next call expects it.
+            break;
+        }
+    }
+    let rss_after = rss_kib(agent.proc.pid());
+    let mut agent_stats = stats(times, failed);
+    agent_stats["last_error"] = json!(last_error);
+    drop(agent);
+
+    // The same changes with the raw crate, from the PIN the agent left.
+    let start_pin = if n.is_multiple_of(2) { pin_a } else { pin_b };
+    let other = if start_pin == pin_a { pin_b } else { pin_a };
+    let (k, v) = pcscd.env();
+    let out = std::process::Command::new(raw_bin)
+        .env(k, v)
+        .args([
+            "set-pin",
+            &SERIAL.to_string(),
+            &n.to_string(),
+            start_pin,
+            other,
+        ])
+        .output()
+        .context("run the raw yubikey-crate driver")?;
+    let raw: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+        json!({"error": String::from_utf8_lossy(&out.stderr).chars().take(300).collect::<String>()})
+    });
+    println!(
+        "{}",
+        json!({"mode": "agent", "start_health_ms": health_after.as_secs_f64() * 1000.0,
+               "start_key_ms": key_after.as_secs_f64() * 1000.0,
+               "rss_start_kib": rss_start, "rss_after_kib": rss_after,
+               "agent": agent_stats, "raw": raw})
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
+    if let [mode, agent_bin, raw_bin, n, port] = a.as_slice() {
+        if mode == "agent" {
+            return agent_rows(agent_bin, raw_bin, n.parse()?, port.parse()?).await;
+        }
+    }
     let [mode, base, user, password, db_url, bao_addr, bao_token, root_pem, c, n] = a.as_slice()
     else {
         bail!("usage: bench_ops sign-csr|release BASE USER PASSWORD DB_URL BAO_ADDR BAO_TOKEN ROOT_PEM C N");

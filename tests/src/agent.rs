@@ -79,7 +79,19 @@ impl TestAgent {
 
     /// The agent's command line for `opts`, `port` and `state_dir`.
     pub fn command(opts: &AgentOptions, port: u16, state_dir: &Path) -> Command {
-        let mut cmd = Command::new(bin_path("kleidia-agent"));
+        Self::command_of(&bin_path("kleidia-agent"), "debug", opts, port, state_dir)
+    }
+
+    /// [`command`](Self::command) for the agent binary `bin`, logging at
+    /// `log` (the bench measures the release build at the default `info`).
+    pub fn command_of(
+        bin: &Path,
+        log: &str,
+        opts: &AgentOptions,
+        port: u16,
+        state_dir: &Path,
+    ) -> Command {
+        let mut cmd = Command::new(bin);
         cmd.arg("--kleidia-url")
             .arg(&opts.kleidia_url)
             .arg("--port")
@@ -89,7 +101,7 @@ impl TestAgent {
             .arg("--allow-virtual-readers")
             .arg(opts.allow_virtual_readers.to_string())
             .arg("--log")
-            .arg("debug")
+            .arg(log)
             .env_remove("KLEIDIA_AGENT_CONFIG")
             .env_remove("KLEIDIA_AGENT_TICKET_KEY");
         if let Some(seed) = opts.ticket_key {
@@ -126,6 +138,60 @@ impl TestAgent {
         let base = format!("http://127.0.0.1:{port}");
         proc.wait_healthy(&format!("{base}/health"), Duration::from_secs(60), &log)
             .await?;
+        Self::started(opts, port, state_dir, log, proc, base).await
+    }
+
+    /// [`start_with_env`](Self::start_with_env), and what `/health` said
+    /// the first time it answered (the agent listens before its key is
+    /// made: `starting`), and how long after the start that was. Polls as
+    /// fast as it can. `bin`: the agent binary, logging at `info` (default:
+    /// the workspace's, at `debug` as every test agent).
+    pub async fn start_watching_health(
+        bin: Option<&Path>,
+        opts: AgentOptions,
+        port: u16,
+        state_dir: PathBuf,
+        log: PathBuf,
+        env: &[(&str, String)],
+    ) -> Result<(Self, Health, Duration)> {
+        let mut cmd = match bin {
+            Some(b) => Self::command_of(b, "info", &opts, port, &state_dir),
+            None => Self::command(&opts, port, &state_dir),
+        };
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let t0 = std::time::Instant::now();
+        let proc = ChildGuard::spawn_logged("kleidia-agent", &mut cmd, &log)?;
+        let base = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let (first, after) = loop {
+            if let Ok(r) = http.get(format!("{base}/health")).send().await {
+                let after = t0.elapsed();
+                break (r.error_for_status()?.json::<Health>().await?, after);
+            }
+            if std::time::Instant::now() > deadline {
+                anyhow::bail!("the agent did not answer:\n{}", read_log(&log));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        };
+        Ok((
+            Self::started(opts, port, state_dir, log, proc, base).await?,
+            first,
+            after,
+        ))
+    }
+
+    /// The agent answers: read its key (waits until it is made).
+    async fn started(
+        opts: AgentOptions,
+        port: u16,
+        state_dir: PathBuf,
+        log: PathBuf,
+        proc: ChildGuard,
+        base: String,
+    ) -> Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(60))
             .build()?;

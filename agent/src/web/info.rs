@@ -15,35 +15,40 @@ fn version() -> String {
     env!("CARGO_PKG_VERSION").to_string()
 }
 
-pub(super) async fn well_known(State(st): State<AppState>) -> Json<WellKnown> {
-    Json(WellKnown {
+/// Waits for the agent key while the agent starts (`/health` does not).
+pub(super) async fn well_known(State(st): State<AppState>) -> Result<Json<WellKnown>, ApiError> {
+    let key = st.key().await?;
+    Ok(Json(WellKnown {
         service: "kleidia-agent".into(),
         status: "ok".into(),
         version: version(),
-        agent_key_fingerprint: st.key.fingerprint.clone(),
-    })
+        agent_key_fingerprint: key.fingerprint.clone(),
+    }))
 }
 
+/// Answers at once: `starting` while the agent key is being made, then `ok`.
 pub(super) async fn health(State(st): State<AppState>) -> Json<Health> {
     Json(Health {
-        status: "ok".into(),
+        status: st.key_status().into(),
         version: version(),
         decryptions: st.decryptions(),
     })
 }
 
-pub(super) async fn pubkey(State(st): State<AppState>) -> Json<PubKey> {
-    Json(PubKey {
-        public_key_pem: st.key.public_pem.clone(),
-        agent_key_fingerprint: st.key.fingerprint.clone(),
+pub(super) async fn pubkey(State(st): State<AppState>) -> Result<Json<PubKey>, ApiError> {
+    let key = st.key().await?;
+    Ok(Json(PubKey {
+        public_key_pem: key.public_pem.clone(),
+        agent_key_fingerprint: key.fingerprint.clone(),
         algorithm: "RSA-OAEP-256".into(),
         bits: crate::state::AGENT_KEY_BITS,
-    })
+    }))
 }
 
-pub(super) async fn system_info(State(st): State<AppState>) -> Json<SystemInfo> {
+pub(super) async fn system_info(State(st): State<AppState>) -> Result<Json<SystemInfo>, ApiError> {
     use std::sync::atomic::Ordering::Relaxed;
-    Json(SystemInfo {
+    let key = st.key().await?;
+    Ok(Json(SystemInfo {
         version: version(),
         os: std::env::consts::OS.into(),
         arch: std::env::consts::ARCH.into(),
@@ -52,11 +57,11 @@ pub(super) async fn system_info(State(st): State<AppState>) -> Json<SystemInfo> 
         kleidia_url: st.config.kleidia_url.to_string(),
         allow_virtual_readers: st.config.allow_virtual_readers,
         ticket_key_loaded: st.ticket_key_loaded(),
-        agent_key_fingerprint: st.key.fingerprint.clone(),
+        agent_key_fingerprint: key.fingerprint.clone(),
         decryptions: st.decryptions(),
         tickets_accepted: st.counters.tickets_accepted.load(Relaxed),
         tickets_refused: st.counters.tickets_refused.load(Relaxed),
-    })
+    }))
 }
 
 pub(super) async fn discover(State(st): State<AppState>) -> Result<Json<Discover>, ApiError> {

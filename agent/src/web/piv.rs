@@ -246,7 +246,7 @@ pub(super) async fn prove_presence(
     let operation_id = uuid::Uuid::parse_str(&p.operation_id)
         .map_err(|_| ApiError::invalid("operation_id must be a UUID"))?;
     let mut auth = st.authorize(&req.ticket, &p).await?;
-    let fingerprint = st.key.fingerprint.clone();
+    let fingerprint = auth.key.fingerprint.clone();
     let digest = presence_digest(&nonce, &operation_id, &fingerprint);
     let policy = st.reader_policy();
     let (serial, establish) = (p.serial, p.establish);

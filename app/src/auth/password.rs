@@ -6,8 +6,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::password_hash::{Output, PasswordHash, PasswordHasher, Salt, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
 
@@ -48,14 +48,73 @@ pub fn hash_blocking(password: &str) -> Result<String, AppError> {
 }
 
 /// Constant work whatever the input: an unparsable hash still costs a hash.
-fn verify_blocking(password: &str, phc: &str, dummy: &str) -> bool {
+fn verify_blocking(password: &str, phc: &str, dummy: &str, memory: &mut Vec<Block>) -> bool {
     match PasswordHash::new(phc) {
-        Ok(h) => argon2().is_ok_and(|a| a.verify_password(password.as_bytes(), &h).is_ok()),
+        Ok(h) => verify_with(password.as_bytes(), &h, memory),
         Err(_) => {
             if let Ok(h) = PasswordHash::new(dummy) {
-                let _ = argon2().map(|a| a.verify_password(password.as_bytes(), &h));
+                let _ = verify_with(password.as_bytes(), &h, memory);
             }
             false
+        }
+    }
+}
+
+/// Check `password` against the PHC hash `h` (Argon2 only), in `memory`:
+/// the Argon2 blocks are reused from one sign-in to the next (grown if a
+/// stored hash asks for more, e.g. from older parameters) and wiped after
+/// each use. The comparison is constant-time (`password_hash::Output`).
+fn verify_with(password: &[u8], h: &PasswordHash<'_>, memory: &mut Vec<Block>) -> bool {
+    let (Ok(alg), Some(expected), Some(salt)) = (Algorithm::try_from(h.algorithm), h.hash, h.salt)
+    else {
+        return false;
+    };
+    let version = match h.version.map(Version::try_from) {
+        None => Version::default(),
+        Some(Ok(v)) => v,
+        Some(Err(_)) => return false,
+    };
+    let Ok(params) = Params::try_from(h) else {
+        return false;
+    };
+    let mut salt_buf = [0u8; Salt::MAX_LENGTH];
+    let Ok(salt) = salt.decode_b64(&mut salt_buf) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let ok = Argon2::new(alg, version, params)
+        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
+        .is_ok()
+        && Output::new(&out).is_ok_and(|o| o == expected);
+    // The blocks hold values derived from the password.
+    memory[..blocks].fill(Block::default());
+    out.fill(0);
+    ok
+}
+
+/// The Argon2 memory of the hashes that run: at most one block array per
+/// permit exists (a verification takes one, or makes one when none is
+/// free, and gives it back), so the memory sign-ins use is
+/// `auth.hash_concurrency` × 19 MiB, made once, whatever the load.
+#[derive(Default)]
+struct MemoryPool(std::sync::Mutex<Vec<Vec<Block>>>);
+
+impl MemoryPool {
+    fn take(&self) -> Vec<Block> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop())
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, memory: Vec<Block>) {
+        if let Ok(mut v) = self.0.lock() {
+            v.push(memory);
         }
     }
 }
@@ -69,7 +128,7 @@ pub struct Verified {
 }
 
 /// Sign-ins that may wait for a hash beyond those running, by default.
-pub const DEFAULT_HASH_QUEUE: usize = 64;
+pub const DEFAULT_HASH_QUEUE: usize = 256;
 
 #[derive(Clone)]
 pub struct Passwords {
@@ -81,6 +140,8 @@ pub struct Passwords {
     /// A hash of a random password: verified against when the username is
     /// unknown, so an unknown name costs exactly what a known one does.
     dummy: Arc<String>,
+    /// The Argon2 memory of the verifications that run.
+    memory: Arc<MemoryPool>,
 }
 
 impl std::fmt::Debug for Passwords {
@@ -100,6 +161,7 @@ impl Passwords {
             in_line: Arc::new(AtomicUsize::new(0)),
             max_in_line: concurrency + DEFAULT_HASH_QUEUE,
             dummy: Arc::new(dummy),
+            memory: Arc::new(MemoryPool::default()),
         })
     }
 
@@ -150,10 +212,15 @@ impl Passwords {
         let stale = phc.is_some_and(needs_rehash);
         let phc = phc.unwrap_or(&self.dummy).to_string();
         let dummy = self.dummy.clone();
-        let ok =
-            tokio::task::spawn_blocking(move || verify_blocking(pw.expose_secret(), &phc, &dummy))
-                .await
-                .map_err(|e| AppError::Internal(e.into()))?;
+        let pool = self.memory.clone();
+        let ok = tokio::task::spawn_blocking(move || {
+            let mut memory = pool.take();
+            let ok = verify_blocking(pw.expose_secret(), &phc, &dummy, &mut memory);
+            pool.give_back(memory);
+            ok
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?;
         let ok = ok && known;
         Ok(Verified {
             ok,
@@ -262,6 +329,36 @@ mod tests {
         assert!(p.queue_place().is_none());
         drop(places);
         assert!(p.queue_place().is_some());
+    }
+
+    #[tokio::test]
+    async fn concurrent_sign_ins_share_one_argon2_memory_per_permit() {
+        let p = Passwords::new(2).await.unwrap();
+        let pw = SecretString::from("correct horse battery staple");
+        let h = p.hash(&pw).await.unwrap();
+        let checks: Vec<_> = (0..8)
+            .map(|i| {
+                let (p, h) = (p.clone(), h.clone());
+                let pw = SecretString::from(if i % 2 == 0 {
+                    "correct horse battery staple"
+                } else {
+                    "a wrong password, surely"
+                });
+                tokio::spawn(async move { p.verify(&pw, Some(&h)).await.unwrap().ok })
+            })
+            .collect();
+        let mut oks = Vec::new();
+        for c in checks {
+            oks.push(c.await.unwrap());
+        }
+        assert_eq!(oks, [true, false, true, false, true, false, true, false]);
+        let pool = p.memory.0.lock().unwrap();
+        assert!((1..=2).contains(&pool.len()), "{} arrays", pool.len());
+        // Made once, at today's size, and wiped after use.
+        for m in pool.iter() {
+            assert_eq!(m.len(), M_COST_KIB as usize);
+            assert!(m.iter().all(|b| b.as_ref().iter().all(|x| *x == 0)));
+        }
     }
 
     #[test]

@@ -96,14 +96,17 @@ impl Pki<'_> {
         })
     }
 
-    /// Revoke a certificate and rebuild the CRL; the cached CRL is dropped at
-    /// once, so this replica serves the new one from the next request.
+    /// Revoke a certificate in OpenBao and ask this replica's CRL rebuilder
+    /// for a new CRL ([`run_crl_rebuilds`]). OCSP answers "revoked" as soon
+    /// as this returns; the CRL served at `/pki/crl` lists the certificate
+    /// once the rebuild that follows has finished (docs/openbao.md,
+    /// "Revocation").
     ///
     /// With `auto_rebuild` on (bootstrap sets it, so the CRL never goes
     /// stale) OpenBao no longer rebuilds the CRL on a revocation, only when
-    /// it nears its nextUpdate; hence the explicit rebuild. OCSP answers
-    /// "revoked" as soon as the revocation is stored. A failed rebuild fails
-    /// the call, and a retry revokes again (accepted) and rebuilds.
+    /// it nears its nextUpdate; hence the explicit rebuild. It is not made
+    /// here: a rebuild reads every revoked certificate (its time grows with
+    /// the CRL), and revocations that come while one runs share the next.
     pub async fn revoke(&self, serial_number: &str) -> Result<(), PkiError> {
         let r = self
             .bao
@@ -122,7 +125,8 @@ impl Pki<'_> {
             }) if message.contains("already") || message.contains("expired") => {}
             Err(e) => return Err(e.into()),
         }
-        self.rebuild_crl().await
+        self.cache.want_crl();
+        Ok(())
     }
 
     /// Build a new CRL now (`crl/rotate`) and drop the cached documents.
@@ -130,6 +134,21 @@ impl Pki<'_> {
         self.bao.read(&format!("{}/crl/rotate", self.mount)).await?;
         self.cache.invalidate();
         Ok(())
+    }
+
+    /// Rebuild the CRL if a revocation asked for it since the last rebuild
+    /// started; on failure the request stays. `true` when it rebuilt.
+    pub async fn rebuild_crl_if_wanted(&self) -> Result<bool, PkiError> {
+        if !self.cache.take_crl_wanted() {
+            return Ok(false);
+        }
+        match self.rebuild_crl().await {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.cache.want_crl();
+                Err(e)
+            }
+        }
     }
 
     /// Ask OpenBao's OCSP responder about a DER-encoded OCSP request
@@ -154,10 +173,40 @@ impl Pki<'_> {
         if let Some(b) = self.cache.get(&key) {
             return Ok(Some(b));
         }
+        // A CRL fetched while a rebuild finishes is not kept past it.
+        let generation = self.cache.generation();
         let fetched = self.bao.fetch_public(&key).await?;
         if let Some(b) = &fetched {
-            self.cache.put(&key, b.clone());
+            self.cache.put_if_current(&key, b.clone(), generation);
         }
         Ok(fetched)
+    }
+}
+
+/// How long to wait before trying a failed CRL rebuild again.
+pub const CRL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// This replica's CRL rebuilder: a rebuild as soon as a revocation asks for
+/// one, one at a time; the revocations made while one runs share the next
+/// one. A failed rebuild (OpenBao down, sealed) is tried again every
+/// [`CRL_RETRY`]. Started with the server: it first tries one rebuild (for
+/// a replica killed between a revocation and its rebuild; an installation
+/// whose CA is not set up yet only logs it), and the server makes a pending
+/// one before it stops.
+pub async fn run_crl_rebuilds(pki: Pki<'_>) {
+    if let Err(e) = pki.rebuild_crl().await {
+        tracing::info!(mount = pki.mount, error = %e, "CRL rebuild at start failed");
+    }
+    loop {
+        pki.cache.crl_wanted().await;
+        loop {
+            match pki.rebuild_crl_if_wanted().await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(mount = pki.mount, error = %e, "CRL rebuild failed; trying again");
+                    tokio::time::sleep(CRL_RETRY).await;
+                }
+            }
+        }
     }
 }

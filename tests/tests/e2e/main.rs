@@ -3,6 +3,8 @@
 //! `tests/src` (`kleidia_tests::TestApp`). One module per feature.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+// s5-bench
+mod agent_start;
 mod api_schema;
 mod attestation_attacks;
 mod audit_anchor;

@@ -140,3 +140,59 @@ async fn past_the_hash_queue_sign_ins_get_503_with_retry_after_and_nothing_is_co
         checked as i64
     );
 }
+
+/// s5-bench: many right passwords at once, more than the hashes that run
+/// (default `auth.hash_concurrency` 2, `auth.hash_queue` 256): each waits
+/// for its hash rather than getting 503, and each gets a session of its own.
+#[tokio::test]
+async fn twenty_people_signing_in_at_once_all_get_in_and_each_gets_a_session() {
+    let app = TestApp::builder().start().await;
+    let mut people = Vec::new();
+    // 20: the TRIAL license's 25 accounts, with the admin.
+    for i in 0..20 {
+        let name = format!("crowd{i:02}");
+        let u = app
+            .create_user(&name, "user", &name, &format!("crowd-password-{i:04}"))
+            .await;
+        people.push((name, u.password));
+    }
+    let sessions = app.db.count("user_sessions").await;
+    let logins = "audit_log WHERE action = 'login.ok' AND actor_name LIKE 'crowd%'";
+    let logins_before = app.db.count(logins).await;
+    let failures = app
+        .db
+        .count("audit_log WHERE action = 'login.failed'")
+        .await;
+    let http = reqwest::Client::new();
+    let url = app.url("/api/auth/login");
+    let mut set = JoinSet::new();
+    for (name, password) in people.clone() {
+        let (http, url) = (http.clone(), url.clone());
+        set.spawn(async move {
+            let r = http
+                .post(url)
+                .json(&serde_json::json!({"username": name, "password": password}))
+                .send()
+                .await
+                .unwrap();
+            let s = r.status();
+            let v: serde_json::Value = r.json().await.unwrap_or_default();
+            (name, s, v["token"].as_str().map(str::to_string))
+        });
+    }
+    let mut tokens = std::collections::HashSet::new();
+    while let Some(r) = set.join_next().await {
+        let (name, s, token) = r.unwrap();
+        assert_eq!(s, StatusCode::OK, "{name}");
+        assert!(tokens.insert(token.unwrap()), "{name}: a token twice");
+    }
+    assert_eq!(tokens.len(), 20);
+    assert_eq!(app.db.count("user_sessions").await, sessions + 20);
+    assert_eq!(app.db.count(logins).await, logins_before + 20);
+    assert_eq!(
+        app.db
+            .count("audit_log WHERE action = 'login.failed'")
+            .await,
+        failures
+    );
+}

@@ -358,11 +358,17 @@ async fn ocsp_through_kleidia_says_good_then_revoked_once_the_device_is_lost_and
     let out = site.ocsp();
     assert!(out.contains("cert.pem: revoked"), "{out}");
 
-    // The revocation rebuilt the CRL (auto-rebuild alone would wait for the
-    // grace period): it lists the certificate, and its nextUpdate is the full
-    // lifetime ahead (72 h).
-    let (next, text) = site.served_crl().await;
+    // The revocation has the CRL rebuilt, in the background (auto-rebuild
+    // alone would wait for the grace period): it lists the certificate, and
+    // its nextUpdate is the full lifetime ahead (72 h).
     let hex = cert_serial.replace(':', "").to_uppercase();
+    let (s, h) = (&site, &hex);
+    let listed = kleidia_tests::wait_until(std::time::Duration::from_secs(60), || async move {
+        s.served_crl().await.1.contains(h)
+    })
+    .await;
+    assert!(listed, "{hex} is not on the served CRL");
+    let (next, text) = site.served_crl().await;
     assert!(text.contains(&hex), "{hex} not in\n{text}");
     let ahead = next.saturating_sub(now());
     assert!(
