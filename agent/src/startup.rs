@@ -24,19 +24,25 @@ impl Application {
         let (port, listeners) = bind_loopback(config.port).await?;
         let (key_tx, key_rx) = tokio::sync::watch::channel(KeyState::Generating);
         let state = AppState::new(config, port, key_rx)?;
-        tokio::task::spawn_blocking(move || {
-            let state = match AgentKey::generate() {
-                Ok(k) => {
-                    tracing::info!(agent_key = %k.fingerprint, "agent key ready");
-                    KeyState::Ready(std::sync::Arc::new(k))
-                }
-                Err(e) => {
-                    tracing::error!("the agent key could not be made: {e:#}");
-                    KeyState::Failed
-                }
-            };
-            key_tx.send_replace(state);
-        });
+        // A thread of its own that ends with the key, rather than tokio's
+        // blocking pool, whose idle thread would wake up ten seconds later
+        // to exit (the agent is meant to be silent when idle: `make bench`).
+        let keygen = std::thread::Builder::new().name("agent-key".into());
+        keygen
+            .spawn(move || {
+                let state = match AgentKey::generate() {
+                    Ok(k) => {
+                        tracing::info!(agent_key = %k.fingerprint, "agent key ready");
+                        KeyState::Ready(std::sync::Arc::new(k))
+                    }
+                    Err(e) => {
+                        tracing::error!("the agent key could not be made: {e:#}");
+                        KeyState::Failed
+                    }
+                };
+                key_tx.send_replace(state);
+            })
+            .context("start the thread that makes the agent key")?;
         Ok(Self {
             port,
             listeners,
