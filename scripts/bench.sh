@@ -16,7 +16,9 @@
 # BENCH_PORT (18080; the raw page and the second replica take the next two),
 # BENCH_BAO_PORT (18300), BENCH_IDLE_SECS (60: the agent's idle minute),
 # BENCH_AGENT_OPS (100 PIN changes through the agent, and raw),
-# BENCH_VPCD_PORT (18562, smoke 18560: the private pcscd's vpcd ports).
+# BENCH_VPCD_PORT (18562, smoke 18560: the private pcscd's vpcd ports),
+# BENCH_PERF=1 (perf samples the app during the sign-csr and release rows:
+# logs/profile-*.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -312,9 +314,22 @@ curl -fsS -H "X-Vault-Token: $BAO_TOKEN" -H 'Content-Type: application/json' \
 for c in 1 8; do
   if [ "$SMOKE" = 1 ]; then n=$((2 * c)); else n=$((40 * c)); fi
   ops() { # mode: sets OPS_RATE OPS_P99 OPS_NOTE
-    local out
+    local out perf_pid=""
+    # BENCH_PERF=1: sample the app's CPU (perf, flat by symbol) while the
+    # row runs, into logs/profile-MODE-cC.txt (the rows that miss: issue 17).
+    if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null 2>&1; then
+      perf record -q -F 999 -o "$LOGS/perf-$1-c$c.data" -p "$app_pid" >/dev/null 2>&1 &
+      perf_pid=$!
+      sleep 1
+    fi
     out=$("$OPS" "$1" "$BASE" admin "$PASSWORD" "$DB_URL" "$BAO_ADDR" "$BAO_TOKEN" \
       "$LOGS/attestation-root.pem" "$c" "$n" 2>>"$LOGS/ops.err" || true)
+    if [ -n "$perf_pid" ]; then
+      kill -INT "$perf_pid" 2>/dev/null || true
+      wait "$perf_pid" 2>/dev/null || true
+      perf report -q --stdio --no-children --sort dso,symbol -i "$LOGS/perf-$1-c$c.data" 2>/dev/null |
+        head -60 >"$LOGS/profile-$1-c$c.txt" || true
+    fi
     echo "$out" >>"$LOGS/ops.jsonl"
     OPS_RATE=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["per_s"], 1))' "$out" 2>/dev/null || echo)
     OPS_P99=$(python3 -c 'import json,sys; print(round(json.loads(sys.argv[1])["p99_ms"], 1))' "$out" 2>/dev/null || echo)
