@@ -114,18 +114,15 @@ pub async fn reserve(
     }
     let scope = Scope::Account;
     let account = &account_key(client, account);
-    sqlx::query(
-        "INSERT INTO login_throttle (scope, key, failures, first_failure_at, last_failure_at) \
-         VALUES ($1, $2, 0, now(), now()) ON CONFLICT (scope, key) DO NOTHING",
-    )
-    .bind(scope.as_str())
-    .bind(account)
-    .execute(&mut *tx)
-    .await?;
+    // One statement makes the row or locks the one there: an insert that
+    // found a row and a separate `SELECT … FOR UPDATE` could find none when
+    // a success cleared the pair in between (a 500 under parallel sign-ins).
     let (failures, stale, locked_until): (i32, bool, Option<OffsetDateTime>) = sqlx::query_as(
-        "SELECT failures, last_failure_at < now() - make_interval(secs => $3), \
-                CASE WHEN locked_until > now() THEN locked_until END \
-         FROM login_throttle WHERE scope = $1 AND key = $2 FOR UPDATE",
+        "INSERT INTO login_throttle (scope, key, failures, first_failure_at, last_failure_at) \
+         VALUES ($1, $2, 0, now(), now()) \
+         ON CONFLICT (scope, key) DO UPDATE SET failures = login_throttle.failures \
+         RETURNING failures, last_failure_at < now() - make_interval(secs => $3), \
+                   CASE WHEN locked_until > now() THEN locked_until END",
     )
     .bind(scope.as_str())
     .bind(account)

@@ -196,3 +196,68 @@ async fn twenty_people_signing_in_at_once_all_get_in_and_each_gets_a_session() {
         failures
     );
 }
+
+/// A sign-in reserves its attempt on the account's throttle row while
+/// another sign-in of the same person succeeds and clears that row (two
+/// tabs, a script and a browser). Once, the reservation found the row when
+/// it inserted and none when it locked it, and the right password got a
+/// 500. The schedule is forced here: the row is locked, the sign-in sent,
+/// and the row deleted (as a success's clear does) once the sign-in waits
+/// for it.
+#[tokio::test]
+async fn a_sign_in_whose_throttle_row_is_cleared_meanwhile_still_signs_in() {
+    let app = TestApp::builder().start().await;
+    let pat = app
+        .create_user("pat", "user", "Pat", "pat-password-1234")
+        .await;
+    let (s, _) = app.api().post_login("pat", "a wrong guess here").await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let row = "login_throttle WHERE scope = 'account' AND key = '127.0.0.1 pat'";
+    assert_eq!(app.db.count(row).await, 1);
+    let sessions = app.db.count("user_sessions").await;
+    let signed_in = "audit_log WHERE action = 'login.ok' AND actor_name = 'pat'";
+    let audited = app.db.count(signed_in).await;
+
+    let pool = app.db.pool().await.unwrap();
+    let mut other = pool.begin().await.unwrap();
+    sqlx::query(&format!("SELECT 1 FROM {row} FOR UPDATE"))
+        .fetch_one(&mut *other)
+        .await
+        .unwrap();
+    let api = app.api();
+    let password = pat.password.clone();
+    let sign_in = tokio::spawn(async move { api.post_login("pat", &password).await });
+    // The sign-in waits for the locked row.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sign-in never waited for the throttle row"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    sqlx::query(&format!("DELETE FROM {row}"))
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    other.commit().await.unwrap();
+
+    let (s, body) = sign_in.await.unwrap();
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert!(body["token"].as_str().is_some_and(|t| !t.is_empty()));
+    // Left behind: one more session, the account's counter cleared by the
+    // success, the sign-in audited.
+    assert_eq!(app.db.count("user_sessions").await, sessions + 1);
+    assert_eq!(app.db.count(row).await, 0);
+    assert_eq!(app.db.count(signed_in).await, audited + 1);
+}
