@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use argon2::password_hash::rand_core::{OsRng, RngCore};
-use argon2::password_hash::{Output, PasswordHash, PasswordHasher, Salt, SaltString};
+use argon2::password_hash::{Output, PasswordHash, Salt, SaltString};
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::Semaphore;
@@ -40,11 +40,41 @@ pub fn needs_rehash(phc: &str) -> bool {
 }
 
 pub fn hash_blocking(password: &str) -> Result<String, AppError> {
+    hash_with(password.as_bytes(), &mut Vec::new())
+}
+
+/// Hash `password` with today's parameters in `memory` (grown to size,
+/// wiped after use), as a PHC string.
+fn hash_with(password: &[u8], memory: &mut Vec<Block>) -> Result<String, AppError> {
+    let fail = |e: &dyn std::fmt::Display| AppError::Internal(anyhow::anyhow!("argon2 hash: {e}"));
     let salt = SaltString::generate(&mut OsRng);
-    argon2()?
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| AppError::Internal(anyhow::anyhow!("argon2 hash: {e}")))
+    let hasher = argon2()?;
+    let blocks = hasher.params().block_count();
+    grow(memory, blocks);
+    let mut salt_buf = [0u8; Salt::MAX_LENGTH];
+    let salt_bytes = salt
+        .as_salt()
+        .decode_b64(&mut salt_buf)
+        .map_err(|e| fail(&e))?;
+    let mut out = [0u8; Params::DEFAULT_OUTPUT_LEN];
+    let hashed = hasher.hash_password_into_with_memory(
+        password,
+        salt_bytes,
+        &mut out,
+        &mut memory[..blocks],
+    );
+    memory[..blocks].fill(Block::default());
+    hashed.map_err(|e| fail(&e))?;
+    let phc = PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: hasher.params().try_into().map_err(|e| fail(&e))?,
+        salt: Some(salt.as_salt()),
+        hash: Some(Output::new(&out).map_err(|e| fail(&e))?),
+    }
+    .to_string();
+    out.fill(0);
+    Ok(phc)
 }
 
 /// Constant work whatever the input: an unparsable hash still costs a hash.
@@ -82,9 +112,7 @@ fn verify_with(password: &[u8], h: &PasswordHash<'_>, memory: &mut Vec<Block>) -
         return false;
     };
     let blocks = params.block_count();
-    if memory.len() < blocks {
-        memory.resize(blocks, Block::default());
-    }
+    grow(memory, blocks);
     let mut out = vec![0u8; expected.len()];
     let ok = Argon2::new(alg, version, params)
         .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..blocks])
@@ -97,25 +125,82 @@ fn verify_with(password: &[u8], h: &PasswordHash<'_>, memory: &mut Vec<Block>) -
 }
 
 /// The Argon2 memory of the hashes that run: at most one block array per
-/// permit exists (a verification takes one, or makes one when none is
-/// free, and gives it back), so the memory sign-ins use is
-/// `auth.hash_concurrency` × 19 MiB, made once, whatever the load.
+/// permit exists (a hash takes one, or makes one when none is free, and
+/// gives it back wiped), so the memory sign-ins use is
+/// `auth.hash_concurrency` × 19 MiB whatever the load. The arrays are kept
+/// only while sign-ins are in progress: when the last one in line is done,
+/// they are dropped and their pages go back to the system (see
+/// [`RESERVED_BLOCKS`]): an idle server holds no Argon2 memory.
 #[derive(Default)]
-struct MemoryPool(std::sync::Mutex<Vec<Vec<Block>>>);
+struct MemoryPool {
+    free: std::sync::Mutex<Vec<Vec<Block>>>,
+    /// Hashes in progress or waiting for a permit.
+    users: AtomicUsize,
+    /// Block arrays made so far (the tests count them).
+    made: AtomicUsize,
+}
 
 impl MemoryPool {
+    /// Count a hash as in progress until the guard is dropped.
+    fn enter(self: &Arc<Self>) -> PoolUse {
+        self.users.fetch_add(1, Ordering::SeqCst);
+        PoolUse(self.clone())
+    }
+
     fn take(&self) -> Vec<Block> {
-        self.0
+        self.free
             .lock()
             .ok()
             .and_then(|mut v| v.pop())
-            .unwrap_or_default()
+            .unwrap_or_else(|| {
+                self.made.fetch_add(1, Ordering::Relaxed);
+                Vec::new()
+            })
     }
 
+    /// Give a wiped array back; the last hash in progress (`users` counts
+    /// the caller) drops them all instead.
     fn give_back(&self, memory: Vec<Block>) {
-        if let Ok(mut v) = self.0.lock() {
+        if self.users.load(Ordering::SeqCst) <= 1 {
+            drop(memory);
+            self.release();
+        } else if let Ok(mut v) = self.free.lock() {
             v.push(memory);
         }
+    }
+
+    fn release(&self) {
+        let arrays = self.free.lock().map(|mut v| std::mem::take(&mut *v));
+        drop(arrays);
+    }
+}
+
+/// A hash in progress (see [`MemoryPool::enter`]).
+struct PoolUse(Arc<MemoryPool>);
+
+impl Drop for PoolUse {
+    fn drop(&mut self) {
+        self.0.users.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Room reserved per block array (Argon2 blocks are 1 KiB), of which only
+/// the parameters' count (19 MiB) is ever touched. An allocation this large
+/// is above glibc's largest mmap threshold (32 MiB on 64-bit), so it is
+/// always a mapping of its own and freeing it unmaps it: the pages go back
+/// to the system at once. A 19 MiB allocation would, after the first free,
+/// be served from a malloc arena that keeps its memory. The untouched rest
+/// is address space, not memory.
+const RESERVED_BLOCKS: usize = 33 * 1024;
+
+/// Make `memory` hold `blocks` zeroed blocks (see [`RESERVED_BLOCKS`]).
+fn grow(memory: &mut Vec<Block>, blocks: usize) {
+    if memory.len() < blocks {
+        let room = RESERVED_BLOCKS.max(blocks);
+        if memory.capacity() < room {
+            memory.reserve_exact(room - memory.len());
+        }
+        memory.resize(blocks, Block::default());
     }
 }
 
@@ -161,7 +246,7 @@ impl Passwords {
             in_line: Arc::new(AtomicUsize::new(0)),
             max_in_line: concurrency + DEFAULT_HASH_QUEUE,
             dummy: Arc::new(dummy),
-            memory: Arc::new(MemoryPool::default()),
+            memory: Arc::default(),
         })
     }
 
@@ -184,15 +269,23 @@ impl Passwords {
     }
 
     pub async fn hash(&self, password: &SecretString) -> Result<String, AppError> {
+        let in_progress = self.memory.enter();
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|e| AppError::Internal(e.into()))?;
         let pw = password.clone();
-        tokio::task::spawn_blocking(move || hash_blocking(pw.expose_secret()))
-            .await
-            .map_err(|e| AppError::Internal(e.into()))?
+        let pool = self.memory.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut memory = pool.take();
+            let phc = hash_with(pw.expose_secret().as_bytes(), &mut memory);
+            pool.give_back(memory);
+            drop(in_progress);
+            phc
+        })
+        .await
+        .map_err(|e| AppError::Internal(e.into()))?
     }
 
     /// Check `password` against `phc`, or against the dummy hash when there
@@ -202,6 +295,7 @@ impl Passwords {
         password: &SecretString,
         phc: Option<&str>,
     ) -> Result<Verified, AppError> {
+        let in_progress = self.memory.enter();
         let _permit = self
             .permits
             .acquire()
@@ -217,6 +311,7 @@ impl Passwords {
             let mut memory = pool.take();
             let ok = verify_blocking(pw.expose_secret(), &phc, &dummy, &mut memory);
             pool.give_back(memory);
+            drop(in_progress);
             ok
         })
         .await
@@ -302,10 +397,13 @@ mod tests {
             Params::new(8192, 1, 1, None).unwrap(),
         );
         let salt = SaltString::generate(&mut OsRng);
-        let h = old
-            .hash_password(b"an old password here", &salt)
-            .unwrap()
-            .to_string();
+        let h = argon2::password_hash::PasswordHasher::hash_password(
+            &old,
+            b"an old password here",
+            &salt,
+        )
+        .unwrap()
+        .to_string();
         let p = Passwords::new(1).await.unwrap();
         let v = p
             .verify(&SecretString::from("an old password here"), Some(&h))
@@ -336,6 +434,9 @@ mod tests {
         let p = Passwords::new(2).await.unwrap();
         let pw = SecretString::from("correct horse battery staple");
         let h = p.hash(&pw).await.unwrap();
+        // The hash was alone: its array is gone already.
+        assert_eq!(p.memory.made.load(Ordering::Relaxed), 1);
+        assert!(p.memory.free.lock().unwrap().is_empty());
         let checks: Vec<_> = (0..8)
             .map(|i| {
                 let (p, h) = (p.clone(), h.clone());
@@ -352,13 +453,32 @@ mod tests {
             oks.push(c.await.unwrap());
         }
         assert_eq!(oks, [true, false, true, false, true, false, true, false]);
-        let pool = p.memory.0.lock().unwrap();
-        assert!((1..=2).contains(&pool.len()), "{} arrays", pool.len());
-        // Made once, at today's size, and wiped after use.
-        for m in pool.iter() {
-            assert_eq!(m.len(), M_COST_KIB as usize);
-            assert!(m.iter().all(|b| b.as_ref().iter().all(|x| *x == 0)));
-        }
+        // Eight verifications on two permits: at most one array per permit
+        // was made for them, and once nobody is in line the arrays are gone
+        // (an idle server keeps no Argon2 memory).
+        let made = p.memory.made.load(Ordering::Relaxed) - 1;
+        assert!((1..=2).contains(&made), "{made} arrays made");
+        assert!(p.memory.free.lock().unwrap().is_empty());
+        assert_eq!(p.memory.users.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn hashes_made_in_the_pool_verify_with_the_argon2_crate_itself() {
+        use argon2::password_hash::PasswordVerifier;
+        let p = Passwords::new(1).await.unwrap();
+        let pw = SecretString::from("correct horse battery staple");
+        let phc = p.hash(&pw).await.unwrap();
+        let parsed = PasswordHash::new(&phc).unwrap();
+        assert!(Argon2::default()
+            .verify_password(b"correct horse battery staple", &parsed)
+            .is_ok());
+        assert!(Argon2::default()
+            .verify_password(b"correct horse battery stapler", &parsed)
+            .is_err());
+        assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+        assert!(!needs_rehash(&phc));
+        // Two hashes of one password differ (a fresh salt each).
+        assert_ne!(phc, p.hash(&pw).await.unwrap());
     }
 
     #[test]
