@@ -103,15 +103,16 @@ impl AuditEvent {
 /// `&mut *tx` for a `Transaction`. The chain head stays locked until that
 /// transaction ends, so keep the transaction short.
 pub async fn record(conn: &mut PgConnection, event: AuditEvent) -> Result<i64, sqlx::Error> {
-    let (last_id, last_hash): (i64, Vec<u8>) =
-        sqlx::query_as("SELECT last_id, last_hash FROM audit_head WHERE singleton FOR UPDATE")
-            .fetch_one(&mut *conn)
-            .await?;
-    // Normalise through jsonb so the hash covers exactly what is stored.
-    let details: Value = sqlx::query_scalar("SELECT $1::jsonb")
-        .bind(&event.details)
-        .fetch_one(&mut *conn)
-        .await?;
+    // Two round trips, the head locked from the first: lock the head and
+    // normalise the details through jsonb (so the hash covers exactly what
+    // is stored) in one statement, then write the row and move the head in
+    // another. Fewer round trips under the lock, shorter waits behind it.
+    let (last_id, last_hash, details): (i64, Vec<u8>, Value) = sqlx::query_as(
+        "SELECT last_id, last_hash, $1::jsonb FROM audit_head WHERE singleton FOR UPDATE",
+    )
+    .bind(&event.details)
+    .fetch_one(&mut *conn)
+    .await?;
     let row = ChainRow {
         id: last_id + 1,
         created_at: now_micros(),
@@ -126,10 +127,13 @@ pub async fn record(conn: &mut PgConnection, event: AuditEvent) -> Result<i64, s
         hash: Vec::new(),
     };
     let hash = row.compute_hash();
-    sqlx::query(
-        "INSERT INTO audit_log (id, created_at, actor_id, actor_name, action, target_type, target_id, \
-                                details, ip, prev_hash, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    let moved = sqlx::query(
+        "WITH appended AS ( \
+           INSERT INTO audit_log (id, created_at, actor_id, actor_name, action, target_type, \
+                                  target_id, details, ip, prev_hash, hash) \
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id) \
+         UPDATE audit_head SET last_id = (SELECT id FROM appended), last_hash = $11 \
+         WHERE singleton",
     )
     .bind(row.id)
     .bind(row.created_at)
@@ -144,11 +148,9 @@ pub async fn record(conn: &mut PgConnection, event: AuditEvent) -> Result<i64, s
     .bind(&hash)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("UPDATE audit_head SET last_id = $1, last_hash = $2 WHERE singleton")
-        .bind(row.id)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
+    if moved.rows_affected() != 1 {
+        return Err(sqlx::Error::RowNotFound);
+    }
     anchor::note_appended(row.id);
     Ok(row.id)
 }
