@@ -11,7 +11,7 @@ use rand::rngs::OsRng;
 use rsa::RsaPublicKey;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sqlx::PgPool;
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 use super::{
@@ -313,15 +313,26 @@ pub async fn authorize(
         op: req.operation,
         fingerprint: &fingerprint,
     };
+    if !secret_changing(req.operation) {
+        // Nothing is written anywhere else before the ticket (no escrow
+        // version): the pending operation and its ticket are recorded in
+        // one transaction, or not at all.
+        let params = step
+            .agent_params(plan, &agent_key, current.as_ref(), None)
+            .await?;
+        let ticket = sign_ticket(ctx, step.id, step.op, serial, &fingerprint, &params)?;
+        let mut tx = db.begin().await?;
+        step.insert_pending(&mut tx, &details).await?;
+        step.insert_ticket(&mut tx, None, &ticket, &params).await?;
+        tx.commit().await?;
+        return Ok(ticket.authorized(step.id, step.op, serial, params));
+    }
+    // A secret change:
     // 1. The operation exists (pending) before anything else is written.
     step.record_pending(&details).await?;
     // 2. A new secret is durable in OpenBao before any ticket exists.
-    let next = if secret_changing(req.operation) {
-        let cur = current.as_ref().ok_or_else(missing_next)?;
-        Some(step.escrow_next(escrow, &policy, &req, cur).await?)
-    } else {
-        None
-    };
+    let cur = current.as_ref().ok_or_else(missing_next)?;
+    let next = Some(step.escrow_next(escrow, &policy, &req, cur).await?);
     // 3. The agent's parameters, encrypted to this session's agent key.
     let params = step
         .agent_params(
@@ -495,8 +506,19 @@ async fn plan(
 impl Authorizing<'_> {
     async fn record_pending(&self, details: &Value) -> Result<(), AuthorizeError> {
         let mut tx = self.db.begin().await?;
+        self.insert_pending(&mut tx, details).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The pending operation and its `operation.authorize` audit row.
+    async fn insert_pending(
+        &self,
+        conn: &mut PgConnection,
+        details: &Value,
+    ) -> Result<(), AuthorizeError> {
         operations::insert_operation(
-            &mut tx,
+            &mut *conn,
             &NewOperation {
                 id: self.id,
                 serial: self.d.serial,
@@ -511,7 +533,7 @@ impl Authorizing<'_> {
         )
         .await?;
         audit::record(
-            &mut tx,
+            conn,
             AuditEvent::new("operation.authorize")
                 .actor(self.u)
                 .from_client(self.meta)
@@ -519,7 +541,6 @@ impl Authorizing<'_> {
                 .details(json!({"operation": self.op.as_str(), "operation_id": self.id, "agent_key": self.fingerprint, "details": details})),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 
@@ -634,8 +655,22 @@ impl Authorizing<'_> {
         params: &Value,
     ) -> Result<(), AuthorizeError> {
         let mut tx = self.db.begin().await?;
+        self.insert_ticket(&mut tx, new_version, ticket, params)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The ticket on the operation row and its `ticket.issue` audit row.
+    async fn insert_ticket(
+        &self,
+        conn: &mut PgConnection,
+        new_version: Option<u64>,
+        ticket: &Ticket,
+        params: &Value,
+    ) -> Result<(), AuthorizeError> {
         operations::record_ticket(
-            &mut tx,
+            &mut *conn,
             self.id,
             self.fingerprint,
             &ticket.params_hash,
@@ -651,7 +686,7 @@ impl Authorizing<'_> {
             e => e.into(),
         })?;
         audit::record(
-            &mut tx,
+            conn,
             AuditEvent::new("ticket.issue")
                 .actor(self.u)
                 .from_client(self.meta)
@@ -666,7 +701,6 @@ impl Authorizing<'_> {
                 })),
         )
         .await?;
-        tx.commit().await?;
         Ok(())
     }
 }
