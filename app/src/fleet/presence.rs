@@ -250,7 +250,6 @@ pub async fn challenge(
         .expires_at
         .min(OffsetDateTime::now_utc() + time::Duration::seconds(CHALLENGE_LIFETIME_SECS));
     let mut tx = db.begin().await?;
-    prune(&mut *tx).await?;
     sqlx::query(
         "INSERT INTO presence_challenges (id, operation_id, device_serial, purpose, kind, request, \
          user_id, session_id, agent_key_fingerprint, nonce, establish, expires_at) \
@@ -511,7 +510,8 @@ fn pem_body(pem: &str) -> Option<Vec<u8>> {
     B64.decode(b64).ok()
 }
 
-/// Remove challenges that can no longer be answered (called when issuing).
+/// Remove challenges that can no longer be answered, a day after their
+/// expiry (the operations' expiry sweep calls it).
 pub async fn prune(db: impl PgExecutor<'_>) -> Result<(), sqlx::Error> {
     sqlx::query("DELETE FROM presence_challenges WHERE expires_at < now() - interval '1 day'")
         .execute(db)

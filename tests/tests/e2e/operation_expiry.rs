@@ -84,6 +84,19 @@ async fn a_lost_answer_is_closed_as_expired_after_its_ticket_a_late_result_is_re
     assert_eq!(s, StatusCode::CREATED, "{pin}");
     let pin_id = pin["operation_id"].as_str().unwrap().to_string();
 
+    // The proofs of those two are answered; make them look a day and more
+    // past their expiry: the sweep removes challenges that old.
+    let aged = sqlx::query(
+        "UPDATE presence_challenges SET expires_at = now() - interval '2 days' \
+         WHERE device_serial = $1 AND used_at IS NOT NULL",
+    )
+    .bind(i64::from(serial))
+    .execute(&pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert!(aged > 0, "the operations went through presence challenges");
+
     // While the ticket (and the grace) lasts, nothing is closed.
     let (state, _, over) = row(&pool, &reset_id).await;
     if !over {
@@ -102,6 +115,15 @@ async fn a_lost_answer_is_closed_as_expired_after_its_ticket_a_late_result_is_re
     };
     assert_eq!(state, "expired");
     assert_eq!(error.as_deref(), Some("outcome_unknown"));
+    let old_challenges: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM presence_challenges \
+         WHERE device_serial = $1 AND expires_at < now() - interval '1 day'",
+    )
+    .bind(i64::from(serial))
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(old_challenges, 0, "the sweep prunes old challenges");
     let events = expired_events(&pool, &reset_id).await;
     assert_eq!(events.len(), 1, "audited once: {events:?}");
     assert_eq!(events[0].0, "kleidia");

@@ -66,7 +66,8 @@ pub async fn close_expired(
     Ok(closed)
 }
 
-/// Every `operations.sweep_interval_secs`, [`close_expired`].
+/// Every `operations.sweep_interval_secs`, [`close_expired`], and prune the
+/// presence challenges that can no longer be answered.
 pub async fn run(db: PgPool, cfg: OperationsConfig) {
     let mut tick = tokio::time::interval(Duration::from_secs(cfg.sweep_interval_secs.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -85,6 +86,10 @@ pub async fn run(db: PgPool, cfg: OperationsConfig) {
             }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "closing expired operations failed"),
+        }
+        // Off the request path: a challenge no longer adds this statement.
+        if let Err(e) = crate::fleet::presence::prune(&db).await {
+            tracing::warn!(error = %e, "pruning old presence challenges failed");
         }
     }
 }
