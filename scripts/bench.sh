@@ -300,6 +300,29 @@ baseline=$(awk '/baseline authorise without presence/ {print $7}' "$LOGS/presenc
 add row="Presence step per operation" case="challenge + proof verify, sequential" kleidia="$presence" \
   unit="ms mean" better=lower goal=measured note="an authorisation without presence takes ${baseline} ms (logs/presence.txt)"
 
+# ------------------------------------------------------------------ the floor
+# What every audited operation is made of, measured alone on the same
+# machine (read with the sign-csr and release rows: scripts/bench_notes.md
+# counts the statements of each): one PostgreSQL statement's round trip
+# and a committed one-row write (pgbench, c=1, extended protocol as sqlx),
+# and one RSA-OAEP encryption of a secret to an agent's RSA-3072 key.
+psql "$DB_URL" -qAt -c "CREATE TABLE IF NOT EXISTS bench_floor (id bigserial PRIMARY KEY, v bytea)" >/dev/null
+echo "SELECT 1;" >"$LOGS/floor-select.sql"
+printf 'BEGIN;\nINSERT INTO bench_floor (v) VALUES (sha256(random()::text::bytea));\nCOMMIT;\n' >"$LOGS/floor-commit.sql"
+floor() { # name script: sets FLOOR_MS (pgbench's average latency)
+  pgbench -n -M prepared -c 1 -T "$DURATION" -f "$LOGS/$2" "$DB_URL" >"$LOGS/$1.txt" 2>&1 || true
+  FLOOR_MS=$(awk '/latency average/ {print $4}' "$LOGS/$1.txt")
+}
+floor pg-statement floor-select.sql
+add row="Floor: one PostgreSQL statement" case="SELECT 1 round trip, c=1 (pgbench)" kleidia="$FLOOR_MS" \
+  unit="ms mean" better=lower goal=measured note="what each of an operation's statements costs at least here"
+floor pg-commit floor-commit.sql
+add row="Floor: one PostgreSQL write committed" case="BEGIN, one-row INSERT, COMMIT, c=1 (pgbench)" kleidia="$FLOOR_MS" \
+  unit="ms mean" better=lower goal=measured note="three round trips and the WAL flush: an audited write's least"
+oaep=$("$BIN/kleidia-bench-raw" oaep "$([ "$SMOKE" = 1 ] && echo 5 || echo 200)" 2>>"$LOGS/oaep.err" || echo)
+add row="Floor: one secret encrypted to the agent" case="RSA-OAEP (SHA-256) to an RSA-3072 key, rsa crate" kleidia="$oaep" \
+  unit="ms mean" better=lower goal=measured note="the server's own function; a secret release encrypts each secret it sends"
+
 # ------------------------------------------------------------------ OpenBao
 # Raw engine figures for the sign-csr and secret-release rows.
 openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout /dev/null \
@@ -328,6 +351,8 @@ for line in sys.stdin:
         tot[m[1]] += float(m[3])
 print(tot["sum"], int(tot["count"]))' "$1"
   }
+  # utime + stime of a process, in clock ticks.
+  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
   ops() { # mode routes: sets OPS_RATE OPS_P99 OPS_NOTE, OPS_SERVER_MS and OPS_SERVER_RATE
     local out perf_pid="" before after
     # BENCH_PERF=1: sample the app's CPU (perf, flat by symbol) while the
@@ -338,9 +363,11 @@ print(tot["sum"], int(tot["count"]))' "$1"
       sleep 1
     fi
     before=$(route_time "$2" || echo "0 0")
+    cpu_before=$(cpu_ticks "$app_pid")
     out=$("$OPS" "$1" "$BASE" admin "$PASSWORD" "$DB_URL" "$BAO_ADDR" "$BAO_TOKEN" \
       "$LOGS/attestation-root.pem" "$c" "$n" 2>>"$LOGS/ops.err" || true)
     after=$(route_time "$2" || echo "0 0")
+    cpu_after=$(cpu_ticks "$app_pid")
     if [ -n "$perf_pid" ]; then
       kill -INT "$perf_pid" 2>/dev/null || true
       wait "$perf_pid" 2>/dev/null || true
@@ -354,6 +381,13 @@ print(tot["sum"], int(tot["count"]))' "$1"
     # Server side: the timed calls' time inside the app (what its metrics
     # saw for the timed routes, per operation), and the rate that time
     # alone would allow at this concurrency (c / time, as the driver's).
+    # And the app's CPU per operation (user + system, all its threads).
+    OPS_CPU_MS=$(python3 -c '
+import json, sys
+d = json.loads(sys.argv[1] or "{}")
+n = d.get("n", 0) + d.get("failed", 0)
+print(round((int(sys.argv[3]) - int(sys.argv[2])) * 1000 / int(sys.argv[4]) / n, 2) if n else "")' \
+      "$out" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" 2>/dev/null || echo)
     read -r OPS_SERVER_MS OPS_SERVER_RATE < <(python3 -c '
 import json, sys
 b, a, d = sys.argv[1].split(), sys.argv[2].split(), json.loads(sys.argv[3] or "{}")
@@ -364,7 +398,7 @@ if ops and secs > 0:
     print(round(ms, 2), round(c * 1000 / ms, 1))
 else:
     print("", "")' "$before" "$after" "$out" "$c" 2>/dev/null || echo " ")
-    echo "bench: $1 c=$c ${OPS_RATE:-?}/s p99 ${OPS_P99:-?} ms (in the app: ${OPS_SERVER_MS:-?} ms per operation); $OPS_NOTE"
+    echo "bench: $1 c=$c ${OPS_RATE:-?}/s p99 ${OPS_P99:-?} ms (in the app: ${OPS_SERVER_MS:-?} ms, app CPU ${OPS_CPU_MS:-?} ms per operation); $OPS_NOTE"
   }
   load "bao-sign-c$c" "$c" "$BAO_ADDR/v1/pki_int/sign/piv-ec" -H "X-Vault-Token: $BAO_TOKEN" -s "$LOGS/sign.lua"
   ops sign-csr '/sign-csr$'
@@ -373,7 +407,7 @@ else:
     note="p99 ${OPS_P99} ms, raw p99 ${P99} ms (OpenBao pki_int/sign/piv-ec direct); $OPS_NOTE"
   add row="sign-csr (attested P-256 CSR)" case="c=$c, the app's own time (its request metrics: ${OPS_SERVER_MS} ms per CSR)" \
     kleidia="$OPS_SERVER_RATE" raw="$RPS" unit="/s" better=higher goal="≥ 0.8×" goal_ratio=0.8 \
-    note="without the driver's side of each call (a debug-built client); c / time in the app"
+    note="without the driver's side of each call (a debug-built client); c / time in the app; app CPU ${OPS_CPU_MS} ms per CSR, its untimed authorisation included"
   load "bao-kv-c$c" "$c" "$BAO_ADDR/v1/yubikeys/data/bench/kv-read" -H "X-Vault-Token: $BAO_TOKEN"
   ops release '/operations(/\{op\}/presence)?$'
   add row="Secret release (escrow read, OAEP, ticket)" case="c=$c" kleidia="$OPS_RATE" raw="$RPS" unit="/s" \
@@ -381,7 +415,7 @@ else:
     note="Kleidia: generate_csr on an enrolled device, challenge + presence proof (2 requests); p99 ${OPS_P99} ms, raw p99 ${P99} ms (KV v2 read); $OPS_NOTE"
   add row="Secret release (escrow read, OAEP, ticket)" case="c=$c, the app's own time (its request metrics: ${OPS_SERVER_MS} ms per release)" \
     kleidia="$OPS_SERVER_RATE" raw="$RPS" unit="/s" better=higher goal="≥ 0.7×" goal_ratio=0.7 \
-    note="both requests' time in the app, without the driver's side (a debug-built client, its P-256 signature); c / time in the app"
+    note="both requests' time in the app, without the driver's side (a debug-built client, its P-256 signature); c / time in the app; app CPU ${OPS_CPU_MS} ms per release"
 done
 
 # Revoke latency as the CRL grows.

@@ -9,6 +9,10 @@
 //!   kleidia-bench-raw argon2 SECONDS THREADS
 //!       Argon2id hashes/s with Kleidia's parameters (19 MiB, t=2, p=1) on
 //!       THREADS threads: the sign-in row's raw figure. Prints one number.
+//!   kleidia-bench-raw oaep N
+//!       one secret RSA-OAEP encrypted to an RSA-3072 agent key, N times,
+//!       with the function the server uses (`rsa` crate): milliseconds per
+//!       encryption (a secret release sends each secret this way).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -121,6 +125,20 @@ fn argon2_rate(seconds: u64, threads: usize) -> anyhow::Result<f64> {
     Ok(done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Milliseconds per RSA-OAEP encryption of a PIN to an RSA-3072 key.
+fn oaep_ms(n: u32) -> anyhow::Result<f64> {
+    use kleidia_protocol::ticket::EncryptedSecret;
+    let mut rng = rand::rngs::OsRng;
+    let key = rsa::RsaPrivateKey::new(&mut rng, 3072)?.to_public_key();
+    let n = n.max(1);
+    let start = Instant::now();
+    for _ in 0..n {
+        EncryptedSecret::encrypt(&key, b"271828", &mut rng)
+            .map_err(|e| anyhow::anyhow!("RSA-OAEP: {e:?}"))?;
+    }
+    Ok(start.elapsed().as_secs_f64() * 1000.0 / f64::from(n))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -136,6 +154,12 @@ async fn main() -> anyhow::Result<()> {
             println!("{rate:.1}");
             Ok(())
         }
-        _ => bail!("usage: kleidia-bench-raw page BIND DATABASE_URL | argon2 SECONDS THREADS"),
+        ["oaep", n] => {
+            println!("{:.3}", oaep_ms(n.parse()?)?);
+            Ok(())
+        }
+        _ => bail!(
+            "usage: kleidia-bench-raw page BIND DATABASE_URL | argon2 SECONDS THREADS | oaep N"
+        ),
     }
 }
