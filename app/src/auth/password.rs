@@ -463,6 +463,31 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_array_kept_for_the_next_sign_in_is_wiped() {
+        let p = Passwords::new(1).await.unwrap();
+        let pw = SecretString::from("correct horse battery staple");
+        let h = p.hash(&pw).await.unwrap();
+        // Someone else is in line: the array stays in the pool, wiped.
+        let waiting = p.memory.enter();
+        assert!(p.verify(&pw, Some(&h)).await.unwrap().ok);
+        {
+            let pool = p.memory.free.lock().unwrap();
+            assert_eq!(pool.len(), 1);
+            assert_eq!(pool[0].len(), M_COST_KIB as usize);
+            assert!(pool[0].iter().all(|b| b.as_ref().iter().all(|x| *x == 0)));
+        }
+        drop(waiting);
+        // The next one to finish alone drops it.
+        assert!(
+            !p.verify(&SecretString::from("wrong"), Some(&h))
+                .await
+                .unwrap()
+                .ok
+        );
+        assert!(p.memory.free.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
     async fn hashes_made_in_the_pool_verify_with_the_argon2_crate_itself() {
         use argon2::password_hash::PasswordVerifier;
         let p = Passwords::new(1).await.unwrap();
