@@ -268,24 +268,35 @@ impl Passwords {
         Some(QueuePlace(self.in_line.clone()))
     }
 
-    pub async fn hash(&self, password: &SecretString) -> Result<String, AppError> {
+    /// Run `f` on the blocking pool with a permit and a block array from
+    /// the pool (counted as in progress from before the wait for the
+    /// permit, given back after `f`).
+    async fn in_pool<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Vec<Block>) -> T + Send + 'static,
+    ) -> Result<T, AppError> {
         let in_progress = self.memory.enter();
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|e| AppError::Internal(e.into()))?;
-        let pw = password.clone();
         let pool = self.memory.clone();
         tokio::task::spawn_blocking(move || {
             let mut memory = pool.take();
-            let phc = hash_with(pw.expose_secret().as_bytes(), &mut memory);
+            let out = f(&mut memory);
             pool.give_back(memory);
             drop(in_progress);
-            phc
+            out
         })
         .await
-        .map_err(|e| AppError::Internal(e.into()))?
+        .map_err(|e| AppError::Internal(e.into()))
+    }
+
+    pub async fn hash(&self, password: &SecretString) -> Result<String, AppError> {
+        let pw = password.clone();
+        self.in_pool(move |memory| hash_with(pw.expose_secret().as_bytes(), memory))
+            .await?
     }
 
     /// Check `password` against `phc`, or against the dummy hash when there
@@ -295,27 +306,14 @@ impl Passwords {
         password: &SecretString,
         phc: Option<&str>,
     ) -> Result<Verified, AppError> {
-        let in_progress = self.memory.enter();
-        let _permit = self
-            .permits
-            .acquire()
-            .await
-            .map_err(|e| AppError::Internal(e.into()))?;
         let pw = password.clone();
         let known = phc.is_some();
         let stale = phc.is_some_and(needs_rehash);
         let phc = phc.unwrap_or(&self.dummy).to_string();
         let dummy = self.dummy.clone();
-        let pool = self.memory.clone();
-        let ok = tokio::task::spawn_blocking(move || {
-            let mut memory = pool.take();
-            let ok = verify_blocking(pw.expose_secret(), &phc, &dummy, &mut memory);
-            pool.give_back(memory);
-            drop(in_progress);
-            ok
-        })
-        .await
-        .map_err(|e| AppError::Internal(e.into()))?;
+        let ok = self
+            .in_pool(move |memory| verify_blocking(pw.expose_secret(), &phc, &dummy, memory))
+            .await?;
         let ok = ok && known;
         Ok(Verified {
             ok,
