@@ -100,6 +100,20 @@ add() { python3 scripts/bench_report.py add "$ROWS" "$@"; }
 note() { echo "$*" >>"$NOTES"; }
 rss_kib() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm_kib() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+# The app's own time in the routes matching $1 (a regular expression), as
+# "sum_seconds count" from its request-duration metrics.
+route_time() {
+  curl -fsS -H "Authorization: Bearer $METRICS_TOKEN" "$BASE/metrics" | python3 -c '
+import re, sys
+pat = re.compile(sys.argv[1]); tot = {"sum": 0.0, "count": 0.0}
+for line in sys.stdin:
+    m = re.match(r"kleidia_http_request_duration_seconds_(sum|count)\{[^}]*route=\"([^\"]*)\"[^}]*\} (\S+)", line)
+    if m and pat.search(m[2]):
+        tot[m[1]] += float(m[3])
+print(tot["sum"], int(tot["count"]))' "$1"
+}
+# utime + stime of a process, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 reset_hwm() { echo 5 >"/proc/$1/clear_refs" 2>/dev/null || true; }
 mib() { python3 -c "print(round($1 / 1024, 1))"; }
 # wrk's latency as milliseconds ("812.00us", "3.10ms", "1.02s").
@@ -343,22 +357,8 @@ curl -fsS -H "X-Vault-Token: $BAO_TOKEN" -H 'Content-Type: application/json' \
   "$BAO_ADDR/v1/yubikeys/data/bench/kv-read" >/dev/null
 for c in 1 8; do
   if [ "$SMOKE" = 1 ]; then n=$((2 * c)); else n=$((40 * c)); fi
-  # The app's own time in the routes matching $1 (a regular expression), as
-  # "sum_seconds count" from its request-duration metrics.
-  route_time() {
-    curl -fsS -H "Authorization: Bearer $METRICS_TOKEN" "$BASE/metrics" | python3 -c '
-import re, sys
-pat = re.compile(sys.argv[1]); tot = {"sum": 0.0, "count": 0.0}
-for line in sys.stdin:
-    m = re.match(r"kleidia_http_request_duration_seconds_(sum|count)\{[^}]*route=\"([^\"]*)\"[^}]*\} (\S+)", line)
-    if m and pat.search(m[2]):
-        tot[m[1]] += float(m[3])
-print(tot["sum"], int(tot["count"]))' "$1"
-  }
-  # utime + stime of a process, in clock ticks.
-  cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-  ops() { # mode routes: sets OPS_RATE OPS_P99 OPS_NOTE, OPS_SERVER_MS and OPS_SERVER_RATE
-    local out perf_pid="" before after
+  ops() { # mode routes: sets OPS_RATE OPS_P99 OPS_NOTE, OPS_SERVER_MS, OPS_SERVER_RATE and OPS_CPU_MS
+    local out perf_pid="" before after cpu_before cpu_after
     # BENCH_PERF=1: sample the app's CPU (perf, flat by symbol) while the
     # row runs, into logs/profile-MODE-cC.txt (the rows that miss: issue 17).
     if [ "${BENCH_PERF:-0}" = 1 ] && command -v perf >/dev/null 2>&1; then
